@@ -1,0 +1,223 @@
+"""Configuration value objects: `JobConfig`, `WorkerPoolConfig`, `RedisQueueConfig`, `ClientConfig`.
+
+All are frozen attrs classes with keyword-only fields. Durations accept seconds (int or
+float) or a `datetime.timedelta` and are stored as `timedelta`, so
+``JobConfig(timeout=600) == JobConfig(timeout=timedelta(minutes=10))``. Invalid values
+raise `ConfigError` naming the field, at construction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import redis
+import redis.cluster
+
+from ._validators import (
+    callable_or_none,
+    duration,
+    duration_or_zero,
+    instance_of,
+    int_in_range,
+    name_like,
+    non_negative_duration,
+    optional_duration,
+    positive_duration,
+)
+from .backoff import Backoff, ExponentialBackoff
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .job import Job
+    from .redis_queue import RedisQueue
+    from .registry import Registry
+
+#: Highest and lowest job priority; higher runs first.
+MAX_PRIORITY = 1000
+MIN_PRIORITY = -1000
+
+
+def _frozen_mapping(value: object, field: attrs.Attribute[Any]) -> Mapping[str, Any]:
+    if value is None:
+        return MappingProxyType({})
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{field.name} must be a mapping (a JSON object), got {value!r}")
+    return MappingProxyType(dict(value))
+
+
+def _backoff(inst: object, field: attrs.Attribute[Any], value: object) -> None:
+    if not callable(value):
+        raise ConfigError(f"{field.name} must be a backoff callable(attempt) -> seconds")
+
+
+@attrs.frozen(kw_only=True)
+class JobConfig:
+    """How one job runs: retries, backoff, timeout, priority, delay and metadata.
+
+    Example::
+
+        config = jobs.JobConfig(max_retries=5, timeout=600, priority=10, delay=60)
+        client.enqueue("send_email", {"to": "a@example.com"}, config=config)
+
+    Args:
+        max_retries: retries after the first attempt (so at most ``max_retries + 1``
+            attempts); >= 0.
+        retry_backoff: delay before the n-th retry, seconds; any ``callable(n)``.
+        timeout: per attempt, seconds or timedelta; None for no timeout.
+        priority: -1000..1000; higher runs first, FIFO within one priority.
+        delay: do not run before now + delay (seconds or timedelta).
+        metadata: a JSON object stored with the job.
+
+    .. versionadded:: 1.0
+    """
+
+    max_retries: int = attrs.field(default=3, validator=int_in_range(0))
+    retry_backoff: Backoff = attrs.field(factory=ExponentialBackoff, validator=_backoff)
+    timeout: timedelta | None = attrs.field(
+        default=timedelta(minutes=30), converter=optional_duration, validator=positive_duration
+    )
+    priority: int = attrs.field(default=0, validator=int_in_range(MIN_PRIORITY, MAX_PRIORITY))
+    delay: timedelta = attrs.field(
+        default=timedelta(0),
+        converter=duration_or_zero,
+        validator=non_negative_duration,
+    )
+    metadata: Mapping[str, Any] = attrs.field(
+        factory=dict,
+        converter=attrs.Converter(_frozen_mapping, takes_field=True),
+        hash=False,
+    )
+
+
+def DefaultJobConfig() -> JobConfig:  # noqa: N802  (the contract's name, mirrors the Go seed)
+    """The default job configuration: 3 retries, exponential backoff, 30 min timeout, priority 0.
+
+    .. versionadded:: 1.0
+    """
+    return JobConfig()
+
+
+ErrorHandler = Callable[["Job", BaseException], object]
+SuccessHandler = Callable[["Job"], object]
+
+
+@attrs.frozen(kw_only=True)
+class WorkerPoolConfig:
+    """How a client's worker pool runs jobs.
+
+    Args:
+        num_workers: concurrent handler threads (>= 1).
+        lease: seconds a fetched job stays leased without a heartbeat; heartbeats renew it
+            every lease/3. A worker that dies loses its jobs to other workers about
+            1.5 x lease after its last heartbeat.
+        poll_interval: the longest idle wait, seconds; a job that becomes ready wakes an
+            idle pool at once.
+        shutdown_timeout: seconds `Client.stop` waits for running jobs before cancelling
+            them with SHUTDOWN and returning them to the queue.
+        error_handler: ``f(job, exc)`` after each failed attempt, once it is recorded.
+        success_handler: ``f(job)`` after each completed job, once it is recorded.
+
+    .. versionadded:: 1.0
+    """
+
+    num_workers: int = attrs.field(default=10, validator=int_in_range(1))
+    lease: timedelta = attrs.field(
+        default=timedelta(seconds=30), converter=duration, validator=positive_duration
+    )
+    poll_interval: timedelta = attrs.field(
+        default=timedelta(seconds=1), converter=duration, validator=positive_duration
+    )
+    shutdown_timeout: timedelta = attrs.field(
+        default=timedelta(seconds=30), converter=duration, validator=non_negative_duration
+    )
+    error_handler: ErrorHandler | None = attrs.field(default=None, validator=callable_or_none)
+    success_handler: SuccessHandler | None = attrs.field(default=None, validator=callable_or_none)
+
+
+def DefaultWorkerPoolConfig() -> WorkerPoolConfig:  # noqa: N802  (the contract's name)
+    """The default worker pool configuration: 10 workers, 30 s lease, 1 s poll, 30 s shutdown.
+
+    .. versionadded:: 1.0
+    """
+    return WorkerPoolConfig()
+
+
+def _redis_client(inst: object, field: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, redis.Redis | redis.cluster.RedisCluster):
+        raise ConfigError(
+            f"{field.name} must be a redis.Redis or redis.cluster.RedisCluster, "
+            f"got {type(value).__name__}"
+        )
+
+
+@attrs.frozen(kw_only=True)
+class RedisQueueConfig:
+    """Where and how a queue lives in Redis.
+
+    All keys of one queue share the hash tag ``{prefix:name}``: the queue lives in one
+    Redis Cluster slot, and different queues spread over the cluster.
+
+    Args:
+        client: a ``redis.Redis`` or ``redis.cluster.RedisCluster``.
+        name: the queue's name; several queues may share one Redis.
+        prefix: key namespace; tenants with different prefixes never see each other.
+        max_lost_leases: a job whose lease expires (its worker died) this many times
+            fails with "lease expired (worker lost)" instead of being re-delivered.
+        completed_ttl: how long a completed job's record is kept.
+        failed_ttl: how long failed and cancelled jobs' records are kept.
+        max_failed_jobs: at most this many failed (and, separately, cancelled) records
+            are kept; the oldest are dropped first.
+        max_payload_bytes: the largest encoded payload `Client.enqueue` accepts.
+
+    .. versionadded:: 1.0
+    """
+
+    client: redis.Redis | redis.cluster.RedisCluster = attrs.field(validator=_redis_client)
+    name: str = attrs.field(default="default", validator=name_like)
+    prefix: str = attrs.field(default="jobs", validator=name_like)
+    max_lost_leases: int = attrs.field(default=5, validator=int_in_range(1))
+    completed_ttl: timedelta = attrs.field(
+        default=timedelta(days=1), converter=duration, validator=positive_duration
+    )
+    failed_ttl: timedelta = attrs.field(
+        default=timedelta(days=7), converter=duration, validator=positive_duration
+    )
+    max_failed_jobs: int = attrs.field(default=10_000, validator=int_in_range(1))
+    max_payload_bytes: int = attrs.field(default=1 << 20, validator=int_in_range(1))
+
+
+def _queue(inst: object, field: attrs.Attribute[Any], value: object) -> None:
+    from .redis_queue import RedisQueue
+
+    instance_of(RedisQueue)(inst, field, value)
+
+
+def _registry(inst: object, field: attrs.Attribute[Any], value: object) -> None:
+    from .registry import Registry
+
+    instance_of(Registry, optional=True)(inst, field, value)
+
+
+@attrs.frozen(kw_only=True)
+class ClientConfig:
+    """What a `Client` works with: its queue, its handlers and its worker pool.
+
+    Args:
+        queue: the `RedisQueue` to enqueue to and work from.
+        registry: the job handlers; a producer-only client needs none.
+        worker_pool_config: how `Client.start` runs the pool.
+
+    .. versionadded:: 1.0
+    """
+
+    queue: RedisQueue = attrs.field(validator=_queue)
+    registry: Registry | None = attrs.field(default=None, validator=_registry)
+    worker_pool_config: WorkerPoolConfig = attrs.field(
+        factory=WorkerPoolConfig,
+        converter=lambda v: WorkerPoolConfig() if v is None else v,
+        validator=instance_of(WorkerPoolConfig),
+    )

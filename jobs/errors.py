@@ -1,0 +1,51 @@
+"""The whole exception tree of ``jobs``: every error the library raises derives from `JobsError`.
+
+Each error also derives from the builtin a caller would naturally catch, so that
+``except ValueError`` still catches a `ConfigError` and ``except TypeError`` a
+`PayloadError`.
+"""
+
+from __future__ import annotations
+
+
+class JobsError(Exception):
+    """Root of every exception raised by ``jobs``."""
+
+
+class ConfigError(JobsError, ValueError):
+    """Invalid configuration; the message names the offending field."""
+
+
+class PayloadError(JobsError, TypeError):
+    """A payload, result or cron payload that cannot be stored as JSON (nothing was written)."""
+
+
+class JobNotFound(JobsError, LookupError):
+    """No job with this id exists (it never did, or its record has expired)."""
+
+
+class RedisUnavailable(JobsError, ConnectionError):
+    """Redis could not be reached; the message names the server address."""
+
+
+class JobTimeout(JobsError):
+    """The attempt ran past its ``timeout``; raised by `JobContext.raise_if_cancelled`."""
+
+
+class JobCancelled(JobsError):
+    """The job was cancelled with ``Client.cancel``; raised by `JobContext.raise_if_cancelled`."""
+
+
+class LeaseLost(JobCancelled):
+    """This worker no longer holds the job's lease (it expired and the job went to another worker).
+
+    A `JobCancelled`, so handlers that stop on cancellation stop on this too.
+    """
+
+
+class WorkerShutdown(JobsError):
+    """The pool is shutting down and ``shutdown_timeout`` elapsed; the job goes back to the queue."""
+
+
+class PermanentError(JobsError):
+    """Raise from a handler to fail the job at once, without any retry."""

@@ -1,0 +1,148 @@
+"""The values callers read back: `Job`, `JobStatus`, `QueueStats`, `WorkerInfo`.
+
+They are frozen snapshots; how they are stored in Redis lives in `jobs._codec`.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+import attrs
+
+
+class JobStatus(enum.StrEnum):
+    """Where a job is in its life; ``str(JobStatus.COMPLETED) == "completed"``.
+
+    .. versionadded:: 1.0
+    """
+
+    #: Ready to run now, waiting for a worker.
+    PENDING = "pending"
+    #: Waiting for its delay or a retry backoff to pass.
+    SCHEDULED = "scheduled"
+    #: Leased by a worker that is running it.
+    PROCESSING = "processing"
+    #: Finished successfully; ``result`` holds what the handler returned.
+    COMPLETED = "completed"
+    #: Retries exhausted, a permanent error, or too many lost leases.
+    FAILED = "failed"
+    #: Cancelled with ``Client.cancel``.
+    CANCELLED = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        """True for completed, failed and cancelled: nothing more will happen to the job."""
+        return self in _FINAL
+
+
+_FINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+
+@attrs.frozen(kw_only=True)
+class Job:
+    """A snapshot of one job, as stored in Redis.
+
+    All datetimes are aware and in UTC (Redis server time), or None.
+
+    Attributes:
+        id: the job's id (128 random bits, or deterministic for cron jobs).
+        type: the handler name it runs with.
+        payload: the JSON payload, as decoded (dicts, lists, str, numbers ...).
+        status: see `JobStatus`.
+        priority: -1000..1000, higher first.
+        attempts: deliveries whose handler started, this one included when read from
+            a handler's ``ctx.job``.
+        max_retries: retries allowed after the first attempt.
+        created_at: when it was enqueued.
+        run_at: when it is (or was) due to run.
+        started_at: when its latest attempt started.
+        completed_at: when it reached a final state (completed, failed or cancelled).
+        error: ``"ExcType: message"`` of the last failed attempt, or None.
+        result: what the handler returned (JSON), for a completed job.
+        metadata: the JSON object given in `JobConfig.metadata`.
+        timeout: the per-attempt timeout, or None.
+        lost_leases: how many times a worker lost this job (died, or paused past its lease).
+        queue: the name of the queue it belongs to.
+
+    .. versionadded:: 1.0
+    """
+
+    id: str
+    type: str
+    payload: Any
+    status: JobStatus
+    priority: int = 0
+    attempts: int = 0
+    max_retries: int = 0
+    created_at: datetime | None = None
+    run_at: datetime | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    error: str | None = None
+    result: Any = None
+    metadata: Mapping[str, Any] = attrs.field(factory=dict, hash=False)
+    timeout: timedelta | None = None
+    lost_leases: int = 0
+    queue: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class QueueStats:
+    """Counts for one queue, read in O(1) whatever the number of jobs.
+
+    Attributes:
+        total_jobs: ever enqueued.
+        pending_jobs: ready to run now.
+        scheduled_jobs: waiting for a delay or a retry backoff.
+        processing_jobs: leased by a worker.
+        completed_jobs: cumulative.
+        failed_jobs: cumulative.
+        cancelled_jobs: cumulative.
+        last_processed: when the last job finished (completed, failed or cancelled).
+        retried_attempts: failed attempts that were scheduled for a retry.
+        lost_leases: leases that expired because a worker died or stalled.
+        rejected_writes: late results and errors refused because the writer's lease had
+            expired or the job was cancelled (fencing).
+
+    .. versionadded:: 1.0
+    """
+
+    total_jobs: int = 0
+    pending_jobs: int = 0
+    scheduled_jobs: int = 0
+    processing_jobs: int = 0
+    completed_jobs: int = 0
+    failed_jobs: int = 0
+    cancelled_jobs: int = 0
+    last_processed: datetime | None = None
+    retried_attempts: int = 0
+    lost_leases: int = 0
+    rejected_writes: int = 0
+
+
+@attrs.frozen(kw_only=True)
+class WorkerInfo:
+    """One live worker pool serving a queue, as it last reported itself.
+
+    Attributes:
+        id: unique per pool (``hostname:pid:random``).
+        hostname: where it runs.
+        pid: its process id.
+        num_workers: its handler threads.
+        in_flight: jobs it holds right now (running or about to).
+        started_at: when the pool started.
+        last_seen: its last heartbeat.
+
+    .. versionadded:: 1.0
+    """
+
+    id: str
+    hostname: str
+    pid: int
+    num_workers: int
+    in_flight: int
+    started_at: datetime
+    last_seen: datetime
