@@ -1,5 +1,82 @@
-"""jobs: reliable background jobs for Python on Redis."""
+"""jobs: reliable background jobs for Python on Redis.
+
+Fenced leases (a stalled worker can never overwrite a re-delivered job), retries with
+backoff, priorities, delays, cooperative timeouts and cancellation, graceful shutdown
+that loses nothing, and a cron scheduler that fires each time exactly once across any
+number of processes. Everything public is importable from here.
+"""
 
 from __future__ import annotations
 
+# Backoff
+from .backoff import Backoff, ExplicitBackoff, ExponentialBackoff, LinearBackoff, NoBackoff
+
+# Queue, registry, client
+from .client import Client
+from .config import (
+    ClientConfig,
+    DefaultJobConfig,
+    DefaultWorkerPoolConfig,
+    JobConfig,
+    RedisQueueConfig,
+    WorkerPoolConfig,
+)
+from .context import CancellationToken, CancelReason, JobContext
+
+# Errors
+from .errors import (
+    ConfigError,
+    JobCancelled,
+    JobNotFound,
+    JobsError,
+    JobTimeout,
+    LeaseLost,
+    PayloadError,
+    PermanentError,
+    RedisUnavailable,
+    UnknownJobType,
+    WorkerShutdown,
+)
+
+# Jobs and statistics
+from .job import Job, JobStatus, QueueStats, WorkerInfo
+from .redis_queue import RedisQueue
+from .registry import Registry
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "Backoff",
+    "CancelReason",
+    "CancellationToken",
+    "Client",
+    "ClientConfig",
+    "ConfigError",
+    "DefaultJobConfig",
+    "DefaultWorkerPoolConfig",
+    "ExplicitBackoff",
+    "ExponentialBackoff",
+    "Job",
+    "JobCancelled",
+    "JobConfig",
+    "JobContext",
+    "JobNotFound",
+    "JobStatus",
+    "JobTimeout",
+    "JobsError",
+    "LeaseLost",
+    "LinearBackoff",
+    "NoBackoff",
+    "PayloadError",
+    "PermanentError",
+    "QueueStats",
+    "RedisQueue",
+    "RedisQueueConfig",
+    "RedisUnavailable",
+    "Registry",
+    "UnknownJobType",
+    "WorkerInfo",
+    "WorkerPoolConfig",
+    "WorkerShutdown",
+    "__version__",
+]

@@ -10,60 +10,60 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
-
-import attrs
+from typing import TYPE_CHECKING, Any, cast
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    import attrs
 
 Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
 
 
-def _check_number(field: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{field} must be a number of seconds or a timedelta, got {value!r}")
-    if not math.isfinite(value):
-        raise ConfigError(f"{field} must be finite, got {value!r}")
-    return float(value)
+def duration(value: object) -> timedelta:
+    """Converter: seconds (int or float) or a timedelta, as a timedelta.
 
-
-def _to_timedelta(value: object, field: str) -> timedelta:
+    Anything else passes through unchanged, for the field's validator to reject with the
+    field's name (converters are not told which field they convert).
+    """
     if isinstance(value, timedelta):
         return value
-    return timedelta(seconds=_check_number(field, value))
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        try:
+            return timedelta(seconds=value)
+        except OverflowError:
+            pass
+    return cast("timedelta", value)
 
 
-def _duration(value: object, field: attrs.Attribute[Any]) -> timedelta:
-    return _to_timedelta(value, field.name)
+def optional_duration(value: object) -> timedelta | None:
+    """Converter: as `duration`, but None passes through."""
+    return None if value is None else duration(value)
 
 
-def _optional_duration(value: object, field: attrs.Attribute[Any]) -> timedelta | None:
-    return None if value is None else _to_timedelta(value, field.name)
+def duration_or_zero(value: object) -> timedelta:
+    """Converter: as `duration`, but None means zero."""
+    return duration(0 if value is None else value)
 
 
-#: Converter: seconds (int/float) or timedelta -> timedelta; ConfigError naming the field.
-duration: attrs.Converter[object, timedelta] = attrs.Converter(_duration, takes_field=True)
-#: As `duration`, but None means zero.
-duration_or_zero: attrs.Converter[object, timedelta] = attrs.Converter(
-    lambda value, field: _to_timedelta(0 if value is None else value, field.name),
-    takes_field=True,
-)
-#: As `duration`, but None passes through.
-optional_duration: attrs.Converter[object, timedelta | None] = attrs.Converter(
-    _optional_duration, takes_field=True
-)
+def _require_duration(field: attrs.Attribute[Any], value: object) -> timedelta:
+    if not isinstance(value, timedelta):
+        raise ConfigError(
+            f"{field.name} must be a finite number of seconds or a timedelta, got {value!r}"
+        )
+    return value
 
 
-def positive_duration(inst: object, field: attrs.Attribute[Any], value: timedelta | None) -> None:
-    """Validator: the duration, when set, is > 0."""
-    if value is not None and value <= timedelta(0):
-        raise ConfigError(f"{field.name} must be > 0, got {value.total_seconds()!r} s")
+def positive_duration(inst: object, field: attrs.Attribute[Any], value: object) -> None:
+    """Validator: a duration (see `duration`), None or > 0."""
+    if value is not None and (seconds := _require_duration(field, value)) <= timedelta(0):
+        raise ConfigError(f"{field.name} must be > 0, got {seconds.total_seconds()!r} s")
 
 
-def non_negative_duration(inst: object, field: attrs.Attribute[Any], value: timedelta) -> None:
-    """Validator: the duration is >= 0."""
-    if value < timedelta(0):
-        raise ConfigError(f"{field.name} must be >= 0, got {value.total_seconds()!r} s")
+def non_negative_duration(inst: object, field: attrs.Attribute[Any], value: object) -> None:
+    """Validator: a duration (see `duration`), >= 0."""
+    if (seconds := _require_duration(field, value)) < timedelta(0):
+        raise ConfigError(f"{field.name} must be >= 0, got {seconds.total_seconds()!r} s")
 
 
 def int_in_range(low: int | None = None, high: int | None = None) -> Validator:

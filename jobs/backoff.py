@@ -21,13 +21,15 @@ When to use which:
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import attrs
 
 from ._validators import instance_of
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, Sequence
 
 #: Stored delays for a custom callable are computed for at most this many retries;
 #: later retries reuse the last delay.
@@ -38,7 +40,9 @@ MAX_STORED_DELAYS = 1000
 class Backoff(Protocol):
     """Any callable mapping the 1-based retry number to a delay in seconds."""
 
-    def __call__(self, attempt: int, /) -> float: ...
+    def __call__(self, attempt: int, /) -> float:
+        """Seconds to wait before retry number ``attempt`` (1-based)."""
+        ...
 
 
 def _non_negative_number(inst: object, field: attrs.Attribute[Any], value: object) -> None:
@@ -54,6 +58,7 @@ class NoBackoff:
     """
 
     def __call__(self, attempt: int, /) -> float:
+        """Seconds to wait before retry number ``attempt`` (1-based)."""
         return 0.0
 
 
@@ -67,6 +72,7 @@ class LinearBackoff:
     step: float = attrs.field(default=1.0, validator=_non_negative_number)
 
     def __call__(self, attempt: int, /) -> float:
+        """Seconds to wait before retry number ``attempt`` (1-based)."""
         return float(self.step * max(attempt, 1))
 
 
@@ -87,6 +93,7 @@ class ExponentialBackoff:
     jitter: bool = attrs.field(default=False, validator=instance_of(bool))
 
     def __call__(self, attempt: int, /) -> float:
+        """Seconds to wait before retry number ``attempt`` (1-based)."""
         try:
             delay = min(self.base * self.factor ** (max(attempt, 1) - 1), self.max)
         except OverflowError:  # factor ** huge: the cap applies anyway
@@ -96,6 +103,10 @@ class ExponentialBackoff:
         return float(delay)
 
 
+def _as_tuple(values: Iterable[float]) -> tuple[float, ...]:
+    return tuple(values)
+
+
 @attrs.frozen
 class ExplicitBackoff:
     """Wait ``delays[n - 1]`` seconds before the n-th retry; past the end, the last delay.
@@ -103,7 +114,7 @@ class ExplicitBackoff:
     .. versionadded:: 1.0
     """
 
-    delays: tuple[float, ...] = attrs.field(converter=tuple)
+    delays: tuple[float, ...] = attrs.field(converter=_as_tuple)
 
     @delays.validator
     def _check(self, field: attrs.Attribute[Any], value: tuple[float, ...]) -> None:
@@ -113,6 +124,7 @@ class ExplicitBackoff:
             _non_negative_number(self, field, item)
 
     def __call__(self, attempt: int, /) -> float:
+        """Seconds to wait before retry number ``attempt`` (1-based)."""
         return float(self.delays[min(max(attempt, 1), len(self.delays)) - 1])
 
 
@@ -164,7 +176,7 @@ def backoff_from_spec(spec: Mapping[str, Any]) -> Backoff:
             )
         if kind == "explicit":
             delays: Sequence[float] = spec["delays"]
-            return ExplicitBackoff(delays=tuple(delays))
+            return ExplicitBackoff(delays=delays)
     except (KeyError, TypeError) as exc:
         raise ConfigError(f"malformed backoff spec {dict(spec)!r}") from exc
     raise ConfigError(f"unknown backoff kind {kind!r}")

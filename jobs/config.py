@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 import redis
@@ -41,12 +41,18 @@ MAX_PRIORITY = 1000
 MIN_PRIORITY = -1000
 
 
-def _frozen_mapping(value: object, field: attrs.Attribute[Any]) -> Mapping[str, Any]:
+def _frozen_mapping(value: object) -> Mapping[str, Any]:
+    # A read-only copy: the caller's dict can change without changing the config.
     if value is None:
         return MappingProxyType({})
+    if isinstance(value, Mapping):
+        return MappingProxyType(dict(value))
+    return cast("Mapping[str, Any]", value)  # the validator names the field
+
+
+def _mapping(inst: object, field: attrs.Attribute[Any], value: object) -> None:
     if not isinstance(value, Mapping):
         raise ConfigError(f"{field.name} must be a mapping (a JSON object), got {value!r}")
-    return MappingProxyType(dict(value))
 
 
 def _backoff(inst: object, field: attrs.Attribute[Any], value: object) -> None:
@@ -87,13 +93,11 @@ class JobConfig:
         validator=non_negative_duration,
     )
     metadata: Mapping[str, Any] = attrs.field(
-        factory=dict,
-        converter=attrs.Converter(_frozen_mapping, takes_field=True),
-        hash=False,
+        factory=dict, converter=_frozen_mapping, validator=_mapping, hash=False
     )
 
 
-def DefaultJobConfig() -> JobConfig:  # noqa: N802  (the contract's name, mirrors the Go seed)
+def DefaultJobConfig() -> JobConfig:
     """The default job configuration: 3 retries, exponential backoff, 30 min timeout, priority 0.
 
     .. versionadded:: 1.0
@@ -138,7 +142,7 @@ class WorkerPoolConfig:
     success_handler: SuccessHandler | None = attrs.field(default=None, validator=callable_or_none)
 
 
-def DefaultWorkerPoolConfig() -> WorkerPoolConfig:  # noqa: N802  (the contract's name)
+def DefaultWorkerPoolConfig() -> WorkerPoolConfig:
     """The default worker pool configuration: 10 workers, 30 s lease, 1 s poll, 30 s shutdown.
 
     .. versionadded:: 1.0
@@ -202,6 +206,10 @@ def _registry(inst: object, field: attrs.Attribute[Any], value: object) -> None:
     instance_of(Registry, optional=True)(inst, field, value)
 
 
+def _pool_config(value: WorkerPoolConfig | None) -> WorkerPoolConfig:
+    return WorkerPoolConfig() if value is None else value
+
+
 @attrs.frozen(kw_only=True)
 class ClientConfig:
     """What a `Client` works with: its queue, its handlers and its worker pool.
@@ -218,6 +226,6 @@ class ClientConfig:
     registry: Registry | None = attrs.field(default=None, validator=_registry)
     worker_pool_config: WorkerPoolConfig = attrs.field(
         factory=WorkerPoolConfig,
-        converter=lambda v: WorkerPoolConfig() if v is None else v,
+        converter=_pool_config,
         validator=instance_of(WorkerPoolConfig),
     )

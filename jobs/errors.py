@@ -7,6 +7,8 @@ Each error also derives from the builtin a caller would naturally catch, so that
 
 from __future__ import annotations
 
+import redis.exceptions
+
 
 class JobsError(Exception):
     """Root of every exception raised by ``jobs``."""
@@ -24,8 +26,15 @@ class JobNotFound(JobsError, LookupError):
     """No job with this id exists (it never did, or its record has expired)."""
 
 
-class RedisUnavailable(JobsError, ConnectionError):
-    """Redis could not be reached; the message names the server address."""
+class UnknownJobType(JobsError):
+    """No handler is registered for a job's type; the attempt fails and is retried by policy."""
+
+
+class RedisUnavailable(JobsError, redis.exceptions.ConnectionError):
+    """Redis could not be reached; the message names the server address.
+
+    Also a ``redis.exceptions.ConnectionError``, so code written against redis-py keeps working.
+    """
 
 
 class JobTimeout(JobsError):
@@ -44,7 +53,7 @@ class LeaseLost(JobCancelled):
 
 
 class WorkerShutdown(JobsError):
-    """The pool is shutting down and ``shutdown_timeout`` elapsed; the job goes back to the queue."""
+    """The pool is stopping and ``shutdown_timeout`` elapsed; the job goes back to the queue."""
 
 
 class PermanentError(JobsError):

@@ -6,11 +6,13 @@ They are frozen snapshots; how they are stored in Redis lives in `jobs._codec`.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
-from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from datetime import datetime, timedelta
 
 
 class JobStatus(enum.StrEnum):

@@ -1,0 +1,181 @@
+"""One delivery of one job to this pool: decoding it, running its handler, shaping the outcome.
+
+Nothing here touches Redis or threads; the pool decides where the outcome goes.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import time
+import traceback
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from . import _codec
+from .backoff import ExponentialBackoff, backoff_from_spec
+from .context import CancellationToken, JobContext
+from .errors import ConfigError, PayloadError, PermanentError, UnknownJobType
+from .job import Job, JobStatus
+from .redis_queue import Failure, HeldJob, Leased
+
+if TYPE_CHECKING:
+    from .registry import Registry
+
+job_logger = logging.getLogger("jobs.job")
+
+
+class State(enum.Enum):
+    """Where an attempt is inside the pool."""
+
+    QUEUED = "queued"  # fetched, waiting for a free slot
+    RUNNING = "running"  # its handler is running in a slot
+    FINISHED = "finished"  # the handler returned; its outcome waits to be written
+    ABANDONED = "abandoned"  # timed out, cancelled, lost or shut down: any late result is discarded
+    DONE = "done"  # written (or given up on); the pool no longer holds it
+
+
+@attrs.define(eq=False)
+class Attempt:
+    """A leased job inside the pool, from fetch until its outcome is written."""
+
+    held: HeldJob
+    job: Job | None  # None when the record did not decode
+    corrupt: str | None  # why it did not decode
+    fields: dict[str, Any]
+    #: Until when (time.monotonic) the lease is known to hold; extended by heartbeats.
+    lease_until: float
+    token: CancellationToken = attrs.field(factory=CancellationToken)
+    state: State = State.QUEUED
+    started: float = 0.0
+
+    @classmethod
+    def from_leased(cls, leased: Leased, queue: str, lease_until: float) -> Attempt:
+        """Decode a fetched record; a corrupt one becomes an attempt that fails permanently."""
+        held = HeldJob(leased.job_id, leased.token)
+        try:
+            job = _codec.decode_job(leased.fields, queue)
+        except _codec.CorruptRecord as exc:
+            return cls(held, None, str(exc), leased.fields, lease_until)
+        return cls(held, job, None, leased.fields, lease_until)
+
+    @property
+    def job_type(self) -> str:
+        """The job's type, even for a corrupt record (for logs)."""
+        return self.job.type if self.job else _codec.text(self.fields.get("type", "?"))
+
+    @property
+    def number(self) -> int:
+        """This attempt's number (1-based)."""
+        return self.job.attempts if self.job else 0
+
+    def log_extra(self, queue: str) -> dict[str, object]:
+        """The structured logging fields for this attempt."""
+        return {
+            "job_id": self.held.job_id,
+            "job_type": self.job_type,
+            "attempt": self.number,
+            "queue": queue,
+        }
+
+
+@attrs.frozen
+class Completed:
+    """The handler returned a JSON result."""
+
+    result: bytes
+    value: Any
+
+
+@attrs.frozen
+class Failed:
+    """The attempt failed; ``failure`` is what to record, ``exc`` what to tell hooks."""
+
+    failure: Failure
+    exc: BaseException
+
+
+Outcome = Completed | Failed
+
+
+def retry_delay_ms(attempt: Attempt) -> int:
+    """Milliseconds before the retry this failure would schedule (the job's own backoff)."""
+    fields = attempt.fields
+    try:
+        spec = json.loads(fields.get("backoff") or "{}")
+        backoff = backoff_from_spec(spec) if spec else ExponentialBackoff()
+        retry_number = int(fields.get("failures") or 0) + 1
+        if retry_number > int(fields.get("max_retries") or 0):
+            return 0  # no retry left: fail.lua fails it for good
+        return max(0, round(backoff(retry_number) * 1000))
+    except (ValueError, TypeError, ConfigError):
+        return round(ExponentialBackoff()(1) * 1000)
+
+
+def fail(
+    attempt: Attempt, exc: BaseException, *, permanent: bool, error: str | None = None
+) -> Failed:
+    """The outcome for a failed attempt: retried with the job's backoff, or permanent."""
+    trace = "".join(traceback.format_exception(exc)) if exc.__traceback__ else ""
+    return Failed(
+        Failure(
+            job_id=attempt.held.job_id,
+            token=attempt.held.token,
+            error=error if error is not None else _codec.describe(exc),
+            traceback=_codec.bounded(trace, _codec.MAX_TRACEBACK_CHARS),
+            delay_ms=0 if permanent else retry_delay_ms(attempt),
+            permanent=permanent,
+        ),
+        exc,
+    )
+
+
+def run(attempt: Attempt, registry: Registry) -> Outcome:
+    """Run the attempt's handler in this thread and return what to record."""
+    job = attempt.job
+    if job is None:
+        return fail(
+            attempt, _codec.CorruptRecord(attempt.corrupt or "corrupt record"), permanent=True
+        )
+    handler = registry.get(job.type)
+    if handler is None:
+        message = f"no handler registered for job type '{job.type}'"
+        return fail(attempt, UnknownJobType(message), permanent=False, error=message)
+    try:
+        payload = handler.payload(job.payload)
+    except PayloadError as exc:
+        return fail(attempt, exc, permanent=True)  # the same payload will never fit
+    attempt.started = time.monotonic()
+    ctx = JobContext(job, attempt.token, job_logger)
+    try:
+        value = handler.func(ctx, payload)
+    except PermanentError as exc:
+        return fail(attempt, exc, permanent=True)
+    except BaseException as exc:  # a handler's SystemExit must not kill the slot either
+        return fail(attempt, exc, permanent=False)
+    try:
+        return Completed(_codec.dumps(value, "result"), value)
+    except PayloadError as exc:
+        return fail(attempt, exc, permanent=False)
+
+
+def recorded_job(
+    attempt: Attempt, outcome: Outcome, status: str, now_ms: int, run_at_ms: int
+) -> Job:
+    """The job as it now stands in Redis, for the success and error hooks."""
+    assert attempt.job is not None
+    now = _codec.from_ms(now_ms)
+    if isinstance(outcome, Completed):
+        return attrs.evolve(
+            attempt.job, status=JobStatus.COMPLETED, result=outcome.value, completed_at=now
+        )
+    job_status = JobStatus(status)
+    return attrs.evolve(
+        attempt.job,
+        status=job_status,
+        error=outcome.failure.error,
+        completed_at=now if job_status.is_final else None,
+        run_at=_codec.from_ms(run_at_ms) if run_at_ms else attempt.job.run_at,
+    )

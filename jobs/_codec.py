@@ -1,0 +1,167 @@
+"""The wire format: payloads and results as JSON, job records to and from `Job`.
+
+JSON only, never pickle: a Redis that an attacker can write to must not become code
+execution in every worker. attrs instances are written as their fields.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from .errors import JobsError, PayloadError
+from .job import Job, JobStatus
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+#: Tracebacks are stored with the failed job, bounded so a deep recursion cannot bloat Redis.
+MAX_TRACEBACK_CHARS = 8_000
+#: Errors ("ExcType: message") are bounded too; a handler may put a whole response in one.
+MAX_ERROR_CHARS = 2_000
+
+
+class CorruptRecord(JobsError):
+    """A job record in Redis is missing fields or holds values that do not decode."""
+
+
+def _attrs_default(value: object) -> object:
+    if attrs.has(type(value)):
+        return attrs.asdict(value)  # type: ignore[arg-type]
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def dumps(value: object, what: str = "payload") -> bytes:
+    """Encode ``value`` as compact UTF-8 JSON; attrs instances become their fields.
+
+    Raises:
+        PayloadError: not JSON (a set, an object, NaN, a lone surrogate, nesting too deep).
+    """
+    try:
+        text = json.dumps(
+            value,
+            default=_attrs_default,
+            separators=(",", ":"),
+            ensure_ascii=False,
+            allow_nan=False,
+        )
+        return text.encode("utf-8")
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise PayloadError(f"{what} is not JSON-serializable: {exc}") from None
+
+
+def loads(data: str | bytes, what: str = "payload") -> Any:
+    """Decode JSON written by `dumps`.
+
+    Raises:
+        CorruptRecord: the bytes are not JSON.
+    """
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise CorruptRecord(f"{what} is not valid JSON: {exc}") from None
+
+
+def text(value: str | bytes) -> str:
+    """A reply field as str, whether or not the client decodes responses."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def pairs(flat: list[Any]) -> dict[str, Any]:
+    """A flat HGETALL reply (as returned from Lua) as a dict with str keys."""
+    return {text(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
+
+
+def from_ms(value: int | str | bytes | None) -> datetime | None:
+    """Milliseconds since the epoch (Redis server time) as an aware UTC datetime."""
+    if value is None or value in ("", b""):
+        return None
+    return datetime.fromtimestamp(int(value) / 1000, tz=UTC)
+
+
+def to_ms(value: timedelta | None) -> int:
+    """A duration as whole milliseconds (the unit every script takes)."""
+    return 0 if value is None else round(value.total_seconds() * 1000)
+
+
+def bounded(value: str, limit: int) -> str:
+    """``value``, cut to ``limit`` characters with a marker saying so."""
+    if len(value) <= limit:
+        return value
+    return value[: limit - 40] + f"... [{len(value) - limit + 40} characters cut]"
+
+
+def describe(exc: BaseException) -> str:
+    """``"ExcType: message"`` for `Job.error`, even when ``str(exc)`` itself raises."""
+    try:
+        message = str(exc)
+    except Exception as inner:  # a broken __str__ must not take the worker down
+        message = f"<str() raised {type(inner).__name__}>"
+    name = type(exc).__name__
+    return bounded(f"{name}: {message}" if message else name, MAX_ERROR_CHARS)
+
+
+def _int(fields: Mapping[str, Any], name: str, default: int | None = None) -> int:
+    raw = fields.get(name)
+    if raw is None or raw in ("", b""):
+        if default is None:
+            raise CorruptRecord(f"job record has no {name!r}")
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise CorruptRecord(f"job record field {name!r} is not an integer: {raw!r}") from None
+
+
+def _str(fields: Mapping[str, Any], name: str) -> str | None:
+    raw = fields.get(name)
+    return None if raw is None or raw in ("", b"") else text(raw)
+
+
+def decode_job(fields: Mapping[str, Any], queue: str) -> Job:
+    """Build a `Job` from a record's fields.
+
+    Raises:
+        CorruptRecord: a required field is missing or does not decode.
+    """
+    job_id, job_type, status = _str(fields, "id"), _str(fields, "type"), _str(fields, "status")
+    if job_id is None or job_type is None or status is None:
+        missing = [n for n in ("id", "type", "status") if _str(fields, n) is None]
+        raise CorruptRecord(f"job record has no {', '.join(map(repr, missing))}")
+    try:
+        job_status = JobStatus(status)
+    except ValueError:
+        raise CorruptRecord(f"job record has an unknown status {status!r}") from None
+    raw_payload = fields.get("payload")
+    if raw_payload is None:
+        raise CorruptRecord("job record has no 'payload'")
+    result = fields.get("result")
+    metadata = loads(fields["metadata"], "metadata") if fields.get("metadata") else {}
+    if not isinstance(metadata, dict):
+        raise CorruptRecord("job record field 'metadata' is not a JSON object")
+    timeout_ms = _int(fields, "timeout_ms", 0)
+    try:
+        return Job(
+            id=job_id,
+            type=job_type,
+            payload=loads(raw_payload, "payload"),
+            status=job_status,
+            priority=_int(fields, "priority", 0),
+            attempts=_int(fields, "attempts", 0),
+            max_retries=_int(fields, "max_retries", 0),
+            created_at=from_ms(fields.get("created_at")),
+            run_at=from_ms(fields.get("run_at")),
+            started_at=from_ms(fields.get("started_at")),
+            completed_at=from_ms(fields.get("completed_at")),
+            error=_str(fields, "error"),
+            result=None if result is None else loads(result, "result"),
+            metadata=metadata,
+            timeout=timedelta(milliseconds=timeout_ms) if timeout_ms > 0 else None,
+            lost_leases=_int(fields, "lost", 0),
+            queue=queue,
+        )
+    except (ValueError, OverflowError, OSError) as exc:  # e.g. a timestamp out of range
+        raise CorruptRecord(f"job record does not decode: {exc}") from None

@@ -1,0 +1,87 @@
+"""The pool's heartbeat: registry record, lease extension, cancellation check and reaping.
+
+One round trip per beat does all four (heartbeat.lua and reap.lua in one pipeline).
+While the pool holds jobs it beats every `BUSY_INTERVAL` at least (every lease/3 when
+that is shorter), which is also how a ``Client.cancel`` from any process reaches a
+running handler within a second, without a pub/sub connection that could silently miss
+a message. An idle pool beats every lease/3 (at most every `IDLE_INTERVAL`), and also
+right when the earliest lease in the queue expires, so a dead worker's job is
+re-delivered about one lease after its last heartbeat.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from ._loops import Loop
+from .context import CancelReason
+
+if TYPE_CHECKING:
+    import logging
+    from collections.abc import Callable, Sequence
+
+    from ._attempt import Attempt
+    from .redis_queue import RedisQueue
+
+#: Longest gap between beats while the pool holds jobs: bounds cancellation latency.
+BUSY_INTERVAL = 0.5
+#: Longest gap between beats of an idle pool.
+IDLE_INTERVAL = 5.0
+
+
+class Heartbeat:
+    """The heartbeat loop of one pool."""
+
+    def __init__(
+        self,
+        queue: RedisQueue,
+        pool_id: str,
+        num_workers: int,
+        lease: timedelta,
+        held: Callable[[], Sequence[Attempt]],
+        on_lost: Callable[[Attempt, CancelReason], None],
+        logger: logging.Logger,
+    ) -> None:
+        self._queue = queue
+        self._pool_id = pool_id
+        self._lease = lease
+        self._held = held
+        self._on_lost = on_lost
+        lease_s = lease.total_seconds()
+        self._busy = min(lease_s / 3, BUSY_INTERVAL)
+        self._idle = min(lease_s / 3, IDLE_INTERVAL)
+        # A record outlives a few missed beats, never a dead pool by much.
+        self._record_ttl = timedelta(seconds=max(3 * self._idle, 2.0))
+        self._info: dict[str, object] = {
+            "hostname": socket.gethostname(),
+            "pid": os.getpid(),
+            "num_workers": num_workers,
+            "in_flight": 0,
+        }
+        self.loop = Loop("jobs-heartbeat", self.beat, logger, extra={"queue": queue.name})
+
+    def beat(self) -> float:
+        """One beat; returns the seconds until the next one."""
+        held = self._held()
+        self._info["in_flight"] = len(held)
+        sent = time.monotonic()
+        now_ms, codes, next_expiry_ms = self._queue.heartbeat(
+            self._pool_id, self._info, self._record_ttl, [a.held for a in held], self._lease
+        )
+        lease_until = sent + self._lease.total_seconds()
+        for attempt, code in zip(held, codes, strict=True):
+            if code == 1:
+                attempt.lease_until = lease_until
+            else:
+                self._on_lost(
+                    attempt, CancelReason.CANCELLED if code == 2 else CancelReason.LEASE_LOST
+                )
+        delay = self._busy if held else self._idle
+        if next_expiry_ms is not None:
+            # Reap right after the earliest lease runs out (Redis time, so no clock skew).
+            delay = min(delay, max((next_expiry_ms - now_ms) / 1000 + 0.005, 0.005))
+        return delay

@@ -1,0 +1,64 @@
+"""The Redis key schema of one queue; `jobs/lua/_lib.lua` documents what each key holds.
+
+Every key of a queue starts with the hash tag ``{prefix:name}``, so a queue lives in one
+Redis Cluster slot (its scripts touch one node) while different queues spread out.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+
+@attrs.frozen
+class QueueKeys:
+    """Key names for one queue, computed once (they sit on every hot path)."""
+
+    base: str
+    pending: str
+    scheduled: str
+    processing: str
+    completed: str
+    failed: str
+    cancelled: str
+    stats: str
+    seq: str
+    lease_seq: str
+    wake: str
+    workers: str
+    job_prefix: str
+    worker_prefix: str
+    cron_prefix: str
+
+    @classmethod
+    def for_queue(cls, prefix: str, name: str) -> QueueKeys:
+        """The keys of queue ``name`` under the namespace ``prefix``."""
+        base = f"{{{prefix}:{name}}}:"
+        return cls(
+            base=base,
+            pending=base + "pending",
+            scheduled=base + "scheduled",
+            processing=base + "processing",
+            completed=base + "completed",
+            failed=base + "failed",
+            cancelled=base + "cancelled",
+            stats=base + "stats",
+            seq=base + "seq",
+            lease_seq=base + "lease_seq",
+            wake=base + "wake",
+            workers=base + "workers",
+            job_prefix=base + "job:",
+            worker_prefix=base + "worker:",
+            cron_prefix=base + "cron:",
+        )
+
+    def job(self, job_id: str) -> str:
+        """The hash holding one job's record."""
+        return self.job_prefix + job_id
+
+    def worker(self, pool_id: str) -> str:
+        """The hash holding one worker pool's registry record."""
+        return self.worker_prefix + pool_id
+
+    def pool_wake(self, pool_id: str) -> str:
+        """A list only one pool blocks on, so that stopping it is immediate."""
+        return f"{self.base}wake:{pool_id}"

@@ -1,0 +1,393 @@
+"""`WorkerPool`: fetches leased jobs and runs them on a thread pool.
+
+Threads of one pool:
+
+- ``jobs-worker-N``: ``num_workers`` slot loops on a `ThreadPoolExecutor`, each taking
+  fetched jobs from a local deque (no executor submission per job);
+- ``jobs-fetcher``: leases as many jobs as there are free slots in one call, and when
+  the queue is empty blocks on the queue's wake-up list (so a new job starts at once
+  and an idle pool sends about one command per ``poll_interval``);
+- ``jobs-writer`` (`jobs._outbox`): writes outcomes in batches;
+- ``jobs-heartbeat`` (`jobs._heartbeat`): extends leases, notices cancellations and
+  lost leases, reaps dead workers' jobs;
+- ``jobs-timeouts`` (`jobs._watchdog`): cancels attempts that pass their timeout;
+- ``jobs-hooks``: success and error hooks, when configured.
+
+An attempt that is timed out, cancelled or loses its lease is *abandoned*: its token is
+cancelled, its outcome decided without waiting, and its slot handed to a fresh loop at
+once; when its handler finally returns, the result is dropped (and would be refused by
+the lease fence anyway).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+from . import _attempt
+from ._attempt import Attempt, Completed, Outcome, State
+from ._heartbeat import Heartbeat
+from ._loops import Loop
+from ._outbox import HookRunner, Outbox
+from ._watchdog import Watchdog
+from .context import CancelReason
+from .errors import JobTimeout
+from .redis_queue import Outcome as Written
+from .redis_queue import RedisQueue, socket_timeout
+
+if TYPE_CHECKING:
+    from .config import WorkerPoolConfig
+    from .registry import Registry
+
+logger = logging.getLogger("jobs.worker")
+
+#: Blocking waits stay this far below the client's socket timeout (redis-py 8 defaults to
+#: 5 s and would otherwise fail a long BLPOP with a TimeoutError).
+SOCKET_TIMEOUT_MARGIN = 0.5
+
+
+class WorkerPool:
+    """Runs the jobs of one queue with ``config.num_workers`` threads.
+
+    Built and driven by `Client.start` / `Client.stop`; usable on its own for tests.
+    """
+
+    def __init__(self, queue: RedisQueue, registry: Registry, config: WorkerPoolConfig) -> None:
+        self.queue = queue
+        self.registry = registry
+        self.config = config
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self._lease_s = config.lease.total_seconds()
+        self._extra: dict[str, object] = {"queue": queue.name}
+
+        self._lock = threading.Lock()
+        self._slot_free = threading.Condition(self._lock)  # the fetcher waits on it
+        self._work = threading.Condition(self._lock)  # idle slots wait on it
+        self._queued: collections.deque[Attempt] = collections.deque()
+        self._running: set[Attempt] = set()
+        self._held: dict[str, Attempt] = {}  # every job whose lease this pool holds
+        self._stuck = 0  # abandoned handlers that have not returned yet
+        self._accepting = False
+        self._slots_open = False
+        self._executor: ThreadPoolExecutor | None = None
+
+        self._need_fetch = True
+        self._due_at: float | None = None  # monotonic time the earliest scheduled job is due
+        cap = socket_timeout(queue.client)
+        self._block_cap = float("inf") if cap is None else max(cap - SOCKET_TIMEOUT_MARGIN, 0.05)
+
+        self._fetcher = Loop(
+            "jobs-fetcher", self._fetch_step, logger, wake=self._wake_fetcher, extra=self._extra
+        )
+        self._heartbeat = Heartbeat(
+            queue, self.id, config.num_workers, config.lease, self._held_now, self._abandon, logger
+        )
+        self._watchdog = Watchdog(self._on_timeout, logger)
+        self._outbox = Outbox(queue, self._on_written, self._on_dropped, logger)
+        has_hooks = config.success_handler is not None or config.error_handler is not None
+        self._hooks = HookRunner(logger) if has_hooks else None
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start every thread; returns at once."""
+        n = self.config.num_workers
+        # Room for as many stuck (abandoned, still running) handlers as there are slots.
+        self._executor = ThreadPoolExecutor(max_workers=2 * n, thread_name_prefix="jobs-worker")
+        with self._lock:
+            self._accepting = self._slots_open = True
+        for _ in range(n):
+            self._executor.submit(self._slot)
+        loops = [self._outbox.loop, self._watchdog.loop, self._heartbeat.loop, self._fetcher]
+        if self._hooks is not None:
+            loops.append(self._hooks.loop)
+        for loop in loops:
+            loop.start()
+        logger.info(
+            "worker pool %s started: %d workers on queue %r at %s",
+            self.id,
+            n,
+            self.queue.name,
+            self.queue.address,
+            extra=self._extra,
+        )
+
+    def stop(self) -> None:
+        """Stop gracefully: see `Client.stop`."""
+        with self._lock:
+            if not self._accepting and not self._slots_open:
+                return
+            self._accepting = False
+            self._slot_free.notify_all()
+        self._fetcher.stop(timeout=self.config.poll_interval.total_seconds() + 5)
+
+        with self._lock:
+            not_started = list(self._queued)
+            self._queued.clear()
+            for attempt in not_started:
+                self._release(attempt)
+        self._hand_back(not_started)
+
+        with self._lock:
+            self._slot_free.wait_for(
+                lambda: not self._running, self.config.shutdown_timeout.total_seconds()
+            )
+            interrupted = list(self._running)
+            for attempt in interrupted:
+                self._running.discard(attempt)
+                attempt.state = State.ABANDONED
+                self._stuck += 1
+                self._held.pop(attempt.held.job_id, None)
+            self._slots_open = False
+            self._work.notify_all()
+        for attempt in interrupted:
+            attempt.token.cancel(CancelReason.SHUTDOWN)
+        self._hand_back(interrupted)
+
+        # Outcomes still being written keep their leases alive through the heartbeat.
+        self._outbox.drain(self._lease_s)
+        self._outbox.loop.stop(timeout=5)
+        self._watchdog.loop.stop(timeout=5)
+        self._heartbeat.loop.stop(timeout=5)
+        if self._hooks is not None:
+            self._hooks.loop.stop(timeout=5)
+            self._hooks.drain()
+        try:
+            self.queue.forget_pool(self.id)
+        except Exception:  # Redis down at exit: the record expires on its own
+            logger.debug("could not remove pool record %s", self.id, exc_info=True)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+        logger.info(
+            "worker pool %s stopped (%d not started and %d interrupted jobs returned to the queue)",
+            self.id,
+            len(not_started),
+            len(interrupted),
+            extra=self._extra,
+        )
+
+    @property
+    def in_flight(self) -> int:
+        """Jobs this pool holds right now: waiting for a slot, running, or being written."""
+        with self._lock:
+            return len(self._held)
+
+    # -- slots -----------------------------------------------------------------------
+
+    def _free_slots(self) -> int:
+        # Past the executor's spare threads, stuck handlers really do take slots away.
+        lost = max(0, self._stuck - self.config.num_workers)
+        return self.config.num_workers - len(self._running) - len(self._queued) - lost
+
+    def _slot(self) -> None:
+        while True:
+            with self._lock:
+                while not self._queued and self._slots_open:
+                    self._work.wait()
+                if not self._queued:
+                    return
+                attempt = self._queued.popleft()
+                attempt.state = State.RUNNING
+                self._running.add(attempt)
+            timeout = attempt.job.timeout if attempt.job is not None else None
+            if timeout is not None:
+                self._watchdog.watch(attempt, timeout.total_seconds())
+            outcome = _attempt.run(attempt, self.registry)
+            if timeout is not None:
+                self._watchdog.forget(attempt)
+            with self._lock:
+                if attempt.state is State.ABANDONED:
+                    self._stuck -= 1  # this thread leaves; its replacement already runs
+                    logger.debug(
+                        "late outcome of an abandoned attempt discarded",
+                        extra=attempt.log_extra(self.queue.name),
+                    )
+                    return
+                attempt.state = State.FINISHED
+                self._running.discard(attempt)
+                self._slot_free.notify()
+            self._outbox.put(attempt, outcome)
+
+    def _release(self, attempt: Attempt) -> None:
+        """Forget an attempt (the lock is held)."""
+        attempt.state = State.DONE
+        if self._held.get(attempt.held.job_id) is attempt:
+            del self._held[attempt.held.job_id]
+
+    def _held_now(self) -> list[Attempt]:
+        with self._lock:
+            return list(self._held.values())
+
+    def _abandon_running(self, attempt: Attempt) -> None:
+        """Give a running attempt's slot to a fresh loop (the lock is held)."""
+        attempt.state = State.ABANDONED
+        self._running.discard(attempt)
+        self._stuck += 1
+        if self._slots_open and self._executor is not None:
+            self._executor.submit(self._slot)
+        if self._stuck > self.config.num_workers:
+            logger.warning(
+                "%d handlers ignore their cancellation and still run; capacity is reduced",
+                self._stuck,
+                extra=self._extra,
+            )
+        self._slot_free.notify()
+
+    def _abandon(self, attempt: Attempt, reason: CancelReason) -> None:
+        """The heartbeat found the job cancelled or its lease lost: stop working on it."""
+        with self._lock:
+            if attempt.state is State.QUEUED:
+                self._queued.remove(attempt)
+                self._slot_free.notify()
+            elif attempt.state is State.RUNNING:
+                self._abandon_running(attempt)
+            else:
+                return  # finished: its write is fenced like any other
+            self._release(attempt)
+        attempt.token.cancel(reason)
+        level = logging.INFO if reason is CancelReason.CANCELLED else logging.WARNING
+        logger.log(
+            level,
+            "job %s: %s, handler told to stop",
+            attempt.held.job_id,
+            reason,
+            extra=attempt.log_extra(self.queue.name),
+        )
+
+    def _on_timeout(self, attempt: Attempt) -> None:
+        with self._lock:
+            if attempt.state is not State.RUNNING:
+                return
+            self._abandon_running(attempt)
+        attempt.token.cancel(CancelReason.TIMEOUT)
+        timeout = attempt.job.timeout if attempt.job is not None else None
+        seconds = timeout.total_seconds() if timeout is not None else 0.0
+        exc = JobTimeout(f"attempt {attempt.number} ran past its timeout of {seconds:g} s")
+        self._outbox.put(attempt, _attempt.fail(attempt, exc, permanent=False))
+
+    # -- fetching --------------------------------------------------------------------
+
+    def _wake_fetcher(self) -> None:
+        with self._lock:
+            self._slot_free.notify_all()
+        self.queue.wake_pool(self.id)
+
+    def _fetch_step(self) -> float:
+        with self._lock:
+            while self._accepting and self._free_slots() <= 0:
+                self._slot_free.wait()
+            if not self._accepting:
+                return 0.0
+            free = self._free_slots()
+        if self._need_fetch:
+            fetched = self.queue.fetch(free, self.config.lease)
+            lease_until = time.monotonic() + self._lease_s
+            attempts = [Attempt.from_leased(j, self.queue.name, lease_until) for j in fetched.jobs]
+            with self._lock:
+                for attempt in attempts:
+                    self._held[attempt.held.job_id] = attempt
+                    self._queued.append(attempt)
+                self._work.notify(len(attempts))
+            if fetched.next_due_ms is None:
+                self._due_at = None
+            else:
+                self._due_at = time.monotonic() + (fetched.next_due_ms - fetched.now_ms) / 1000
+            if len(attempts) >= free:
+                return 0.0  # there may be more: fetch again as soon as a slot frees
+        timeout = self.config.poll_interval.total_seconds()
+        if self._due_at is not None:
+            timeout = min(timeout, self._due_at - time.monotonic())
+        if timeout < 0.001:
+            self._need_fetch = True
+            return 0.0
+        woken = self.queue.wait_for_work(self.id, min(timeout, self._block_cap))
+        # A plain poll timeout needs no fetch: new work always comes with a wake-up
+        # marker, and the heartbeat's reap re-arms a marker that got lost.
+        self._need_fetch = woken or (self._due_at is not None and time.monotonic() >= self._due_at)
+        return 0.0
+
+    # -- outcomes --------------------------------------------------------------------
+
+    def _hand_back(self, attempts: list[Attempt]) -> None:
+        """Return held jobs to the queue, retrying while their leases last."""
+        held = [a.held for a in attempts]
+        deadline = max((a.lease_until for a in attempts), default=0.0)
+        failures = 0
+        while held:
+            try:
+                self.queue.requeue(held)
+                return
+            except Exception as exc:
+                failures += 1
+                if time.monotonic() >= deadline:
+                    logger.warning(
+                        "could not return %d jobs to the queue (%s); "
+                        "they come back when their leases expire",
+                        len(held),
+                        exc,
+                        extra=self._extra,
+                    )
+                    return
+                time.sleep(min(0.1 * failures, 1.0))
+
+    def _on_dropped(self, attempt: Attempt) -> None:
+        with self._lock:
+            self._release(attempt)
+        logger.warning(
+            "job %s: outcome not written, Redis unreachable past the lease; "
+            "it will be re-delivered",
+            attempt.held.job_id,
+            extra=attempt.log_extra(self.queue.name),
+        )
+
+    def _on_written(self, attempt: Attempt, outcome: Outcome, written: Written) -> None:
+        with self._lock:
+            self._release(attempt)
+        extra = attempt.log_extra(self.queue.name)
+        if attempt.started:
+            extra["duration_ms"] = round((time.monotonic() - attempt.started) * 1000, 1)
+        if not written.recorded:
+            logger.warning(
+                "job %s: outcome rejected, this worker no longer holds the lease "
+                "(the job was cancelled, or re-delivered after this worker stalled)",
+                attempt.held.job_id,
+                extra=extra,
+            )
+            return
+        if isinstance(outcome, Completed):
+            logger.debug("job %s completed", attempt.held.job_id, extra=extra)
+            hook = self.config.success_handler
+            if hook is not None and self._hooks is not None and attempt.job is not None:
+                job = _attempt.recorded_job(attempt, outcome, "completed", written.now_ms, 0)
+                self._hooks.call(lambda: hook(job))
+            return
+        if written.status == "failed":
+            logger.error(
+                "job %s failed for good: %s",
+                attempt.held.job_id,
+                outcome.failure.error,
+                exc_info=outcome.exc,
+                extra=extra,
+            )
+        else:
+            logger.warning(
+                "job %s attempt %d failed, will retry: %s",
+                attempt.held.job_id,
+                attempt.number,
+                outcome.failure.error,
+                extra=extra,
+            )
+        error_hook = self.config.error_handler
+        if error_hook is not None and self._hooks is not None and attempt.job is not None:
+            job = _attempt.recorded_job(
+                attempt, outcome, written.status, written.now_ms, written.run_at_ms
+            )
+            exc = outcome.exc
+            self._hooks.call(lambda: error_hook(job, exc))

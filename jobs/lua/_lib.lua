@@ -1,0 +1,107 @@
+-- _lib.lua: helpers shared by every script. `jobs._scripts` prepends this file to each
+-- script before loading it, so each script stays one atomic EVALSHA.
+--
+-- Key schema of one queue (B = "{prefix:name}:", the hash tag keeps one queue in one
+-- Redis Cluster slot):
+--   B..'job:'..id     hash  the job record (fields: see enqueue.lua)
+--   B..'pending'      zset  ready ids, score = priority band + sequence (see ready_score)
+--   B..'scheduled'    zset  delayed and backing-off ids, score = run_at (ms)
+--   B..'processing'   zset  leased ids, score = lease deadline (ms)
+--   B..'completed'    zset  finished ids, score = completed_at (ms); same for 'failed',
+--                           'cancelled'. Records expire on their own (PEXPIRE); these
+--                           indexes are trimmed by age, and failed/cancelled by count.
+--   B..'stats'        hash  cumulative counters (total, completed, failed, cancelled,
+--                           retried, lost_leases, rejected, last_processed)
+--   B..'seq'          str   FIFO sequence for ready_score
+--   B..'lease_seq'    str   lease tokens: every delivery gets a fresh one (fencing)
+--   B..'wake'         list  wake-up marker that idle pools block on (BLPOP)
+--   B..'workers'      zset  live pool ids, score = record expiry (ms)
+--   B..'worker:'..id  hash  one pool's self-reported record
+--
+-- Per-job keys are built here from ARGV[1] (= B..'job:') because their ids are often
+-- only known inside the script (popped, promoted, reaped). They carry the same hash tag
+-- as the KEYS, so every script still touches exactly one cluster slot.
+--
+-- All times come from the Redis server clock (TIME), never from a worker's host, so
+-- workers with skewed clocks still agree on leases, delays and backoffs.
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Integers past 2^31 must not go through tostring(), whose %.14g loses digits.
+local function int(x)
+  return string.format('%.0f', x)
+end
+
+-- Strict priority, FIFO within a priority: priority in the high part (higher priority =
+-- lower score), a per-queue sequence below. (1000 - p) * 2^42 + seq stays exact in a
+-- double for p in -1000..1000 and 4.4e12 sequence numbers.
+local function ready_score(priority, seq)
+  return (1000 - tonumber(priority)) * 4398046511104 + seq
+end
+
+-- One marker is enough: the pool that takes it re-arms it when work remains (fetch.lua).
+local function wake(wake_key)
+  if redis.call('LLEN', wake_key) == 0 then
+    redis.call('RPUSH', wake_key, '1')
+  end
+end
+
+-- Make a job ready to run: a fresh FIFO position within its priority.
+local function make_ready(job_key, id, pending_key, seq_key)
+  local priority = redis.call('HGET', job_key, 'priority') or '0'
+  local score = ready_score(priority, redis.call('INCR', seq_key))
+  redis.call('ZADD', pending_key, int(score), id)
+  redis.call('HSET', job_key, 'status', 'pending', 'score', int(score))
+end
+
+-- Put a job back at the front of its priority: its previous position is ahead of every
+-- job that became ready after it.
+local function make_ready_front(job_key, id, pending_key, seq_key)
+  local score = redis.call('HGET', job_key, 'score')
+  if not score then
+    return make_ready(job_key, id, pending_key, seq_key)
+  end
+  redis.call('ZADD', pending_key, score, id)
+  redis.call('HSET', job_key, 'status', 'pending')
+end
+
+-- Move a job to a final state: index it, count it, expire its record, trim the index.
+-- keep = 0 means no count bound (completed jobs are bounded by age only).
+local function finalize(job_prefix, id, status, now, ttl_ms, index_key, stats_key, keep)
+  local job_key = job_prefix .. id
+  redis.call('HSET', job_key, 'status', status, 'completed_at', now)
+  redis.call('HDEL', job_key, 'lease')
+  redis.call('PEXPIRE', job_key, ttl_ms)
+  redis.call('ZADD', index_key, now, id)
+  redis.call('HINCRBY', stats_key, status, 1)
+  redis.call('HSET', stats_key, 'last_processed', now)
+  -- Expired records vanish by themselves; only their index entries need removing.
+  redis.call('ZREMRANGEBYSCORE', index_key, '-inf', '(' .. int(now - ttl_ms))
+  if keep > 0 then
+    local excess = redis.call('ZCARD', index_key) - keep
+    if excess > 0 then
+      local old = redis.call('ZRANGE', index_key, 0, excess - 1)
+      for _, old_id in ipairs(old) do
+        redis.call('DEL', job_prefix .. old_id)
+      end
+      redis.call('ZREMRANGEBYRANK', index_key, 0, excess - 1)
+    end
+  end
+end
+
+-- The fence: may the holder of `token` still change this job?
+local function holds_lease(job_key, token)
+  local fields = redis.call('HMGET', job_key, 'status', 'lease')
+  return fields[1] == 'processing' and fields[2] == token
+end
+
+local function earliest(zset_key)
+  local first = redis.call('ZRANGE', zset_key, 0, 0, 'WITHSCORES')
+  if first[2] then
+    return tonumber(first[2])
+  end
+  return -1
+end

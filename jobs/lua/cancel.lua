@@ -1,0 +1,34 @@
+-- cancel.lua: cancel a job in any non-final state. A running job is recorded cancelled
+-- at once and its lease revoked, so its worker's late result is rejected by the fence;
+-- the worker notices on its next heartbeat (heartbeat.lua answers 2) and cancels the
+-- handler's token.
+--
+-- KEYS[1] pending   KEYS[2] scheduled   KEYS[3] processing   KEYS[4] cancelled
+-- KEYS[5] stats
+-- ARGV[1] job key prefix   ARGV[2] id   ARGV[3] failed_ttl_ms   ARGV[4] max records kept
+-- Returns -1 no such job; 0 already final (completed, failed or cancelled);
+-- 1 cancelled before it ran; 2 cancelled while running.
+
+local pending, scheduled, processing, cancelled, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local job_prefix, id = ARGV[1], ARGV[2]
+local job_key = job_prefix .. id
+local status = redis.call('HGET', job_key, 'status')
+if not status then
+  return -1
+end
+local code
+if status == 'pending' then
+  redis.call('ZREM', pending, id)
+  code = 1
+elseif status == 'scheduled' then
+  redis.call('ZREM', scheduled, id)
+  code = 1
+elseif status == 'processing' then
+  redis.call('ZREM', processing, id)
+  code = 2
+else
+  return 0
+end
+finalize(job_prefix, id, 'cancelled', now_ms(), tonumber(ARGV[3]), cancelled, stats,
+  tonumber(ARGV[4]))
+return code

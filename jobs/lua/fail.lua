@@ -1,0 +1,53 @@
+-- fail.lua: record one or many failed attempts, each fenced by its lease token: retry
+-- with the given backoff, or fail for good.
+--
+-- KEYS[1] processing   KEYS[2] pending   KEYS[3] scheduled   KEYS[4] failed
+-- KEYS[5] stats   KEYS[6] seq   KEYS[7] wake
+-- ARGV[1] job key prefix   ARGV[2] failed_ttl_ms   ARGV[3] max failed records kept
+-- ARGV[4..] 5 values per job: id, lease token, error, traceback, delay_ms where
+--           delay_ms < 0 means a permanent failure (no retry whatever is left)
+-- Returns {now_ms, (code, status, run_at_ms) per job}: code 1 recorded, 0 rejected by
+-- the fence (counted in stats 'rejected'); status is the job's new status
+-- ('pending', 'scheduled' or 'failed'), run_at its due time when retried, else 0.
+--
+-- A retry consumes one of max_retries ('failures'); lost leases never do (reap.lua).
+
+local processing, pending, scheduled, failed = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local stats, seq_key, wake_key = KEYS[5], KEYS[6], KEYS[7]
+local job_prefix, ttl, keep = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local now = now_ms()
+local out = {now}
+
+for b = 4, #ARGV, 5 do
+  local id, delay = ARGV[b], tonumber(ARGV[b + 4])
+  local job_key = job_prefix .. id
+  if holds_lease(job_key, ARGV[b + 1]) then
+    redis.call('ZREM', processing, id)
+    redis.call('HSET', job_key, 'error', ARGV[b + 2], 'traceback', ARGV[b + 3])
+    redis.call('HDEL', job_key, 'lease')
+    local failures = redis.call('HINCRBY', job_key, 'failures', 1)
+    local max_retries = tonumber(redis.call('HGET', job_key, 'max_retries') or '0')
+    if delay < 0 or failures > max_retries then
+      finalize(job_prefix, id, 'failed', now, ttl, failed, stats, keep)
+      out[#out + 1], out[#out + 2], out[#out + 3] = 1, 'failed', 0
+    elseif delay == 0 then
+      redis.call('HSET', job_key, 'run_at', now)
+      make_ready(job_key, id, pending, seq_key)
+      redis.call('HINCRBY', stats, 'retried', 1)
+      wake(wake_key)
+      out[#out + 1], out[#out + 2], out[#out + 3] = 1, 'pending', now
+    else
+      local run_at = now + delay
+      redis.call('HSET', job_key, 'status', 'scheduled', 'run_at', run_at)
+      redis.call('ZADD', scheduled, run_at, id)
+      redis.call('HINCRBY', stats, 'retried', 1)
+      -- An idle pool must learn the new earliest due time.
+      wake(wake_key)
+      out[#out + 1], out[#out + 2], out[#out + 3] = 1, 'scheduled', run_at
+    end
+  else
+    redis.call('HINCRBY', stats, 'rejected', 1)
+    out[#out + 1], out[#out + 2], out[#out + 3] = 0, '', 0
+  end
+end
+return out

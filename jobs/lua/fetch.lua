@@ -1,0 +1,57 @@
+-- fetch.lua: promote due jobs, then pop up to N of the best ready jobs and lease them,
+-- all in one atomic call.
+--
+-- KEYS[1] pending   KEYS[2] scheduled   KEYS[3] processing   KEYS[4] seq
+-- KEYS[5] lease_seq   KEYS[6] wake
+-- ARGV[1] job key prefix   ARGV[2] N (max jobs)   ARGV[3] lease_ms
+-- ARGV[4] max due jobs to promote in this call
+-- Returns {now_ms, next_event_ms, job_1, ..., job_k} where job_i is the record as a flat
+-- HGETALL list (status processing, attempts + 1, a fresh lease token in 'lease') and
+-- next_event_ms is when the earliest scheduled job is due (-1 if none): an idle pool may
+-- block until then. (Expired leases are returned to pending by reap.lua, which wakes.)
+--
+-- Strict priority, FIFO within a priority (ready_score). A popped id whose record is
+-- gone (deleted by hand, or a corrupt queue) is dropped rather than leased.
+
+local pending, scheduled, processing = KEYS[1], KEYS[2], KEYS[3]
+local seq_key, lease_seq, wake_key = KEYS[4], KEYS[5], KEYS[6]
+local job_prefix, n, lease_ms = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local now = now_ms()
+
+local due = redis.call('ZRANGEBYSCORE', scheduled, '-inf', now, 'LIMIT', 0, tonumber(ARGV[4]))
+for _, id in ipairs(due) do
+  local job_key = job_prefix .. id
+  if redis.call('EXISTS', job_key) == 1 then
+    make_ready(job_key, id, pending, seq_key)
+  end
+end
+if #due > 0 then
+  redis.call('ZREM', scheduled, unpack(due))
+end
+
+local out = {now, -1}
+local popped = redis.call('ZPOPMIN', pending, n)
+local count = #popped / 2
+if count > 0 then
+  local token = redis.call('INCRBY', lease_seq, count) - count
+  local deadline = now + lease_ms
+  for i = 1, #popped, 2 do
+    local id = popped[i]
+    local job_key = job_prefix .. id
+    if redis.call('EXISTS', job_key) == 1 then
+      token = token + 1
+      redis.call('HINCRBY', job_key, 'attempts', 1)
+      redis.call('HSET', job_key, 'status', 'processing', 'started_at', now, 'lease', token)
+      redis.call('ZADD', processing, deadline, id)
+      out[#out + 1] = redis.call('HGETALL', job_key)
+    end
+  end
+end
+
+-- More work than this pool can take: pass the wake-up on to the next idle pool.
+if redis.call('ZCARD', pending) > 0 then
+  wake(wake_key)
+end
+
+out[2] = earliest(scheduled)
+return out

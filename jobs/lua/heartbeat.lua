@@ -1,0 +1,38 @@
+-- heartbeat.lua: one pool's periodic beat: refresh its registry record and extend the
+-- leases of every job it holds, each fenced by its lease token.
+--
+-- KEYS[1] processing   KEYS[2] workers   KEYS[3] this pool's record (B..'worker:'..id)
+-- ARGV[1] job key prefix   ARGV[2] lease_ms   ARGV[3] record ttl_ms ('0' = no record)
+-- ARGV[4] pool id   ARGV[5] record JSON (hostname, pid, num_workers, in_flight)
+-- ARGV[6..] 2 values per held job: id, lease token
+-- Returns {now_ms, code_1, ..., code_n}: 1 extended; 2 the job was cancelled (stop it);
+-- 0 the lease is lost (expired and re-delivered, or the record is gone): stop it, its
+-- result would be rejected anyway.
+
+local processing, workers, record = KEYS[1], KEYS[2], KEYS[3]
+local job_prefix, lease_ms, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local now = now_ms()
+
+if ttl > 0 then
+  redis.call('HSET', record, 'info', ARGV[5], 'last_seen', now)
+  redis.call('HSETNX', record, 'started_at', now)
+  redis.call('PEXPIRE', record, ttl)
+  redis.call('ZADD', workers, now + ttl, ARGV[4])
+  redis.call('ZREMRANGEBYSCORE', workers, '-inf', now)
+end
+
+local out = {now}
+local deadline = now + lease_ms
+for b = 6, #ARGV, 2 do
+  local id = ARGV[b]
+  local job_key = job_prefix .. id
+  if holds_lease(job_key, ARGV[b + 1]) then
+    redis.call('ZADD', processing, 'XX', deadline, id)
+    out[#out + 1] = 1
+  elseif redis.call('HGET', job_key, 'status') == 'cancelled' then
+    out[#out + 1] = 2
+  else
+    out[#out + 1] = 0
+  end
+end
+return out

@@ -1,0 +1,48 @@
+-- reap.lua: return jobs whose lease expired (their worker died, hung or lost Redis) to
+-- the front of the queue, or fail them once they have lost max_lost leases. Safe when
+-- many pools on many hosts reap at once: it is one atomic call and expiry is judged by
+-- the Redis clock alone.
+--
+-- KEYS[1] processing   KEYS[2] pending   KEYS[3] scheduled   KEYS[4] failed
+-- KEYS[5] stats   KEYS[6] seq   KEYS[7] wake
+-- ARGV[1] job key prefix   ARGV[2] max_lost   ARGV[3] failed_ttl_ms
+-- ARGV[4] max failed records kept   ARGV[5] max jobs reaped in this call
+-- Returns {now_ms, requeued, failed, next_expiry_ms}: next_expiry_ms is the earliest
+-- remaining lease deadline (-1 if none), when the next reap could find something.
+--
+-- Lost leases are counted apart from handler failures ('lost', stats 'lost_leases') and
+-- never consume max_retries. The lost attempt stays counted in 'attempts': its handler
+-- may well have started.
+
+local processing, pending, scheduled, failed = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local stats, seq_key, wake_key = KEYS[5], KEYS[6], KEYS[7]
+local job_prefix, max_lost = ARGV[1], tonumber(ARGV[2])
+local ttl, keep = tonumber(ARGV[3]), tonumber(ARGV[4])
+local now = now_ms()
+local requeued, dead = 0, 0
+
+local expired = redis.call('ZRANGEBYSCORE', processing, '-inf', '(' .. now,
+  'LIMIT', 0, tonumber(ARGV[5]))
+for _, id in ipairs(expired) do
+  local job_key = job_prefix .. id
+  redis.call('ZREM', processing, id)
+  if redis.call('HGET', job_key, 'status') == 'processing' then
+    redis.call('HDEL', job_key, 'lease')
+    redis.call('HINCRBY', stats, 'lost_leases', 1)
+    if redis.call('HINCRBY', job_key, 'lost', 1) >= max_lost then
+      redis.call('HSET', job_key, 'error', 'lease expired (worker lost)')
+      finalize(job_prefix, id, 'failed', now, ttl, failed, stats, keep)
+      dead = dead + 1
+    else
+      make_ready_front(job_key, id, pending, seq_key)
+      requeued = requeued + 1
+    end
+  end
+end
+
+-- Also heals a lost wake-up (a pool took the marker and died before fetching).
+local next_due = earliest(scheduled)
+if redis.call('ZCARD', pending) > 0 or (next_due >= 0 and next_due <= now) then
+  wake(wake_key)
+end
+return {now, requeued, dead, earliest(processing)}

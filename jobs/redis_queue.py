@@ -1,0 +1,446 @@
+"""`RedisQueue`: one queue in Redis, with one typed method per Lua script.
+
+This is the only module that talks to Redis. It knows the key schema (`jobs._keys`) and
+the scripts' argument layouts (documented at the top of each ``jobs/lua/*.lua``); the
+client and the worker pool speak in Python values.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, cast
+
+import attrs
+import redis
+import redis.cluster
+
+from . import _codec
+from ._keys import QueueKeys
+from ._scripts import Arg, RedisClient, Script, execute, scripts
+from .backoff import backoff_to_spec
+from .config import JobConfig, RedisQueueConfig
+from .errors import JobNotFound, RedisUnavailable
+from .job import Job, QueueStats, WorkerInfo
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+    from datetime import timedelta
+
+#: Due jobs promoted from the scheduled set per fetch; the rest follow on the next fetch.
+PROMOTE_BATCH = 1000
+#: Expired leases handled per reap call.
+REAP_BATCH = 500
+#: Jobs per enqueue script call in `RedisQueue.enqueue`; chunks share one round trip.
+ENQUEUE_CHUNK = 1000
+
+
+@attrs.frozen
+class Leased:
+    """A job record as fetched: its fields, and the lease token that fences it."""
+
+    job_id: str
+    token: str
+    fields: dict[str, Any]
+
+
+@attrs.frozen
+class Fetched:
+    """What one fetch returned."""
+
+    now_ms: int
+    #: When the earliest scheduled job is due (Redis ms), or None.
+    next_due_ms: int | None
+    jobs: list[Leased]
+
+
+@attrs.frozen
+class Outcome:
+    """How one complete/fail write ended (see complete.lua and fail.lua)."""
+
+    recorded: bool
+    status: str
+    now_ms: int
+    run_at_ms: int
+
+
+@attrs.frozen
+class HeldJob:
+    """A job a pool holds: its id and lease token."""
+
+    job_id: str
+    token: str
+
+
+@attrs.frozen
+class Failure:
+    """A failed attempt to record: permanent, or retried after ``delay_ms``."""
+
+    job_id: str
+    token: str
+    error: str
+    traceback: str
+    delay_ms: int
+    permanent: bool
+
+
+def _address(client: RedisClient) -> str:
+    if isinstance(client, redis.cluster.RedisCluster):
+        nodes = cast("list[Any]", client.get_nodes())  # type: ignore[no-untyped-call]
+        return ", ".join(f"{n.host}:{n.port}" for n in nodes[:3]) or "a Redis cluster"
+    kwargs = client.connection_pool.connection_kwargs
+    if kwargs.get("path"):
+        return f"unix:{kwargs['path']}"
+    return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
+
+
+def socket_timeout(client: RedisClient) -> float | None:
+    """The client's socket timeout in seconds (None: it waits forever)."""
+    if isinstance(client, redis.cluster.RedisCluster):
+        kwargs = cast("dict[str, Any]", client.get_connection_kwargs())  # type: ignore[no-untyped-call]
+        value = kwargs.get("socket_timeout")
+    else:
+        value = client.connection_pool.connection_kwargs.get("socket_timeout")
+    return None if value is None else float(value)
+
+
+class RedisQueue:
+    """A job queue stored in Redis.
+
+    Example::
+
+        queue = jobs.RedisQueue(jobs.RedisQueueConfig(client=redis.Redis(), name="emails"))
+        queue = jobs.RedisQueue.from_url("redis://localhost:6379/0", name="emails")
+
+    One queue is a handful of keys under the hash tag ``{prefix:name}``; any number of
+    producers and worker pools, in any number of processes and hosts, may share it.
+
+    .. versionadded:: 1.0
+    """
+
+    def __init__(self, config: RedisQueueConfig) -> None:
+        self.config = config
+        self.client: RedisClient = config.client
+        self.keys = QueueKeys.for_queue(config.prefix, config.name)
+        self._scripts = scripts()
+        self._owns_client = False
+        self._completed_ttl_ms = _codec.to_ms(config.completed_ttl)
+        self._failed_ttl_ms = _codec.to_ms(config.failed_ttl)
+
+    @classmethod
+    def from_url(
+        cls, url: str, name: str = "default", *, prefix: str = "jobs", **options: Any
+    ) -> RedisQueue:
+        """A queue on the Redis at ``url`` (``redis://``, ``rediss://`` or ``unix://``).
+
+        The queue owns the client it creates: `close` closes it. Other keyword arguments
+        are `RedisQueueConfig` fields (``max_lost_leases``, ``completed_ttl`` ...).
+        """
+        client = redis.Redis.from_url(url)
+        try:
+            queue = cls(RedisQueueConfig(client=client, name=name, prefix=prefix, **options))
+        except BaseException:
+            client.close()
+            raise
+        queue._owns_client = True
+        return queue
+
+    @property
+    def name(self) -> str:
+        """The queue's name."""
+        return self.config.name
+
+    @property
+    def address(self) -> str:
+        """Where the queue's Redis is (``host:port``), for messages."""
+        return _address(self.client)
+
+    def close(self) -> None:
+        """Close the Redis client if this queue created it (`from_url`); otherwise a no-op."""
+        if self._owns_client:
+            self.client.close()
+
+    def __repr__(self) -> str:
+        return f"<RedisQueue {self.name!r} prefix={self.config.prefix!r} at {self.address}>"
+
+    @contextmanager
+    def _unavailable_as_error(self) -> Iterator[None]:
+        try:
+            yield
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise RedisUnavailable(f"cannot reach Redis at {self.address}: {exc}") from exc
+
+    # -- producers -------------------------------------------------------------------
+
+    def enqueue(
+        self, job_type: str, ids: Sequence[str], payloads: Sequence[bytes], config: JobConfig
+    ) -> list[bool]:
+        """Write new jobs (payloads already encoded); True for each id that was new.
+
+        Raises:
+            RedisUnavailable: Redis cannot be reached.
+        """
+        backoff = json.dumps(backoff_to_spec(config.retry_backoff, config.max_retries))
+        metadata = _codec.dumps(dict(config.metadata), "metadata")
+        timeout = _codec.to_ms(config.timeout) if config.timeout is not None else ""
+        delay = _codec.to_ms(config.delay)
+        common: tuple[Arg, ...] = (config.priority, config.max_retries, timeout, backoff, metadata)
+        k = self.keys
+        keys = (k.pending, k.scheduled, k.seq, k.stats, k.wake)
+        calls: list[tuple[Script, Sequence[str], Sequence[Arg]]] = []
+        for start in range(0, len(ids), ENQUEUE_CHUNK):
+            args: list[Arg] = [k.job_prefix]
+            for job_id, payload in zip(
+                ids[start : start + ENQUEUE_CHUNK],
+                payloads[start : start + ENQUEUE_CHUNK],
+                strict=True,
+            ):
+                args += (job_id, job_type, payload, *common, delay)
+            calls.append((self._scripts.enqueue, keys, args))
+        with self._unavailable_as_error():
+            replies = execute(self.client, calls)
+        return [bool(flag) for reply in replies for flag in reply[1:]]
+
+    def get(self, job_id: str) -> Job:
+        """The job's current record.
+
+        Raises:
+            JobNotFound: no such job (or its record expired).
+            CorruptRecord: the record exists but does not decode.
+        """
+        with self._unavailable_as_error():
+            fields = self.client.hgetall(self.keys.job(job_id))
+        if not fields:
+            raise JobNotFound(f"no job {job_id!r} in queue {self.name!r}")
+        return _codec.decode_job({_codec.text(k): v for k, v in fields.items()}, self.name)
+
+    def cancel(self, job_id: str) -> bool:
+        """Cancel a job; True if it was cancelled now, False if it had already finished.
+
+        Raises:
+            JobNotFound: no such job.
+        """
+        k = self.keys
+        with self._unavailable_as_error():
+            code = self._scripts.cancel(
+                self.client,
+                (k.pending, k.scheduled, k.processing, k.cancelled, k.stats),
+                (k.job_prefix, job_id, self._failed_ttl_ms, self.config.max_failed_jobs),
+            )
+        if code == -1:
+            raise JobNotFound(f"no job {job_id!r} in queue {self.name!r}")
+        return bool(code > 0)
+
+    def stats(self) -> QueueStats:
+        """The queue's counts, in one O(1) call."""
+        k = self.keys
+        with self._unavailable_as_error():
+            pending, scheduled, processing, flat = self._scripts.stats(
+                self.client, (k.pending, k.scheduled, k.processing, k.stats), ()
+            )
+        counters = _codec.pairs(flat)
+
+        def count(name: str) -> int:
+            return int(counters.get(name, 0))
+
+        return QueueStats(
+            total_jobs=count("total"),
+            pending_jobs=int(pending),
+            scheduled_jobs=int(scheduled),
+            processing_jobs=int(processing),
+            completed_jobs=count("completed"),
+            failed_jobs=count("failed"),
+            cancelled_jobs=count("cancelled"),
+            last_processed=_codec.from_ms(counters.get("last_processed")),
+            retried_attempts=count("retried"),
+            lost_leases=count("lost_leases"),
+            rejected_writes=count("rejected"),
+        )
+
+    def workers(self) -> list[WorkerInfo]:
+        """The live worker pools of this queue (records of dead pools are dropped)."""
+        with self._unavailable_as_error():
+            reply = self._scripts.workers(
+                self.client, (self.keys.workers,), (self.keys.worker_prefix,)
+            )
+        found = []
+        for pool_id, flat in reply[1:]:
+            record = _codec.pairs(flat)
+            try:
+                info = json.loads(record["info"])
+                found.append(
+                    WorkerInfo(
+                        id=_codec.text(pool_id),
+                        hostname=str(info["hostname"]),
+                        pid=int(info["pid"]),
+                        num_workers=int(info["num_workers"]),
+                        in_flight=int(info["in_flight"]),
+                        started_at=cast("Any", _codec.from_ms(record["started_at"])),
+                        last_seen=cast("Any", _codec.from_ms(record["last_seen"])),
+                    )
+                )
+            except (KeyError, ValueError, TypeError):
+                continue  # a record half-written by a foreign tool: not a pool of ours
+        return sorted(found, key=lambda w: w.started_at)
+
+    # -- worker pools ----------------------------------------------------------------
+
+    def fetch(self, count: int, lease: timedelta) -> Fetched:
+        """Promote due jobs, then lease up to ``count`` ready jobs (best first)."""
+        k = self.keys
+        reply = self._scripts.fetch(
+            self.client,
+            (k.pending, k.scheduled, k.processing, k.seq, k.lease_seq, k.wake),
+            (k.job_prefix, count, _codec.to_ms(lease), PROMOTE_BATCH),
+        )
+        leased = []
+        for flat in reply[2:]:
+            fields = _codec.pairs(flat)
+            leased.append(Leased(_codec.text(fields["id"]), _codec.text(fields["lease"]), fields))
+        next_due = int(reply[1])
+        return Fetched(int(reply[0]), None if next_due < 0 else next_due, leased)
+
+    def wait_for_work(self, pool_id: str, timeout: float) -> bool:
+        """Block until a wake-up marker arrives or ``timeout`` seconds pass; True if woken.
+
+        ``timeout`` must stay below the client's socket timeout; `socket_timeout` tells it.
+        """
+        reply = self.client.blpop([self.keys.pool_wake(pool_id), self.keys.wake], timeout)
+        return reply is not None
+
+    def wake_pool(self, pool_id: str) -> None:
+        """Wake one pool blocked in `wait_for_work` (so that stopping it is immediate)."""
+        key = self.keys.pool_wake(pool_id)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.rpush(key, "stop")
+        pipe.pexpire(key, 60_000)
+        pipe.execute()
+
+    def forget_pool(self, pool_id: str) -> None:
+        """Remove a stopped pool's registry record and private wake-up list."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.delete(self.keys.pool_wake(pool_id), self.keys.worker(pool_id))
+        pipe.zrem(self.keys.workers, pool_id)
+        pipe.execute()
+
+    def heartbeat(
+        self,
+        pool_id: str,
+        info: dict[str, Any],
+        record_ttl: timedelta,
+        held: Sequence[HeldJob],
+        lease: timedelta,
+        *,
+        reap: bool = True,
+    ) -> tuple[int, list[int], int | None]:
+        """Refresh the pool's record, extend its leases and (optionally) reap, in one round trip.
+
+        Returns the Redis time (ms), each held job's code (1 extended, 2 cancelled, 0 lease
+        lost) and the earliest lease deadline left in the queue after reaping (Redis ms), or
+        None.
+        """
+        k = self.keys
+        args: list[Arg] = [
+            k.job_prefix,
+            _codec.to_ms(lease),
+            _codec.to_ms(record_ttl),
+            pool_id,
+            json.dumps(info),
+        ]
+        for job in held:
+            args += (job.job_id, job.token)
+        calls: list[tuple[Script, Sequence[str], Sequence[Arg]]] = [
+            (self._scripts.heartbeat, (k.processing, k.workers, k.worker(pool_id)), args)
+        ]
+        if reap:
+            calls.append(self._reap_call())
+        replies = execute(self.client, calls)
+        now, codes = int(replies[0][0]), [int(c) for c in replies[0][1:]]
+        if not reap:
+            return now, codes, None
+        next_expiry = int(replies[1][3])
+        return now, codes, None if next_expiry < 0 else next_expiry
+
+    def _reap_call(self) -> tuple[Script, Sequence[str], Sequence[Arg]]:
+        k = self.keys
+        return (
+            self._scripts.reap,
+            (k.processing, k.pending, k.scheduled, k.failed, k.stats, k.seq, k.wake),
+            (
+                k.job_prefix,
+                self.config.max_lost_leases,
+                self._failed_ttl_ms,
+                self.config.max_failed_jobs,
+                REAP_BATCH,
+            ),
+        )
+
+    def reap(self) -> tuple[int, int]:
+        """Return expired leases to the queue now; (requeued, failed for too many losses)."""
+        script, keys, args = self._reap_call()
+        reply = script(self.client, keys, args)
+        return int(reply[1]), int(reply[2])
+
+    def finish(
+        self, completions: Sequence[tuple[HeldJob, bytes]], failures: Sequence[Failure]
+    ) -> tuple[list[Outcome], list[Outcome]]:
+        """Record finished attempts, all fenced by their lease tokens, in one round trip.
+
+        Returns one `Outcome` per completion and per failure, in order.
+        """
+        k = self.keys
+        calls: list[tuple[Script, Sequence[str], Sequence[Arg]]] = []
+        if completions:
+            args: list[Arg] = [k.job_prefix, self._completed_ttl_ms]
+            for held, result in completions:
+                args += (held.job_id, held.token, result)
+            calls.append((self._scripts.complete, (k.processing, k.completed, k.stats), args))
+        if failures:
+            args = [k.job_prefix, self._failed_ttl_ms, self.config.max_failed_jobs]
+            for f in failures:
+                args += (
+                    f.job_id,
+                    f.token,
+                    f.error,
+                    f.traceback,
+                    -1 if f.permanent else max(f.delay_ms, 0),
+                )
+            calls.append(
+                (
+                    self._scripts.fail,
+                    (k.processing, k.pending, k.scheduled, k.failed, k.stats, k.seq, k.wake),
+                    args,
+                )
+            )
+        if not calls:
+            return [], []
+        replies = iter(execute(self.client, calls))
+        done: list[Outcome] = []
+        failed: list[Outcome] = []
+        if completions:
+            reply = next(replies)
+            now = int(reply[0])
+            done = [Outcome(bool(int(c)), "completed", now, 0) for c in reply[1:]]
+        if failures:
+            reply = next(replies)
+            now = int(reply[0])
+            failed = [
+                Outcome(bool(int(reply[i])), _codec.text(reply[i + 1]), now, int(reply[i + 2]))
+                for i in range(1, len(reply), 3)
+            ]
+        return done, failed
+
+    def requeue(self, held: Sequence[HeldJob]) -> int:
+        """Hand held jobs back to the front of the queue, attempts not counted.
+
+        Returns:
+            How many went back (a job whose lease was already lost does not).
+        """
+        if not held:
+            return 0
+        k = self.keys
+        args: list[Arg] = [k.job_prefix]
+        for job in held:
+            args += (job.job_id, job.token)
+        reply = self._scripts.requeue(self.client, (k.processing, k.pending, k.seq, k.wake), args)
+        return sum(int(c) for c in reply[1:])

@@ -1,0 +1,161 @@
+"""`Registry`: job type name -> handler, with optional typed (attrs) payloads."""
+
+from __future__ import annotations
+
+import functools
+import types
+import typing
+from collections.abc import Callable
+from typing import Any, TypeVar, get_args, get_origin
+
+import attrs
+
+from .context import JobContext
+from .errors import ConfigError, PayloadError
+
+Handler = Callable[[JobContext, Any], Any]
+H = TypeVar("H", bound=Callable[..., Any])
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def structure(cls: type, value: Any) -> Any:
+    """Build an instance of the attrs class ``cls`` from decoded JSON.
+
+    Nested attrs classes, and lists, tuples and dicts of them, are built too; other
+    fields are passed as decoded. attrs validators on ``cls`` run as usual.
+
+    Raises:
+        PayloadError: ``value`` does not fit ``cls``.
+    """
+    try:
+        return _structure(cls, value)
+    except PayloadError:
+        raise
+    except (TypeError, ValueError, KeyError) as exc:
+        raise PayloadError(f"payload does not fit {cls.__name__}: {exc}") from exc
+
+
+def _structure(tp: Any, value: Any) -> Any:
+    if isinstance(tp, type) and attrs.has(tp):
+        if not isinstance(value, dict):
+            raise PayloadError(f"{tp.__name__} expects a JSON object, got {type(value).__name__}")
+        hints = _hints(tp)
+        kwargs = {}
+        for field in attrs.fields(tp):
+            if not field.init:
+                continue
+            name = field.alias or field.name
+            if name in value:
+                kwargs[name] = _structure(hints.get(field.name, Any), value[name])
+        unknown = set(value) - {f.alias or f.name for f in attrs.fields(tp)}
+        if unknown:
+            raise PayloadError(f"{tp.__name__} has no field(s) {', '.join(sorted(unknown))}")
+        return tp(**kwargs)
+    origin, args = get_origin(tp), get_args(tp)
+    if origin in (list, tuple) and args and isinstance(value, list):
+        item = args[0]
+        built = [_structure(item, v) for v in value]
+        return built if origin is list else tuple(built)
+    if origin is dict and len(args) == 2 and isinstance(value, dict):
+        return {k: _structure(args[1], v) for k, v in value.items()}
+    if origin in (typing.Union, types.UnionType) and value is not None:
+        for option in args:
+            if isinstance(option, type) and attrs.has(option) and isinstance(value, dict):
+                return _structure(option, value)
+    return value
+
+
+@attrs.frozen
+class RegisteredHandler:
+    """A handler and how to build its payload.
+
+    .. versionadded:: 1.0
+    """
+
+    name: str
+    func: Handler
+    payload_type: type | None = None
+
+    def payload(self, raw: Any) -> Any:
+        """The payload as the handler wants it: ``raw``, or an instance of ``payload_type``.
+
+        Raises:
+            PayloadError: ``raw`` does not fit ``payload_type``.
+        """
+        return raw if self.payload_type is None else structure(self.payload_type, raw)
+
+
+class Registry:
+    """Maps job type names to handlers.
+
+    Example::
+
+        registry = jobs.Registry()
+        registry.register_func("send_email", send_email)          # payload arrives as JSON
+        registry.register("send_email", send_email, payload_type=Email)  # ... as an Email
+
+        @registry.job("process_order")
+        def process_order(ctx: jobs.JobContext, payload: dict) -> dict: ...
+
+    A handler is ``handler(ctx, payload) -> result``: the result must be JSON-serializable
+    (it is stored on the job); raising fails the attempt (retried by policy) and raising
+    `PermanentError` fails the job at once. Registering a name again replaces its handler.
+
+    .. versionadded:: 1.0
+    """
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, RegisteredHandler] = {}
+
+    def register(self, name: str, handler: Handler, payload_type: type | None = None) -> None:
+        """Register ``handler`` for jobs of type ``name``.
+
+        Args:
+            name: the job type, as given to ``Client.enqueue``.
+            handler: ``handler(ctx, payload) -> result``.
+            payload_type: an attrs class; the payload then arrives as an instance of it.
+
+        Raises:
+            ConfigError: an empty name, a handler that is not callable, or a payload type
+                that is not an attrs class.
+        """
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"name must be a non-empty string, got {name!r}")
+        if not callable(handler):
+            raise ConfigError(f"handler for {name!r} must be callable")
+        if payload_type is not None and not (
+            isinstance(payload_type, type) and attrs.has(payload_type)
+        ):
+            raise ConfigError(f"payload_type for {name!r} must be an attrs class")
+        self._handlers[name] = RegisteredHandler(name, handler, payload_type)
+
+    def register_func(self, name: str, handler: Handler) -> None:
+        """Register ``handler`` for ``name``; its payload arrives as decoded JSON."""
+        self.register(name, handler)
+
+    def job(self, name: str, payload_type: type | None = None) -> Callable[[H], H]:
+        """Decorator form of `register`; returns the function unchanged."""
+
+        def decorate(func: H) -> H:
+            self.register(name, func, payload_type)
+            return func
+
+        return decorate
+
+    def get(self, name: str) -> RegisteredHandler | None:
+        """The handler registered for ``name``, or None."""
+        return self._handlers.get(name)
+
+    def names(self) -> list[str]:
+        """The registered job types, sorted."""
+        return sorted(self._handlers)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._handlers
+
+    def __len__(self) -> int:
+        return len(self._handlers)

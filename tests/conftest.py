@@ -1,0 +1,48 @@
+"""What every test needs, unit or integration: a guard around the developer's Redis.
+
+Tests only ever talk to private redis-server processes (see tests/integration/conftest.py).
+A client built with defaults (``redis.Redis()``) would quietly reach 127.0.0.1:6379, where
+a FLUSHALL destroys someone's data, so any TCP connect to port 6379 fails the test instead.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+_FORBIDDEN_PORT = 6379
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _never_the_developers_redis() -> Iterator[None]:
+    original = socket.socket.connect
+    original_ex = socket.socket.connect_ex
+
+    def refuse(sock: socket.socket, address: Any) -> None:
+        # pytest.fail raises a BaseException, which redis-py's "except OSError" around
+        # connect does not swallow into a retry.
+        if (
+            sock.family in (socket.AF_INET, socket.AF_INET6)
+            and isinstance(address, tuple)
+            and len(address) >= 2
+            and address[1] == _FORBIDDEN_PORT
+        ):
+            pytest.fail(f"a test tried to connect to {address[0]}:{_FORBIDDEN_PORT}")
+
+    def connect(sock: socket.socket, address: Any) -> None:
+        refuse(sock, address)
+        original(sock, address)
+
+    def connect_ex(sock: socket.socket, address: Any) -> int:
+        refuse(sock, address)
+        return original_ex(sock, address)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(socket.socket, "connect", connect)
+        patch.setattr(socket.socket, "connect_ex", connect_ex)
+        yield

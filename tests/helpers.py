@@ -1,0 +1,47 @@
+"""Small helpers shared by the tests: polling with a deadline, free ports."""
+
+from __future__ import annotations
+
+import socket
+import time
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+T = TypeVar("T")
+
+
+def wait_until(
+    predicate: Callable[[], T],
+    timeout: float = 10.0,
+    interval: float = 0.01,
+    message: str = "",
+) -> T:
+    """Call ``predicate`` until it returns something truthy, and return that.
+
+    Exceptions from ``predicate`` propagate: catch them inside it if they mean "not yet".
+    Raises AssertionError (with ``message``) once ``timeout`` seconds have passed.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(
+                message
+                or f"{getattr(predicate, '__name__', predicate)!s} still false "
+                f"after {timeout} s (last value {value!r})"
+            )
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (never 6379)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if port != 6379:
+            return port
