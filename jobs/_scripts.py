@@ -96,6 +96,8 @@ class Scripts:
         self.cancel = Script("cancel")
         self.stats = Script("stats")
         self.workers = Script("workers")
+        self.retry = Script("retry")
+        self.purge = Script("purge")
 
 
 @functools.cache

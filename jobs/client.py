@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
     from types import TracebackType
 
-    from .job import Job, QueueStats, WorkerInfo
+    from .job import Job, JobStatus, QueueStats, WorkerInfo
     from .redis_queue import RedisQueue
 
 logger = logging.getLogger("jobs.client")
@@ -141,6 +141,40 @@ class Client:
     def workers(self) -> list[WorkerInfo]:
         """The live worker pools of this queue, on any host."""
         return self.queue.workers()
+
+    def list_jobs(self, status: JobStatus | str, *, limit: int = 100, offset: int = 0) -> list[Job]:
+        """Jobs in one status, ``limit`` at a time from ``offset``.
+
+        Pending and scheduled jobs come in the order they will run, processing jobs by
+        lease deadline, completed, failed and cancelled jobs newest first (finished records
+        are kept for ``completed_ttl`` / ``failed_ttl``).
+
+        Raises:
+            ConfigError: an unknown status, or a negative limit or offset.
+        """
+        return self.queue.list_jobs(status, limit=limit, offset=offset)
+
+    def retry(self, job_id: str) -> bool:
+        """Re-enqueue a failed or cancelled job with a fresh retry budget.
+
+        Returns:
+            True if it is pending again; False if it was not failed or cancelled.
+
+        Raises:
+            JobNotFound: no such job, or its record expired.
+        """
+        return self.queue.retry(job_id)
+
+    def purge(self, status: JobStatus | str) -> int:
+        """Delete every job in ``status`` (completed, failed, cancelled, pending or scheduled).
+
+        Returns:
+            How many jobs were deleted.
+
+        Raises:
+            ConfigError: an unknown status, or ``processing`` (running jobs are never purged).
+        """
+        return self.queue.purge(status)
 
     # -- working ---------------------------------------------------------------------
 

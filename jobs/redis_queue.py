@@ -20,8 +20,8 @@ from ._keys import QueueKeys
 from ._scripts import Arg, RedisClient, Script, execute, scripts
 from .backoff import backoff_to_spec
 from .config import JobConfig, RedisQueueConfig
-from .errors import JobNotFound, RedisUnavailable
-from .job import Job, QueueStats, WorkerInfo
+from .errors import ConfigError, JobNotFound, RedisUnavailable
+from .job import Job, JobStatus, QueueStats, WorkerInfo
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -282,6 +282,75 @@ class RedisQueue:
             except (KeyError, ValueError, TypeError):
                 continue  # a record half-written by a foreign tool: not a pool of ours
         return sorted(found, key=lambda w: w.started_at)
+
+    def _index(self, status: JobStatus | str) -> tuple[JobStatus, str]:
+        try:
+            job_status = JobStatus(status)
+        except ValueError:
+            names = ", ".join(s.value for s in JobStatus)
+            raise ConfigError(f"status must be one of {names}, got {status!r}") from None
+        return job_status, getattr(self.keys, job_status.value)
+
+    def list_jobs(self, status: JobStatus | str, *, limit: int = 100, offset: int = 0) -> list[Job]:
+        """Jobs in one status, in the order `Client.list_jobs` documents.
+
+        Raises:
+            ConfigError: an unknown status, or a negative limit or offset.
+        """
+        job_status, index = self._index(status)
+        if limit < 0 or offset < 0:
+            raise ConfigError(f"limit and offset must be >= 0, got {limit} and {offset}")
+        if limit == 0:
+            return []
+        with self._unavailable_as_error():
+            read = self.client.zrevrange if job_status.is_final else self.client.zrange
+            ids = cast("list[str | bytes]", read(index, offset, offset + limit - 1))
+            pipe = self.client.pipeline(transaction=False)
+            for job_id in ids:
+                pipe.hgetall(self.keys.job(_codec.text(job_id)))
+            records = pipe.execute() if ids else []
+        return [
+            _codec.decode_job({_codec.text(k): v for k, v in fields.items()}, self.name)
+            for fields in records
+            if fields  # an empty record expired between the two reads
+        ]
+
+    def retry(self, job_id: str) -> bool:
+        """Put a failed or cancelled job back in the queue; False if it is in another state.
+
+        Raises:
+            JobNotFound: no such job.
+        """
+        k = self.keys
+        with self._unavailable_as_error():
+            code = self._scripts.retry(
+                self.client,
+                (k.pending, k.failed, k.cancelled, k.seq, k.wake),
+                (k.job_prefix, job_id),
+            )
+        if code == -1:
+            raise JobNotFound(f"no job {job_id!r} in queue {self.name!r}")
+        return bool(code)
+
+    def purge(self, status: JobStatus | str) -> int:
+        """Delete every job in ``status`` (not ``processing``: those are held by workers).
+
+        Returns:
+            How many jobs were deleted.
+
+        Raises:
+            ConfigError: an unknown status, or ``processing``.
+        """
+        job_status, index = self._index(status)
+        if job_status is JobStatus.PROCESSING:
+            raise ConfigError("status must not be processing: running jobs cannot be purged")
+        deleted = 0
+        with self._unavailable_as_error():
+            while batch := int(
+                self._scripts.purge(self.client, (index,), (self.keys.job_prefix, 1000))
+            ):
+                deleted += batch
+        return deleted
 
     # -- worker pools ----------------------------------------------------------------
 
