@@ -28,6 +28,7 @@ class QueueKeys:
     job_prefix: str
     worker_prefix: str
     cron_prefix: str
+    crons: str
 
     @classmethod
     def for_queue(cls, prefix: str, name: str) -> QueueKeys:
@@ -49,6 +50,7 @@ class QueueKeys:
             job_prefix=base + "job:",
             worker_prefix=base + "worker:",
             cron_prefix=base + "cron:",
+            crons=base + "crons",
         )
 
     def job(self, job_id: str) -> str:
@@ -58,6 +60,10 @@ class QueueKeys:
     def worker(self, pool_id: str) -> str:
         """The hash holding one worker pool's registry record."""
         return self.worker_prefix + pool_id
+
+    def cron(self, cron_id: str) -> str:
+        """The hash holding one cron job's shared state (its claim: the last fire time)."""
+        return self.cron_prefix + cron_id
 
     def pool_wake(self, pool_id: str) -> str:
         """A list only one pool blocks on, so that stopping it is immediate."""

@@ -98,6 +98,7 @@ class Scripts:
         self.workers = Script("workers")
         self.retry = Script("retry")
         self.purge = Script("purge")
+        self.cron_fire = Script("cron_fire")
 
 
 @functools.cache

@@ -84,6 +84,18 @@ class Failure:
     permanent: bool
 
 
+def _job_args(config: JobConfig) -> tuple[Arg, ...]:
+    """A job's settings as enqueue.lua takes them (after id, type and payload)."""
+    return (
+        config.priority,
+        config.max_retries,
+        _codec.to_ms(config.timeout) if config.timeout is not None else "",
+        json.dumps(backoff_to_spec(config.retry_backoff, config.max_retries)),
+        _codec.dumps(dict(config.metadata), "metadata"),
+        _codec.to_ms(config.delay),
+    )
+
+
 def _address(client: RedisClient) -> str:
     if isinstance(client, redis.cluster.RedisCluster):
         nodes = cast("list[Any]", client.get_nodes())  # type: ignore[no-untyped-call]
@@ -180,11 +192,7 @@ class RedisQueue:
         Raises:
             RedisUnavailable: Redis cannot be reached.
         """
-        backoff = json.dumps(backoff_to_spec(config.retry_backoff, config.max_retries))
-        metadata = _codec.dumps(dict(config.metadata), "metadata")
-        timeout = _codec.to_ms(config.timeout) if config.timeout is not None else ""
-        delay = _codec.to_ms(config.delay)
-        common: tuple[Arg, ...] = (config.priority, config.max_retries, timeout, backoff, metadata)
+        common = _job_args(config)
         k = self.keys
         keys = (k.pending, k.scheduled, k.seq, k.stats, k.wake)
         calls: list[tuple[Script, Sequence[str], Sequence[Arg]]] = []
@@ -195,7 +203,7 @@ class RedisQueue:
                 payloads[start : start + ENQUEUE_CHUNK],
                 strict=True,
             ):
-                args += (job_id, job_type, payload, *common, delay)
+                args += (job_id, job_type, payload, *common)
             calls.append((self._scripts.enqueue, keys, args))
         with self._unavailable_as_error():
             replies = execute(self.client, calls)
@@ -351,6 +359,80 @@ class RedisQueue:
             ):
                 deleted += batch
         return deleted
+
+    # -- cron ------------------------------------------------------------------------
+
+    def fire_cron(
+        self,
+        cron_id: str,
+        fire_ms: int,
+        next_ms: int | None,
+        job: tuple[str, str, bytes, JobConfig],
+        state_ttl: timedelta,
+    ) -> tuple[bool, int]:
+        """Claim one fire time of a cron job and enqueue its job, atomically (cron_fire.lua).
+
+        ``job`` is (job id, job type, encoded payload, config).
+
+        Returns:
+            Whether this call fired, and the cron job's last fire time now stored (ms).
+        """
+        k = self.keys
+        job_id, job_type, payload, config = job
+        reply = self._scripts.cron_fire(
+            self.client,
+            (k.pending, k.scheduled, k.seq, k.stats, k.wake, k.cron(cron_id), k.crons),
+            (
+                k.job_prefix,
+                cron_id,
+                fire_ms,
+                "" if next_ms is None else next_ms,
+                _codec.to_ms(state_ttl),
+                job_id,
+                job_type,
+                payload,
+                *_job_args(config),
+            ),
+        )
+        return bool(int(reply[0])), int(reply[1])
+
+    def cron_state(self, cron_id: str) -> dict[str, str]:
+        """A cron job's shared state (last_fire, last_job_id, next_run, ...), {} if none."""
+        raw = self.client.hgetall(self.keys.cron(cron_id))
+        return {_codec.text(key): _codec.text(value) for key, value in raw.items()}
+
+    def announce_cron(
+        self, cron_id: str, fields: dict[str, str], next_ms: int | None, state_ttl: timedelta
+    ) -> None:
+        """Publish a cron job's registration (schedule, job type, enabled, next run)."""
+        key = self.keys.cron(cron_id)
+        pipe = self.client.pipeline(transaction=False)
+        mapping: dict[str | bytes, str] = {
+            **fields,
+            "next_run": "" if next_ms is None else str(next_ms),
+        }
+        pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]
+        pipe.pexpire(key, _codec.to_ms(state_ttl))
+        if next_ms is None:
+            pipe.zrem(self.keys.crons, cron_id)
+        else:
+            pipe.zadd(self.keys.crons, {cron_id: next_ms})
+        pipe.execute()
+
+    def crons(self) -> list[dict[str, str]]:
+        """Every cron job announced on this queue, with its shared state, by next run."""
+        with self._unavailable_as_error():
+            raw_ids = cast("list[str | bytes]", self.client.zrange(self.keys.crons, 0, -1))
+            ids = [_codec.text(i) for i in raw_ids]
+            pipe = self.client.pipeline(transaction=False)
+            for cron_id in ids:
+                pipe.hgetall(self.keys.cron(cron_id))
+            states = pipe.execute() if ids else []
+        return [
+            {"id": cron_id, **{_codec.text(k): _codec.text(v) for k, v in state.items()}}
+            for cron_id, state in zip(ids, states, strict=True)
+            if state
+        ]
 
     # -- worker pools ----------------------------------------------------------------
 

@@ -17,6 +17,9 @@
 --   B..'wake'         list  wake-up marker that idle pools block on (BLPOP)
 --   B..'workers'      zset  live pool ids, score = record expiry (ms)
 --   B..'worker:'..id  hash  one pool's self-reported record
+--   B..'crons'        zset  cron job ids, score = next run (ms) as last announced
+--   B..'cron:'..id    hash  one cron job's state: last_fire, last_job_id, next_run,
+--                           schedule, job_type, enabled (see cron_fire.lua)
 --
 -- Per-job keys are built here from ARGV[1] (= B..'job:') because their ids are often
 -- only known inside the script (popped, promoted, reaped). They carry the same hash tag
@@ -47,6 +50,31 @@ local function wake(wake_key)
   if redis.call('LLEN', wake_key) == 0 then
     redis.call('RPUSH', wake_key, '1')
   end
+end
+
+-- Write a new job record and queue it (pending, or scheduled when delayed); false when
+-- the id already exists, so a deterministic id enqueues at most once.
+local function add_job(job_prefix, pending, scheduled, now, seq, id, job_type, payload,
+                       priority, max_retries, timeout_ms, backoff, metadata, delay)
+  local job_key = job_prefix .. id
+  if redis.call('EXISTS', job_key) == 1 then
+    return false
+  end
+  local score = int(ready_score(priority, seq))
+  local status, run_at = 'pending', now
+  delay = tonumber(delay)
+  if delay > 0 then
+    status, run_at = 'scheduled', now + delay
+    redis.call('ZADD', scheduled, run_at, id)
+  else
+    redis.call('ZADD', pending, score, id)
+  end
+  redis.call('HSET', job_key,
+    'id', id, 'type', job_type, 'payload', payload, 'status', status,
+    'priority', priority, 'max_retries', max_retries, 'timeout_ms', timeout_ms,
+    'backoff', backoff, 'metadata', metadata, 'created_at', now,
+    'run_at', run_at, 'attempts', 0, 'failures', 0, 'lost', 0, 'score', score)
+  return true
 end
 
 -- Make a job ready to run: a fresh FIFO position within its priority.

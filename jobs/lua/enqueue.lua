@@ -7,9 +7,9 @@
 --           timeout_ms ('' = none), backoff (JSON spec), metadata (JSON), delay_ms
 -- Returns {now_ms, created_1, ..., created_n}: 1 written, 0 the id already existed.
 --
--- Record fields written: id type payload status priority max_retries timeout_ms backoff
--- metadata created_at run_at attempts failures lost score. Later scripts add started_at,
--- completed_at, lease, error, traceback, result.
+-- Record fields written (add_job in _lib.lua): id type payload status priority
+-- max_retries timeout_ms backoff metadata created_at run_at attempts failures lost score.
+-- Later scripts add started_at, completed_at, lease, error, traceback, result.
 
 local pending, scheduled, seq_key, stats, wake_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local job_prefix = ARGV[1]
@@ -22,27 +22,13 @@ local seq = redis.call('INCRBY', seq_key, n) - n
 
 for i = 0, n - 1 do
   local b = 2 + i * 9
-  local id, priority, delay = ARGV[b], ARGV[b + 3], tonumber(ARGV[b + 8])
-  local job_key = job_prefix .. id
-  if redis.call('EXISTS', job_key) == 1 then
-    out[#out + 1] = 0
-  else
-    seq = seq + 1
-    local score = int(ready_score(priority, seq))
-    local status, run_at = 'pending', now
-    if delay > 0 then
-      status, run_at = 'scheduled', now + delay
-      redis.call('ZADD', scheduled, run_at, id)
-    else
-      redis.call('ZADD', pending, score, id)
-    end
-    redis.call('HSET', job_key,
-      'id', id, 'type', ARGV[b + 1], 'payload', ARGV[b + 2], 'status', status,
-      'priority', priority, 'max_retries', ARGV[b + 4], 'timeout_ms', ARGV[b + 5],
-      'backoff', ARGV[b + 6], 'metadata', ARGV[b + 7], 'created_at', now,
-      'run_at', run_at, 'attempts', 0, 'failures', 0, 'lost', 0, 'score', score)
+  seq = seq + 1
+  if add_job(job_prefix, pending, scheduled, now, seq, ARGV[b], ARGV[b + 1], ARGV[b + 2],
+             ARGV[b + 3], ARGV[b + 4], ARGV[b + 5], ARGV[b + 6], ARGV[b + 7], ARGV[b + 8]) then
     created = created + 1
     out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
   end
 end
 
