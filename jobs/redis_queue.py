@@ -407,11 +407,8 @@ class RedisQueue:
         """Publish a cron job's registration (schedule, job type, enabled, next run)."""
         key = self.keys.cron(cron_id)
         pipe = self.client.pipeline(transaction=False)
-        mapping: dict[str | bytes, str] = {
-            **fields,
-            "next_run": "" if next_ms is None else str(next_ms),
-        }
-        pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]
+        mapping = {**fields, "next_run": "" if next_ms is None else str(next_ms)}
+        pipe.hset(key, mapping=cast("Any", mapping))
         pipe.pexpire(key, _codec.to_ms(state_ttl))
         if next_ms is None:
             pipe.zrem(self.keys.crons, cron_id)
