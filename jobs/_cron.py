@@ -108,10 +108,10 @@ class CronFields:
         when nothing matches before the end of the datetime range.
         """
         t = start.replace(second=0, microsecond=0)
-        if t < start or (t == start and not inclusive):
-            t += _MINUTE
-        last_year = min(t.year + _SEARCH_YEARS, _MAXYEAR)
         try:
+            if t < start or (t == start and not inclusive):
+                t += _MINUTE
+            last_year = min(t.year + _SEARCH_YEARS, _MAXYEAR)
             while t.year <= last_year:
                 if t.month not in self.months:
                     month = _next_in(self.months, t.month + 1)

@@ -34,7 +34,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attrs
 from dateutil.relativedelta import weekday as _weekday_base
-from dateutil.rrule import FR, MO, SA, SU, TH, TU, WE, rrule, rrulebase, rruleset, weekday, weekdays
+from dateutil.rrule import FR, MO, SA, SU, TH, TU, WE, rrule, rrulebase, rruleset
+from dateutil.rrule import weekday as _Weekday
+from dateutil.rrule import weekdays as _WEEKDAYS
 
 from ._cron import ALL_DAYS, ALL_WEEKDAYS, LAST_DAY, CronFields, parse_cron
 from ._validators import instance_of, int_in_range, positive_duration
@@ -73,7 +75,7 @@ def _resolve_tz(value: object, field: str = "tz") -> tzinfo | None:
         raise ConfigError(f"{field} must be an IANA zone name or a tzinfo, got {value!r}")
     try:
         return ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "America", a directory
         raise ConfigError(f"{field} is not a known IANA time zone: {value!r}") from None
 
 
@@ -167,6 +169,13 @@ def _next_real(wall_next: _WallNext, zone: tzinfo, dt: datetime) -> datetime | N
         start, inclusive = change, True
 
 
+def _search(fixed: bool, wall_next: _WallNext, zone: tzinfo, dt: datetime) -> datetime | None:
+    try:
+        return (_next_fixed if fixed else _next_real)(wall_next, zone, dt)
+    except OverflowError:  # the next fire time would be past year 9999
+        return None
+
+
 class _CronLike:
     """The ``next_after`` of the schedules that `CronFields` describe."""
 
@@ -188,8 +197,7 @@ class _CronLike:
         def wall_next(wall: datetime, inclusive: bool) -> datetime | None:
             return fields.next_wall(wall, inclusive=inclusive)
 
-        search = _next_fixed if len(fields.hours) == 1 else _next_real
-        return search(wall_next, _zone(self.tz, default_tz), dt)
+        return _search(len(fields.hours) == 1, wall_next, _zone(self.tz, default_tz), dt)
 
 
 def _at(
@@ -249,10 +257,6 @@ class Every:
 class Daily(_CronLike):
     """Fire every day at ``hour:minute`` local time.
 
-    Example::
-
-        jobs.Daily(2, 30, tz="Europe/Berlin")
-
     Args:
         hour: 0..23.
         minute: 0..59.
@@ -269,11 +273,11 @@ class Daily(_CronLike):
         return _at(self.hour, self.minute)
 
 
-def _to_weekday(value: object) -> weekday:
-    if isinstance(value, _weekday_base) and value.n in (None, 0):
-        return weekdays[value.weekday]
+def _to_weekday(value: object) -> _Weekday:
+    if isinstance(value, _weekday_base) and value.n is None:  # MONDAY(+1) means nothing here
+        return _WEEKDAYS[value.weekday]
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 6:
-        return weekdays[value]
+        return _WEEKDAYS[value]
     raise ConfigError(
         f"weekday must be jobs.MONDAY..jobs.SUNDAY or an int 0..6 (Monday=0), got {value!r}"
     )
@@ -282,10 +286,6 @@ def _to_weekday(value: object) -> weekday:
 @attrs.frozen
 class Weekly(_CronLike):
     """Fire every week on ``weekday`` at ``hour:minute`` local time.
-
-    Example::
-
-        jobs.Weekly(jobs.MONDAY, 9, 0, tz="America/New_York")
 
     Args:
         weekday: `MONDAY` .. `SUNDAY`, or an int 0..6 with Monday=0.
@@ -296,7 +296,7 @@ class Weekly(_CronLike):
     .. versionadded:: 1.0
     """
 
-    weekday: weekday = attrs.field(converter=_to_weekday)
+    weekday: _Weekday = attrs.field(converter=_to_weekday)
     hour: int = attrs.field(validator=int_in_range(0, 23))
     minute: int = attrs.field(validator=int_in_range(0, 59))
     tz: TzSpec = attrs.field(default=None, validator=_check_tz, hash=False)
@@ -317,10 +317,6 @@ class Monthly(_CronLike):
 
     Months without that day are skipped: day 31 fires only in 31-day months, day 29 in
     February only in leap years. ``day=-1`` is the last day of every month.
-
-    Example::
-
-        jobs.Monthly(1, 0, 0)
 
     Args:
         day: 1..31, or -1 for the last day of the month.
@@ -440,5 +436,4 @@ class RRule:
             return found.replace(tzinfo=None)
 
         hours = _rule_hours(self.rule)
-        search = _next_fixed if hours is not None and len(hours) == 1 else _next_real
-        return search(wall_next, zone, dt)
+        return _search(hours is not None and len(hours) == 1, wall_next, zone, dt)
