@@ -49,15 +49,21 @@ class Loop:
         self._wake = wake
         self._extra = extra or {}
         self.stopping = threading.Event()
+        self._nudged = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
         """Start the thread."""
         self._thread.start()
 
+    def nudge(self) -> None:
+        """Cut the current wait short: the next step runs now."""
+        self._nudged.set()
+
     def stop(self, timeout: float | None = None) -> bool:
         """Ask the loop to end, wake it, and wait up to ``timeout`` s; True if it ended."""
         self.stopping.set()
+        self._nudged.set()
         if self._wake is not None:
             try:
                 self._wake()
@@ -72,8 +78,11 @@ class Loop:
         return self._thread.is_alive()
 
     def wait(self, seconds: float) -> bool:
-        """Sleep up to ``seconds`` unless stopped first; True if stopped."""
-        return self.stopping.wait(seconds) if seconds > 0 else self.stopping.is_set()
+        """Sleep up to ``seconds`` unless stopped or nudged first; True if stopped."""
+        if seconds > 0:
+            self._nudged.wait(seconds)
+        self._nudged.clear()
+        return self.stopping.is_set()
 
     def _run(self) -> None:
         failures = 0

@@ -48,6 +48,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("jobs.worker")
 
+#: Threads that abandoned handlers may hold on to beyond ``num_workers`` (a safety bound
+#: against a handler that hangs forever on every job, not a capacity limit).
+MAX_STUCK_HANDLERS = 10_000
+
 #: Blocking waits stay this far below the client's socket timeout (redis-py 8 defaults to
 #: 5 s and would otherwise fail a long BLPOP with a TimeoutError).
 SOCKET_TIMEOUT_MARGIN = 0.5
@@ -99,8 +103,12 @@ class WorkerPool:
     def start(self) -> None:
         """Start every thread; returns at once."""
         n = self.config.num_workers
-        # Room for as many stuck (abandoned, still running) handlers as there are slots.
-        self._executor = ThreadPoolExecutor(max_workers=2 * n, thread_name_prefix="jobs-worker")
+        # Every abandoned handler that ignores its token keeps its thread, and its slot gets
+        # a new one: the executor only creates threads when none is idle, so this bound is
+        # never a reserve, just "no bound" for ThreadPoolExecutor.
+        self._executor = ThreadPoolExecutor(
+            max_workers=n + MAX_STUCK_HANDLERS, thread_name_prefix="jobs-worker"
+        )
         with self._lock:
             self._accepting = self._slots_open = True
         for _ in range(n):
@@ -132,6 +140,7 @@ class WorkerPool:
             not_started = list(self._queued)
             self._queued.clear()
             for attempt in not_started:
+                attempt.state = State.DONE
                 self._release(attempt)
         self._hand_back(not_started)
 
@@ -182,9 +191,7 @@ class WorkerPool:
     # -- slots -----------------------------------------------------------------------
 
     def _free_slots(self) -> int:
-        # Past the executor's spare threads, stuck handlers really do take slots away.
-        lost = max(0, self._stuck - self.config.num_workers)
-        return self.config.num_workers - len(self._running) - len(self._queued) - lost
+        return self.config.num_workers - len(self._running) - len(self._queued)
 
     def _slot(self) -> None:
         while True:
@@ -216,8 +223,7 @@ class WorkerPool:
             self._outbox.put(attempt, outcome)
 
     def _release(self, attempt: Attempt) -> None:
-        """Forget an attempt (the lock is held)."""
-        attempt.state = State.DONE
+        """Stop holding an attempt's lease: nothing more to write for it (the lock is held)."""
         if self._held.get(attempt.held.job_id) is attempt:
             del self._held[attempt.held.job_id]
 
@@ -232,9 +238,10 @@ class WorkerPool:
         self._stuck += 1
         if self._slots_open and self._executor is not None:
             self._executor.submit(self._slot)
-        if self._stuck > self.config.num_workers:
+        if self._stuck >= self.config.num_workers and self._stuck % self.config.num_workers == 0:
             logger.warning(
-                "%d handlers ignore their cancellation and still run; capacity is reduced",
+                "%d abandoned handlers ignore their cancellation and still run, each holding "
+                "a thread; make handlers check ctx.cancelled or use ctx.sleep",
                 self._stuck,
                 extra=self._extra,
             )
@@ -245,6 +252,7 @@ class WorkerPool:
         with self._lock:
             if attempt.state is State.QUEUED:
                 self._queued.remove(attempt)
+                attempt.state = State.DONE
                 self._slot_free.notify()
             elif attempt.state is State.RUNNING:
                 self._abandon_running(attempt)
@@ -291,10 +299,15 @@ class WorkerPool:
             lease_until = time.monotonic() + self._lease_s
             attempts = [Attempt.from_leased(j, self.queue.name, lease_until) for j in fetched.jobs]
             with self._lock:
+                was_idle = not self._held
                 for attempt in attempts:
                     self._held[attempt.held.job_id] = attempt
                     self._queued.append(attempt)
                 self._work.notify(len(attempts))
+            if was_idle and attempts:
+                # The heartbeat slept at the idle pace; held jobs need the busy one (leases,
+                # and cancellation reaching running handlers within a second).
+                self._heartbeat.loop.nudge()
             if fetched.next_due_ms is None:
                 self._due_at = None
             else:
@@ -339,7 +352,7 @@ class WorkerPool:
 
     def _on_dropped(self, attempt: Attempt) -> None:
         with self._lock:
-            self._release(attempt)
+            self._finish(attempt)
         logger.warning(
             "job %s: outcome not written, Redis unreachable past the lease; "
             "it will be re-delivered",
@@ -347,9 +360,16 @@ class WorkerPool:
             extra=attempt.log_extra(self.queue.name),
         )
 
+    def _finish(self, attempt: Attempt) -> None:
+        """Its outcome is written (or given up on) (the lock is held)."""
+        if attempt.state is State.FINISHED:
+            attempt.state = State.DONE
+        # An abandoned attempt stays ABANDONED: its slot thread checks that on return.
+        self._release(attempt)
+
     def _on_written(self, attempt: Attempt, outcome: Outcome, written: Written) -> None:
         with self._lock:
-            self._release(attempt)
+            self._finish(attempt)
         extra = attempt.log_extra(self.queue.name)
         if attempt.started:
             extra["duration_ms"] = round((time.monotonic() - attempt.started) * 1000, 1)
