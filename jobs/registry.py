@@ -45,13 +45,18 @@ def _structure(tp: Any, value: Any) -> Any:
             raise PayloadError(f"{tp.__name__} expects a JSON object, got {type(value).__name__}")
         hints = _hints(tp)
         kwargs = {}
+        known = set()
         for field in attrs.fields(tp):
+            # Stored under the attribute name (attrs.asdict), passed under the __init__
+            # name: they differ for private fields (``_token`` -> ``token``).
+            alias = field.alias or field.name
+            known.update((field.name, alias))
             if not field.init:
                 continue
-            name = field.alias or field.name
-            if name in value:
-                kwargs[name] = _structure(hints.get(field.name, Any), value[name])
-        unknown = set(value) - {f.alias or f.name for f in attrs.fields(tp)}
+            stored = field.name if field.name in value else alias
+            if stored in value:
+                kwargs[alias] = _structure(hints.get(field.name, Any), value[stored])
+        unknown = set(value) - known
         if unknown:
             raise PayloadError(f"{tp.__name__} has no field(s) {', '.join(sorted(unknown))}")
         return tp(**kwargs)

@@ -1,0 +1,256 @@
+"""Counting and observing: stats(), workers(), isolation between queues, logging.
+
+API.md sections "Enqueue, track, cancel, stats" (stats, workers) and "Logging".
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+import jobs
+from tests.helpers import wait_until
+from tests.integration._clients import Gate, make_client, recorder, wait_for_status
+
+JOB_FIELDS = ("job_id", "job_type", "attempt", "queue")
+
+
+def _is_utc(value: object) -> bool:
+    return getattr(value, "utcoffset", lambda: None)() == timedelta(0)
+
+
+def _permanent(ctx: jobs.JobContext, payload: Any) -> None:
+    raise jobs.PermanentError("no")
+
+
+# -- stats --------------------------------------------------------------------------------
+
+
+def test_stats_of_an_empty_queue(redis_url: str) -> None:
+    with make_client(redis_url) as client:
+        stats = client.stats()
+    assert stats == jobs.QueueStats()
+    assert stats.last_processed is None
+
+
+def test_stats_after_a_mixed_run(redis_url: str) -> None:
+    with Gate() as gate:
+        registry = jobs.Registry()
+        registry.register_func("ok", lambda ctx, payload: payload)
+        registry.register_func("perm", _permanent)
+        registry.register_func("flaky", lambda ctx, payload: 1 / 0)
+        registry.register_func("block", gate)
+        retry_once = jobs.JobConfig(max_retries=1, retry_backoff=jobs.NoBackoff())
+        with make_client(redis_url, registry, num_workers=1) as client:
+            finished = [
+                client.enqueue("ok", 1),
+                client.enqueue("ok", 2),
+                client.enqueue("perm", 3),
+                client.enqueue("flaky", 4, retry_once),
+            ]
+            for job_id in finished:
+                wait_for_status(client, job_id, jobs.JobStatus.COMPLETED, jobs.JobStatus.FAILED)
+            # The single slot is now held, so what follows stays where it is put.
+            blocked = client.enqueue("block", 5)
+            assert gate.entered.wait(5)
+            client.enqueue("ok", 6)
+            cancelled = client.enqueue("ok", 7)
+            assert client.cancel(cancelled)
+            client.enqueue("ok", 8, jobs.JobConfig(delay=60))
+            stats = client.stats()
+            ended = [client.get(i).completed_at for i in [*finished, cancelled]]
+            assert client.get(blocked).status is jobs.JobStatus.PROCESSING
+            gate.release.set()
+    assert stats.total_jobs == 8
+    assert stats.pending_jobs == 1
+    assert stats.scheduled_jobs == 1
+    assert stats.processing_jobs == 1
+    assert stats.completed_jobs == 2
+    assert stats.failed_jobs == 2
+    assert stats.cancelled_jobs == 1
+    assert stats.retried_attempts == 1
+    assert stats.last_processed is not None
+    assert _is_utc(stats.last_processed)
+    # The cancel was the last thing to finish; both read the same Redis clock.
+    assert stats.last_processed == max(t for t in ended if t is not None)
+    assert ended[-1] == stats.last_processed
+
+
+# -- workers ------------------------------------------------------------------------------
+
+
+def test_workers_lists_the_running_pool(redis_url: str) -> None:
+    with Gate() as gate:
+        registry = jobs.Registry()
+        registry.register_func("block", gate)
+        with make_client(redis_url, registry, num_workers=3) as client:
+            [pool] = wait_until(client.workers, timeout=5)
+            assert pool.hostname == socket.gethostname()
+            assert pool.pid == os.getpid()
+            assert pool.num_workers == 3
+            assert pool.in_flight == 0
+            assert _is_utc(pool.started_at)
+            assert _is_utc(pool.last_seen)
+            assert pool.started_at <= pool.last_seen
+            assert str(os.getpid()) in pool.id
+            client.enqueue("block", 1)
+            assert gate.entered.wait(5)
+            # The next heartbeat reports the job it holds.
+            busy = wait_until(lambda: [w for w in client.workers() if w.in_flight == 1], timeout=5)
+            assert busy[0].id == pool.id
+            assert busy[0].started_at == pool.started_at
+            assert busy[0].last_seen >= pool.last_seen
+
+            def two_pools() -> list[jobs.WorkerInfo]:
+                found = client.workers()
+                return found if len(found) == 2 else []
+
+            with make_client(redis_url, registry, name=client.queue.name) as second:
+                pools = wait_until(two_pools, timeout=5)
+                assert pool.id in {w.id for w in pools}
+                assert second.running
+            assert [w.id for w in client.workers()] == [pool.id]
+            gate.release.set()
+            client.stop()
+            assert client.workers() == []
+
+
+def test_queues_with_other_names_or_prefixes_are_isolated(redis_url: str) -> None:
+    seen_a, handler_a = recorder()
+    seen_b, handler_b = recorder()
+    seen_c, handler_c = recorder()
+    registry_a, registry_b, registry_c = jobs.Registry(), jobs.Registry(), jobs.Registry()
+    registry_a.register_func("t", handler_a)
+    registry_b.register_func("t", handler_b)
+    registry_c.register_func("t", handler_c)
+    with (
+        make_client(redis_url, registry_a, name="shared", prefix="tenant-a") as a,
+        make_client(redis_url, registry_b, name="shared", prefix="tenant-b") as b,
+        make_client(redis_url, registry_c, name="other", prefix="tenant-a") as c,
+    ):
+        ids = {
+            client: client.enqueue("t", label) for client, label in ((a, "a"), (b, "b"), (c, "c"))
+        }
+        for client, job_id in ids.items():
+            wait_for_status(client, job_id, jobs.JobStatus.COMPLETED)
+        for client, job_id in ids.items():
+            for other in (a, b, c):
+                if other is client:
+                    continue
+                with pytest.raises(jobs.JobNotFound):
+                    other.get(job_id)
+                with pytest.raises(jobs.JobNotFound):
+                    other.cancel(job_id)
+        pending = a.enqueue("t", "late-a", jobs.JobConfig(delay=60))
+        for client in (a, b, c):
+            stats = client.stats()
+            assert (stats.total_jobs, stats.completed_jobs) == (1 + (client is a), 1)
+            assert stats.scheduled_jobs == (client is a)
+            assert len(wait_until(client.workers, timeout=5)) == 1
+        assert len({client.workers()[0].id for client in (a, b, c)}) == 3
+        assert a.cancel(pending)
+    assert (seen_a, seen_b, seen_c) == (["a"], ["b"], ["c"])
+
+
+# -- logging ------------------------------------------------------------------------------
+
+
+def _jobs_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "jobs" or r.name.startswith("jobs.")]
+
+
+def test_log_records_carry_job_fields(redis_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="jobs")
+    calls: list[int] = []
+
+    def flaky(ctx: jobs.JobContext, payload: Any) -> str:
+        calls.append(ctx.job.attempts)
+        if len(calls) == 1:
+            raise RuntimeError("once")
+        return "ok"
+
+    registry = jobs.Registry()
+    registry.register_func("flaky", flaky)
+    config = jobs.JobConfig(max_retries=1, retry_backoff=jobs.NoBackoff())
+    with make_client(redis_url, registry) as client:
+        name = client.queue.name
+        job_id = client.enqueue("flaky", 1, config)
+        ghost = client.enqueue("ghost", 1, jobs.JobConfig(max_retries=0))
+        wait_for_status(client, job_id, jobs.JobStatus.COMPLETED)
+        wait_for_status(client, ghost, jobs.JobStatus.FAILED)
+    records = _jobs_records(caplog)
+    assert records
+    about_jobs = [r for r in records if hasattr(r, "job_id")]
+    for record in about_jobs:
+        for field in JOB_FIELDS:
+            assert hasattr(record, field), (field, record.getMessage())
+        assert record.__dict__["queue"] == name
+    mine = [r for r in about_jobs if r.__dict__["job_id"] == job_id]
+    failed = [r for r in mine if r.levelno == logging.WARNING and r.__dict__["attempt"] == 1]
+    assert failed, [r.getMessage() for r in mine]
+    assert failed[0].__dict__["job_type"] == "flaky"
+    # Outcome records of attempts whose handler ran know how long it took.
+    assert isinstance(failed[0].__dict__["duration_ms"], int | float)
+    assert failed[0].__dict__["duration_ms"] >= 0
+    done = [r for r in mine if r.__dict__["attempt"] == 2 and "duration_ms" in r.__dict__]
+    assert done, [r.getMessage() for r in mine]
+    assert any(r.__dict__["job_id"] == ghost and r.levelno >= logging.WARNING for r in about_jobs)
+    # Pool-level records name their queue.
+    lifecycle = [r for r in records if r.name == "jobs.worker" and "started" in r.getMessage()]
+    assert lifecycle
+    assert lifecycle[0].__dict__["queue"] == name
+
+
+def test_ctx_logger_adds_job_fields_and_merges_extra(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="jobs")
+
+    def handler(ctx: jobs.JobContext, payload: Any) -> None:
+        ctx.logger.info("step %s", "one", extra={"step": "download", "bytes": 42})
+        ctx.logger.warning("plain")
+
+    registry = jobs.Registry()
+    registry.register_func("logs", handler)
+    with make_client(redis_url, registry) as client:
+        job_id = client.enqueue("logs", 1)
+        wait_for_status(client, job_id, jobs.JobStatus.COMPLETED)
+        name = client.queue.name
+    from_handler = [r for r in _jobs_records(caplog) if r.getMessage() in ("step one", "plain")]
+    assert [r.getMessage() for r in from_handler] == ["step one", "plain"]
+    for record in from_handler:
+        assert record.name.startswith("jobs")
+        assert record.__dict__["job_id"] == job_id
+        assert record.__dict__["job_type"] == "logs"
+        assert record.__dict__["attempt"] == 1
+        assert record.__dict__["queue"] == name
+    assert from_handler[0].__dict__["step"] == "download"
+    assert from_handler[0].__dict__["bytes"] == 42
+    assert "step" not in from_handler[1].__dict__
+
+
+def _handlers_under_jobs() -> dict[str, list[logging.Handler]]:
+    loggers = {
+        name: logger
+        for name, logger in logging.root.manager.loggerDict.items()
+        if name.startswith("jobs.") and isinstance(logger, logging.Logger)
+    }
+    loggers["jobs"] = logging.getLogger("jobs")
+    return {name: list(logger.handlers) for name, logger in loggers.items() if logger.handlers}
+
+
+def test_library_installs_no_handlers(redis_url: str) -> None:
+    assert logging.getLogger("jobs").handlers == []
+    assert _handlers_under_jobs() == {}
+    registry = jobs.Registry()
+    registry.register_func("t", lambda ctx, payload: ctx.logger.info("hi"))
+    with make_client(redis_url, registry) as client:
+        wait_for_status(client, client.enqueue("t", 1), jobs.JobStatus.COMPLETED)
+    assert logging.getLogger("jobs").handlers == []
+    assert _handlers_under_jobs() == {}
+    assert logging.getLogger("jobs").propagate
