@@ -34,6 +34,7 @@ from .errors import (
     PayloadError,
     PermanentError,
     RedisUnavailable,
+    ReplicationError,
     UnknownJobType,
     WorkerShutdown,
 )
@@ -43,17 +44,46 @@ from .job import Job, JobStatus, QueueStats, WorkerInfo
 from .redis_queue import RedisQueue
 from .registry import Registry
 
+# Scheduling
+from .scheduler import CronJob, Scheduler
+from .schedules import (
+    FRIDAY,
+    MONDAY,
+    SATURDAY,
+    SUNDAY,
+    THURSDAY,
+    TUESDAY,
+    WEDNESDAY,
+    Cron,
+    Daily,
+    Every,
+    Monthly,
+    RRule,
+    Weekly,
+)
+
 __version__ = "0.1.0"
 
 __all__ = [
+    "FRIDAY",
+    "MONDAY",
+    "SATURDAY",
+    "SUNDAY",
+    "THURSDAY",
+    "TUESDAY",
+    "WEDNESDAY",
     "Backoff",
     "CancelReason",
     "CancellationToken",
     "Client",
     "ClientConfig",
     "ConfigError",
+    "Cron",
+    "CronJob",
+    "Daily",
     "DefaultJobConfig",
     "DefaultWorkerPoolConfig",
+    "Every",
     "ExplicitBackoff",
     "ExponentialBackoff",
     "Job",
@@ -66,15 +96,20 @@ __all__ = [
     "JobsError",
     "LeaseLost",
     "LinearBackoff",
+    "Monthly",
     "NoBackoff",
     "PayloadError",
     "PermanentError",
     "QueueStats",
+    "RRule",
     "RedisQueue",
     "RedisQueueConfig",
     "RedisUnavailable",
     "Registry",
+    "ReplicationError",
+    "Scheduler",
     "UnknownJobType",
+    "Weekly",
     "WorkerInfo",
     "WorkerPoolConfig",
     "WorkerShutdown",

@@ -10,14 +10,16 @@ means the script did not run at all, so running it again is safe.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import time
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 import redis
 import redis.cluster
-from redis.exceptions import NoScriptError
+from redis.exceptions import AskError, ClusterDownError, MovedError, NoScriptError, TryAgainError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -50,12 +52,25 @@ class Script:
         try:
             return client.evalsha(self.sha, len(keys), *keys, *args)
         except NoScriptError:
-            client.script_load(self.source)
+            self.load(client, keys[0])
             return client.evalsha(self.sha, len(keys), *keys, *args)
+
+    def load(self, client: RedisClient, key: str) -> None:
+        """Load the script where ``key`` lives."""
+        if isinstance(client, redis.cluster.RedisCluster):
+            # Only the node serving the queue's slot needs it; loading on every primary
+            # (redis-py's default) would fail while a dead primary is still in the map.
+            cluster: Any = client  # redis-py's cluster methods are untyped
+            node = cluster.get_node_from_key(key)
+            cluster.execute_command("SCRIPT LOAD", self.source, target_nodes=node)
+        else:
+            client.script_load(self.source)
 
     def queue(self, pipe: Any, keys: Sequence[str], args: Sequence[Arg]) -> None:
         """Add a call to a pipeline; run the pipeline with `execute`."""
-        pipe.evalsha(self.sha, len(keys), *keys, *args)
+        # Not pipe.evalsha: redis-py's ClusterPipeline blocks that method by name, while
+        # it routes a raw EVALSHA by its keys like any keyed command.
+        pipe.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
 
 
 def execute(
@@ -80,6 +95,88 @@ def execute(
         elif isinstance(reply, Exception):
             raise reply
     return replies
+
+
+#: Errors after which a cluster's slot map is stale: refresh it and try again. Not a
+#: timeout: a hung node would make each try wait a whole socket timeout.
+_TOPOLOGY_ERRORS = (
+    redis.ConnectionError,
+    MovedError,
+    AskError,
+    TryAgainError,
+    ClusterDownError,
+)
+#: Tries of `execute_and_wait` on a cluster (the map is refreshed between them).
+WAIT_TRIES = 4
+
+
+def execute_and_wait(
+    client: RedisClient,
+    calls: Sequence[tuple[Script, Sequence[str], Sequence[Arg]]],
+    replicas: int,
+    timeout_ms: int,
+) -> tuple[list[Any], int]:
+    """Like `execute`, then ``WAIT replicas timeout_ms`` in the same round trip.
+
+    WAIT counts the replicas that acknowledged every write made *on its connection*, so
+    it must follow the scripts on the same connection: on a cluster that is the
+    connection to the node serving the calls' slot (the first key's), not a cluster
+    pipeline, which may re-send a redirected call on another connection.
+
+    Returns:
+        Each call's reply, and how many replicas acknowledged them.
+    """
+    if not isinstance(client, redis.cluster.RedisCluster):
+        return _run_and_wait(client, calls, replicas, timeout_ms)
+    cluster: Any = client  # redis-py's cluster methods are untyped
+    tries = 0
+    while True:
+        tries += 1
+        node = cluster.get_redis_connection(cluster.get_node_from_key(calls[0][1][0]))
+        try:
+            return _run_and_wait(node, calls, replicas, timeout_ms)
+        except _TOPOLOGY_ERRORS:
+            # A failover in progress: the slot moved, or its node died. The scripts
+            # either did not run (MOVED, ASK, TRYAGAIN, CLUSTERDOWN) or ran once and their
+            # writes are idempotent by id (enqueue, cron claims), so trying again is safe.
+            if tries >= WAIT_TRIES:
+                raise
+            with contextlib.suppress(redis.RedisError):
+                cluster.nodes_manager.initialize()
+            time.sleep(0.25 * tries)
+
+
+def _run_and_wait(
+    client: redis.Redis,
+    calls: Sequence[tuple[Script, Sequence[str], Sequence[Arg]]],
+    replicas: int,
+    timeout_ms: int,
+) -> tuple[list[Any], int]:
+    pipe: Any = client.pipeline(transaction=False)
+    for script, keys, args in calls:
+        script.queue(pipe, keys, args)
+    pipe.execute_command("WAIT", replicas, timeout_ms)
+    replies: list[Any] = pipe.execute(raise_on_error=False)
+    acked = replies.pop()
+    missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+    if missing:
+        # Those calls did not run: load them, run them and wait again, on one connection.
+        sources = list(dict.fromkeys(calls[i][0].source for i in missing))
+        pipe = client.pipeline(transaction=False)
+        for source in sources:
+            pipe.script_load(source)
+        for i in missing:
+            script, keys, args = calls[i]
+            script.queue(pipe, keys, args)
+        pipe.execute_command("WAIT", replicas, timeout_ms)
+        again: list[Any] = pipe.execute(raise_on_error=False)
+        acked = again.pop()
+        for i, reply in zip(missing, again[len(sources) :], strict=True):
+            replies[i] = reply
+    for reply in (*replies, acked):
+        if isinstance(reply, Exception):
+            raise reply
+    return replies, int(acked)
 
 
 class Scripts:

@@ -176,6 +176,13 @@ class RedisQueueConfig:
         max_failed_jobs: at most this many failed (and, separately, cancelled) records
             are kept; the oldest are dropped first.
         max_payload_bytes: the largest encoded payload `Client.enqueue` accepts.
+        wait_for_replicas: when > 0, enqueues (and cron fires) also wait, in the same
+            round trip, until this many replicas have acknowledged the write (Redis
+            ``WAIT``), and raise `ReplicationError` when fewer did within
+            ``wait_timeout``. Replication is asynchronous, so without it a failover can
+            lose a job whose enqueue had already returned; 0 (the default) does not wait.
+        wait_timeout: how long an enqueue waits for those replicas, seconds or
+            timedelta; it must stay below the client's socket timeout.
 
     .. versionadded:: 1.0
     """
@@ -192,6 +199,10 @@ class RedisQueueConfig:
     )
     max_failed_jobs: int = attrs.field(default=10_000, validator=int_in_range(1))
     max_payload_bytes: int = attrs.field(default=1 << 20, validator=int_in_range(1))
+    wait_for_replicas: int = attrs.field(default=0, validator=int_in_range(0))
+    wait_timeout: timedelta = attrs.field(
+        default=timedelta(seconds=1), converter=duration, validator=positive_duration
+    )
 
 
 def _queue(inst: object, field: attrs.Attribute[Any], value: object) -> None:

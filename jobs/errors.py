@@ -37,6 +37,23 @@ class RedisUnavailable(JobsError, redis.exceptions.ConnectionError):
     """
 
 
+class ReplicationError(JobsError):
+    """Fewer replicas than ``wait_for_replicas`` acknowledged a write in time.
+
+    The write itself succeeded on the master (the jobs exist and will run); it is only
+    not yet known to be safe from a failover. ``acknowledged`` and ``required`` say how
+    many replicas did and should have, ``job_ids`` which jobs were written.
+    """
+
+    def __init__(
+        self, message: str, *, acknowledged: int, required: int, job_ids: tuple[str, ...] = ()
+    ) -> None:
+        super().__init__(message)
+        self.acknowledged = acknowledged
+        self.required = required
+        self.job_ids = job_ids
+
+
 class JobTimeout(JobsError):
     """The attempt ran past its ``timeout``; raised by `JobContext.raise_if_cancelled`."""
 

@@ -14,17 +14,18 @@ from typing import TYPE_CHECKING, Any, cast
 import attrs
 import redis
 import redis.cluster
+import redis.sentinel
 
-from . import _codec
+from . import _codec, _urls
 from ._keys import QueueKeys
-from ._scripts import Arg, RedisClient, Script, execute, scripts
+from ._scripts import Arg, RedisClient, Script, execute, execute_and_wait, scripts
 from .backoff import backoff_to_spec
 from .config import JobConfig, RedisQueueConfig
-from .errors import ConfigError, JobNotFound, RedisUnavailable
+from .errors import ConfigError, JobNotFound, RedisUnavailable, ReplicationError
 from .job import Job, JobStatus, QueueStats, WorkerInfo
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Callable, Iterator, Sequence
     from datetime import timedelta
 
 #: Due jobs promoted from the scheduled set per fetch; the rest follow on the next fetch.
@@ -100,7 +101,12 @@ def _address(client: RedisClient) -> str:
     if isinstance(client, redis.cluster.RedisCluster):
         nodes = cast("list[Any]", client.get_nodes())  # type: ignore[no-untyped-call]
         return ", ".join(f"{n.host}:{n.port}" for n in nodes[:3]) or "a Redis cluster"
-    kwargs = client.connection_pool.connection_kwargs
+    pool = client.connection_pool
+    if isinstance(pool, redis.sentinel.SentinelConnectionPool):
+        sentinels = cast("list[redis.Redis]", pool.sentinel_manager.sentinels)
+        found = ",".join(_address(s) for s in sentinels)
+        return f"sentinel service {pool.service_name} via {found}"
+    kwargs = pool.connection_kwargs
     if kwargs.get("path"):
         return f"unix:{kwargs['path']}"
     return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
@@ -110,9 +116,10 @@ def socket_timeout(client: RedisClient) -> float | None:
     """The client's socket timeout in seconds (None: it waits forever)."""
     if isinstance(client, redis.cluster.RedisCluster):
         kwargs = cast("dict[str, Any]", client.get_connection_kwargs())  # type: ignore[no-untyped-call]
-        value = kwargs.get("socket_timeout")
     else:
-        value = client.connection_pool.connection_kwargs.get("socket_timeout")
+        kwargs = client.connection_pool.connection_kwargs
+    # Absent (a cluster or Sentinel client built without one): redis-py's own default.
+    value = kwargs.get("socket_timeout", _urls.DEFAULT_SOCKET_TIMEOUT)
     return None if value is None else float(value)
 
 
@@ -136,25 +143,46 @@ class RedisQueue:
         self.keys = QueueKeys.for_queue(config.prefix, config.name)
         self._scripts = scripts()
         self._owns_client = False
+        self._connection: _urls.Connection | None = None
         self._completed_ttl_ms = _codec.to_ms(config.completed_ttl)
         self._failed_ttl_ms = _codec.to_ms(config.failed_ttl)
+        self._wait_ms = _codec.to_ms(config.wait_timeout)
+        if config.wait_for_replicas:
+            limit = socket_timeout(self.client)
+            if limit is not None and config.wait_timeout.total_seconds() >= limit:
+                raise ConfigError(
+                    f"wait_timeout must be below the client's socket timeout ({limit} s), "
+                    f"got {config.wait_timeout.total_seconds()} s"
+                )
 
     @classmethod
     def from_url(
         cls, url: str, name: str = "default", *, prefix: str = "jobs", **options: Any
     ) -> RedisQueue:
-        """A queue on the Redis at ``url`` (``redis://``, ``rediss://`` or ``unix://``).
+        """A queue on the Redis at ``url``.
+
+        Schemes: ``redis://``, ``rediss://`` and ``unix://`` for one server;
+        ``redis+sentinel://host:port,host:port/service/db`` for the master of a
+        Sentinel-monitored service (followed across failovers);
+        ``redis+cluster://host:port,host:port`` for a Redis Cluster. ``rediss+...``
+        uses TLS; see `jobs._urls` for the options.
 
         The queue owns the client it creates: `close` closes it. Other keyword arguments
         are `RedisQueueConfig` fields (``max_lost_leases``, ``completed_ttl`` ...).
+
+        Raises:
+            ConfigError: a malformed URL or an unknown URL option.
         """
-        client = redis.Redis.from_url(url)
+        connection = _urls.connect(url)
         try:
-            queue = cls(RedisQueueConfig(client=client, name=name, prefix=prefix, **options))
+            queue = cls(
+                RedisQueueConfig(client=connection.client, name=name, prefix=prefix, **options)
+            )
         except BaseException:
-            client.close()
+            connection.close()
             raise
         queue._owns_client = True
+        queue._connection = connection
         return queue
 
     @property
@@ -169,7 +197,9 @@ class RedisQueue:
 
     def close(self) -> None:
         """Close the Redis client if this queue created it (`from_url`); otherwise a no-op."""
-        if self._owns_client:
+        if self._connection is not None:
+            self._connection.close()
+        elif self._owns_client:
             self.client.close()
 
     def __repr__(self) -> str:
@@ -191,6 +221,8 @@ class RedisQueue:
 
         Raises:
             RedisUnavailable: Redis cannot be reached.
+            ReplicationError: with ``wait_for_replicas``, too few replicas acknowledged
+                (the jobs are written on the master all the same).
         """
         common = _job_args(config)
         k = self.keys
@@ -206,8 +238,45 @@ class RedisQueue:
                 args += (job_id, job_type, payload, *common)
             calls.append((self._scripts.enqueue, keys, args))
         with self._unavailable_as_error():
-            replies = execute(self.client, calls)
+            replies = self._execute_durably(calls, ids)
         return [bool(flag) for reply in replies for flag in reply[1:]]
+
+    def _execute_durably(
+        self,
+        calls: Sequence[tuple[Script, Sequence[str], Sequence[Arg]]],
+        ids: Sequence[str],
+        wrote: Callable[[list[Any]], bool] | None = None,
+    ) -> list[Any]:
+        """Run producer writes; with ``wait_for_replicas``, WAIT for them in the same trip.
+
+        ``wrote(replies)`` tells whether the calls wrote anything (default: yes); a call
+        that wrote nothing has nothing to lose.
+
+        Raises:
+            ReplicationError: fewer replicas acknowledged than required (but the writes
+                are done on the master).
+        """
+        wanted = self.config.wait_for_replicas
+        if not wanted:
+            return execute(self.client, calls)
+        replies, acked = execute_and_wait(self.client, calls, wanted, self._wait_ms)
+        if acked < wanted and (wrote is None or wrote(replies)):
+            first = f"job {ids[0]}" if len(ids) == 1 else f"{len(ids)} jobs (first {ids[0]})"
+            raise ReplicationError(
+                f"{first} written on the master at {self._master_address()}, but only {acked} of "
+                f"{wanted} replicas acknowledged within {self._wait_ms} ms: a failover "
+                f"now could lose the write",
+                acknowledged=acked,
+                required=wanted,
+                job_ids=tuple(ids),
+            )
+        return replies
+
+    def _master_address(self) -> str:
+        if isinstance(self.client, redis.cluster.RedisCluster):
+            node: Any = self.client.get_node_from_key(self.keys.pending)  # type: ignore[no-untyped-call]
+            return f"{node.host}:{node.port}"
+        return self.address
 
     def get(self, job_id: str) -> Job:
         """The job's current record.
@@ -376,11 +445,15 @@ class RedisQueue:
 
         Returns:
             Whether this call fired, and the cron job's last fire time now stored (ms).
+
+        Raises:
+            ReplicationError: with ``wait_for_replicas``, too few replicas acknowledged
+                (this call did fire: the claim and the job are written on the master).
         """
         k = self.keys
         job_id, job_type, payload, config = job
-        reply = self._scripts.cron_fire(
-            self.client,
+        call = (
+            self._scripts.cron_fire,
             (k.pending, k.scheduled, k.seq, k.stats, k.wake, k.cron(cron_id), k.crons),
             (
                 k.job_prefix,
@@ -393,6 +466,9 @@ class RedisQueue:
                 payload,
                 *_job_args(config),
             ),
+        )
+        (reply,) = self._execute_durably(
+            [call], [job_id], wrote=lambda replies: int(replies[0][0]) == 1
         )
         return bool(int(reply[0])), int(reply[1])
 
@@ -431,6 +507,16 @@ class RedisQueue:
             if state
         ]
 
+    def server_time_ms(self) -> int:
+        """The clock of the Redis server holding this queue (TIME), in ms since the epoch."""
+        if isinstance(self.client, redis.cluster.RedisCluster):
+            # The node owning the queue's slot: the clock its scripts read.
+            node = self.client.get_node_from_key(self.keys.crons)  # type: ignore[no-untyped-call]
+            seconds, micros = self.client.time(target_nodes=node)
+        else:
+            seconds, micros = self.client.time()
+        return int(seconds) * 1000 + int(micros) // 1000
+
     # -- worker pools ----------------------------------------------------------------
 
     def fetch(self, count: int, lease: timedelta) -> Fetched:
@@ -467,7 +553,9 @@ class RedisQueue:
     def forget_pool(self, pool_id: str) -> None:
         """Remove a stopped pool's registry record and private wake-up list."""
         pipe = self.client.pipeline(transaction=False)
-        pipe.delete(self.keys.pool_wake(pool_id), self.keys.worker(pool_id))
+        # One key per DEL: redis-py's cluster pipeline refuses a multi-key delete.
+        pipe.delete(self.keys.pool_wake(pool_id))
+        pipe.delete(self.keys.worker(pool_id))
         pipe.zrem(self.keys.workers, pool_id)
         pipe.execute()
 

@@ -45,7 +45,7 @@ def _structure(tp: Any, value: Any) -> Any:
             raise PayloadError(f"{tp.__name__} expects a JSON object, got {type(value).__name__}")
         hints = _hints(tp)
         kwargs = {}
-        known = set()
+        known: set[str] = set()
         for field in attrs.fields(tp):
             # Stored under the attribute name (attrs.asdict), passed under the __init__
             # name: they differ for private fields (``_token`` -> ``token``).

@@ -1,0 +1,666 @@
+"""`Scheduler` and `CronJob`: periodic jobs, each fire time enqueued exactly once.
+
+Any number of schedulers, in any number of processes and hosts, may run the same cron
+jobs against one queue. There is no leader and no lock that can expire: each fire is one
+Lua script (``jobs/lua/cron_fire.lua``) that claims the fire time and enqueues its job
+together. The claim is the cron job's last fire time, kept in Redis; a fire time at or
+before it is refused, so whichever scheduler comes first enqueues it and the others learn
+they were late. The job id is deterministic, ``cron:<cron id>:<fire time in ms>``.
+
+Timing. The scheduler thread sleeps until the earliest next fire time (an `Event` wait,
+so `Scheduler.stop` is immediate and `Scheduler.register` re-plans at once), but never
+longer than `MAX_WAIT`: a monotonic sleep does not see the wall clock being stepped or a
+suspended host, and waking once a minute to compare two datetimes costs nothing. The
+wall clock used is the local one corrected by the Redis server's: the offset between
+Redis ``TIME`` and ``time.time()`` is measured at start and before each round that
+fires, so schedulers on hosts with skewed clocks still fire at the same instants.
+
+Missed fire times. A fire time more than ``misfire_grace`` late (plus up to `WAKE_SLACK`
+of the scheduler's own wake-up latency) counts as missed: the scheduler was not running,
+or could not reach Redis, when it was due. With ``misfire="skip"`` (the default) missed
+fire times are not enqueued; with ``misfire="run_once"`` the latest of them is enqueued
+once, as a catch-up, and the others are not. A new cron job with no state in Redis starts
+with the fire times from ``now - misfire_grace`` on, so a scheduler that starts a few
+seconds after a fire time still fires it.
+
+Shared state. For each cron job the hash ``{prefix:queue}:cron:<id>`` holds
+``last_fire``, ``last_job_id`` and ``next_run`` (ms since the epoch) and what the
+schedulers announce (``schedule``, ``job_type``, ``enabled``, ``misfire``, ``tz``);
+`RedisQueue.crons` lists the enabled ones by next run, without any scheduler running.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import UTC, datetime, timedelta, tzinfo
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, cast
+
+import attrs
+import redis
+
+from . import _codec
+from ._loops import Loop
+from ._validators import instance_of
+from .client import Client
+from .config import JobConfig
+from .errors import ConfigError, PayloadError, RedisUnavailable, ReplicationError
+from .schedules import _resolve_tz
+
+if TYPE_CHECKING:
+    import builtins
+    from collections.abc import Callable
+    from types import TracebackType
+
+    from .redis_queue import RedisQueue
+    from .schedules import Schedule
+
+#: How missed fire times are handled: ``"skip"`` them, or ``"run_once"`` for the latest.
+Misfire: TypeAlias = Literal["skip", "run_once"]
+#: A logger the scheduler accepts.
+AnyLogger: TypeAlias = "logging.Logger | logging.LoggerAdapter[Any]"
+
+#: Shortest life of a cron job's state in Redis, refreshed on every fire and announce.
+STATE_TTL = timedelta(days=30)
+#: Longest sleep of the scheduler thread, in seconds (see the module docstring).
+MAX_WAIT = 60.0
+#: Lateness the scheduler allows itself on top of ``misfire_grace``: its own wake-up
+#: latency must not turn a fire into a missed one, even with ``misfire_grace=0``.
+WAKE_SLACK = timedelta(seconds=1)
+#: How long `Scheduler.stop` waits for the thread (a round blocked on Redis ends by the
+#: client's socket timeout).
+STOP_TIMEOUT = 10.0
+#: Missed fire times counted one by one before a binary search finds the latest.
+_MISSED_WALK = 100
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+_US = timedelta(microseconds=1)
+_MISFIRES = ("skip", "run_once")
+_QUEUE_METHODS = ("fire_cron", "cron_state", "announce_cron", "server_time_ms")
+
+
+def _to_ms(instant: datetime) -> int:
+    return (instant - _EPOCH) // _MS
+
+
+def _from_ms(ms: int) -> datetime:
+    return _EPOCH + timedelta(milliseconds=ms)
+
+
+def _parse_ms(raw: str | None) -> int | None:
+    try:
+        return None if not raw else int(raw)
+    except ValueError:  # a corrupt field only loses the claim's history, not the schedule
+        return None
+
+
+def _non_empty_str(inst: object, field: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{field.name} must be a non-empty string, got {value!r}")
+
+
+def _schedule(inst: object, field: attrs.Attribute[Any], value: object) -> None:
+    if not callable(getattr(value, "next_after", None)):
+        raise ConfigError(
+            f"{field.name} must be a schedule (jobs.Every, Daily, Weekly, Monthly, Cron, "
+            f"RRule, or any object with next_after), got {type(value).__name__}"
+        )
+
+
+def _misfire(inst: object, field: attrs.Attribute[Any], value: object) -> None:
+    if value not in _MISFIRES:
+        raise ConfigError(f"{field.name} must be 'skip' or 'run_once', got {value!r}")
+
+
+def _bool(inst: object, field: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{field.name} must be a bool, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class CronJob:
+    """A periodic job: enqueue ``job_type`` with ``payload`` at each fire time of ``schedule``.
+
+    Example::
+
+        jobs.CronJob(id="daily-report", schedule=jobs.Daily(2, 0),
+                     job_type="generate_report", payload={"report_type": "daily"})
+
+    Args:
+        id: names the cron job across schedulers and restarts (its claim in Redis).
+        schedule: when it fires: `Every`, `Daily`, `Weekly`, `Monthly`, `Cron`, `RRule`,
+            or any object with ``next_after(dt, *, default_tz=None)``.
+        job_type: the handler name each fire enqueues.
+        payload: JSON-serializable; checked by `Scheduler.register` (`PayloadError`).
+        config: the enqueued jobs' `JobConfig`; None means `DefaultJobConfig`.
+        enabled: a disabled cron job is registered but does not fire.
+        misfire: fire times missed while no scheduler ran: ``"skip"`` them (default), or
+            ``"run_once"``: enqueue one catch-up job for the latest of them.
+
+    .. versionadded:: 1.0
+    """
+
+    id: str = attrs.field(validator=_non_empty_str)
+    schedule: Schedule = attrs.field(validator=_schedule, hash=False)
+    job_type: str = attrs.field(validator=_non_empty_str)
+    payload: Any = attrs.field(default=None, hash=False)
+    config: JobConfig | None = attrs.field(
+        default=None, validator=instance_of(JobConfig, optional=True)
+    )
+    enabled: bool = attrs.field(default=True, validator=_bool)
+    misfire: Misfire = attrs.field(default="skip", validator=_misfire)
+
+
+@attrs.define
+class _Entry:
+    """One registration and its plan; mutated only under the scheduler's lock."""
+
+    job: CronJob
+    payload: bytes
+    #: The fire time to enqueue next (in the past for a pending catch-up); None: never.
+    next_fire: datetime | None = None
+    #: Planned against the state in Redis (False: from the schedule alone, or not yet).
+    planned: bool = False
+    #: ``next_fire`` is the one catch-up of a ``run_once`` cron job.
+    catch_up: bool = False
+    ttl: timedelta = STATE_TTL
+
+
+def _grace(value: object) -> timedelta:
+    if isinstance(value, timedelta):
+        seconds = value
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            seconds = timedelta(seconds=value)
+        except (OverflowError, ValueError):
+            raise ConfigError(
+                f"misfire_grace must be a finite number of seconds, got {value!r}"
+            ) from None
+    else:
+        raise ConfigError(
+            f"misfire_grace must be a number of seconds or a timedelta, got {value!r}"
+        )
+    if seconds < timedelta(0):
+        raise ConfigError(f"misfire_grace must be >= 0, got {seconds.total_seconds()!r} s")
+    return seconds
+
+
+class Scheduler:
+    """Enqueues the jobs of registered `CronJob` s at their fire times, from a background thread.
+
+    Example::
+
+        scheduler = jobs.Scheduler(client, tz="Europe/Berlin")
+        scheduler.register(jobs.CronJob(id="nightly", schedule=jobs.Daily(2, 0),
+                                        job_type="cleanup"))
+        with scheduler:            # start(); ...; stop()
+            ...
+
+    Run as many schedulers with the same cron jobs as you like (one per worker process is
+    fine): each fire time is enqueued exactly once. Methods are thread-safe.
+
+    Args:
+        client: a `Client` (or a `RedisQueue`) whose queue receives the jobs.
+        logger: a logger to use instead of ``jobs.scheduler``.
+        tz: the zone of schedules that name none: an IANA name or a tzinfo.
+        misfire_grace: seconds (or a timedelta, >= 0) a fire may be late and still count
+            as on time rather than missed.
+        clock: ``() -> aware datetime``, for tests; default: the local clock corrected by
+            the Redis server's.
+
+    Raises:
+        ConfigError: a bad argument, with a message naming it.
+
+    .. versionadded:: 1.0
+    """
+
+    def __init__(
+        self,
+        client: Client | RedisQueue,
+        logger: AnyLogger | None = None,
+        tz: str | tzinfo | None = "UTC",
+        misfire_grace: float | timedelta = 10,
+        *,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        if isinstance(client, Client):
+            queue = client.queue
+        elif all(callable(getattr(client, name, None)) for name in _QUEUE_METHODS):
+            queue = client
+        else:
+            raise ConfigError(
+                f"client must be a jobs.Client or a jobs.RedisQueue, got {type(client).__name__}"
+            )
+        if logger is not None and not isinstance(logger, logging.Logger | logging.LoggerAdapter):
+            raise ConfigError(f"logger must be a logging.Logger, got {type(logger).__name__}")
+        if clock is not None and not callable(clock):
+            raise ConfigError(f"clock must be a callable, got {type(clock).__name__}")
+        self._queue: RedisQueue = queue
+        self._logger: AnyLogger = logger or logging.getLogger("jobs.scheduler")
+        self.tz: tzinfo = _resolve_tz(tz, "tz") or UTC
+        self.misfire_grace: timedelta = _grace(misfire_grace)
+        self._clock = clock
+        #: Seconds to add to time.time() to get the Redis server's time.
+        self._offset = 0.0
+        self._sync_due = True
+        self._entries: dict[str, _Entry] = {}
+        # Held for whole rounds, so that once disable() or unregister() returns, the cron
+        # job fires no more.
+        self._lock = threading.RLock()
+        self._changed = threading.Event()
+        # Guards only the thread's life, so that stop() never waits for a round to end.
+        self._life = threading.Lock()
+        self._loop: Loop | None = None
+        self._extra: dict[str, object] = {"queue": queue.name}
+
+    def __repr__(self) -> str:
+        return f"<Scheduler queue={self._queue.name!r} cron_jobs={len(self._entries)}>"
+
+    # -- registrations ---------------------------------------------------------------
+
+    def register(self, cron_job: CronJob) -> None:
+        """Add a cron job, or replace the one with the same id (re-planned at once).
+
+        Raises:
+            PayloadError: the payload is not JSON, or is over the queue's max_payload_bytes.
+            ConfigError: not a `CronJob`, or its schedule fails to compute a fire time.
+        """
+        if not isinstance(cron_job, CronJob):
+            raise ConfigError(f"cron_job must be a jobs.CronJob, got {type(cron_job).__name__}")
+        payload = _codec.dumps(cron_job.payload, f"payload of cron job {cron_job.id!r}")
+        limit: int = self._queue.config.max_payload_bytes
+        if len(payload) > limit:
+            raise PayloadError(
+                f"payload of cron job {cron_job.id!r} is {len(payload)} bytes, "
+                f"over max_payload_bytes ({limit})"
+            )
+        self._check_schedule(cron_job)
+        entry = _Entry(cron_job, payload)
+        with self._lock:
+            self._entries[cron_job.id] = entry
+            if cron_job.enabled:
+                self._plan_best_effort(entry, self._now())
+            else:
+                self._announce(entry)
+        self._changed.set()
+
+    def enable(self, cron_id: str) -> bool:
+        """Let a registered cron job fire again; False if the id is unknown here."""
+        with self._lock:
+            entry = self._entries.get(cron_id)
+            if entry is None:
+                return False
+            if not entry.job.enabled:
+                entry.job = attrs.evolve(entry.job, enabled=True)
+                self._plan_best_effort(entry, self._now())
+        self._changed.set()
+        return True
+
+    def disable(self, cron_id: str) -> bool:
+        """Stop a registered cron job from firing (it stays registered); False if unknown."""
+        with self._lock:
+            entry = self._entries.get(cron_id)
+            if entry is None:
+                return False
+            if entry.job.enabled:
+                entry.job = attrs.evolve(entry.job, enabled=False)
+                entry.next_fire, entry.planned, entry.catch_up = None, False, False
+                self._announce(entry)
+        return True
+
+    def unregister(self, cron_id: str) -> bool:
+        """Remove a cron job from this scheduler; False if the id is unknown here.
+
+        Its state in Redis (the claim) stays, for other schedulers that still run it.
+        """
+        with self._lock:
+            entry = self._entries.pop(cron_id, None)
+            if entry is None:
+                return False
+            entry.job = attrs.evolve(entry.job, enabled=False)
+            entry.next_fire = None
+            self._announce(entry)
+        return True
+
+    def list(self) -> builtins.list[CronJob]:
+        """This scheduler's registrations, in the order they were first registered."""
+        with self._lock:
+            return [entry.job for entry in self._entries.values()]
+
+    def next_run(self, cron_id: str) -> datetime | None:
+        """When the cron job fires next here (UTC); None if unknown, disabled or ended.
+
+        A pending ``run_once`` catch-up shows as its (past) fire time.
+        """
+        with self._lock:
+            entry = self._entries.get(cron_id)
+            if entry is None or not entry.job.enabled:
+                return None
+            return entry.next_fire
+
+    # -- running ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the scheduler thread and return at once; a no-op if it runs.
+
+        The thread first re-plans every cron job from its state in Redis, enqueueing a
+        pending ``run_once`` catch-up.
+        """
+        with self._life:
+            if self._loop is not None and self._loop.is_alive():
+                return
+            with self._lock:
+                for entry in self._entries.values():
+                    entry.planned = False
+                self._sync_due = True
+                count = len(self._entries)
+
+            def step() -> float:
+                return self._step(loop)
+
+            loop = Loop(
+                "jobs-scheduler",
+                step,
+                cast("logging.Logger", self._logger),
+                wake=self._changed.set,
+                extra=self._extra,
+            )
+            self._loop = loop
+            loop.start()
+        self._logger.info(
+            "scheduler started with %d cron job%s",
+            count,
+            "" if count == 1 else "s",
+            extra=self._extra,
+        )
+
+    def stop(self) -> None:
+        """Stop the thread: at once, or after the round in progress; a no-op if not running."""
+        with self._life:
+            loop, self._loop = self._loop, None
+        if loop is None:
+            return
+        if loop.stop(STOP_TIMEOUT):
+            self._logger.info("scheduler stopped", extra=self._extra)
+        else:
+            self._logger.warning(
+                "scheduler thread still busy after %.0f s; left to end by itself",
+                STOP_TIMEOUT,
+                extra=self._extra,
+            )
+
+    def __enter__(self) -> Scheduler:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _step(self, loop: Loop) -> float:
+        self._changed.clear()
+        # Loop.stop sets `stopping` before it wakes us: checking after the clear means a
+        # stop is never slept through.
+        if loop.stopping.is_set():
+            return 0.0
+        delay = self.run_once()
+        if not loop.stopping.is_set():
+            self._changed.wait(delay)
+        return 0.0
+
+    def run_once(self, now: datetime | None = None) -> float:
+        """Plan what needs planning and enqueue every fire time due at ``now``.
+
+        This is one round of the scheduler thread, for tests and custom loops.
+
+        Args:
+            now: an aware datetime; None means the scheduler's clock.
+
+        Returns:
+            Seconds until the next fire time (at most `MAX_WAIT`).
+
+        Raises:
+            redis.RedisError: Redis failed; what was fired stays fired, the rest is retried
+                by the next round.
+        """
+        explicit = now is not None
+        own_clock = not explicit and self._clock is None
+        with self._lock:
+            synced = False
+            if own_clock and self._sync_due:
+                self._sync_clock()
+                synced, self._sync_due = True, False
+            current = self._aware(now, "now") if now is not None else self._now()
+            active = [e for e in self._entries.values() if e.job.enabled]
+            for entry in active:
+                if not entry.planned:
+                    self._plan(entry, current)
+            due = [e for e in active if e.next_fire is not None and e.next_fire <= current]
+            if due and own_clock and not synced:
+                self._sync_clock()
+                current = self._now()
+            for entry in due:
+                self._fire_due(entry, current)
+            upcoming = [e.next_fire for e in active if e.next_fire is not None]
+        if not upcoming:
+            return MAX_WAIT
+        # Measured after the round's round trips, so that the thread does not wake late.
+        reference = current if explicit else self._now()
+        return min(max((min(upcoming) - reference).total_seconds(), 0.0), MAX_WAIT)
+
+    # -- internals -------------------------------------------------------------------
+
+    def _now(self) -> datetime:
+        if self._clock is not None:
+            return self._aware(self._clock(), "clock()")
+        return datetime.fromtimestamp(time.time() + self._offset, UTC)
+
+    @staticmethod
+    def _aware(value: object, what: str) -> datetime:
+        if not isinstance(value, datetime) or value.utcoffset() is None:
+            raise ConfigError(f"{what} must be an aware datetime, got {value!r}")
+        return value.astimezone(UTC)
+
+    def _sync_clock(self) -> None:
+        before = time.time()
+        server_ms = self._queue.server_time_ms()
+        after = time.time()
+        offset = server_ms / 1000 - (before + after) / 2
+        if abs(offset - self._offset) > 1.0:
+            self._logger.info(
+                "local clock is %+.3f s off the Redis server's; scheduling on Redis time",
+                -offset,
+                extra=self._extra,
+            )
+        self._offset = offset
+
+    def _next(self, entry: _Entry, after: datetime) -> datetime | None:
+        found = entry.job.schedule.next_after(after, default_tz=self.tz)
+        return None if found is None else found.astimezone(UTC)
+
+    def _check_schedule(self, cron_job: CronJob) -> None:
+        try:
+            found = cron_job.schedule.next_after(self._now(), default_tz=self.tz)
+        except Exception as exc:
+            raise ConfigError(
+                f"schedule of cron job {cron_job.id!r} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        if found is not None and (not isinstance(found, datetime) or found.utcoffset() is None):
+            raise ConfigError(
+                f"schedule of cron job {cron_job.id!r} returned {found!r}: next_after must "
+                "return an aware datetime or None"
+            )
+
+    def _plan(self, entry: _Entry, now: datetime) -> None:
+        """Plan from the claim in Redis, then publish the plan."""
+        state = self._queue.cron_state(entry.job.id)
+        self._replan(entry, now, _parse_ms(state.get("last_fire")))
+        entry.planned = True
+        self._announce(entry)
+
+    def _plan_best_effort(self, entry: _Entry, now: datetime) -> None:
+        try:
+            self._plan(entry, now)
+        except (redis.RedisError, RedisUnavailable) as exc:
+            # The thread plans it again from Redis; until then next_run shows this plan.
+            self._replan(entry, now, None)
+            entry.planned = False
+            self._logger.warning(
+                "cron job %r: cannot read its state (%s: %s); planned from its schedule alone",
+                entry.job.id,
+                type(exc).__name__,
+                exc,
+                extra={**self._extra, "job_type": entry.job.job_type},
+            )
+
+    def _replan(self, entry: _Entry, now: datetime, last_fire_ms: int | None) -> None:
+        if last_fire_ms is not None:
+            entry.next_fire = self._next(entry, _from_ms(last_fire_ms))
+        else:
+            # A brand-new cron job fires at most its latest fire time within the grace
+            # window (Daily(2, 0) first started at 02:00:03 still runs today), never a
+            # burst of every one of them (Every(1) would enqueue ten at once).
+            first = self._next(entry, now - self.misfire_grace - _US)
+            if first is not None and first <= now:
+                first, _ = self._latest_before(entry, first, now + _US)
+            entry.next_fire = first
+        entry.catch_up = False
+        self._resolve_missed(entry, now)
+        first = entry.next_fire
+        following = None if first is None else self._next(entry, first)
+        period = (following - first) if first is not None and following is not None else None
+        entry.ttl = max(STATE_TTL, 3 * period) if period is not None else STATE_TTL
+
+    def _resolve_missed(self, entry: _Entry, now: datetime) -> None:
+        """Apply the misfire policy if ``next_fire`` is more than the grace late."""
+        first = entry.next_fire
+        cutoff = now - self.misfire_grace - WAKE_SLACK
+        if first is None or first >= cutoff:
+            return
+        latest, count = self._latest_before(entry, first, cutoff)
+        how_many = f"{count}" if count is not None else f"more than {_MISSED_WALK}"
+        extra = {**self._extra, "job_type": entry.job.job_type}
+        if entry.job.misfire == "run_once":
+            if not entry.catch_up or latest != first:
+                self._logger.info(
+                    "cron job %r: %s fire time(s) missed from %s to %s; "
+                    "enqueueing one catch-up for %s",
+                    entry.job.id,
+                    how_many,
+                    first.isoformat(),
+                    latest.isoformat(),
+                    latest.isoformat(),
+                    extra=extra,
+                )
+            entry.next_fire, entry.catch_up = latest, True
+        else:
+            entry.next_fire = self._next(entry, latest)
+            self._logger.info(
+                "cron job %r: skipped %s missed fire time(s) from %s to %s",
+                entry.job.id,
+                how_many,
+                first.isoformat(),
+                latest.isoformat(),
+                extra=extra,
+            )
+
+    def _latest_before(
+        self, entry: _Entry, first: datetime, cutoff: datetime
+    ) -> tuple[datetime, int | None]:
+        """The last fire time before ``cutoff`` from ``first`` on, and how many (if few)."""
+        latest, count = first, 1
+        for _ in range(_MISSED_WALK):
+            found = self._next(entry, latest)
+            if found is None or found >= cutoff:
+                return latest, count
+            latest, count = found, count + 1
+        found = self._next(entry, latest)
+        if found is None or found >= cutoff:
+            return latest, None
+        # Many missed (a long outage of a frequent schedule): next_after is monotonic, so
+        # bisect for the last instant whose next fire is still before the cutoff.
+        lo, hi = latest, cutoff - _US
+        while hi - lo > _US:
+            mid = lo + (hi - lo) // 2
+            found = self._next(entry, mid)
+            if found is not None and found < cutoff:
+                lo = mid
+            else:
+                hi = mid
+        result = self._next(entry, lo)
+        assert result is not None  # the bisection keeps next(lo) before the cutoff
+        return result, None
+
+    def _fire_due(self, entry: _Entry, now: datetime) -> None:
+        job = entry.job
+        extra: dict[str, object] = {**self._extra, "job_type": job.job_type}
+        while entry.next_fire is not None and entry.next_fire <= now:
+            self._resolve_missed(entry, now)
+            fire = entry.next_fire
+            if fire is None or fire > now:
+                break
+            following = self._next(entry, fire)
+            fire_ms = _to_ms(fire)
+            job_id = f"cron:{job.id}:{fire_ms}"
+            extra["job_id"] = job_id
+            try:
+                fired, last_ms = self._queue.fire_cron(
+                    job.id,
+                    fire_ms,
+                    None if following is None else _to_ms(following),
+                    (job_id, job.job_type, entry.payload, job.config or JobConfig()),
+                    entry.ttl,
+                )
+            except ReplicationError as exc:  # written on the master: it did fire
+                fired, last_ms = True, fire_ms
+                self._logger.warning("cron job %r: %s", job.id, exc, extra=extra)
+            if fired:
+                self._logger.debug(
+                    "cron job %r fired for %s%s",
+                    job.id,
+                    fire.isoformat(),
+                    " (catch-up)" if entry.catch_up else "",
+                    extra=extra,
+                )
+            else:
+                self._logger.debug(
+                    "cron job %r: %s already fired by another scheduler (last fire %s)",
+                    job.id,
+                    fire.isoformat(),
+                    _from_ms(last_ms).isoformat(),
+                    extra=extra,
+                )
+            entry.catch_up = False
+            last = _from_ms(last_ms)
+            entry.next_fire = following if last <= fire else self._next(entry, last)
+        if entry.next_fire is None:  # the schedule ended: take it off the listing
+            self._announce(entry)
+
+    def _announce(self, entry: _Entry) -> None:
+        job = entry.job
+        fields = {
+            "schedule": repr(job.schedule),
+            "job_type": job.job_type,
+            "enabled": "1" if job.enabled else "0",
+            "misfire": job.misfire,
+            "tz": str(self.tz),
+        }
+        next_fire = entry.next_fire if job.enabled else None
+        try:
+            self._queue.announce_cron(
+                job.id, fields, None if next_fire is None else _to_ms(next_fire), entry.ttl
+            )
+        except (redis.RedisError, RedisUnavailable) as exc:
+            self._logger.warning(
+                "cron job %r: cannot publish its registration (%s: %s)",
+                job.id,
+                type(exc).__name__,
+                exc,
+                extra={**self._extra, "job_type": job.job_type},
+            )

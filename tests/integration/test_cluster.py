@@ -1,0 +1,252 @@
+"""The contract on a real Redis Cluster (3 masters, 3 replicas), and a master's failover.
+
+Every queue lives in one hash slot (``{prefix:name}``), so its scripts run on one node
+while different queues spread over the masters. The cluster is built once per session
+(`redis_cluster`) and healed before each test (`cluster`), since one test kills a master.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import redis.cluster
+
+import jobs
+from jobs import _codec
+from jobs._keys import QueueKeys
+from tests.helpers import wait_until
+from tests.integration._clients import make_client, recorder, unique_name, wait_for_status
+from tests.integration._topologies import (
+    ClusterTopology,
+    build,
+    drive_failover,
+    find_redis_cli,
+    require,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(
+    redis_binary: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ClusterTopology]:
+    """Six redis-server nodes formed into a cluster by redis-cli, for the whole session."""
+    cli = require(find_redis_cli(redis_binary), "redis-cli")
+    topology = ClusterTopology(redis_binary, cli, tmp_path_factory.mktemp("cluster"))
+    build(topology)
+    try:
+        yield topology
+    finally:
+        topology.close()
+
+
+@pytest.fixture
+def cluster(redis_cluster: ClusterTopology) -> ClusterTopology:
+    """The session's cluster, with any node a previous test killed or paused back in."""
+    redis_cluster.heal()
+    return redis_cluster
+
+
+def _registry(**handlers: Any) -> jobs.Registry:
+    registry = jobs.Registry()
+    for name, handler in handlers.items():
+        registry.register_func(name, handler)
+    return registry
+
+
+def _names_on_different_masters(cluster: ClusterTopology) -> tuple[str, str]:
+    first = unique_name("a")
+    owner = cluster.master_of(QueueKeys.for_queue("jobs", first).pending)
+    for _ in range(100):
+        second = unique_name("b")
+        if cluster.master_of(QueueKeys.for_queue("jobs", second).pending) is not owner:
+            return first, second
+    raise AssertionError("100 random queue names all hashed to one master")
+
+
+def test_a_queue_lives_in_one_slot_and_queues_spread_over_masters(
+    cluster: ClusterTopology,
+) -> None:
+    first, second = _names_on_different_masters(cluster)
+    seen, handler = recorder()
+    registry = _registry(echo=handler)
+    with (
+        make_client(cluster.url, registry, name=first) as one,
+        make_client(cluster.url, registry, name=second) as two,
+    ):
+        assert isinstance(one.queue.client, redis.cluster.RedisCluster)
+        for client, name in ((one, first), (two, second)):
+            keys = QueueKeys.for_queue("jobs", name)
+            slots = {cluster.keyslot(k) for k in (keys.pending, keys.stats, keys.job("x"))}
+            assert len(slots) == 1, f"queue {name} spans slots {slots}"
+            job_id = client.enqueue("echo", name)
+            assert wait_for_status(client, job_id, jobs.JobStatus.COMPLETED).result == name
+            master = cluster.master_of(keys.pending)
+            node = master.client()
+            try:
+                assert node.exists(keys.job(job_id)) == 1  # the record is on that master
+            finally:
+                node.close()
+        owners = {
+            cluster.master_of(QueueKeys.for_queue("jobs", n).pending).port for n in (first, second)
+        }
+        assert len(owners) == 2
+    assert sorted(seen) == sorted([first, second])
+
+
+def test_enqueue_many_priorities_stats_and_workers(cluster: ClusterTopology) -> None:
+    seen, handler = recorder()
+    with make_client(cluster.url, _registry(echo=handler), start=False, num_workers=1) as client:
+        low = client.enqueue_many("echo", [1, 2, 3])
+        high = client.enqueue("echo", "urgent", config=jobs.JobConfig(priority=10))
+        stats = client.stats()
+        assert (stats.total_jobs, stats.pending_jobs) == (4, 4)
+        assert client.get(low[0]).status is jobs.JobStatus.PENDING
+        client.start()
+        for job_id in [*low, high]:
+            wait_for_status(client, job_id, jobs.JobStatus.COMPLETED)
+        assert seen == ["urgent", 1, 2, 3]  # priority first, then FIFO
+        stats = client.stats()
+        assert (stats.completed_jobs, stats.pending_jobs, stats.processing_jobs) == (4, 0, 0)
+        assert stats.last_processed is not None
+        workers = wait_until(client.workers, 5, message="the pool never registered")
+        assert [w.num_workers for w in workers] == [1]
+
+
+def test_retries_backoff_delays_and_permanent_failure(cluster: ClusterTopology) -> None:
+    attempts: dict[str, int] = {}
+
+    def flaky(ctx: jobs.JobContext, payload: Any) -> str:
+        attempts[ctx.job.id] = ctx.job.attempts
+        if ctx.job.attempts < 3:
+            raise RuntimeError(f"attempt {ctx.job.attempts}")
+        return "ok"
+
+    def hopeless(ctx: jobs.JobContext, payload: Any) -> None:
+        raise jobs.PermanentError("no")
+
+    registry = _registry(flaky=flaky, hopeless=hopeless, echo=recorder()[1])
+    with make_client(cluster.url, registry) as client:
+        retried = client.enqueue(
+            "flaky",
+            None,
+            config=jobs.JobConfig(max_retries=3, retry_backoff=jobs.LinearBackoff(step=0.1)),
+        )
+        delayed = client.enqueue("echo", "later", config=jobs.JobConfig(delay=0.5))
+        assert client.get(delayed).status is jobs.JobStatus.SCHEDULED
+        failed = client.enqueue("hopeless")
+
+        job = wait_for_status(client, retried, jobs.JobStatus.COMPLETED)
+        assert (job.attempts, job.result, attempts[retried]) == (3, "ok", 3)
+        job = wait_for_status(client, delayed, jobs.JobStatus.COMPLETED)
+        assert job.started_at is not None
+        assert job.created_at is not None
+        assert job.started_at - job.created_at >= timedelta(seconds=0.5)
+        job = wait_for_status(client, failed, jobs.JobStatus.FAILED)
+        assert job.attempts == 1
+        assert job.error == "PermanentError: no"
+        assert client.stats().retried_attempts == 2
+
+
+def test_cancel_pending_and_running_jobs(cluster: ClusterTopology) -> None:
+    entered = threading.Event()
+    saw_cancel = threading.Event()
+
+    def long(ctx: jobs.JobContext, payload: Any) -> None:
+        entered.set()
+        if not ctx.sleep(20):
+            saw_cancel.set()
+
+    with make_client(cluster.url, _registry(long=long)) as client:
+        running = client.enqueue("long")
+        assert entered.wait(5)
+        pending = client.enqueue("long", config=jobs.JobConfig(delay=60))
+        assert client.cancel(pending) is True
+        assert client.get(pending).status is jobs.JobStatus.CANCELLED
+        assert client.cancel(running) is True
+        assert client.get(running).status is jobs.JobStatus.CANCELLED
+        assert saw_cancel.wait(3), "the running handler's token was not cancelled"
+        assert client.cancel(running) is False
+        with pytest.raises(jobs.JobNotFound):
+            client.cancel("no-such-job")
+        assert client.stats().cancelled_jobs == 2
+
+
+def test_fire_cron_claims_each_fire_time_once(cluster: ClusterTopology) -> None:
+    with make_client(cluster.url) as client:
+        queue = client.queue
+        fire_ms = 1_800_000_000_000
+        job = (f"cron:report:{fire_ms}", "report", _codec.dumps({"n": 1}), jobs.JobConfig())
+        ttl = timedelta(days=1)
+        assert queue.fire_cron("report", fire_ms, fire_ms + 60_000, job, ttl) == (True, fire_ms)
+        assert queue.fire_cron("report", fire_ms, fire_ms + 60_000, job, ttl) == (False, fire_ms)
+        assert client.get(job[0]).payload == {"n": 1}
+        assert client.stats().total_jobs == 1
+        assert queue.cron_state("report")["last_fire"] == str(fire_ms)
+
+
+def test_wait_for_replicas_waits_on_the_queues_own_master(cluster: ClusterTopology) -> None:
+    options = {"wait_for_replicas": 1, "wait_timeout": 0.2}
+    with make_client(cluster.url, queue_options=options) as client:
+        pending = client.queue.keys.pending
+        master = cluster.master_of(pending)
+        assert client.enqueue("t")  # the replica is attached: WAIT returns 1
+        other_replicas = [
+            r for m in cluster.masters_now() if m is not master for r in cluster.replicas_of(m)
+        ]
+        (own_replica,) = cluster.replicas_of(master)
+
+        # WAIT goes to the queue's master: other masters' replicas do not matter.
+        other_replicas[0].pause()
+        try:
+            assert client.enqueue("t")
+        finally:
+            other_replicas[0].resume()
+
+        own_replica.pause()
+        try:
+            with pytest.raises(jobs.ReplicationError) as caught:
+                client.enqueue("t")
+            cron_job = ("cron:c:1", "t", b"null", jobs.JobConfig())
+            with pytest.raises(jobs.ReplicationError):
+                client.queue.fire_cron("c", 1, None, cron_job, timedelta(days=1))
+            # A fire time already claimed writes nothing, so there is nothing to wait for.
+            assert client.queue.fire_cron("c", 1, None, cron_job, timedelta(days=1)) == (False, 1)
+        finally:
+            own_replica.resume()
+        error = caught.value
+        assert (error.acknowledged, error.required) == (0, 1)
+        assert f"written on the master at 127.0.0.1:{master.port}" in str(error)
+        (job_id,) = error.job_ids
+        assert client.get(job_id).status is jobs.JobStatus.PENDING  # it was written
+        assert client.queue.cron_state("c")["last_fire"] == "1"
+
+
+def test_workers_carry_on_after_a_master_fails_over(
+    cluster: ClusterTopology,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="jobs")
+    name = unique_name("failover")
+    key = QueueKeys.for_queue("jobs", name).pending
+    killed: list[Any] = []
+
+    def kill() -> None:
+        killed.append(cluster.kill_master_of(key))
+
+    report = drive_failover(
+        cluster.url, kill, lambda: cluster.wait_for_failover(key, killed[0]), name=name
+    )
+    with capsys.disabled():
+        print(report.summary("cluster"))
+    assert report.acked_after >= 100
+    # Every error the outage caused was a Redis error that the loops back off from, not
+    # an unexpected one (logged with a traceback).
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
