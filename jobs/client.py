@@ -69,6 +69,8 @@ class Client:
             PayloadError: the payload is not JSON or too large (nothing is written).
             ConfigError: ``job_type`` or ``config`` is invalid.
             RedisUnavailable: Redis cannot be reached.
+            ReplicationError: ``wait_for_replicas`` is set and too few replicas confirmed
+                in time (the job is written on the master).
         """
         return self.enqueue_many(job_type, [payload], config)[0]
 
@@ -84,6 +86,8 @@ class Client:
             PayloadError: a payload is not JSON or too large (nothing is written).
             ConfigError: ``job_type`` or ``config`` is invalid.
             RedisUnavailable: Redis cannot be reached.
+            ReplicationError: ``wait_for_replicas`` is set and too few replicas confirmed
+                in time (the jobs are written on the master).
         """
         if not isinstance(job_type, str) or not job_type:
             raise ConfigError(f"job_type must be a non-empty string, got {job_type!r}")

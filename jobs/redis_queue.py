@@ -8,6 +8,7 @@ client and the worker pool speak in Python values.
 from __future__ import annotations
 
 import json
+import secrets
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, cast
 
@@ -525,7 +526,7 @@ class RedisQueue:
         reply = self._scripts.fetch(
             self.client,
             (k.pending, k.scheduled, k.processing, k.seq, k.lease_seq, k.wake),
-            (k.job_prefix, count, _codec.to_ms(lease), PROMOTE_BATCH),
+            (k.job_prefix, count, _codec.to_ms(lease), PROMOTE_BATCH, secrets.token_hex(4)),
         )
         leased = []
         for flat in reply[2:]:

@@ -5,6 +5,9 @@
 -- KEYS[5] lease_seq   KEYS[6] wake
 -- ARGV[1] job key prefix   ARGV[2] N (max jobs)   ARGV[3] lease_ms
 -- ARGV[4] max due jobs to promote in this call
+-- ARGV[5] a random nonce from the caller, part of every lease token it gets: the
+--         lease_seq counter alone could repeat after a failover to a replica that had
+--         not seen its last increments, and a token must never be handed out twice.
 -- Returns {now_ms, next_event_ms, job_1, ..., job_k} where job_i is the record as a flat
 -- HGETALL list (status processing, attempts + 1, a fresh lease token in 'lease') and
 -- next_event_ms is when the earliest scheduled job is due (-1 if none): an idle pool may
@@ -41,7 +44,8 @@ if count > 0 then
     if redis.call('EXISTS', job_key) == 1 then
       token = token + 1
       redis.call('HINCRBY', job_key, 'attempts', 1)
-      redis.call('HSET', job_key, 'status', 'processing', 'started_at', now, 'lease', token)
+      redis.call('HSET', job_key, 'status', 'processing', 'started_at', now,
+        'lease', ARGV[5] .. ':' .. int(token))
       redis.call('ZADD', processing, deadline, id)
       out[#out + 1] = redis.call('HGETALL', job_key)
     end
