@@ -80,6 +80,7 @@ class WorkerPool:
         self._stuck = 0  # abandoned handlers that have not returned yet
         self._accepting = False
         self._slots_open = False
+        self._stop_deadline = float("inf")  # monotonic; when stop() stops waiting for jobs
         self._executor: ThreadPoolExecutor | None = None
 
         self._need_fetch = True
@@ -127,12 +128,22 @@ class WorkerPool:
             extra=self._extra,
         )
 
-    def stop(self) -> None:
-        """Stop gracefully: see `Client.stop`."""
+    def stop(self, shutdown_timeout: float | None = None) -> None:
+        """Stop gracefully: see `Client.stop`.
+
+        Args:
+            shutdown_timeout: seconds to wait for running jobs, instead of the configured
+                ``shutdown_timeout``.
+        """
+        wait = self.config.shutdown_timeout.total_seconds()
         with self._lock:
             if not self._accepting and not self._slots_open:
                 return
             self._accepting = False
+            self._stop_deadline = min(
+                self._stop_deadline,
+                time.monotonic() + (wait if shutdown_timeout is None else shutdown_timeout),
+            )
             self._slot_free.notify_all()
         self._fetcher.stop(timeout=self.config.poll_interval.total_seconds() + 5)
 
@@ -145,9 +156,8 @@ class WorkerPool:
         self._hand_back(not_started)
 
         with self._lock:
-            self._slot_free.wait_for(
-                lambda: not self._running, self.config.shutdown_timeout.total_seconds()
-            )
+            while self._running and (left := self._stop_deadline - time.monotonic()) > 0:
+                self._slot_free.wait(left)
             interrupted = list(self._running)
             for attempt in interrupted:
                 self._running.discard(attempt)
@@ -182,6 +192,15 @@ class WorkerPool:
             extra=self._extra,
         )
 
+    def hurry(self, shutdown_timeout: float = 0.0) -> None:
+        """Make a `stop` in progress (in another thread) wait at most this much longer.
+
+        For a second Ctrl-C: running jobs are cancelled and returned to the queue now.
+        """
+        with self._lock:
+            self._stop_deadline = min(self._stop_deadline, time.monotonic() + shutdown_timeout)
+            self._slot_free.notify_all()
+
     @property
     def in_flight(self) -> int:
         """Jobs this pool holds right now: waiting for a slot, running, or being written."""
@@ -190,8 +209,17 @@ class WorkerPool:
 
     # -- slots -----------------------------------------------------------------------
 
+    def _capacity(self) -> int:
+        return self.config.num_workers + self.config.prefetch
+
     def _free_slots(self) -> int:
-        return self.config.num_workers - len(self._running) - len(self._queued)
+        return self._capacity() - len(self._running) - len(self._queued)
+
+    def _should_fetch(self) -> bool:
+        """Whether the fetcher should fetch now (the lock is held)."""
+        free = self._free_slots()
+        # Refill in batches (half the capacity at a time) unless a slot is left waiting.
+        return free > 0 and (not self._queued or free >= self._capacity() // 2)
 
     def _slot(self) -> None:
         while True:
@@ -238,7 +266,7 @@ class WorkerPool:
         self._stuck += 1
         if self._slots_open and self._executor is not None:
             self._executor.submit(self._slot)
-        if self._stuck >= self.config.num_workers and self._stuck % self.config.num_workers == 0:
+        if self._stuck > self.config.num_workers and self._stuck % self.config.num_workers == 1:
             logger.warning(
                 "%d abandoned handlers ignore their cancellation and still run, each holding "
                 "a thread; make handlers check ctx.cancelled or use ctx.sleep",
@@ -289,7 +317,7 @@ class WorkerPool:
 
     def _fetch_step(self) -> float:
         with self._lock:
-            while self._accepting and self._free_slots() <= 0:
+            while self._accepting and not self._should_fetch():
                 self._slot_free.wait()
             if not self._accepting:
                 return 0.0

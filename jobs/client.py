@@ -9,11 +9,13 @@ from typing import TYPE_CHECKING, Any
 
 from . import _codec
 from ._pool import WorkerPool
+from ._validators import to_seconds
 from .config import ClientConfig, JobConfig
 from .errors import ConfigError, PayloadError
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
+    from datetime import timedelta
     from types import TracebackType
 
     from .job import Job, JobStatus, QueueStats, WorkerInfo
@@ -49,6 +51,7 @@ class Client:
         self.config = config
         self._lock = threading.Lock()
         self._pool: WorkerPool | None = None
+        self._stopping: WorkerPool | None = None  # the pool a stop() call is stopping
 
     @property
     def queue(self) -> RedisQueue:
@@ -200,18 +203,35 @@ class Client:
             )
             self._pool.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float | timedelta | None = None) -> None:
         """Stop the worker pool gracefully; a no-op if it is not running.
 
         Fetching stops at once and fetched jobs that have not started go back to the
         queue. Running jobs get up to ``shutdown_timeout`` to finish; the rest have their
         token cancelled with SHUTDOWN and go back to the front of the queue as pending,
         the interrupted attempt not counted. No job is lost.
+
+        Args:
+            timeout: wait this long for running jobs instead of ``shutdown_timeout``
+                (seconds or timedelta). Called while another thread is inside ``stop()``,
+                it shortens that wait and returns at once: the second Ctrl-C of a worker.
         """
+        seconds = None if timeout is None else to_seconds(timeout)
         with self._lock:
             pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.stop()
+            stopping = self._stopping
+            if pool is not None:
+                self._stopping = pool
+        if pool is None:
+            if stopping is not None and seconds is not None:
+                stopping.hurry(seconds)
+            return
+        try:
+            pool.stop(seconds)
+        finally:
+            with self._lock:
+                if self._stopping is pool:
+                    self._stopping = None
 
     @property
     def running(self) -> bool:

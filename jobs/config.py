@@ -122,6 +122,10 @@ class WorkerPoolConfig:
             idle pool at once.
         shutdown_timeout: seconds `Client.stop` waits for running jobs before cancelling
             them with SHUTDOWN and returning them to the queue.
+        prefetch: jobs fetched ahead of the free slots (0 by default). Fetching ahead
+            batches fetches and keeps threads busy with short jobs (a few ms each); but a
+            fetched job waits for a thread here even if another pool is idle, and it runs
+            before a higher-priority job enqueued after it was fetched.
         error_handler: ``f(job, exc)`` after each failed attempt, once it is recorded.
         success_handler: ``f(job)`` after each completed job, once it is recorded.
 
@@ -138,6 +142,7 @@ class WorkerPoolConfig:
     shutdown_timeout: timedelta = attrs.field(
         default=timedelta(seconds=30), converter=duration, validator=non_negative_duration
     )
+    prefetch: int = attrs.field(default=0, validator=int_in_range(0))
     error_handler: ErrorHandler | None = attrs.field(default=None, validator=callable_or_none)
     success_handler: SuccessHandler | None = attrs.field(default=None, validator=callable_or_none)
 

@@ -75,3 +75,11 @@ class WorkerShutdown(JobsError):
 
 class PermanentError(JobsError):
     """Raise from a handler to fail the job at once, without any retry."""
+
+
+class CliError(JobsError):
+    """A command line failure: ``python -m jobs`` prints its one-line message, exits 1."""
+
+
+class UsageError(JobsError):
+    """A bad command line argument: ``python -m jobs`` prints its message, exits 2."""

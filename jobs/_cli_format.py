@@ -1,0 +1,287 @@
+"""What the command line prints: jobs, stats and worker pools as text or JSON, and log lines.
+
+Kept apart from `jobs.cli` (argument parsing and running commands) so that every output
+format lives in one place. Text output is ``field: value`` lines or aligned tables, one
+record per line; ``--json`` output is one JSON document (or one per line with
+``--watch``), with timestamps as ISO 8601 UTC strings.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, TextIO
+
+import attrs
+
+from .job import JobStatus
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+    from .job import Job, QueueStats, WorkerInfo
+
+#: What a missing value (a timestamp not reached yet, no error) prints as in text output.
+NONE = "-"
+#: Text tables cut errors to this many characters; ``get`` and ``--json`` show them whole.
+ERROR_WIDTH = 60
+
+#: The order of the structured fields (`jobs.log.EXTRA_FIELDS`) in log lines; others follow sorted.
+EXTRA_ORDER = ("queue", "job_id", "job_type", "attempt", "duration_ms")
+# Every attribute a bare LogRecord has: anything else on a record came from ``extra``.
+_RECORD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+def iso(value: datetime | None) -> str | None:
+    """``2025-01-02T03:04:05.678Z`` (UTC, milliseconds), or None."""
+    if value is None:
+        return None
+    text = value.astimezone(UTC).isoformat(timespec="milliseconds")
+    return text.replace("+00:00", "Z")
+
+
+def _seconds(value: timedelta | None) -> float | None:
+    return None if value is None else value.total_seconds()
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str, separators=(", ", ": "))
+
+
+def one_line(text: str) -> str:
+    """``text`` with line breaks escaped, so that a field or message stays on one line."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
+def job_dict(job: Job) -> dict[str, Any]:
+    """A job as JSON-ready data (the ``--json`` form of ``get`` and ``list``)."""
+    return {
+        "id": job.id,
+        "type": job.type,
+        "queue": job.queue,
+        "status": str(job.status),
+        "priority": job.priority,
+        "attempts": job.attempts,
+        "max_retries": job.max_retries,
+        "lost_leases": job.lost_leases,
+        "timeout": _seconds(job.timeout),
+        "created_at": iso(job.created_at),
+        "run_at": iso(job.run_at),
+        "started_at": iso(job.started_at),
+        "completed_at": iso(job.completed_at),
+        "error": job.error,
+        "result": job.result,
+        "payload": job.payload,
+        "metadata": dict(job.metadata),
+    }
+
+
+def job_lines(job: Job) -> list[str]:
+    """A job as ``field: value`` lines: status, attempts, timestamps, result and error."""
+    data = job_dict(job)
+    lines = []
+    for name, value in data.items():
+        if value is None:
+            text = NONE
+        elif name in ("result", "payload", "metadata"):
+            text = _json(value)
+        elif name == "timeout":
+            text = f"{value:g} s"
+        else:
+            text = one_line(str(value))
+        lines.append(f"{name}: {text}")
+    return lines
+
+
+def stats_dict(stats: QueueStats) -> dict[str, Any]:
+    """Every `QueueStats` field, JSON-ready."""
+    data = attrs.asdict(stats)
+    data["last_processed"] = iso(stats.last_processed)
+    return data
+
+
+def stats_lines(stats: QueueStats) -> list[str]:
+    """Every `QueueStats` field as a ``field: value`` line, in declaration order."""
+    return [
+        f"{name}: {NONE if value is None else value}" for name, value in stats_dict(stats).items()
+    ]
+
+
+def stats_logfmt(stats: QueueStats, now: datetime) -> str:
+    """One ``time=... total_jobs=...`` line: ``stats --watch`` when not on a terminal."""
+    fields = " ".join(
+        f"{name}={NONE if value is None else value}" for name, value in stats_dict(stats).items()
+    )
+    return f"time={iso(now)} {fields}"
+
+
+class StatsView:
+    """``stats --watch``: one block redrawn in place on a terminal, else one line per refresh.
+
+    With ``as_json``, one JSON object per line (JSON Lines), terminal or not.
+    """
+
+    def __init__(self, out: TextIO, title: str, interval: float, *, as_json: bool) -> None:
+        self._out = out
+        self._title = title
+        self._interval = interval
+        self._json = as_json
+        self._tty = out.isatty() and not as_json
+        self._drawn = 0
+
+    def show(self, stats: QueueStats, now: datetime) -> None:
+        """Print (or redraw) the stats as read at ``now``."""
+        if self._json:
+            text = json.dumps({"time": iso(now), **stats_dict(stats)}) + "\n"
+        elif self._tty:
+            lines = [
+                f"{self._title}, {iso(now)} (every {self._interval:g} s, Ctrl-C to stop)",
+                *stats_lines(stats),
+            ]
+            # Back to the top of the previous block, then rewrite each line in place.
+            up = f"\x1b[{self._drawn}F" if self._drawn else ""
+            text = up + "".join(f"\x1b[2K{line}\n" for line in lines)
+            self._drawn = len(lines)
+        else:
+            text = stats_logfmt(stats, now) + "\n"
+        self._out.write(text)
+        self._out.flush()
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    rows = [list(header), *(list(row) for row in rows)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+
+
+def _short_error(error: str | None) -> str:
+    if not error:
+        return ""
+    error = one_line(error)
+    return error if len(error) <= ERROR_WIDTH else error[: ERROR_WIDTH - 3] + "..."
+
+
+def _when(job: Job) -> datetime | None:
+    # The moment that matters for the job's status: when it runs, started, or ended.
+    if job.status.is_final:
+        return job.completed_at
+    if job.status is JobStatus.PROCESSING:
+        return job.started_at
+    return job.run_at
+
+
+def jobs_table(jobs: Sequence[Job]) -> list[str]:
+    """Jobs as an aligned table, one per line (``list``)."""
+    rows = [
+        (
+            job.id,
+            job.type,
+            str(job.status),
+            str(job.priority),
+            f"{job.attempts}/{job.max_retries + 1}",
+            iso(_when(job)) or NONE,
+            _short_error(job.error),
+        )
+        for job in jobs
+    ]
+    return _table(("ID", "TYPE", "STATUS", "PRIORITY", "ATTEMPTS", "WHEN", "ERROR"), rows)
+
+
+def worker_dict(info: WorkerInfo) -> dict[str, Any]:
+    """A live worker pool, JSON-ready."""
+    data = attrs.asdict(info)
+    data["started_at"] = iso(info.started_at)
+    data["last_seen"] = iso(info.last_seen)
+    return data
+
+
+def workers_table(workers: Sequence[WorkerInfo]) -> list[str]:
+    """Live worker pools as an aligned table (``workers``)."""
+    rows = [
+        (
+            w.id,
+            w.hostname,
+            str(w.pid),
+            str(w.num_workers),
+            str(w.in_flight),
+            iso(w.started_at) or NONE,
+            iso(w.last_seen) or NONE,
+        )
+        for w in workers
+    ]
+    return _table(("ID", "HOST", "PID", "WORKERS", "IN_FLIGHT", "STARTED", "LAST_SEEN"), rows)
+
+
+# -- logging -----------------------------------------------------------------------
+
+
+def _extras(record: logging.LogRecord) -> dict[str, Any]:
+    found = {k: v for k, v in vars(record).items() if k not in _RECORD_ATTRS}
+    ordered = {k: found.pop(k) for k in EXTRA_ORDER if k in found}
+    return {**ordered, **dict(sorted(found.items()))}
+
+
+class TextFormatter(logging.Formatter):
+    """``2025-01-02 03:04:05.678 INFO jobs.worker: message  job_id=... attempt=2``.
+
+    The structured fields (`jobs.log.EXTRA_FIELDS`, and any other ``extra``) follow the
+    message as ``key=value`` pairs, so ``grep job_id=abc`` finds a job's whole story.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s.%(msecs)03d %(levelname)s %(name)s: %(message)s")
+        self.datefmt = "%Y-%m-%d %H:%M:%S"
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as one line, then its traceback (if any) on the lines after."""
+        text = super().format(record)
+        extras = _extras(record)
+        if not extras:
+            return text
+        head, sep, rest = text.partition("\n")
+        pairs = " ".join(f"{k}={v}" for k, v in extras.items())
+        return f"{head}  {pairs}{sep}{rest}"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, then the structured fields.
+
+    A traceback goes in ``exc_info`` as one string, so every record stays one line.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as a single-line JSON object."""
+        data: dict[str, Any] = {
+            "time": iso(datetime.fromtimestamp(record.created, UTC)),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        data.update(_extras(record))
+        if record.exc_info:
+            data["exc_info"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            data["exc_info"] = record.exc_text
+        if record.stack_info:
+            data["stack_info"] = self.formatStack(record.stack_info)
+        return json.dumps(data, ensure_ascii=False, default=str)
+
+
+def configure_logging(level: str, fmt: str, stream: TextIO | None = None) -> None:
+    """Send every logger's records at ``level`` and above to ``stream`` (stderr) as text or JSON.
+
+    The command line is the one place that installs a handler (the library never does);
+    it goes on the root logger so that the handlers' own loggers show up as well.
+    """
+    handler = logging.StreamHandler(sys.stderr if stream is None else stream)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())

