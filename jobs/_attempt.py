@@ -8,9 +8,10 @@ from __future__ import annotations
 import enum
 import json
 import logging
+import math
 import time
 import traceback
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import attrs
 
@@ -50,6 +51,8 @@ class Attempt:
     token: CancellationToken = attrs.field(factory=CancellationToken)
     state: State = State.QUEUED
     started: float = 0.0
+    #: When (time.monotonic) the running attempt times out; inf without a timeout.
+    deadline: float = math.inf
 
     @classmethod
     def from_leased(cls, leased: Leased, queue: str, lease_until: float) -> Attempt:
@@ -81,16 +84,14 @@ class Attempt:
         }
 
 
-@attrs.frozen
-class Completed:
+class Completed(NamedTuple):
     """The handler returned a JSON result."""
 
     result: bytes
     value: Any
 
 
-@attrs.frozen
-class Failed:
+class Failed(NamedTuple):
     """The attempt failed; ``failure`` is what to record, ``exc`` what to tell hooks."""
 
     failure: Failure

@@ -1,11 +1,16 @@
 """Writing finished attempts to Redis in batches, and running the user's hooks.
 
-Handler threads never wait for Redis: they drop their outcome here and take the next
-job. One writer thread sends everything that has piled up in one round trip (complete
-and fail scripts in one pipeline), so under load many outcomes share a write. When
-Redis is unreachable the writer keeps retrying each outcome for as long as its lease
-holds (heartbeats keep extending it once Redis is back); past that, the outcome is
-dropped and the job is re-delivered by the reaper: at-least-once, never a double record.
+Handler threads never wait for Redis: they drop their outcome here and take the next job.
+Outcomes leave by one of two doors, always in batches:
+
+- the fetcher *claims* the outbox while the pool is busy: everything that piled up goes in
+  the same pipeline as its next fetch, one round trip for both;
+- the writer thread takes what the fetcher will not take soon (the fetcher is blocked
+  waiting for new work, or the pool's slots are all busy).
+
+When Redis is unreachable an outcome is retried for as long as its lease holds (heartbeats
+keep extending it once Redis is back); past that it is dropped and the job is re-delivered
+by the reaper: at-least-once, never a double record.
 """
 
 from __future__ import annotations
@@ -13,32 +18,54 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
-import attrs
 import redis
 
-from ._attempt import Attempt, Completed, Outcome
+from ._attempt import Completed
 from ._loops import Loop
 
 if TYPE_CHECKING:
     import logging
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
+    from ._attempt import Attempt, Outcome
+    from .redis_queue import Failure, HeldJob, RedisQueue
     from .redis_queue import Outcome as Written
-    from .redis_queue import RedisQueue
 
 
-@attrs.frozen
-class Pending:
+class Pending(NamedTuple):
     """An outcome waiting to be written."""
 
     attempt: Attempt
     outcome: Outcome
 
 
+def split(
+    batch: Sequence[Pending],
+) -> tuple[list[tuple[HeldJob, bytes]], list[Failure], list[Pending]]:
+    """A batch as `RedisQueue.exchange` takes it.
+
+    Returns:
+        The completions, the failures, and the batch in the order of the replies.
+    """
+    completions: list[tuple[HeldJob, bytes]] = []
+    failures: list[Failure] = []
+    done: list[Pending] = []
+    failed: list[Pending] = []
+    for pending in batch:
+        outcome = pending.outcome
+        if isinstance(outcome, Completed):
+            completions.append((pending.attempt.held, outcome.result))
+            done.append(pending)
+        else:
+            failures.append(outcome.failure)
+            failed.append(pending)
+    return completions, failures, done + failed
+
+
 class Outbox:
-    """Batches outcomes into `RedisQueue.finish` calls from one thread."""
+    """Outcomes waiting to be written, and the writer thread that writes them."""
 
     def __init__(
         self,
@@ -50,24 +77,70 @@ class Outbox:
         self._queue = queue
         self._on_written = on_written
         self._on_dropped = on_dropped
-        self._logger = logger
         self._cv = threading.Condition()
         self._pending: list[Pending] = []
-        self._writing = 0
+        self._writing = 0  # outcomes taken and not yet written or dropped
+        self._claimed = False  # the fetcher will take what arrives
         self.loop = Loop(
             "jobs-writer", self._step, logger, wake=self._wake, extra={"queue": queue.name}
         )
 
-    def put(self, attempt: Attempt, outcome: Outcome) -> None:
-        """Queue an outcome for writing."""
+    def put(self, attempt: Attempt, outcome: Outcome, *, fetch_soon: bool = False) -> None:
+        """Queue an outcome for writing.
+
+        Args:
+            attempt: whose outcome it is.
+            outcome: what to write.
+            fetch_soon: the fetcher was just woken to fetch; if it holds the claim, the
+                outcome goes with that fetch instead of waking the writer.
+        """
         with self._cv:
             self._pending.append(Pending(attempt, outcome))
-            self._cv.notify()
+            if not (self._claimed and fetch_soon):
+                self._cv.notify()
+
+    def claim(self) -> list[Pending]:
+        """For the fetcher: take everything now, and what arrives until `release`."""
+        with self._cv:
+            self._claimed = True
+            batch, self._pending = self._pending, []
+            self._writing += len(batch)
+            return batch
+
+    def release(self) -> None:
+        """The fetcher will not fetch soon: what waits goes to the writer thread."""
+        with self._cv:
+            self._claimed = False
+            if self._pending:
+                self._cv.notify()
+
+    def written(self, batch: Sequence[Pending], replies: Sequence[Written]) -> None:
+        """Report a batch written (replies in `split` order, as `RedisQueue.exchange` gives)."""
+        for pending, reply in zip(batch, replies, strict=True):
+            self._on_written(pending.attempt, pending.outcome, reply)
+        self._done(len(batch))
+
+    def failed(self, batch: Sequence[Pending]) -> None:
+        """A batch could not be written: keep what its leases still cover, drop the rest."""
+        now = time.monotonic()
+        keep = [p for p in batch if p.attempt.lease_until > now]
+        for pending in batch:
+            if pending.attempt.lease_until <= now:
+                self._on_dropped(pending.attempt)
+        with self._cv:
+            self._pending[:0] = keep
+            self._writing -= len(batch)
+            self._cv.notify_all()
 
     def drain(self, timeout: float) -> bool:
         """Wait until everything queued so far is written or dropped; True if it was."""
         with self._cv:
             return self._cv.wait_for(lambda: not self._pending and not self._writing, timeout)
+
+    def _done(self, count: int) -> None:
+        with self._cv:
+            self._writing -= count
+            self._cv.notify_all()
 
     def _wake(self) -> None:
         with self._cv:
@@ -75,40 +148,20 @@ class Outbox:
 
     def _step(self) -> float:
         with self._cv:
-            while not self._pending and not self.loop.stopping.is_set():
+            while not (self._pending and not self._claimed) and not self.loop.stopping.is_set():
                 self._cv.wait()
             batch, self._pending = self._pending, []
-            self._writing = len(batch)
+            self._writing += len(batch)
         if not batch:
             return 0.0
+        completions, failures, ordered = split(batch)
         try:
-            self._write(batch)
+            done, failed, _ = self._queue.exchange(completions, failures, 0, None)
         except redis.RedisError:
-            now = time.monotonic()
-            keep = [p for p in batch if p.attempt.lease_until > now]
-            for lost in batch:
-                if lost.attempt.lease_until <= now:
-                    self._on_dropped(lost.attempt)
-            with self._cv:
-                self._pending[:0] = keep
-                self._writing = 0
-                self._cv.notify_all()
+            self.failed(ordered)
             raise
-        with self._cv:
-            self._writing = 0
-            self._cv.notify_all()
+        self.written(ordered, done + failed)
         return 0.0
-
-    def _write(self, batch: list[Pending]) -> None:
-        done = [p for p in batch if isinstance(p.outcome, Completed)]
-        failed = [p for p in batch if not isinstance(p.outcome, Completed)]
-        completions = [
-            (p.attempt.held, p.outcome.result) for p in done if isinstance(p.outcome, Completed)
-        ]
-        failures = [p.outcome.failure for p in failed if not isinstance(p.outcome, Completed)]
-        written_done, written_failed = self._queue.finish(completions, failures)
-        for pending, written in zip(done + failed, written_done + written_failed, strict=True):
-            self._on_written(pending.attempt, pending.outcome, written)
 
 
 class HookRunner:

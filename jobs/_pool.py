@@ -31,11 +31,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
+import redis
+
 from . import _attempt
 from ._attempt import Attempt, Completed, Outcome, State
 from ._heartbeat import Heartbeat
 from ._loops import Loop
-from ._outbox import HookRunner, Outbox
+from ._outbox import HookRunner, Outbox, split
 from ._watchdog import Watchdog
 from .context import CancelReason
 from .errors import JobTimeout
@@ -94,7 +96,7 @@ class WorkerPool:
         self._heartbeat = Heartbeat(
             queue, self.id, config.num_workers, config.lease, self._held_now, self._abandon, logger
         )
-        self._watchdog = Watchdog(self._on_timeout, logger)
+        self._watchdog = Watchdog(self._running, self._lock, self._on_timeout, logger)
         self._outbox = Outbox(queue, self._on_written, self._on_dropped, logger)
         has_hooks = config.success_handler is not None or config.error_handler is not None
         self._hooks = HookRunner(logger) if has_hooks else None
@@ -146,6 +148,7 @@ class WorkerPool:
             )
             self._slot_free.notify_all()
         self._fetcher.stop(timeout=self.config.poll_interval.total_seconds() + 5)
+        self._outbox.release()  # the writer takes over whatever the fetcher had claimed
 
         with self._lock:
             not_started = list(self._queued)
@@ -231,12 +234,11 @@ class WorkerPool:
                 attempt = self._queued.popleft()
                 attempt.state = State.RUNNING
                 self._running.add(attempt)
-            timeout = attempt.job.timeout if attempt.job is not None else None
-            if timeout is not None:
-                self._watchdog.watch(attempt, timeout.total_seconds())
+                timeout = attempt.job.timeout if attempt.job is not None else None
+                if timeout is not None:
+                    attempt.deadline = time.monotonic() + timeout.total_seconds()
+                    self._watchdog.started(attempt)
             outcome = _attempt.run(attempt, self.registry)
-            if timeout is not None:
-                self._watchdog.forget(attempt)
             with self._lock:
                 if attempt.state is State.ABANDONED:
                     self._stuck -= 1  # this thread leaves; its replacement already runs
@@ -247,8 +249,12 @@ class WorkerPool:
                     return
                 attempt.state = State.FINISHED
                 self._running.discard(attempt)
-                self._slot_free.notify()
-            self._outbox.put(attempt, outcome)
+                # Wake the fetcher only when it has something to do: it then takes this
+                # outcome along with its fetch, one round trip for both.
+                fetch_soon = self._accepting and self._should_fetch()
+                if fetch_soon or not self._accepting:  # the latter: stop() may be waiting
+                    self._slot_free.notify()
+            self._outbox.put(attempt, outcome, fetch_soon=fetch_soon)
 
     def _release(self, attempt: Attempt) -> None:
         """Stop holding an attempt's lease: nothing more to write for it (the lock is held)."""
@@ -317,31 +323,16 @@ class WorkerPool:
 
     def _fetch_step(self) -> float:
         with self._lock:
+            # The claim on the outbox stays: a slot that finishes either wakes this thread
+            # to fetch (its outcome rides along) or, if no fetch follows, the writer.
             while self._accepting and not self._should_fetch():
                 self._slot_free.wait()
             if not self._accepting:
                 return 0.0
             free = self._free_slots()
-        if self._need_fetch:
-            fetched = self.queue.fetch(free, self.config.lease)
-            lease_until = time.monotonic() + self._lease_s
-            attempts = [Attempt.from_leased(j, self.queue.name, lease_until) for j in fetched.jobs]
-            with self._lock:
-                was_idle = not self._held
-                for attempt in attempts:
-                    self._held[attempt.held.job_id] = attempt
-                    self._queued.append(attempt)
-                self._work.notify(len(attempts))
-            if was_idle and attempts:
-                # The heartbeat slept at the idle pace; held jobs need the busy one (leases,
-                # and cancellation reaching running handlers within a second).
-                self._heartbeat.loop.nudge()
-            if fetched.next_due_ms is None:
-                self._due_at = None
-            else:
-                self._due_at = time.monotonic() + (fetched.next_due_ms - fetched.now_ms) / 1000
-            if len(attempts) >= free:
-                return 0.0  # there may be more: fetch again as soon as a slot frees
+        if self._need_fetch and self._exchange(free) >= free:
+            return 0.0  # there may be more: fetch again as soon as a slot frees
+        self._outbox.release()
         timeout = self.config.poll_interval.total_seconds()
         if self._due_at is not None:
             timeout = min(timeout, self._due_at - time.monotonic())
@@ -353,6 +344,37 @@ class WorkerPool:
         # marker, and the heartbeat's reap re-arms a marker that got lost.
         self._need_fetch = woken or (self._due_at is not None and time.monotonic() >= self._due_at)
         return 0.0
+
+    def _exchange(self, free: int) -> int:
+        """Write what the outbox holds and fetch up to ``free`` jobs, in one round trip."""
+        batch = self._outbox.claim()
+        completions, failures, ordered = split(batch)
+        try:
+            done, failed, fetched = self.queue.exchange(
+                completions, failures, free, self.config.lease
+            )
+        except redis.RedisError:
+            self._outbox.failed(ordered)
+            raise
+        assert fetched is not None
+        lease_until = time.monotonic() + self._lease_s
+        attempts = [Attempt.from_leased(j, self.queue.name, lease_until) for j in fetched.jobs]
+        with self._lock:
+            was_idle = not self._held
+            for attempt in attempts:
+                self._held[attempt.held.job_id] = attempt
+                self._queued.append(attempt)
+            self._work.notify(len(attempts))
+        if was_idle and attempts:
+            # The heartbeat slept at the idle pace; held jobs need the busy one (leases,
+            # and cancellation reaching running handlers within a second).
+            self._heartbeat.loop.nudge()
+        if fetched.next_due_ms is None:
+            self._due_at = None
+        else:
+            self._due_at = time.monotonic() + (fetched.next_due_ms - fetched.now_ms) / 1000
+        self._outbox.written(ordered, done + failed)
+        return len(attempts)
 
     # -- outcomes --------------------------------------------------------------------
 

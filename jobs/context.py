@@ -48,29 +48,38 @@ _ERRORS: dict[CancelReason, type[Exception]] = {
 }
 
 
-class CancellationToken:
-    """A one-shot, thread-safe cancellation flag with a reason; the first cancel wins."""
+#: Guards every token's lazy Event: cancel and wait are rare, creating tokens is not.
+_TOKEN_LOCK = threading.Lock()
 
-    __slots__ = ("_event", "_lock", "_reason")
+
+class CancellationToken:
+    """A one-shot, thread-safe cancellation flag with a reason; the first cancel wins.
+
+    The `threading.Event` behind `wait` is only created when someone waits: most attempts
+    are never cancelled nor sleep, and a token is made for every attempt.
+    """
+
+    __slots__ = ("_event", "_reason")
 
     def __init__(self) -> None:
-        self._event = threading.Event()
-        self._lock = threading.Lock()
+        self._event: threading.Event | None = None
         self._reason: CancelReason | None = None
 
     def cancel(self, reason: CancelReason) -> bool:
         """Cancel with ``reason``; False if it was already cancelled (its reason stays)."""
-        with self._lock:
+        with _TOKEN_LOCK:
             if self._reason is not None:
                 return False
             self._reason = reason
-        self._event.set()
+            event = self._event
+        if event is not None:
+            event.set()
         return True
 
     @property
     def cancelled(self) -> bool:
         """Whether `cancel` was called."""
-        return self._event.is_set()
+        return self._reason is not None
 
     @property
     def reason(self) -> CancelReason | None:
@@ -79,7 +88,13 @@ class CancellationToken:
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until cancelled or ``timeout`` seconds pass; True if cancelled."""
-        return self._event.wait(timeout)
+        with _TOKEN_LOCK:
+            if self._reason is not None:
+                return True
+            if self._event is None:
+                self._event = threading.Event()
+            event = self._event
+        return event.wait(timeout)
 
 
 class JobContext:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import secrets
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import attrs
 import redis
@@ -37,8 +37,11 @@ REAP_BATCH = 500
 ENQUEUE_CHUNK = 1000
 
 
-@attrs.frozen
-class Leased:
+# The per-job values below are NamedTuples, not attrs classes: several are built for every
+# job on the hot path, and a tuple is the cheapest immutable record Python has.
+
+
+class Leased(NamedTuple):
     """A job record as fetched: its fields, and the lease token that fences it."""
 
     job_id: str
@@ -56,8 +59,7 @@ class Fetched:
     jobs: list[Leased]
 
 
-@attrs.frozen
-class Outcome:
+class Outcome(NamedTuple):
     """How one complete/fail write ended (see complete.lua and fail.lua)."""
 
     recorded: bool
@@ -66,16 +68,14 @@ class Outcome:
     run_at_ms: int
 
 
-@attrs.frozen
-class HeldJob:
+class HeldJob(NamedTuple):
     """A job a pool holds: its id and lease token."""
 
     job_id: str
     token: str
 
 
-@attrs.frozen
-class Failure:
+class Failure(NamedTuple):
     """A failed attempt to record: permanent, or retried after ``delay_ms``."""
 
     job_id: str
@@ -522,18 +522,9 @@ class RedisQueue:
 
     def fetch(self, count: int, lease: timedelta) -> Fetched:
         """Promote due jobs, then lease up to ``count`` ready jobs (best first)."""
-        k = self.keys
-        reply = self._scripts.fetch(
-            self.client,
-            (k.pending, k.scheduled, k.processing, k.seq, k.lease_seq, k.wake),
-            (k.job_prefix, count, _codec.to_ms(lease), PROMOTE_BATCH, secrets.token_hex(4)),
-        )
-        leased = []
-        for flat in reply[2:]:
-            fields = _codec.pairs(flat)
-            leased.append(Leased(_codec.text(fields["id"]), _codec.text(fields["lease"]), fields))
-        next_due = int(reply[1])
-        return Fetched(int(reply[0]), None if next_due < 0 else next_due, leased)
+        fetched = self.exchange((), (), count, lease)[2]
+        assert fetched is not None
+        return fetched
 
     def wait_for_work(self, pool_id: str, timeout: float) -> bool:
         """Block until a wake-up marker arrives or ``timeout`` seconds pass; True if woken.
@@ -625,6 +616,21 @@ class RedisQueue:
 
         Returns one `Outcome` per completion and per failure, in order.
         """
+        done, failed, _ = self.exchange(completions, failures, 0, None)
+        return done, failed
+
+    def exchange(
+        self,
+        completions: Sequence[tuple[HeldJob, bytes]],
+        failures: Sequence[Failure],
+        count: int,
+        lease: timedelta | None,
+    ) -> tuple[list[Outcome], list[Outcome], Fetched | None]:
+        """`finish` these outcomes and `fetch` up to ``count`` jobs, in one round trip.
+
+        The worker pool's hot path: what a busy pool writes and what it takes next share
+        a pipeline. Either part may be empty (``count`` 0: no fetch).
+        """
         k = self.keys
         calls: list[tuple[Script, Sequence[str], Sequence[Arg]]] = []
         if completions:
@@ -635,13 +641,8 @@ class RedisQueue:
         if failures:
             args = [k.job_prefix, self._failed_ttl_ms, self.config.max_failed_jobs]
             for f in failures:
-                args += (
-                    f.job_id,
-                    f.token,
-                    f.error,
-                    f.traceback,
-                    -1 if f.permanent else max(f.delay_ms, 0),
-                )
+                delay = -1 if f.permanent else max(f.delay_ms, 0)
+                args += (f.job_id, f.token, f.error, f.traceback, delay)
             calls.append(
                 (
                     self._scripts.fail,
@@ -649,11 +650,21 @@ class RedisQueue:
                     args,
                 )
             )
+        if count > 0:
+            assert lease is not None
+            calls.append(
+                (
+                    self._scripts.fetch,
+                    (k.pending, k.scheduled, k.processing, k.seq, k.lease_seq, k.wake),
+                    (k.job_prefix, count, _codec.to_ms(lease), PROMOTE_BATCH, secrets.token_hex(4)),
+                )
+            )
         if not calls:
-            return [], []
+            return [], [], None
         replies = iter(execute(self.client, calls))
         done: list[Outcome] = []
         failed: list[Outcome] = []
+        fetched: Fetched | None = None
         if completions:
             reply = next(replies)
             now = int(reply[0])
@@ -665,7 +676,18 @@ class RedisQueue:
                 Outcome(bool(int(reply[i])), _codec.text(reply[i + 1]), now, int(reply[i + 2]))
                 for i in range(1, len(reply), 3)
             ]
-        return done, failed
+        if count > 0:
+            reply = next(replies)
+            leased = []
+            names = _codec.FETCHED_FIELDS
+            for values in reply[2:]:
+                fields = {n: v for n, v in zip(names, values, strict=True) if v is not None}
+                leased.append(
+                    Leased(_codec.text(fields["id"]), _codec.text(fields["lease"]), fields)
+                )
+            next_due = int(reply[1])
+            fetched = Fetched(int(reply[0]), None if next_due < 0 else next_due, leased)
+        return done, failed, fetched
 
     def requeue(self, held: Sequence[HeldJob]) -> int:
         """Hand held jobs back to the front of the queue, attempts not counted.

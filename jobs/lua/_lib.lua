@@ -38,6 +38,15 @@ local function int(x)
   return string.format('%.0f', x)
 end
 
+-- Add `by` to a counter of a job record. A value that is not a number (a record damaged
+-- by hand or by another tool) counts as 0: HINCRBY would abort the script half way,
+-- after jobs were already taken out of one index and before they reached the next.
+local function bump(job_key, field, by)
+  local value = (tonumber(redis.call('HGET', job_key, field)) or 0) + by
+  redis.call('HSET', job_key, field, int(value))
+  return value
+end
+
 -- Strict priority, FIFO within a priority: priority in the high part (higher priority =
 -- lower score), a per-queue sequence below. (1000 - p) * 2^42 + seq stays exact in a
 -- double for p in -1000..1000 and 4.4e12 sequence numbers.
@@ -79,7 +88,8 @@ end
 
 -- Make a job ready to run: a fresh FIFO position within its priority.
 local function make_ready(job_key, id, pending_key, seq_key)
-  local priority = redis.call('HGET', job_key, 'priority') or '0'
+  -- A damaged priority counts as 0 (see bump); the worker then fails the job by name.
+  local priority = tonumber(redis.call('HGET', job_key, 'priority')) or 0
   local score = ready_score(priority, redis.call('INCR', seq_key))
   redis.call('ZADD', pending_key, int(score), id)
   redis.call('HSET', job_key, 'status', 'pending', 'score', int(score))
@@ -89,7 +99,7 @@ end
 -- job that became ready after it.
 local function make_ready_front(job_key, id, pending_key, seq_key)
   local score = redis.call('HGET', job_key, 'score')
-  if not score then
+  if not tonumber(score) then
     return make_ready(job_key, id, pending_key, seq_key)
   end
   redis.call('ZADD', pending_key, score, id)

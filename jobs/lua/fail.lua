@@ -25,8 +25,8 @@ for b = 4, #ARGV, 5 do
     redis.call('ZREM', processing, id)
     redis.call('HSET', job_key, 'error', ARGV[b + 2], 'traceback', ARGV[b + 3])
     redis.call('HDEL', job_key, 'lease')
-    local failures = redis.call('HINCRBY', job_key, 'failures', 1)
-    local max_retries = tonumber(redis.call('HGET', job_key, 'max_retries') or '0')
+    local failures = bump(job_key, 'failures', 1)
+    local max_retries = tonumber(redis.call('HGET', job_key, 'max_retries')) or 0
     if delay < 0 or failures > max_retries then
       finalize(job_prefix, id, 'failed', now, ttl, failed, stats, keep)
       out[#out + 1], out[#out + 2], out[#out + 3] = 1, 'failed', 0

@@ -8,8 +8,9 @@
 -- ARGV[5] a random nonce from the caller, part of every lease token it gets: the
 --         lease_seq counter alone could repeat after a failover to a replica that had
 --         not seen its last increments, and a token must never be handed out twice.
--- Returns {now_ms, next_event_ms, job_1, ..., job_k} where job_i is the record as a flat
--- HGETALL list (status processing, attempts + 1, a fresh lease token in 'lease') and
+-- Returns {now_ms, next_event_ms, job_1, ..., job_k} where job_i is the record's values
+-- in the order of FIELDS below (jobs._codec.FETCHED_FIELDS; missing ones nil), with
+-- status processing, attempts + 1 and a fresh lease token in 'lease'; and
 -- next_event_ms is when the earliest scheduled job is due (-1 if none): an idle pool may
 -- block until then. (Expired leases are returned to pending by reap.lua, which wakes.)
 --
@@ -20,6 +21,10 @@ local pending, scheduled, processing = KEYS[1], KEYS[2], KEYS[3]
 local seq_key, lease_seq, wake_key = KEYS[4], KEYS[5], KEYS[6]
 local job_prefix, n, lease_ms = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local now = now_ms()
+-- Values only, in a fixed order: no field names to send or to parse for every job.
+local FIELDS = {'id', 'type', 'payload', 'status', 'priority', 'max_retries', 'timeout_ms',
+  'backoff', 'metadata', 'created_at', 'run_at', 'started_at', 'completed_at', 'attempts',
+  'failures', 'lost', 'error', 'result', 'lease'}
 
 local due = redis.call('ZRANGEBYSCORE', scheduled, '-inf', now, 'LIMIT', 0, tonumber(ARGV[4]))
 for _, id in ipairs(due) do
@@ -43,11 +48,12 @@ if count > 0 then
     local job_key = job_prefix .. id
     if redis.call('EXISTS', job_key) == 1 then
       token = token + 1
-      redis.call('HINCRBY', job_key, 'attempts', 1)
-      redis.call('HSET', job_key, 'status', 'processing', 'started_at', now,
+      bump(job_key, 'attempts', 1)
+      -- 'id' again: a record that lost it would otherwise reach the worker nameless.
+      redis.call('HSET', job_key, 'id', id, 'status', 'processing', 'started_at', now,
         'lease', ARGV[5] .. ':' .. int(token))
       redis.call('ZADD', processing, deadline, id)
-      out[#out + 1] = redis.call('HGETALL', job_key)
+      out[#out + 1] = redis.call('HMGET', job_key, unpack(FIELDS))
     end
   end
 end

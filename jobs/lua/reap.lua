@@ -29,7 +29,7 @@ for _, id in ipairs(expired) do
   if redis.call('HGET', job_key, 'status') == 'processing' then
     redis.call('HDEL', job_key, 'lease')
     redis.call('HINCRBY', stats, 'lost_leases', 1)
-    if redis.call('HINCRBY', job_key, 'lost', 1) >= max_lost then
+    if bump(job_key, 'lost', 1) >= max_lost then
       redis.call('HSET', job_key, 'error', 'lease expired (worker lost)')
       finalize(job_prefix, id, 'failed', now, ttl, failed, stats, keep)
       dead = dead + 1

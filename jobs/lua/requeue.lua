@@ -16,7 +16,7 @@ for b = 2, #ARGV, 2 do
   if holds_lease(job_key, ARGV[b + 1]) then
     redis.call('ZREM', processing, id)
     redis.call('HDEL', job_key, 'lease')
-    redis.call('HINCRBY', job_key, 'attempts', -1)
+    bump(job_key, 'attempts', -1)
     make_ready_front(job_key, id, pending, seq_key)
     out[#out + 1] = 1
   else

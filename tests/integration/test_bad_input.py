@@ -1,0 +1,296 @@
+"""Bad input from every side: damaged records in Redis, payloads that are not JSON, handlers
+that raise the unprintable or return the unstorable.
+
+The rule throughout: a bad job fails (or runs) on its own with an error that names the
+problem, every other job is unaffected, and a payload that cannot be stored is refused
+at enqueue with `jobs.PayloadError` before anything is written.
+
+Damaged records are written straight into Redis, as a foreign tool, a hand edit or a bug
+would leave them, next to good jobs enqueued the normal way.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+import jobs
+from jobs._codec import MAX_ERROR_CHARS, MAX_TRACEBACK_CHARS
+from tests.helpers import wait_until
+from tests.integration._clients import make_client, wait_for_status
+
+if TYPE_CHECKING:
+    import redis
+
+    from jobs._keys import QueueKeys
+
+#: A pickle of the int 1: bytes a Python-only queue might have written.
+PICKLE = b"\x80\x04K\x01."
+BAND = 4398046511104  # ready_score's priority band (see _lib.lua)
+
+
+def good_record(job_id: str) -> dict[str, str]:
+    """A record as enqueue.lua writes it, for a pending job of type "work"."""
+    return {
+        "id": job_id,
+        "type": "work",
+        "payload": "{}",
+        "status": "pending",
+        "priority": "0",
+        "max_retries": "0",
+        "timeout_ms": "",
+        "backoff": '{"kind": "none"}',
+        "metadata": "{}",
+        "created_at": "1700000000000",
+        "run_at": "1700000000000",
+        "attempts": "0",
+        "failures": "0",
+        "lost": "0",
+        "score": str(1000 * BAND),
+    }
+
+
+def inject(
+    r: redis.Redis, keys: QueueKeys, job_id: str, index: str, damage: dict[str, str | None]
+) -> None:
+    """Write a record with ``damage`` (None deletes a field) and put it in ``index``.
+
+    ``pending``: ahead of every job enqueued normally. ``scheduled``: due since 1970.
+    ``processing``: leased by a worker that is gone, its lease expired in 1970.
+    """
+    record: dict[str, str | None] = {**good_record(job_id), **damage}
+    if index == "processing":
+        record.update(status="processing", attempts="1", lease="dead:1")
+    elif index == "scheduled":
+        record["status"] = "scheduled"
+    fields = {k: v for k, v in record.items() if v is not None}
+    r.hset(keys.job(job_id), mapping=fields)  # type: ignore[arg-type]
+    score = {"pending": 1000 * BAND - 1, "scheduled": 1000, "processing": 1000}[index]
+    r.zadd(getattr(keys, index), {job_id: score})
+
+
+@dataclass(frozen=True)
+class Damage:
+    """One way a record can be broken, and what must become of its job."""
+
+    name: str
+    index: str
+    fields: dict[str, str | None]
+    status: jobs.JobStatus
+    error: str | None = None  # a substring of the job's error
+
+
+DAMAGES = [
+    Damage("payload not JSON", "pending", {"payload": PICKLE.decode("latin-1")},
+           jobs.JobStatus.FAILED, "payload is not valid JSON"),
+    Damage("payload missing", "pending", {"payload": None},
+           jobs.JobStatus.FAILED, "no 'payload'"),
+    Damage("type missing", "pending", {"type": None},
+           jobs.JobStatus.FAILED, "job record has no 'type'"),
+    Damage("priority not a number", "pending", {"priority": "high"},
+           jobs.JobStatus.FAILED, "'priority' is not an integer"),
+    Damage("priority not a number, due", "scheduled", {"priority": "high"},
+           jobs.JobStatus.FAILED, "'priority' is not an integer"),
+    Damage("max_retries not a number", "pending", {"max_retries": "x"},
+           jobs.JobStatus.FAILED, "'max_retries' is not an integer"),
+    Damage("metadata not an object", "pending", {"metadata": "[1, 2]"},
+           jobs.JobStatus.FAILED, "'metadata' is not a JSON object"),
+    Damage("created_at out of range", "pending", {"created_at": "9" * 30},
+           jobs.JobStatus.FAILED, "does not decode"),
+    # Counters that do not parse restart from 0: the job itself is intact and runs.
+    Damage("attempts not a number", "pending", {"attempts": "many"}, jobs.JobStatus.COMPLETED),
+    Damage("id missing", "pending", {"id": None}, jobs.JobStatus.COMPLETED),
+    Damage("status unknown", "pending", {"status": "exploded"}, jobs.JobStatus.COMPLETED),
+    Damage("lost not a number, lease expired", "processing", {"lost": "x"},
+           jobs.JobStatus.COMPLETED),
+    Damage("score not a number, lease expired", "processing", {"score": "x"},
+           jobs.JobStatus.COMPLETED),
+    Damage("failures not a number, handler fails", "pending",
+           {"failures": "x", "payload": '"fail"'}, jobs.JobStatus.FAILED, "RuntimeError: asked to"),
+]  # fmt: skip
+
+
+def work(ctx: jobs.JobContext, payload: Any) -> str:
+    if payload == "fail":
+        raise RuntimeError("asked to")
+    return "ok"
+
+
+@pytest.mark.parametrize("damage", DAMAGES, ids=lambda d: d.name)
+def test_a_damaged_record_fails_or_runs_alone(
+    redis_url: str, redis_client: redis.Redis, damage: Damage
+) -> None:
+    registry = jobs.Registry()
+    registry.register_func("work", work)
+    with make_client(redis_url, registry, start=False, num_workers=4) as client:
+        keys = client.queue.keys
+        good = client.enqueue_many("work", [{"before": i} for i in range(3)])
+        inject(redis_client, keys, "bad", damage.index, damage.fields)
+        good += client.enqueue_many("work", [{"after": i} for i in range(3)])
+        client.start()
+        for job_id in good:
+            assert wait_for_status(client, job_id, jobs.JobStatus.COMPLETED).result == "ok"
+
+        def settled() -> bool:
+            return redis_client.hget(keys.job("bad"), "status") == str(damage.status).encode()
+
+        wait_until(settled, timeout=10, message=f"the damaged job never became {damage.status}")
+        error = redis_client.hget(keys.job("bad"), "error")
+        if damage.error is None:
+            assert error is None
+        else:
+            assert isinstance(error, bytes) and damage.error in error.decode(), error
+        stats = client.stats()
+        # Nothing stranded: every job reached an end, no index holds a leftover.
+        assert (stats.pending_jobs, stats.scheduled_jobs, stats.processing_jobs) == (0, 0, 0)
+        assert stats.completed_jobs == len(good) + (damage.status is jobs.JobStatus.COMPLETED)
+        assert redis_client.zcard(keys.processing) == 0
+
+
+# -- payloads refused at enqueue ----------------------------------------------------------
+
+
+def nested(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+class Opaque:
+    pass
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ("x" * (1 << 20), "over max_payload_bytes"),
+        (nested(10_000), "not JSON-serializable"),
+        ({"k": nested(10_000)}, "not JSON-serializable"),
+        ("lone \ud800 surrogate", "not JSON-serializable"),
+        ({"\udfff": 1}, "not JSON-serializable"),
+        ({"n": math.nan}, "not JSON-serializable"),
+        ({"s": {1, 2}}, "not JSON-serializable"),
+        (Opaque(), "not JSON-serializable"),
+        (b"bytes", "not JSON-serializable"),
+    ],
+    ids=[
+        "1MiB+",
+        "nested-10000",
+        "nested-in-object",
+        "lone-surrogate",
+        "surrogate-key",
+        "nan",
+        "set",
+        "object",
+        "bytes",
+    ],
+)
+def test_unstorable_payloads_are_refused_and_nothing_is_written(
+    redis_url: str, redis_client: redis.Redis, payload: Any, message: str
+) -> None:
+    with make_client(redis_url) as client:
+        with pytest.raises(jobs.PayloadError, match=message):
+            client.enqueue("work", payload)
+        # One bad payload in a batch: none of the batch is written.
+        with pytest.raises(jobs.PayloadError):
+            client.enqueue_many("work", [{"ok": 1}, payload, {"ok": 2}])
+        assert redis_client.dbsize() == 0
+        assert client.stats().total_jobs == 0
+
+
+def test_max_payload_bytes_is_exact_and_configurable(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    with make_client(redis_url, queue_options={"max_payload_bytes": 100}) as client:
+        fits = "x" * 98  # 100 bytes once quoted
+        client.enqueue("work", fits)
+        with pytest.raises(jobs.PayloadError, match=r"101 bytes, over max_payload_bytes \(100\)"):
+            client.enqueue("work", fits + "x")
+        # The limit counts encoded bytes, not characters.
+        with pytest.raises(jobs.PayloadError):
+            client.enqueue("work", "\u00e9" * 50)
+        assert client.stats().total_jobs == 1
+
+
+def test_unstorable_metadata_is_refused_and_nothing_is_written(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    with make_client(redis_url) as client:
+        with pytest.raises(jobs.PayloadError, match="metadata"):
+            client.enqueue("work", {}, jobs.JobConfig(metadata={"when": {1, 2}}))
+        assert redis_client.dbsize() == 0
+
+
+# -- handlers that misbehave --------------------------------------------------------------
+
+
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise ValueError("no string for you")
+
+
+def _ping(depth: int) -> int:
+    return _pong(depth + 1)
+
+
+def _pong(depth: int) -> int:
+    # Two alternating frames: Python's traceback does not fold them into
+    # "[Previous line repeated N more times]", so the full text is hundreds of KB.
+    return _ping(depth + 1)
+
+
+def raise_unprintable(ctx: jobs.JobContext, payload: Any) -> None:
+    raise Unprintable
+
+
+def raise_huge_message(ctx: jobs.JobContext, payload: Any) -> None:
+    raise RuntimeError("m" * 1_000_000)
+
+
+def raise_system_exit(ctx: jobs.JobContext, payload: Any) -> None:
+    raise SystemExit(3)
+
+
+def test_misbehaving_handlers_fail_clearly_and_the_pool_goes_on(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    registry = jobs.Registry()
+    registry.register_func("unprintable", raise_unprintable)
+    registry.register_func("set_result", lambda ctx, p: {1, 2})
+    registry.register_func("nan_result", lambda ctx, p: [math.nan])
+    registry.register_func("surrogate_result", lambda ctx, p: "\ud800")
+    registry.register_func("recursion", lambda ctx, p: _ping(0))
+    registry.register_func("huge_message", raise_huge_message)
+    registry.register_func("system_exit", raise_system_exit)
+    registry.register_func("ok", lambda ctx, p: "fine")
+    once = jobs.JobConfig(max_retries=0)
+    with make_client(redis_url, registry) as client:
+        ids = {name: client.enqueue(name, {}, once) for name in registry.names()}
+        assert wait_for_status(client, ids["ok"], jobs.JobStatus.COMPLETED).result == "fine"
+        failed = {
+            name: wait_for_status(client, job_id, jobs.JobStatus.FAILED)
+            for name, job_id in ids.items()
+            if name != "ok"
+        }
+        assert failed["unprintable"].error == "Unprintable: <str() raised ValueError>"
+        for name in ("set_result", "nan_result", "surrogate_result"):
+            error = failed[name].error
+            assert error is not None and error.startswith("PayloadError: result is not JSON"), error
+        assert failed["recursion"].error is not None
+        assert failed["recursion"].error.startswith("RecursionError")
+        assert failed["system_exit"].error == "SystemExit: 3"
+        assert len(failed["huge_message"].error or "") <= MAX_ERROR_CHARS
+        for name, job in failed.items():
+            trace = redis_client.hget(client.queue.keys.job(job.id), "traceback")
+            assert isinstance(trace, bytes), name
+            assert len(trace.decode()) <= MAX_TRACEBACK_CHARS, name
+            assert len(trace) <= MAX_TRACEBACK_CHARS + 1024, name  # ~8 KB of bytes too
+        deep = redis_client.hget(client.queue.keys.job(ids["recursion"]), "traceback")
+        assert isinstance(deep, bytes) and b"characters cut" in deep
+        # The pool survived all of it, SystemExit included.
+        after = client.enqueue("ok", {})
+        assert wait_for_status(client, after, jobs.JobStatus.COMPLETED).result == "fine"
