@@ -145,16 +145,29 @@ def _str(fields: Mapping[str, Any], name: str) -> str | None:
     return None if raw is None or raw in ("", b"") else text(raw)
 
 
-def decode_job(fields: Mapping[str, Any], queue: str) -> Job:
+def decode_job(fields: Mapping[str, Any], queue: str, *, lenient: bool = False) -> Job:
     """Build a `Job` from a record's fields.
 
+    Args:
+        fields: the record.
+        queue: the queue's name.
+        lenient: for reading a damaged record back (``Client.get``): a field that does
+            not decode is shown as its raw text (or 0, or empty) instead of raising, so
+            the error the worker recorded for it stays readable.
+
     Raises:
-        CorruptRecord: a required field is missing or does not decode.
+        CorruptRecord: a required field (id, type, status) is missing or unknown, or,
+            unless ``lenient``, any field does not decode.
     """
     try:
         return _decode_fast(fields, queue)
     except Exception:  # whatever went wrong, the checked path says exactly what
+        if not lenient:
+            return _decode_checked(fields, queue)
+    try:
         return _decode_checked(fields, queue)
+    except CorruptRecord:
+        return _decode_lenient(fields, queue)
 
 
 def _ms(raw: str | bytes | None) -> datetime | None:
@@ -234,3 +247,56 @@ def _decode_checked(fields: Mapping[str, Any], queue: str) -> Job:
         )
     except (ValueError, OverflowError, OSError) as exc:  # e.g. a timestamp out of range
         raise CorruptRecord(f"job record does not decode: {exc}") from None
+
+
+def _decode_lenient(fields: Mapping[str, Any], queue: str) -> Job:
+    job_id, job_type, status = _str(fields, "id"), _str(fields, "type"), _str(fields, "status")
+    if job_id is None or job_type is None or status is None:
+        return _decode_checked(fields, queue)  # raises, naming what is missing
+    try:
+        job_status = JobStatus(status)
+    except ValueError:
+        return _decode_checked(fields, queue)  # raises: an unknown status
+
+    def json_or_text(name: str) -> Any:
+        raw = fields.get(name)
+        if raw is None:
+            return None
+        try:
+            return json.loads(raw)
+        except (ValueError, RecursionError):
+            return text(raw)
+
+    def number(name: str) -> int:
+        try:
+            return _int(fields, name, 0)
+        except CorruptRecord:
+            return 0
+
+    def instant(name: str) -> datetime | None:
+        try:
+            return from_ms(fields.get(name))
+        except (ValueError, OverflowError, OSError):
+            return None
+
+    metadata = json_or_text("metadata")
+    timeout_ms = number("timeout_ms")
+    return Job(
+        id=job_id,
+        type=job_type,
+        payload=json_or_text("payload"),
+        status=job_status,
+        priority=number("priority"),
+        attempts=number("attempts"),
+        max_retries=number("max_retries"),
+        created_at=instant("created_at"),
+        run_at=instant("run_at"),
+        started_at=instant("started_at"),
+        completed_at=instant("completed_at"),
+        error=_str(fields, "error"),
+        result=json_or_text("result"),
+        metadata=metadata if isinstance(metadata, dict) else {},
+        timeout=timedelta(milliseconds=timeout_ms) if timeout_ms > 0 else None,
+        lost_leases=number("lost"),
+        queue=queue,
+    )

@@ -52,7 +52,7 @@ class Script:
         try:
             return client.evalsha(self.sha, len(keys), *keys, *args)
         except NoScriptError:
-            self.load(client, keys[0])
+            scripts().load_all(client, keys[0])
             return client.evalsha(self.sha, len(keys), *keys, *args)
 
     def load(self, client: RedisClient, key: str) -> None:
@@ -88,11 +88,17 @@ def execute(
     for script, keys, args in calls:
         script.queue(pipe, keys, args)
     replies: list[Any] = pipe.execute(raise_on_error=False)
-    for i, reply in enumerate(replies):
-        if isinstance(reply, NoScriptError):
+    missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+    if missing:
+        # A restarted or flushed server: load every script at once, so that it does not
+        # stay half-loaded, then run the calls that did not run. The calls of one
+        # pipeline touch different jobs, so their order does not matter.
+        scripts().load_all(client, calls[0][1][0])
+        for i in missing:
             script, keys, args = calls[i]
             replies[i] = script(client, keys, args)
-        elif isinstance(reply, Exception):
+    for reply in replies:
+        if isinstance(reply, Exception):
             raise reply
     return replies
 
@@ -196,6 +202,21 @@ class Scripts:
         self.retry = Script("retry")
         self.purge = Script("purge")
         self.cron_fire = Script("cron_fire")
+
+    def all(self) -> list[Script]:
+        """Every script."""
+        return [value for value in vars(self).values() if isinstance(value, Script)]
+
+    def load_all(self, client: RedisClient, key: str) -> None:
+        """Load every script on the node serving ``key`` (one round trip off a cluster)."""
+        if isinstance(client, redis.cluster.RedisCluster):
+            for script in self.all():
+                script.load(client, key)
+            return
+        pipe = client.pipeline(transaction=False)
+        for script in self.all():
+            pipe.script_load(script.source)
+        pipe.execute()
 
 
 @functools.cache

@@ -210,6 +210,11 @@ class RedisQueue:
     def _unavailable_as_error(self) -> Iterator[None]:
         try:
             yield
+        except redis.AuthenticationError as exc:
+            raise RedisUnavailable(
+                f"Redis at {self.address} refused the credentials (wrong or missing "
+                f"password or user): {exc}"
+            ) from exc
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise RedisUnavailable(f"cannot reach Redis at {self.address}: {exc}") from exc
 
@@ -284,13 +289,16 @@ class RedisQueue:
 
         Raises:
             JobNotFound: no such job (or its record expired).
-            CorruptRecord: the record exists but does not decode.
+            CorruptRecord: the record has no id, type or status (other damaged fields
+                are shown as their raw text; the worker fails such a job by name).
         """
         with self._unavailable_as_error():
             fields = self.client.hgetall(self.keys.job(job_id))
         if not fields:
             raise JobNotFound(f"no job {job_id!r} in queue {self.name!r}")
-        return _codec.decode_job({_codec.text(k): v for k, v in fields.items()}, self.name)
+        return _codec.decode_job(
+            {_codec.text(k): v for k, v in fields.items()}, self.name, lenient=True
+        )
 
     def cancel(self, job_id: str) -> bool:
         """Cancel a job; True if it was cancelled now, False if it had already finished.
@@ -388,7 +396,9 @@ class RedisQueue:
                 pipe.hgetall(self.keys.job(_codec.text(job_id)))
             records = pipe.execute() if ids else []
         return [
-            _codec.decode_job({_codec.text(k): v for k, v in fields.items()}, self.name)
+            _codec.decode_job(
+                {_codec.text(k): v for k, v in fields.items()}, self.name, lenient=True
+            )
             for fields in records
             if fields  # an empty record expired between the two reads
         ]

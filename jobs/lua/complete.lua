@@ -3,9 +3,12 @@
 -- KEYS[1] processing   KEYS[2] completed   KEYS[3] stats
 -- ARGV[1] job key prefix   ARGV[2] completed_ttl_ms
 -- ARGV[3..] 3 values per job: id, lease token, result (JSON)
--- Returns {now_ms, code_1, ..., code_n}: 1 recorded; 0 rejected because the caller no
--- longer holds the lease (it expired and the job moved on, or the job was cancelled).
--- Rejections are counted in stats 'rejected' and change nothing else.
+-- Returns {now_ms, code_1, ..., code_n}: 1 recorded (now, or by this same write sent
+-- earlier: 'written_by' holds 'c:' or 'f:' and the token of the write that last recorded an
+-- outcome); 0
+-- rejected because the caller no longer holds the lease (it expired and the job moved on,
+-- or the job was cancelled). Rejections are counted in stats 'rejected' and change
+-- nothing else.
 
 local processing, completed, stats = KEYS[1], KEYS[2], KEYS[3]
 local job_prefix, ttl = ARGV[1], tonumber(ARGV[2])
@@ -15,10 +18,14 @@ local out = {now}
 for b = 3, #ARGV, 3 do
   local id = ARGV[b]
   local job_key = job_prefix .. id
-  if holds_lease(job_key, ARGV[b + 1]) then
-    redis.call('HSET', job_key, 'result', ARGV[b + 2])
+  local token = ARGV[b + 1]
+  if holds_lease(job_key, token) then
+    redis.call('HSET', job_key, 'result', ARGV[b + 2], 'written_by', 'c:' .. token)
     redis.call('ZREM', processing, id)
     finalize(job_prefix, id, 'completed', now, ttl, completed, stats, 0)
+    out[#out + 1] = 1
+  elseif redis.call('HGET', job_key, 'written_by') == 'c:' .. token then
+    -- This very write, sent again after its reply was lost: it is recorded.
     out[#out + 1] = 1
   else
     redis.call('HINCRBY', stats, 'rejected', 1)

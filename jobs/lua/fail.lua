@@ -6,8 +6,9 @@
 -- ARGV[1] job key prefix   ARGV[2] failed_ttl_ms   ARGV[3] max failed records kept
 -- ARGV[4..] 5 values per job: id, lease token, error, traceback, delay_ms where
 --           delay_ms < 0 means a permanent failure (no retry whatever is left)
--- Returns {now_ms, (code, status, run_at_ms) per job}: code 1 recorded, 0 rejected by
--- the fence (counted in stats 'rejected'); status is the job's new status
+-- Returns {now_ms, (code, status, run_at_ms) per job}: code 1 recorded (now, or by this
+-- same write sent earlier, see complete.lua), 0 rejected by the fence (counted in stats
+-- 'rejected'); status is the job's new status
 -- ('pending', 'scheduled' or 'failed'), run_at its due time when retried, else 0.
 --
 -- A retry consumes one of max_retries ('failures'); lost leases never do (reap.lua).
@@ -19,11 +20,15 @@ local now = now_ms()
 local out = {now}
 
 for b = 4, #ARGV, 5 do
-  local id, delay = ARGV[b], tonumber(ARGV[b + 4])
+  local id, token, delay = ARGV[b], ARGV[b + 1], tonumber(ARGV[b + 4])
   local job_key = job_prefix .. id
-  if holds_lease(job_key, ARGV[b + 1]) then
+  local done = nil
+  if not holds_lease(job_key, token) then
+    done = redis.call('HMGET', job_key, 'written_by', 'status', 'run_at')
+  end
+  if done == nil then
     redis.call('ZREM', processing, id)
-    redis.call('HSET', job_key, 'error', ARGV[b + 2], 'traceback', ARGV[b + 3])
+    redis.call('HSET', job_key, 'error', ARGV[b + 2], 'traceback', ARGV[b + 3], 'written_by', 'f:' .. token)
     redis.call('HDEL', job_key, 'lease')
     local failures = bump(job_key, 'failures', 1)
     local max_retries = tonumber(redis.call('HGET', job_key, 'max_retries')) or 0
@@ -45,6 +50,9 @@ for b = 4, #ARGV, 5 do
       wake(wake_key)
       out[#out + 1], out[#out + 2], out[#out + 3] = 1, 'scheduled', run_at
     end
+  elseif done[1] == 'f:' .. token then
+    -- This very write, sent again after its reply was lost: it is recorded.
+    out[#out + 1], out[#out + 2], out[#out + 3] = 1, done[2], tonumber(done[3]) or 0
   else
     redis.call('HINCRBY', stats, 'rejected', 1)
     out[#out + 1], out[#out + 2], out[#out + 3] = 0, '', 0

@@ -150,6 +150,18 @@ def test_a_damaged_record_fails_or_runs_alone(
         assert redis_client.zcard(keys.processing) == 0
 
 
+def test_a_damaged_job_stays_readable(redis_url: str, redis_client: redis.Redis) -> None:
+    registry = jobs.Registry()
+    registry.register_func("work", work)
+    with make_client(redis_url, registry) as client:
+        inject(redis_client, client.queue.keys, "bad", "pending", {"payload": "{not json"})
+        job = wait_for_status(client, "bad", jobs.JobStatus.FAILED)
+        # The worker's verdict is readable, and so is the damaged field, as its raw text.
+        assert job.error is not None and "payload is not valid JSON" in job.error
+        assert job.payload == "{not json"
+        assert [j.id for j in client.list_jobs("failed")] == ["bad"]
+
+
 # -- payloads refused at enqueue ----------------------------------------------------------
 
 

@@ -336,13 +336,6 @@ def test_black_hole_fails_fast_and_heals(redis_url: str, proxy: FaultyProxy) -> 
         blind.client.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="complete.lua/fail.lua refuse a write they already recorded when it is sent "
-    "again (reply lost, then redis-py or the outbox retries): counted as rejected, and "
-    "the pool skips the success/error hook and logs 'outcome rejected' for a job it "
-    "did complete",
-)
 def test_a_write_resent_after_its_reply_was_lost_counts_as_recorded(
     redis_client: redis.Redis,
 ) -> None:

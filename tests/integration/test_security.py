@@ -148,7 +148,7 @@ def test_password_protected_server(redis_factory: Callable[..., RedisServer]) ->
     stats = full_flow(server.url)
     assert stats.completed_jobs >= 6
 
-    # Refused, and the cause says why (although the library words it "cannot reach").
+    # Refused, and the message says it is the credentials, not the network.
     for url in (
         f"redis://127.0.0.1:{server.port}/0",
         f"redis://:{quote('not-it')}@127.0.0.1:{server.port}/0",
@@ -157,6 +157,7 @@ def test_password_protected_server(redis_factory: Callable[..., RedisServer]) ->
             client.enqueue("ok", {})
         assert isinstance(refused.value.__cause__, redis.AuthenticationError)
         assert re.search("authenticat|password", str(refused.value), re.IGNORECASE)
+        assert "refused the credentials" in str(refused.value)
 
 
 def test_least_privilege_acl_user_runs_everything(
