@@ -128,6 +128,10 @@ class ExplicitBackoff:
         return float(self.delays[min(max(attempt, 1), len(self.delays)) - 1])
 
 
+#: The strategies stored by their parameters (any other callable is evaluated at enqueue).
+BUILTIN_BACKOFFS = (NoBackoff, LinearBackoff, ExponentialBackoff, ExplicitBackoff)
+
+
 def backoff_to_spec(backoff: Backoff, max_retries: int) -> dict[str, Any]:
     """The JSON-able spec stored with a job, from which a worker rebuilds the backoff.
 

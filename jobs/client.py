@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger("jobs.client")
 
 
+_DEFAULT_CONFIG = JobConfig()
+
+
 def new_job_id() -> str:
     """A fresh job id: 128 random bits, hex (unguessable, so ids can be shown to users)."""
     return secrets.token_hex(16)
@@ -95,7 +98,7 @@ class Client:
         if not isinstance(job_type, str) or not job_type:
             raise ConfigError(f"job_type must be a non-empty string, got {job_type!r}")
         if config is None:
-            config = JobConfig()
+            config = _DEFAULT_CONFIG
         elif not isinstance(config, JobConfig):
             raise ConfigError(f"config must be a JobConfig, got {type(config).__name__}")
         limit = self.queue.config.max_payload_bytes

@@ -7,6 +7,7 @@ client and the worker pool speak in Python values.
 
 from __future__ import annotations
 
+import functools
 import json
 import secrets
 from contextlib import contextmanager
@@ -20,7 +21,7 @@ import redis.sentinel
 from . import _codec, _urls
 from ._keys import QueueKeys
 from ._scripts import Arg, RedisClient, Script, execute, execute_and_wait, scripts
-from .backoff import backoff_to_spec
+from .backoff import BUILTIN_BACKOFFS, backoff_to_spec
 from .config import JobConfig, RedisQueueConfig
 from .errors import ConfigError, JobNotFound, RedisUnavailable, ReplicationError
 from .job import Job, JobStatus, QueueStats, WorkerInfo
@@ -88,6 +89,19 @@ class Failure(NamedTuple):
 
 def _job_args(config: JobConfig) -> tuple[Arg, ...]:
     """A job's settings as enqueue.lua takes them (after id, type and payload)."""
+    if isinstance(config.retry_backoff, BUILTIN_BACKOFFS):
+        # Producers reuse a handful of configs: encode each once. (A custom backoff is
+        # evaluated afresh for every enqueue: it may be random.)
+        return _cached_job_args(config)
+    return _encode_job_args(config)
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_job_args(config: JobConfig) -> tuple[Arg, ...]:
+    return _encode_job_args(config)
+
+
+def _encode_job_args(config: JobConfig) -> tuple[Arg, ...]:
     return (
         config.priority,
         config.max_retries,
@@ -230,18 +244,18 @@ class RedisQueue:
             ReplicationError: with ``wait_for_replicas``, too few replicas acknowledged
                 (the jobs are written on the master all the same).
         """
-        common = _job_args(config)
         k = self.keys
+        head: list[Arg] = [k.job_prefix, job_type, *_job_args(config)]
         keys = (k.pending, k.scheduled, k.seq, k.stats, k.wake)
         calls: list[tuple[Script, Sequence[str], Sequence[Arg]]] = []
         for start in range(0, len(ids), ENQUEUE_CHUNK):
-            args: list[Arg] = [k.job_prefix]
+            args = head.copy()
             for job_id, payload in zip(
                 ids[start : start + ENQUEUE_CHUNK],
                 payloads[start : start + ENQUEUE_CHUNK],
                 strict=True,
             ):
-                args += (job_id, job_type, payload, *common)
+                args += (job_id, payload)
             calls.append((self._scripts.enqueue, keys, args))
         with self._unavailable_as_error():
             replies = self._execute_durably(calls, ids)

@@ -8,23 +8,23 @@
 -- Returns {now_ms, created_1, ..., created_n}: 1 written, 0 the id already existed.
 --
 -- Record fields written (add_job in _lib.lua): id type payload status priority
--- max_retries timeout_ms backoff metadata created_at run_at attempts failures lost score.
--- Later scripts add started_at, completed_at, lease, error, traceback, result.
+-- max_retries timeout_ms backoff metadata created_at run_at score (attempts, failures and
+-- lost appear once they are not 0). Later scripts add started_at, completed_at, lease,
+-- error, traceback, result, written_by.
 
 local pending, scheduled, seq_key, stats, wake_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local job_prefix = ARGV[1]
 local now = now_ms()
 local out = {now}
 local created = 0
-local n = (#ARGV - 1) / 9
+local n = (#ARGV - 8) / 2
 -- One INCRBY for the whole batch keeps FIFO order and saves a call per job.
 local seq = redis.call('INCRBY', seq_key, n) - n
 
-for i = 0, n - 1 do
-  local b = 2 + i * 9
+for b = 9, #ARGV, 2 do
   seq = seq + 1
-  if add_job(job_prefix, pending, scheduled, now, seq, ARGV[b], ARGV[b + 1], ARGV[b + 2],
-             ARGV[b + 3], ARGV[b + 4], ARGV[b + 5], ARGV[b + 6], ARGV[b + 7], ARGV[b + 8]) then
+  if add_job(job_prefix, pending, scheduled, now, seq, ARGV[b], ARGV[2], ARGV[b + 1],
+             ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]) then
     created = created + 1
     out[#out + 1] = 1
   else

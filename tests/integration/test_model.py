@@ -404,7 +404,9 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
             for leased in fetched.jobs:
                 assert leased.token not in issued, "a lease token was handed out twice"
                 assert _text(leased.fields["status"]) == PROCESSING
-                assert int(leased.fields["attempts"]) == self.model.jobs[leased.job_id].attempts
+                assert (
+                    int(leased.fields.get("attempts", 0)) == self.model.jobs[leased.job_id].attempts
+                )
                 self.model.lease(leased.job_id, leased.token)
             assert (fetched.next_due_ms is None) == (not self.model.in_status(SCHEDULED))
 
@@ -630,9 +632,9 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
                 fields = {_text(f): _text(v) for f, v in raw.items()}
                 assert fields["status"] == job.status
                 got = (
-                    int(fields["attempts"]),
-                    int(fields["failures"]),
-                    int(fields["lost"]),
+                    int(fields.get("attempts", 0)),
+                    int(fields.get("failures", 0)),
+                    int(fields.get("lost", 0)),
                     int(fields["score"]),
                 )
                 assert got == (job.attempts, job.failures, job.lost, job.score), (job_id, job)
