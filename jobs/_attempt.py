@@ -20,7 +20,7 @@ from .backoff import ExponentialBackoff, backoff_from_spec
 from .context import CancellationToken, JobContext
 from .errors import ConfigError, PayloadError, PermanentError, UnknownJobType
 from .job import Job, JobStatus
-from .redis_queue import Failure, HeldJob, Leased
+from .redis_queue import Failure, HeldJob, Leased, RedisQueue
 
 if TYPE_CHECKING:
     from .registry import Registry
@@ -42,6 +42,7 @@ class State(enum.Enum):
 class Attempt:
     """A leased job inside the pool, from fetch until its outcome is written."""
 
+    queue: RedisQueue
     held: HeldJob
     job: Job | None  # None when the record did not decode
     corrupt: str | None  # why it did not decode
@@ -55,14 +56,19 @@ class Attempt:
     deadline: float = math.inf
 
     @classmethod
-    def from_leased(cls, leased: Leased, queue: str, lease_until: float) -> Attempt:
+    def from_leased(cls, leased: Leased, queue: RedisQueue, lease_until: float) -> Attempt:
         """Decode a fetched record; a corrupt one becomes an attempt that fails permanently."""
         held = HeldJob(leased.job_id, leased.token)
         try:
-            job = _codec.decode_job(leased.fields, queue)
+            job = _codec.decode_job(leased.fields, queue.name)
         except _codec.CorruptRecord as exc:
-            return cls(held, None, str(exc), leased.fields, lease_until)
-        return cls(held, job, None, leased.fields, lease_until)
+            return cls(queue, held, None, str(exc), leased.fields, lease_until)
+        return cls(queue, held, job, None, leased.fields, lease_until)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """What the pool files it under: its queue and job id."""
+        return self.queue.name, self.held.job_id
 
     @property
     def job_type(self) -> str:
@@ -74,13 +80,13 @@ class Attempt:
         """This attempt's number (1-based)."""
         return self.job.attempts if self.job else 0
 
-    def log_extra(self, queue: str) -> dict[str, object]:
+    def log_extra(self) -> dict[str, object]:
         """The structured logging fields for this attempt."""
         return {
             "job_id": self.held.job_id,
             "job_type": self.job_type,
             "attempt": self.number,
-            "queue": queue,
+            "queue": self.queue.name,
         }
 
 

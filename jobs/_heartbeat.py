@@ -38,7 +38,7 @@ class Heartbeat:
 
     def __init__(
         self,
-        queue: RedisQueue,
+        queues: Sequence[RedisQueue],
         pool_id: str,
         num_workers: int,
         lease: timedelta,
@@ -46,7 +46,7 @@ class Heartbeat:
         on_lost: Callable[[Attempt, CancelReason], None],
         logger: logging.Logger,
     ) -> None:
-        self._queue = queue
+        self._queues = queues
         self._pool_id = pool_id
         self._lease = lease
         self._held = held
@@ -62,26 +62,27 @@ class Heartbeat:
             "num_workers": num_workers,
             "in_flight": 0,
         }
-        self.loop = Loop("jobs-heartbeat", self.beat, logger, extra={"queue": queue.name})
+        self.loop = Loop("jobs-heartbeat", self.beat, logger, extra={"queue": queues[0].name})
 
     def beat(self) -> float:
-        """One beat; returns the seconds until the next one."""
+        """One beat of every queue the pool serves; returns the seconds until the next one."""
         held = self._held()
         self._info["in_flight"] = len(held)
-        sent = time.monotonic()
-        now_ms, codes, next_expiry_ms = self._queue.heartbeat(
-            self._pool_id, self._info, self._record_ttl, [a.held for a in held], self._lease
-        )
-        lease_until = sent + self._lease.total_seconds()
-        for attempt, code in zip(held, codes, strict=True):
-            if code == 1:
-                attempt.lease_until = lease_until
-            else:
-                self._on_lost(
-                    attempt, CancelReason.CANCELLED if code == 2 else CancelReason.LEASE_LOST
-                )
         delay = self._busy if held else self._idle
-        if next_expiry_ms is not None:
-            # Reap right after the earliest lease runs out (Redis time, so no clock skew).
-            delay = min(delay, max((next_expiry_ms - now_ms) / 1000 + 0.005, 0.005))
+        for queue in self._queues:
+            mine = [a for a in held if a.queue is queue]
+            sent = time.monotonic()
+            now_ms, codes, next_expiry_ms = queue.heartbeat(
+                self._pool_id, self._info, self._record_ttl, [a.held for a in mine], self._lease
+            )
+            lease_until = sent + self._lease.total_seconds()
+            for attempt, code in zip(mine, codes, strict=True):
+                if code == 1:
+                    attempt.lease_until = lease_until
+                else:
+                    reason = CancelReason.CANCELLED if code == 2 else CancelReason.LEASE_LOST
+                    self._on_lost(attempt, reason)
+            if next_expiry_ms is not None:
+                # Reap right after the earliest lease runs out (Redis time: no clock skew).
+                delay = min(delay, max((next_expiry_ms - now_ms) / 1000 + 0.005, 0.005))
         return delay

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from ._attempt import Attempt, Outcome
-    from .redis_queue import Failure, HeldJob, RedisQueue
+    from .redis_queue import Failure, HeldJob
     from .redis_queue import Outcome as Written
 
 
@@ -69,12 +69,11 @@ class Outbox:
 
     def __init__(
         self,
-        queue: RedisQueue,
+        queue_name: str,
         on_written: Callable[[Attempt, Outcome, Written], None],
         on_dropped: Callable[[Attempt], None],
         logger: logging.Logger,
     ) -> None:
-        self._queue = queue
         self._on_written = on_written
         self._on_dropped = on_dropped
         self._cv = threading.Condition()
@@ -82,7 +81,7 @@ class Outbox:
         self._writing = 0  # outcomes taken and not yet written or dropped
         self._claimed = False  # the fetcher will take what arrives
         self.loop = Loop(
-            "jobs-writer", self._step, logger, wake=self._wake, extra={"queue": queue.name}
+            "jobs-writer", self._step, logger, wake=self._wake, extra={"queue": queue_name}
         )
 
     def put(self, attempt: Attempt, outcome: Outcome, *, fetch_soon: bool = False) -> None:
@@ -154,13 +153,18 @@ class Outbox:
             self._writing += len(batch)
         if not batch:
             return 0.0
-        completions, failures, ordered = split(batch)
-        try:
-            done, failed, _ = self._queue.exchange(completions, failures, 0, None)
-        except redis.RedisError:
-            self.failed(ordered)
-            raise
-        self.written(ordered, done + failed)
+        by_queue: dict[int, list[Pending]] = {}
+        for pending in batch:
+            by_queue.setdefault(id(pending.attempt.queue), []).append(pending)
+        groups = list(by_queue.values())
+        for index, group in enumerate(groups):
+            completions, failures, ordered = split(group)
+            try:
+                done, failed, _ = group[0].attempt.queue.exchange(completions, failures, 0, None)
+            except redis.RedisError:
+                self.failed([p for rest in groups[index:] for p in rest])
+                raise
+            self.written(ordered, done + failed)
         return 0.0
 
 

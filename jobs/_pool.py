@@ -24,6 +24,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import random
 import secrets
 import socket
 import threading
@@ -31,18 +32,20 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
+import attrs
 import redis
+import redis.cluster
 
 from . import _attempt
 from ._attempt import Attempt, Completed, Outcome, State
 from ._heartbeat import Heartbeat
 from ._loops import Loop
-from ._outbox import HookRunner, Outbox, split
+from ._outbox import HookRunner, Outbox, Pending, split
 from ._watchdog import Watchdog
 from .context import CancelReason
 from .errors import JobTimeout
+from .redis_queue import Fetched, RedisQueue, socket_timeout
 from .redis_queue import Outcome as Written
-from .redis_queue import RedisQueue, socket_timeout
 
 if TYPE_CHECKING:
     from .config import WorkerPoolConfig
@@ -60,25 +63,29 @@ SOCKET_TIMEOUT_MARGIN = 0.5
 
 
 class WorkerPool:
-    """Runs the jobs of one queue with ``config.num_workers`` threads.
+    """Runs the jobs of one or several queues with ``config.num_workers`` threads.
 
     Built and driven by `Client.start` / `Client.stop`; usable on its own for tests.
+    ``queue`` is the client's queue; ``config.queues`` may name others on its Redis.
     """
 
     def __init__(self, queue: RedisQueue, registry: Registry, config: WorkerPoolConfig) -> None:
         self.queue = queue
+        self.queues = _served_queues(queue, config)
+        # Weights, when the queues are weighted (else strict order).
+        self._weights = [w for _, w in config.queues] if any(w for _, w in config.queues) else None
         self.registry = registry
         self.config = config
         self.id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._lease_s = config.lease.total_seconds()
-        self._extra: dict[str, object] = {"queue": queue.name}
+        self._extra: dict[str, object] = {"queue": self.queues[0].name}
 
         self._lock = threading.Lock()
         self._slot_free = threading.Condition(self._lock)  # the fetcher waits on it
         self._work = threading.Condition(self._lock)  # idle slots wait on it
         self._queued: collections.deque[Attempt] = collections.deque()
         self._running: set[Attempt] = set()
-        self._held: dict[str, Attempt] = {}  # every job whose lease this pool holds
+        self._held: dict[tuple[str, str], Attempt] = {}  # every lease this pool holds
         self._stuck = 0  # abandoned handlers that have not returned yet
         self._accepting = False
         self._slots_open = False
@@ -87,6 +94,8 @@ class WorkerPool:
 
         self._need_fetch = True
         self._due_at: float | None = None  # monotonic time the earliest scheduled job is due
+        # The queues whose wake-up lists one BLPOP can wait on (all, off a cluster).
+        self._blockable = _same_slot(self.queues)
         cap = socket_timeout(queue.client)
         self._block_cap = float("inf") if cap is None else max(cap - SOCKET_TIMEOUT_MARGIN, 0.05)
 
@@ -94,10 +103,16 @@ class WorkerPool:
             "jobs-fetcher", self._fetch_step, logger, wake=self._wake_fetcher, extra=self._extra
         )
         self._heartbeat = Heartbeat(
-            queue, self.id, config.num_workers, config.lease, self._held_now, self._abandon, logger
+            self.queues,
+            self.id,
+            config.num_workers,
+            config.lease,
+            self._held_now,
+            self._abandon,
+            logger,
         )
         self._watchdog = Watchdog(self._running, self._lock, self._on_timeout, logger)
-        self._outbox = Outbox(queue, self._on_written, self._on_dropped, logger)
+        self._outbox = Outbox(self.queues[0].name, self._on_written, self._on_dropped, logger)
         has_hooks = config.success_handler is not None or config.error_handler is not None
         self._hooks = HookRunner(logger) if has_hooks else None
 
@@ -122,10 +137,11 @@ class WorkerPool:
         for loop in loops:
             loop.start()
         logger.info(
-            "worker pool %s started: %d workers on queue %r at %s",
+            "worker pool %s started: %d workers on queue%s %s at %s",
             self.id,
             n,
-            self.queue.name,
+            "s" if len(self.queues) > 1 else "",
+            ", ".join(repr(q.name) for q in self.queues),
             self.queue.address,
             extra=self._extra,
         )
@@ -166,7 +182,7 @@ class WorkerPool:
                 self._running.discard(attempt)
                 attempt.state = State.ABANDONED
                 self._stuck += 1
-                self._held.pop(attempt.held.job_id, None)
+                self._held.pop(attempt.key, None)
             self._slots_open = False
             self._work.notify_all()
         for attempt in interrupted:
@@ -181,10 +197,11 @@ class WorkerPool:
         if self._hooks is not None:
             self._hooks.loop.stop(timeout=5)
             self._hooks.drain()
-        try:
-            self.queue.forget_pool(self.id)
-        except Exception:  # Redis down at exit: the record expires on its own
-            logger.debug("could not remove pool record %s", self.id, exc_info=True)
+        for served in self.queues:
+            try:
+                served.forget_pool(self.id)
+            except Exception:  # Redis down at exit: the record expires on its own
+                logger.debug("could not remove pool record %s", self.id, exc_info=True)
         if self._executor is not None:
             self._executor.shutdown(wait=False)
         logger.info(
@@ -244,7 +261,7 @@ class WorkerPool:
                     self._stuck -= 1  # this thread leaves; its replacement already runs
                     logger.debug(
                         "late outcome of an abandoned attempt discarded",
-                        extra=attempt.log_extra(self.queue.name),
+                        extra=attempt.log_extra(),
                     )
                     return
                 attempt.state = State.FINISHED
@@ -258,8 +275,8 @@ class WorkerPool:
 
     def _release(self, attempt: Attempt) -> None:
         """Stop holding an attempt's lease: nothing more to write for it (the lock is held)."""
-        if self._held.get(attempt.held.job_id) is attempt:
-            del self._held[attempt.held.job_id]
+        if self._held.get(attempt.key) is attempt:
+            del self._held[attempt.key]
 
     def _held_now(self) -> list[Attempt]:
         with self._lock:
@@ -300,7 +317,7 @@ class WorkerPool:
             "job %s: %s, handler told to stop",
             attempt.held.job_id,
             reason,
-            extra=attempt.log_extra(self.queue.name),
+            extra=attempt.log_extra(),
         )
 
     def _on_timeout(self, attempt: Attempt) -> None:
@@ -319,7 +336,7 @@ class WorkerPool:
     def _wake_fetcher(self) -> None:
         with self._lock:
             self._slot_free.notify_all()
-        self.queue.wake_pool(self.id)
+        self.queues[0].wake_pool(self.id)
 
     def _fetch_step(self) -> float:
         with self._lock:
@@ -339,65 +356,108 @@ class WorkerPool:
         if timeout < 0.001:
             self._need_fetch = True
             return 0.0
-        woken = self.queue.wait_for_work(self.id, min(timeout, self._block_cap))
+        woken = self.queues[0].wait_for_work(
+            self.id, min(timeout, self._block_cap), [q.keys.wake for q in self._blockable[1:]]
+        )
         # A plain poll timeout needs no fetch: new work always comes with a wake-up
-        # marker, and the heartbeat's reap re-arms a marker that got lost.
-        self._need_fetch = woken or (self._due_at is not None and time.monotonic() >= self._due_at)
+        # marker, and the heartbeat's reap re-arms a marker that got lost. Queues that
+        # cannot share the blocking wait (other cluster slots) are polled instead.
+        self._need_fetch = (
+            woken
+            or len(self._blockable) < len(self.queues)
+            or (self._due_at is not None and time.monotonic() >= self._due_at)
+        )
         return 0.0
 
+    def _order(self) -> list[RedisQueue]:
+        """The queues in the order to fetch from this time."""
+        if self._weights is None:
+            return self.queues
+        # A weighted random order (Efraimidis-Spirakis): each queue comes first as often
+        # as its share of the weights, and none is ever starved.
+        keys = [random.random() ** (1 / w) for w in self._weights]
+        return [q for _, q in sorted(zip(keys, self.queues, strict=True), key=lambda kq: -kq[0])]
+
     def _exchange(self, free: int) -> int:
-        """Write what the outbox holds and fetch up to ``free`` jobs, in one round trip."""
+        """Write what the outbox holds and fetch up to ``free`` jobs.
+
+        One round trip per queue visited: the first queue in `_order` gets the fetch and
+        the outcomes of its jobs; later queues are asked only for what is still free.
+        """
         batch = self._outbox.claim()
-        completions, failures, ordered = split(batch)
-        try:
-            done, failed, fetched = self.queue.exchange(
-                completions, failures, free, self.config.lease
-            )
-        except redis.RedisError:
-            self._outbox.failed(ordered)
-            raise
-        assert fetched is not None
+        by_queue: dict[str, list[Pending]] = {}
+        for pending in batch:
+            by_queue.setdefault(pending.attempt.queue.name, []).append(pending)
+        taken = 0
+        due_at: float | None = None
+        for index, queue in enumerate(order := self._order()):
+            mine = by_queue.pop(queue.name, [])
+            want = free - taken
+            if want <= 0 and not mine:
+                continue
+            completions, failures, ordered = split(mine)
+            try:
+                done, failed, fetched = queue.exchange(
+                    completions, failures, max(want, 0), self.config.lease
+                )
+            except redis.RedisError:
+                rest = [p for q in order[index + 1 :] for p in by_queue.get(q.name, [])]
+                self._outbox.failed(ordered + rest)
+                raise
+            if fetched is not None:
+                taken += self._take(queue, fetched)
+                if fetched.next_due_ms is not None:
+                    due = time.monotonic() + (fetched.next_due_ms - fetched.now_ms) / 1000
+                    due_at = due if due_at is None else min(due_at, due)
+            self._outbox.written(ordered, done + failed)
+        self._due_at = due_at
+        return taken
+
+    def _take(self, queue: RedisQueue, fetched: Fetched) -> int:
+        """Queue fetched jobs for the slots; how many."""
         lease_until = time.monotonic() + self._lease_s
-        attempts = [Attempt.from_leased(j, self.queue.name, lease_until) for j in fetched.jobs]
+        attempts = [Attempt.from_leased(j, queue, lease_until) for j in fetched.jobs]
         with self._lock:
             was_idle = not self._held
             for attempt in attempts:
-                self._held[attempt.held.job_id] = attempt
+                self._held[attempt.key] = attempt
                 self._queued.append(attempt)
             self._work.notify(len(attempts))
         if was_idle and attempts:
             # The heartbeat slept at the idle pace; held jobs need the busy one (leases,
             # and cancellation reaching running handlers within a second).
             self._heartbeat.loop.nudge()
-        if fetched.next_due_ms is None:
-            self._due_at = None
-        else:
-            self._due_at = time.monotonic() + (fetched.next_due_ms - fetched.now_ms) / 1000
-        self._outbox.written(ordered, done + failed)
         return len(attempts)
 
     # -- outcomes --------------------------------------------------------------------
 
     def _hand_back(self, attempts: list[Attempt]) -> None:
-        """Return held jobs to the queue, retrying while their leases last."""
-        held = [a.held for a in attempts]
-        deadline = max((a.lease_until for a in attempts), default=0.0)
+        """Return held jobs to their queues, retrying while their leases last."""
+        for queue in self.queues:
+            mine = [a for a in attempts if a.queue is queue]
+            if mine:
+                self._requeue(queue, mine)
+
+    def _requeue(self, queue: RedisQueue, attempts: list[Attempt]) -> None:
+        deadline = max(a.lease_until for a in attempts)
         failures = 0
-        while held:
+        while True:
             try:
-                self.queue.requeue(held)
+                queue.requeue([a.held for a in attempts])
                 return
             except Exception as exc:
                 failures += 1
                 if time.monotonic() >= deadline:
                     logger.warning(
-                        "could not return %d jobs to the queue (%s); "
+                        "could not return %d jobs to queue %r (%s); "
                         "they come back when their leases expire",
-                        len(held),
+                        len(attempts),
+                        queue.name,
                         exc,
                         extra=self._extra,
                     )
                     return
+                # Only stop() gets here, with nothing else to do until Redis answers.
                 time.sleep(min(0.1 * failures, 1.0))
 
     def _on_dropped(self, attempt: Attempt) -> None:
@@ -407,7 +467,7 @@ class WorkerPool:
             "job %s: outcome not written, Redis unreachable past the lease; "
             "it will be re-delivered",
             attempt.held.job_id,
-            extra=attempt.log_extra(self.queue.name),
+            extra=attempt.log_extra(),
         )
 
     def _finish(self, attempt: Attempt) -> None:
@@ -420,7 +480,7 @@ class WorkerPool:
     def _on_written(self, attempt: Attempt, outcome: Outcome, written: Written) -> None:
         with self._lock:
             self._finish(attempt)
-        extra = attempt.log_extra(self.queue.name)
+        extra = attempt.log_extra()
         if attempt.started:
             extra["duration_ms"] = round((time.monotonic() - attempt.started) * 1000, 1)
         if not written.recorded:
@@ -461,3 +521,20 @@ class WorkerPool:
             )
             exc = outcome.exc
             self._hooks.call(lambda: error_hook(job, exc))
+
+
+def _served_queues(queue: RedisQueue, config: WorkerPoolConfig) -> list[RedisQueue]:
+    """The client's queue, or the queues ``config.queues`` names, in their order."""
+    if not config.queues:
+        return [queue]
+    return [
+        queue if name == queue.name else RedisQueue(attrs.evolve(queue.config, name=name))
+        for name, _ in config.queues
+    ]
+
+
+def _same_slot(queues: list[RedisQueue]) -> list[RedisQueue]:
+    """The first queue and those one BLPOP can watch with it (same node: all, off a cluster)."""
+    if not isinstance(queues[0].client, redis.cluster.RedisCluster):
+        return queues
+    return [q for q in queues if q.keys.base == queues[0].keys.base]

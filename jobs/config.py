@@ -8,7 +8,7 @@ raise `ConfigError` naming the field, at construction.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, cast
@@ -109,6 +109,39 @@ ErrorHandler = Callable[["Job", BaseException], object]
 SuccessHandler = Callable[["Job"], object]
 
 
+def _queue_spec(value: Sequence[str] | Mapping[str, int] | None) -> tuple[tuple[str, int], ...]:
+    # Strict order as weight 0; the validator checks names and weights.
+    if value is None:
+        return ()
+    if isinstance(value, Mapping):
+        for weight in value.values():
+            if isinstance(weight, bool) or not isinstance(weight, int) or weight < 1:
+                raise ConfigError(f"queues weights must be integers >= 1, got {dict(value)!r}")
+        return tuple((name, weight) for name, weight in value.items())
+    if isinstance(value, str):
+        return cast("tuple[tuple[str, int], ...]", value)  # the validator names the field
+    try:
+        items = tuple(value)
+    except TypeError:
+        return cast("tuple[tuple[str, int], ...]", value)
+    if all(isinstance(item, tuple) and len(item) == 2 for item in items):
+        return cast("tuple[tuple[str, int], ...]", items)  # already normalized
+    return tuple((name, 0) for name in items)
+
+
+def _queue_spec_valid(inst: object, field: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, tuple):
+        raise ConfigError(
+            f"{field.name} must be a list of queue names or a mapping of name to weight, "
+            f"got {value!r}"
+        )
+    names = [name for name, _ in value]
+    for name in names:
+        name_like(inst, field, name)
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{field.name} names a queue twice: {names!r}")
+
+
 @attrs.frozen(kw_only=True)
 class WorkerPoolConfig:
     """How a client's worker pool runs jobs.
@@ -122,6 +155,10 @@ class WorkerPoolConfig:
             idle pool at once.
         shutdown_timeout: seconds `Client.stop` waits for running jobs before cancelling
             them with SHUTDOWN and returning them to the queue.
+        queues: the queues this pool serves, by name, on the client's Redis and prefix:
+            a list is served in strict order (a job of an earlier queue always goes
+            first), a mapping ``{name: weight}`` in proportion to the weights. Empty
+            (the default): the client's queue alone.
         prefetch: jobs fetched ahead of the free slots (0 by default). Fetching ahead
             batches fetches and keeps threads busy with short jobs (a few ms each); but a
             fetched job waits for a thread here even if another pool is idle, and it runs
@@ -141,6 +178,9 @@ class WorkerPoolConfig:
     )
     shutdown_timeout: timedelta = attrs.field(
         default=timedelta(seconds=30), converter=duration, validator=non_negative_duration
+    )
+    queues: tuple[tuple[str, int], ...] = attrs.field(
+        default=(), converter=_queue_spec, validator=_queue_spec_valid
     )
     prefetch: int = attrs.field(default=0, validator=int_in_range(0))
     error_handler: ErrorHandler | None = attrs.field(default=None, validator=callable_or_none)

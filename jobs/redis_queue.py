@@ -550,13 +550,14 @@ class RedisQueue:
         assert fetched is not None
         return fetched
 
-    def wait_for_work(self, pool_id: str, timeout: float) -> bool:
+    def wait_for_work(self, pool_id: str, timeout: float, also: Sequence[str] = ()) -> bool:
         """Block until a wake-up marker arrives or ``timeout`` seconds pass; True if woken.
 
+        ``also``: the wake-up lists of other queues the pool serves, on the same node.
         ``timeout`` must stay below the client's socket timeout; `socket_timeout` tells it.
         """
-        reply = self.client.blpop([self.keys.pool_wake(pool_id), self.keys.wake], timeout)
-        return reply is not None
+        keys = [self.keys.pool_wake(pool_id), self.keys.wake, *also]
+        return self.client.blpop(keys, timeout) is not None
 
     def wake_pool(self, pool_id: str) -> None:
         """Wake one pool blocked in `wait_for_work` (so that stopping it is immediate)."""

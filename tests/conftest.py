@@ -7,15 +7,23 @@ a FLUSHALL destroys someone's data, so any TCP connect to port 6379 fails the te
 
 from __future__ import annotations
 
+import os
 import socket
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from hypothesis import settings
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
 _FORBIDDEN_PORT = 6379
+
+# The test command (tox) runs the property tests derandomized: every run explores the same
+# examples, so a red CI run is reproducible and a green one means the same on every
+# machine. Locally they explore afresh each time (HYPOTHESIS_PROFILE unset).
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -15,6 +15,13 @@ import pytest
 import redis
 
 from jobs._embedded_redis import RedisServer, find_redis_server
+from tests.integration._topologies import (
+    ClusterTopology,
+    SentinelTopology,
+    build,
+    find_redis_cli,
+    require,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -110,3 +117,47 @@ def redis_factory(
             errors.append(exc)
     if errors:
         raise errors[0]
+
+
+# -- topologies (tests/integration/_topologies.py) -------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(
+    redis_binary: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ClusterTopology]:
+    """Six redis-server nodes formed into a cluster by redis-cli, for the whole session."""
+    cli = require(find_redis_cli(redis_binary), "redis-cli")
+    topology = ClusterTopology(redis_binary, cli, tmp_path_factory.mktemp("cluster"))
+    build(topology)
+    try:
+        yield topology
+    finally:
+        topology.close()
+
+
+@pytest.fixture
+def cluster(redis_cluster: ClusterTopology) -> ClusterTopology:
+    """The session's cluster, with any node a previous test killed or paused back in."""
+    redis_cluster.heal()
+    return redis_cluster
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel(
+    redis_binary: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SentinelTopology]:
+    """A master, a replica and three sentinels, for the whole session."""
+    topology = SentinelTopology(redis_binary, tmp_path_factory.mktemp("sentinel"))
+    build(topology)
+    try:
+        yield topology
+    finally:
+        topology.close()
+
+
+@pytest.fixture
+def sentinel(redis_sentinel: SentinelTopology) -> SentinelTopology:
+    """The session's topology with a killed node back (as a replica) and none paused."""
+    redis_sentinel.heal()
+    return redis_sentinel

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 import redis.cluster
@@ -22,35 +22,8 @@ from tests.helpers import wait_until
 from tests.integration._clients import make_client, recorder, unique_name, wait_for_status
 from tests.integration._topologies import (
     ClusterTopology,
-    build,
     drive_failover,
-    find_redis_cli,
-    require,
 )
-
-if TYPE_CHECKING:
-    from collections.abc import Iterator
-
-
-@pytest.fixture(scope="session")
-def redis_cluster(
-    redis_binary: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ClusterTopology]:
-    """Six redis-server nodes formed into a cluster by redis-cli, for the whole session."""
-    cli = require(find_redis_cli(redis_binary), "redis-cli")
-    topology = ClusterTopology(redis_binary, cli, tmp_path_factory.mktemp("cluster"))
-    build(topology)
-    try:
-        yield topology
-    finally:
-        topology.close()
-
-
-@pytest.fixture
-def cluster(redis_cluster: ClusterTopology) -> ClusterTopology:
-    """The session's cluster, with any node a previous test killed or paused back in."""
-    redis_cluster.heal()
-    return redis_cluster
 
 
 def _registry(**handlers: Any) -> jobs.Registry:
@@ -98,6 +71,23 @@ def test_a_queue_lives_in_one_slot_and_queues_spread_over_masters(
         }
         assert len(owners) == 2
     assert sorted(seen) == sorted([first, second])
+
+
+def test_one_pool_serves_queues_on_different_masters(cluster: ClusterTopology) -> None:
+    first, second = _names_on_different_masters(cluster)
+    seen, handler = recorder()
+    registry = _registry(echo=handler)
+    with (
+        make_client(cluster.url, None, name=second) as producer,
+        make_client(cluster.url, registry, name=first, queues=[first, second]) as client,
+    ):
+        # The pool blocks on its first queue's node and polls the second every
+        # poll_interval: both are drained, in strict order when both have work.
+        ids = [producer.enqueue("echo", "second"), client.enqueue("echo", "first")]
+        assert wait_for_status(producer, ids[0], jobs.JobStatus.COMPLETED).result == "second"
+        assert wait_for_status(client, ids[1], jobs.JobStatus.COMPLETED).result == "first"
+        assert len(wait_until(producer.workers, 5, message="not registered on the second")) == 1
+    assert sorted(seen) == ["first", "second"]
 
 
 def test_enqueue_many_priorities_stats_and_workers(cluster: ClusterTopology) -> None:

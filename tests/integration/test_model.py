@@ -196,7 +196,8 @@ class Model:
     def complete(self, job_id: str, token: str) -> bool:
         job = self.holds(job_id, token)
         if job is None:
-            if job_id in self.jobs and self.jobs[job_id].written_by == f"c:{token}":
+            known = self.jobs.get(job_id)
+            if known is not None and known.status != GONE and known.written_by == f"c:{token}":
                 return True  # the same write again (its reply was lost): recorded
             self.counters["rejected"] += 1
             return False
@@ -207,8 +208,9 @@ class Model:
     def fail(self, job_id: str, token: str, delay_ms: int, permanent: bool) -> str:
         job = self.holds(job_id, token)
         if job is None:
-            if job_id in self.jobs and self.jobs[job_id].written_by == f"f:{token}":
-                return self.jobs[job_id].status  # the same write again: recorded
+            known = self.jobs.get(job_id)
+            if known is not None and known.status != GONE and known.written_by == f"f:{token}":
+                return known.status  # the same write again: recorded
             self.counters["rejected"] += 1
             return ""
         job.written_by = f"f:{token}"

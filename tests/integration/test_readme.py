@@ -54,8 +54,16 @@ def _id(block: Block) -> str:
     return f"line{block.line}"
 
 
+#: Directives that run a block against a topology instead of the plain server.
+TOPOLOGIES = {"with a cluster": "cluster", "with sentinels": "sentinel"}
+
+
 @pytest.mark.parametrize("block", _runnable("python"), ids=_id)
-def test_python_example(block: Block, redis_url: str, workdir: Path) -> None:
+def test_python_example(
+    block: Block, redis_url: str, workdir: Path, request: pytest.FixtureRequest
+) -> None:
+    if block.directive in TOPOLOGIES:
+        redis_url = request.getfixturevalue(TOPOLOGIES[block.directive]).url
     script = workdir / f"example_{block.line}.py"
     script.write_text(block.code)
     command = [sys.executable, str(script)]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 import redis
@@ -20,30 +20,7 @@ from jobs import _urls
 from jobs.errors import ConfigError
 from tests.helpers import wait_until
 from tests.integration._clients import make_client, recorder, wait_for_status
-from tests.integration._topologies import SentinelTopology, build, drive_failover
-
-if TYPE_CHECKING:
-    from collections.abc import Iterator
-
-
-@pytest.fixture(scope="session")
-def redis_sentinel(
-    redis_binary: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[SentinelTopology]:
-    """A master, a replica and three sentinels, for the whole session."""
-    topology = SentinelTopology(redis_binary, tmp_path_factory.mktemp("sentinel"))
-    build(topology)
-    try:
-        yield topology
-    finally:
-        topology.close()
-
-
-@pytest.fixture
-def sentinel(redis_sentinel: SentinelTopology) -> SentinelTopology:
-    """The session's topology with a killed node back (as a replica) and none paused."""
-    redis_sentinel.heal()
-    return redis_sentinel
+from tests.integration._topologies import SentinelTopology, drive_failover
 
 
 def test_a_sentinel_url_reaches_the_master(sentinel: SentinelTopology) -> None:

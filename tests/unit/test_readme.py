@@ -6,7 +6,9 @@ once rendered) that tells the test what to do with it:
 
 - ``.. test: file NAME``: write the block to NAME in the examples' directory; run nothing;
 - ``.. test: sigterm when the worker is live``: the block runs until signalled: send it
-  SIGTERM once its worker pool shows up in Redis, and expect exit code 0.
+  SIGTERM once its worker pool shows up in Redis, and expect exit code 0;
+- ``.. test: with a cluster`` / ``.. test: with sentinels``: ``REDIS_URL`` is the
+  ``redis+cluster://`` or ``redis+sentinel://`` URL of the session's topology.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ DEMO_COMMAND = (
     " && .venv/bin/python -m jobs demo"
 )
 TEST_COMMAND = "python3 -m venv .venv && .venv/bin/pip install -q tox && .venv/bin/tox"
-DIRECTIVES = ("file ", "sigterm when the worker is live")
+DIRECTIVES = ("file ", "sigterm when the worker is live", "with a cluster", "with sentinels")
 #: A job id in a console example, standing for the one the previous enqueue printed.
 JOB_ID = re.compile(r"\b[0-9a-f]{32}\b")
 
