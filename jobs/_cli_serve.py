@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
 import signal
 import sys
 import threading
@@ -52,21 +53,44 @@ class _SignalPipe:
         os.close(self._read)
         os.close(self._write)
 
-    def next(self) -> int:
-        """Block until a signal arrives (its number) or `post` is called (0)."""
+    def next(self, timeout: float | None = None) -> int | None:
+        """Block until a signal arrives (its number) or `post` is called (its code).
+
+        Returns None when ``timeout`` seconds pass first.
+        """
         while True:
+            if timeout is not None and not select.select([self._read], [], [], timeout)[0]:
+                return None
             data = os.read(self._read, 1)
             if data:
                 return data[0]
 
-    def post(self) -> None:
-        """Wake `next` with 0."""
-        os.write(self._write, b"\0")
+    def post(self, code: int = 0) -> None:
+        """Wake `next` with ``code`` (0: the stop has finished)."""
+        os.write(self._write, bytes([code]))
 
 
-def serve(client: Client | None, scheduler: Scheduler | None, what: str) -> int:
-    """Run until SIGINT/SIGTERM, then stop gracefully; a second signal stops at once."""
+def _stop_at_stdin_eof(pipe: _SignalPipe) -> None:
+    # Under `--processes`, the supervisor closes our stdin to stop us, and its death
+    # closes it too: either way we stop gracefully, as on SIGTERM.
+    with contextlib.suppress(OSError, ValueError):
+        while sys.stdin.buffer.read(65536):
+            pass
+    pipe.post(signal.SIGTERM)
+
+
+def serve(
+    client: Client | None, scheduler: Scheduler | None, what: str, *, supervised: bool = False
+) -> int:
+    """Run until SIGINT/SIGTERM, then stop gracefully; a second signal stops at once.
+
+    ``supervised``: run by `jobs._supervisor`; the end of stdin counts as a SIGTERM.
+    """
     with _SignalPipe() as pipe:
+        if supervised:
+            threading.Thread(
+                target=_stop_at_stdin_eof, args=(pipe,), name="jobs-cli-stdin", daemon=True
+            ).start()
         if client is not None:
             client.start()
         if scheduler is not None:
@@ -77,7 +101,7 @@ def serve(client: Client | None, scheduler: Scheduler | None, what: str) -> int:
                     client.stop()
                 raise
         logger.info("%s running (pid %d); stop it with Ctrl-C or SIGTERM", what, os.getpid())
-        signum = pipe.next()
+        signum = pipe.next() or signal.SIGTERM
         timeout = client.config.worker_pool_config.shutdown_timeout.total_seconds() if client else 0
         logger.info(
             "%s received: stopping gracefully (running jobs get up to %g s to finish; "
@@ -103,7 +127,8 @@ def serve(client: Client | None, scheduler: Scheduler | None, what: str) -> int:
         stopper = threading.Thread(target=stop_all, name="jobs-cli-stop", daemon=True)
         stopper.start()
         hurried = False
-        while (signum := pipe.next()) != 0:
+        while (code := pipe.next()) != 0:
+            signum = code or signal.SIGTERM
             if hurried or client is None:
                 continue
             hurried = True

@@ -24,6 +24,7 @@ import redis
 from . import _cli_format as fmt
 from ._cli_load import check_type, load_object, load_registry, load_scheduler
 from ._cli_serve import exit_now, serve
+from ._supervisor import supervise
 from .client import Client
 from .config import ClientConfig, JobConfig, WorkerPoolConfig
 from .errors import CliError, ConfigError, JobNotFound, PayloadError, RedisUnavailable, UsageError
@@ -228,6 +229,13 @@ def _pool_config(args: argparse.Namespace) -> WorkerPoolConfig:
 def cmd_worker(args: argparse.Namespace) -> int:
     """Run a worker pool (and optionally a scheduler) until SIGINT/SIGTERM."""
     fmt.configure_logging(args.log_level, args.log_format)
+    if args.processes is not None:
+        if args.processes < 1:
+            raise UsageError(f"--processes must be at least 1, got {args.processes}")
+        # Check what the children will load, so a typo fails once here, not N times.
+        load_registry(args.registry)
+        _ping(open_queue(args))
+        return supervise(_without_processes(args.argv), args.processes)
     registry = load_registry(args.registry)
     queue = open_queue(args)
     client = Client(
@@ -243,7 +251,21 @@ def cmd_worker(args: argparse.Namespace) -> int:
         f"; scheduler {args.scheduler}" if scheduler is not None else "",
         extra={"queue": queue.name},
     )
-    return serve(client, scheduler, "worker")
+    return serve(client, scheduler, "worker", supervised=args.supervised)
+
+
+def _without_processes(argv: list[str]) -> list[str]:
+    """The command line minus ``--processes N``: what each supervised child runs."""
+    kept: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--processes":
+            skip = True
+        elif not arg.startswith("--processes="):
+            kept.append(arg)
+    return kept
 
 
 def cmd_scheduler(args: argparse.Namespace) -> int:
@@ -324,6 +346,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("worker", cmd_worker, "Run a worker pool until SIGINT or SIGTERM.", logs)
     p.add_argument("registry", metavar="MODULE:REGISTRY", help="a jobs.Registry, e.g. app:registry")
     p.add_argument("--workers", type=int, metavar="N", help="handler threads (default: 10)")
+    p.add_argument(
+        "--processes",
+        type=int,
+        metavar="N",
+        help="run N worker processes (for CPU-bound handlers), restarting any that dies",
+    )
+    p.add_argument("--supervised", action="store_true", help=argparse.SUPPRESS)
     p.add_argument(
         "--scheduler",
         metavar="MODULE:SCHEDULER",
@@ -417,6 +446,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args: argparse.Namespace | None = None
     try:
         args = build_parser().parse_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)
         args.queue = getattr(args, "queue", "default")
         args.prefix = getattr(args, "prefix", "jobs")
         code = _run(args)

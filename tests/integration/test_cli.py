@@ -751,3 +751,48 @@ def test_main_in_process_returns_exit_codes(
         "jobs: error: the following arguments are required: TYPE "
         "(see 'python -m jobs enqueue --help')",
     ]
+
+
+def test_worker_processes_are_supervised(
+    redis_url: str, app_dir: Path, producer: jobs.Client, redis_client: redis.Redis
+) -> None:
+    args = ["worker", "cliapp:registry", *FAST, "--processes", "2"]
+    with background(args, redis_url, app_dir) as (proc, log):
+
+        def pids() -> set[int]:
+            return {w.pid for w in producer.workers()}
+
+        wait_until(lambda: len(pids()) == 2, timeout=20, message=log.read_text())
+        victim = min(pids())
+        os.kill(victim, signal.SIGKILL)
+        # The supervisor starts a replacement; the dead one's record expires.
+        wait_until(
+            lambda: len(pids()) == 2 and victim not in pids(),
+            timeout=20,
+            message=log.read_text(),
+        )
+        job_ids = producer.enqueue_many("echo", list(range(20)))
+        for job_id in job_ids:
+            wait_for_status(producer, job_id, jobs.JobStatus.COMPLETED)
+        proc.send_signal(signal.SIGTERM)
+        assert finish(proc) == 0, log.read_text()
+    text = log.read_text()
+    assert "restarting it" in text and "all worker processes stopped" in text
+    # Both children stopped gracefully and removed their records.
+    assert producer.workers() == []
+
+
+def test_worker_processes_stop_when_their_supervisor_dies(
+    redis_url: str, app_dir: Path, producer: jobs.Client
+) -> None:
+    args = ["worker", "cliapp:registry", *FAST, "--processes", "2"]
+    with background(args, redis_url, app_dir) as (proc, log):
+        wait_until(lambda: len(producer.workers()) == 2, timeout=20)
+        proc.kill()  # no chance to stop its children: their stdin closes all the same
+        proc.wait()
+        wait_until(lambda: producer.workers() == [], timeout=20, message=log.read_text())
+
+
+def test_processes_must_be_positive(redis_url: str, app_dir: Path) -> None:
+    proc = cli("worker", "cliapp:registry", "--processes", "0", redis_url=redis_url, cwd=app_dir)
+    assert_one_line_error(proc, 2, "--processes must be at least 1")
