@@ -202,3 +202,18 @@ def test_block_parser() -> None:
     assert first == Block("python", 5, "x = 1\n\ny = 2\n", "file app.py")
     assert first.file_name == "app.py"
     assert second == Block("console", 13, "$ python -m jobs stats\n", None)
+
+
+def test_every_test_the_readme_names_exists() -> None:
+    # "Guarantees" names the test behind each promise: a renamed test must not leave the
+    # README pointing at nothing.
+    text = README.read_text()
+    named = re.findall(r"(test_\w+\.py)((?:::test_\w+)?)", text)
+    assert named
+    for file_name, test in named:
+        path = next(ROOT.glob(f"tests/**/{file_name}"), None)
+        assert path is not None, file_name
+        if test:
+            assert f"def {test.removeprefix('::')}(" in path.read_text(), (file_name, test)
+    for test in re.findall(r"``::(test_\w+)``", text):
+        assert any(f"def {test}(" in p.read_text() for p in ROOT.glob("tests/**/*.py")), test
