@@ -58,6 +58,12 @@ def _attrs_default(value: object) -> object:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
+# One encoder for every call: json.dumps with options builds a new one each time.
+_ENCODER = json.JSONEncoder(
+    default=_attrs_default, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
+
+
 def dumps(value: object, what: str = "payload") -> bytes:
     """Encode ``value`` as compact UTF-8 JSON; attrs instances become their fields.
 
@@ -65,14 +71,7 @@ def dumps(value: object, what: str = "payload") -> bytes:
         PayloadError: not JSON (a set, an object, NaN, a lone surrogate, nesting too deep).
     """
     try:
-        text = json.dumps(
-            value,
-            default=_attrs_default,
-            separators=(",", ":"),
-            ensure_ascii=False,
-            allow_nan=False,
-        )
-        return text.encode("utf-8")
+        return _ENCODER.encode(value).encode("utf-8")
     except (TypeError, ValueError, RecursionError) as exc:
         raise PayloadError(f"{what} is not JSON-serializable: {exc}") from None
 

@@ -32,6 +32,12 @@ def new_job_id() -> str:
     return secrets.token_hex(16)
 
 
+def new_job_ids(count: int) -> list[str]:
+    """``count`` fresh job ids, from one read of the system's random source."""
+    pool = secrets.token_hex(16 * count)
+    return [pool[i : i + 32] for i in range(0, 32 * count, 32)]
+
+
 class Client:
     """The entry point: a producer of jobs, and optionally a worker pool that runs them.
 
@@ -112,7 +118,7 @@ class Client:
             encoded.append(data)
         if not encoded:
             return []
-        ids = [new_job_id() for _ in encoded]
+        ids = new_job_ids(len(encoded))
         self.queue.enqueue(job_type, ids, encoded, config)
         logger.debug(
             "enqueued %d %r jobs",

@@ -21,7 +21,7 @@ import redis.sentinel
 from . import _codec, _urls
 from ._keys import QueueKeys
 from ._scripts import Arg, RedisClient, Script, execute, execute_and_wait, scripts
-from .backoff import BUILTIN_BACKOFFS, backoff_to_spec
+from .backoff import BUILTIN_BACKOFFS, ExponentialBackoff, backoff_to_spec
 from .config import JobConfig, RedisQueueConfig
 from .errors import ConfigError, JobNotFound, RedisUnavailable, ReplicationError
 from .job import Job, JobStatus, QueueStats, WorkerInfo
@@ -106,7 +106,10 @@ def _encode_job_args(config: JobConfig) -> tuple[Arg, ...]:
         config.priority,
         config.max_retries,
         _codec.to_ms(config.timeout) if config.timeout is not None else "",
-        json.dumps(backoff_to_spec(config.retry_backoff, config.max_retries)),
+        # The default backoff is left out of the record (a missing one means it).
+        ""
+        if config.retry_backoff == ExponentialBackoff()
+        else json.dumps(backoff_to_spec(config.retry_backoff, config.max_retries)),
         _codec.dumps(dict(config.metadata), "metadata"),
         _codec.to_ms(config.delay),
     )

@@ -61,28 +61,33 @@ local function wake(wake_key)
   end
 end
 
--- Write a new job record and queue it (pending, or scheduled when delayed); false when
--- the id already exists, so a deterministic id enqueues at most once. Fields at their
--- default are left out (a missing attempts/failures/lost is 0, a missing timeout_ms is
--- none, missing metadata is {}): less to write, and less memory per waiting job.
-local function add_job(job_prefix, pending, scheduled, now, seq, id, job_type, payload,
-                       priority, max_retries, timeout_ms, backoff, metadata, delay)
+-- Write a new job record; false when `check` and the id already exists, so that a
+-- deterministic id (a cron fire) enqueues at most once. The job's index entry is appended to `adds` (adds.pending / adds.scheduled:
+-- flat score, member lists) for `flush_adds`, so that a batch costs one ZADD per index.
+-- Fields at their default are left out (a missing attempts/failures/lost is 0, a
+-- missing timeout_ms is none, missing metadata is {}, a missing backoff is the default
+-- exponential one): less to write, and less memory per waiting job.
+local function add_job(job_prefix, adds, now, seq, id, job_type, payload, priority,
+                       max_retries, timeout_ms, backoff, metadata, delay, check)
   local job_key = job_prefix .. id
-  if redis.call('EXISTS', job_key) == 1 then
+  if check and redis.call('EXISTS', job_key) == 1 then
     return false
   end
   local score = int(ready_score(priority, seq))
-  local status, run_at = 'pending', now
+  local status, run_at, index = 'pending', now, adds.pending
   delay = tonumber(delay)
   if delay > 0 then
-    status, run_at = 'scheduled', now + delay
-    redis.call('ZADD', scheduled, run_at, id)
+    status, run_at, index = 'scheduled', now + delay, adds.scheduled
+    index[#index + 1], index[#index + 2] = run_at, id
   else
-    redis.call('ZADD', pending, score, id)
+    index[#index + 1], index[#index + 2] = score, id
   end
   local fields = {'id', id, 'type', job_type, 'payload', payload, 'status', status,
-    'priority', priority, 'max_retries', max_retries, 'backoff', backoff,
-    'created_at', now, 'run_at', run_at, 'score', score}
+    'priority', priority, 'max_retries', max_retries, 'created_at', now, 'run_at', run_at,
+    'score', score}
+  if backoff ~= '' then
+    fields[#fields + 1], fields[#fields + 2] = 'backoff', backoff
+  end
   if timeout_ms ~= '' then
     fields[#fields + 1], fields[#fields + 2] = 'timeout_ms', timeout_ms
   end
@@ -91,6 +96,15 @@ local function add_job(job_prefix, pending, scheduled, now, seq, id, job_type, p
   end
   redis.call('HSET', job_key, unpack(fields))
   return true
+end
+
+local function flush_adds(pending, scheduled, adds)
+  if #adds.pending > 0 then
+    redis.call('ZADD', pending, unpack(adds.pending))
+  end
+  if #adds.scheduled > 0 then
+    redis.call('ZADD', scheduled, unpack(adds.scheduled))
+  end
 end
 
 -- Make a job ready to run: a fresh FIFO position within its priority.

@@ -22,8 +22,10 @@ local fired = 0
 if fire > last then
   local now = now_ms()
   local seq = redis.call('INCR', KEYS[3])
-  if add_job(ARGV[1], KEYS[1], KEYS[2], now, seq, ARGV[6], ARGV[7], ARGV[8], ARGV[9],
-             ARGV[10], ARGV[11], ARGV[12], ARGV[13], ARGV[14]) then
+  local adds = {pending = {}, scheduled = {}}
+  if add_job(ARGV[1], adds, now, seq, ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10],
+             ARGV[11], ARGV[12], ARGV[13], ARGV[14], true) then
+    flush_adds(KEYS[1], KEYS[2], adds)
     redis.call('HINCRBY', KEYS[4], 'total', 1)
     wake(KEYS[5])
   end

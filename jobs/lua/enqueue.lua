@@ -1,5 +1,4 @@
--- enqueue.lua: add one or many jobs atomically; an id that already exists is left alone
--- (so a deterministic id, as the scheduler uses, enqueues at most once).
+-- enqueue.lua: add one or many jobs atomically; an id that already exists is left alone.
 --
 -- KEYS[1] pending   KEYS[2] scheduled   KEYS[3] seq   KEYS[4] stats   KEYS[5] wake
 -- ARGV[1] job key prefix (B..'job:')
@@ -21,16 +20,18 @@ local n = (#ARGV - 8) / 2
 -- One INCRBY for the whole batch keeps FIFO order and saves a call per job.
 local seq = redis.call('INCRBY', seq_key, n) - n
 
+local adds = {pending = {}, scheduled = {}}
 for b = 9, #ARGV, 2 do
   seq = seq + 1
-  if add_job(job_prefix, pending, scheduled, now, seq, ARGV[b], ARGV[2], ARGV[b + 1],
-             ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]) then
+  if add_job(job_prefix, adds, now, seq, ARGV[b], ARGV[2], ARGV[b + 1], ARGV[3], ARGV[4],
+             ARGV[5], ARGV[6], ARGV[7], ARGV[8], true) then
     created = created + 1
     out[#out + 1] = 1
   else
     out[#out + 1] = 0
   end
 end
+flush_adds(pending, scheduled, adds)
 
 if created > 0 then
   redis.call('HINCRBY', stats, 'total', created)
