@@ -4,7 +4,7 @@ One round trip per beat does all four (heartbeat.lua and reap.lua in one pipelin
 While the pool holds jobs it beats every `BUSY_INTERVAL` at least (every lease/3 when
 that is shorter), which is also how a ``Client.cancel`` from any process reaches a
 running handler within a second, without a pub/sub connection that could silently miss
-a message. An idle pool beats every lease/3 (at most every `IDLE_INTERVAL`), and also
+a message. An idle pool beats every lease/2 (at most every `IDLE_INTERVAL`), and also
 right when the earliest lease in the queue expires, so a dead worker's job is
 re-delivered about one lease after its last heartbeat.
 """
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 #: Longest gap between beats while the pool holds jobs: bounds cancellation latency.
 BUSY_INTERVAL = 0.5
 #: Longest gap between beats of an idle pool.
-IDLE_INTERVAL = 5.0
+IDLE_INTERVAL = 15.0
 
 
 class Heartbeat:
@@ -53,8 +53,11 @@ class Heartbeat:
         self._on_lost = on_lost
         lease_s = lease.total_seconds()
         self._busy = min(lease_s / 3, BUSY_INTERVAL)
-        self._idle = min(lease_s / 3, IDLE_INTERVAL)
+        # Every lease/2 is enough to see a job leased since the last beat before its
+        # lease can expire, and then the beat is timed to that expiry (see `beat`).
+        self._idle = min(lease_s / 2, IDLE_INTERVAL)
         # A record outlives a few missed beats, never a dead pool by much.
+        self._first = True
         self._record_ttl = timedelta(seconds=max(3 * self._idle, 2.0))
         self._info: dict[str, object] = {
             "hostname": socket.gethostname(),
@@ -69,11 +72,17 @@ class Heartbeat:
         held = self._held()
         self._info["in_flight"] = len(held)
         delay = self._busy if held else self._idle
+        first = self._first
         for queue in self._queues:
             mine = [a for a in held if a.queue is queue]
             sent = time.monotonic()
             now_ms, codes, next_expiry_ms = queue.heartbeat(
-                self._pool_id, self._info, self._record_ttl, [a.held for a in mine], self._lease
+                self._pool_id,
+                self._info,
+                self._record_ttl,
+                [a.held for a in mine],
+                self._lease,
+                first=first,
             )
             lease_until = sent + self._lease.total_seconds()
             for attempt, code in zip(mine, codes, strict=True):
@@ -85,4 +94,5 @@ class Heartbeat:
             if next_expiry_ms is not None:
                 # Reap right after the earliest lease runs out (Redis time: no clock skew).
                 delay = min(delay, max((next_expiry_ms - now_ms) / 1000 + 0.005, 0.005))
+        self._first = False
         return delay

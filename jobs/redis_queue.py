@@ -588,8 +588,11 @@ class RedisQueue:
         lease: timedelta,
         *,
         reap: bool = True,
+        first: bool = False,
     ) -> tuple[int, list[int], int | None]:
         """Refresh the pool's record, extend its leases and (optionally) reap, in one round trip.
+
+        ``first``: the pool's first beat (it also prunes the records of dead pools).
 
         Returns the Redis time (ms), each held job's code (1 extended, 2 cancelled, 0 lease
         lost) and the earliest lease deadline left in the queue after reaping (Redis ms), or
@@ -602,6 +605,7 @@ class RedisQueue:
             _codec.to_ms(record_ttl),
             pool_id,
             json.dumps(info),
+            "1" if first else "0",
         ]
         for job in held:
             args += (job.job_id, job.token)

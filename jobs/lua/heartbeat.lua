@@ -4,7 +4,8 @@
 -- KEYS[1] processing   KEYS[2] workers   KEYS[3] this pool's record (B..'worker:'..id)
 -- ARGV[1] job key prefix   ARGV[2] lease_ms   ARGV[3] record ttl_ms ('0' = no record)
 -- ARGV[4] pool id   ARGV[5] record JSON (hostname, pid, num_workers, in_flight)
--- ARGV[6..] 2 values per held job: id, lease token
+-- ARGV[6] '1' on the pool's first beat, else '0'
+-- ARGV[7..] 2 values per held job: id, lease token
 -- Returns {now_ms, code_1, ..., code_n}: 1 extended; 2 the job was cancelled (stop it);
 -- 0 the lease is lost (expired and re-delivered, or the record is gone): stop it, its
 -- result would be rejected anyway.
@@ -15,15 +16,20 @@ local now = now_ms()
 
 if ttl > 0 then
   redis.call('HSET', record, 'info', ARGV[5], 'last_seen', now)
+  -- Every beat, not just the first: a failover may have lost the first one.
   redis.call('HSETNX', record, 'started_at', now)
   redis.call('PEXPIRE', record, ttl)
   redis.call('ZADD', workers, now + ttl, ARGV[4])
-  redis.call('ZREMRANGEBYSCORE', workers, '-inf', now)
+  if ARGV[6] == '1' then
+    -- A pool's first beat clears out pools that died unnoticed (workers.lua also drops
+    -- them whenever the list is read).
+    redis.call('ZREMRANGEBYSCORE', workers, '-inf', now)
+  end
 end
 
 local out = {now}
 local deadline = now + lease_ms
-for b = 6, #ARGV, 2 do
+for b = 7, #ARGV, 2 do
   local id = ARGV[b]
   local job_key = job_prefix .. id
   if holds_lease(job_key, ARGV[b + 1]) then
