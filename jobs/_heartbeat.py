@@ -58,6 +58,7 @@ class Heartbeat:
         self._idle = min(lease_s / 2, IDLE_INTERVAL)
         # A record outlives a few missed beats, never a dead pool by much.
         self._first = True
+        self._last = self._due = 0.0  # monotonic: the last beat, and when the next is due
         self._record_ttl = timedelta(seconds=max(3 * self._idle, 2.0))
         self._info: dict[str, object] = {
             "hostname": socket.gethostname(),
@@ -68,8 +69,17 @@ class Heartbeat:
         self.loop = Loop("jobs-heartbeat", self.beat, logger, extra={"queue": queues[0].name})
 
     def beat(self) -> float:
-        """One beat of every queue the pool serves; returns the seconds until the next one."""
+        """One beat of every queue the pool serves; returns the seconds until the next one.
+
+        Called early (the pool took jobs while idle: `Loop.nudge`), it only moves the next
+        beat to the busy pace: a beat right away would compete with the new job's start.
+        """
         held = self._held()
+        now = time.monotonic()
+        if now < self._due:
+            self._due = min(self._due, self._last + (self._busy if held else self._idle))
+            if now < self._due:
+                return self._due - now
         self._info["in_flight"] = len(held)
         delay = self._busy if held else self._idle
         first = self._first
@@ -95,4 +105,6 @@ class Heartbeat:
                 # Reap right after the earliest lease runs out (Redis time: no clock skew).
                 delay = min(delay, max((next_expiry_ms - now_ms) / 1000 + 0.005, 0.005))
         self._first = False
+        self._last = now
+        self._due = now + delay
         return delay
