@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 BUSY_INTERVAL = 0.5
 #: Longest gap between beats of an idle pool.
 IDLE_INTERVAL = 15.0
+#: How often a beat also trims the finished-job indexes of records that expired.
+TRIM_INTERVAL = 60.0
 
 
 class Heartbeat:
@@ -59,6 +61,7 @@ class Heartbeat:
         # A record outlives a few missed beats, never a dead pool by much.
         self._first = True
         self._last = self._due = 0.0  # monotonic: the last beat, and when the next is due
+        self._trim_due = 0.0
         self._record_ttl = timedelta(seconds=max(3 * self._idle, 2.0))
         self._info: dict[str, object] = {
             "hostname": socket.gethostname(),
@@ -83,6 +86,9 @@ class Heartbeat:
         self._info["in_flight"] = len(held)
         delay = self._busy if held else self._idle
         first = self._first
+        trim = now >= self._trim_due
+        if trim:
+            self._trim_due = now + TRIM_INTERVAL
         for queue in self._queues:
             mine = [a for a in held if a.queue is queue]
             sent = time.monotonic()
@@ -93,6 +99,7 @@ class Heartbeat:
                 [a.held for a in mine],
                 self._lease,
                 first=first,
+                trim=trim,
             )
             lease_until = sent + self._lease.total_seconds()
             for attempt, code in zip(mine, codes, strict=True):

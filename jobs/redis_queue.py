@@ -589,10 +589,12 @@ class RedisQueue:
         *,
         reap: bool = True,
         first: bool = False,
+        trim: bool = False,
     ) -> tuple[int, list[int], int | None]:
         """Refresh the pool's record, extend its leases and (optionally) reap, in one round trip.
 
         ``first``: the pool's first beat (it also prunes the records of dead pools).
+        ``trim``: the reap also drops index entries of expired finished records.
 
         Returns the Redis time (ms), each held job's code (1 extended, 2 cancelled, 0 lease
         lost) and the earliest lease deadline left in the queue after reaping (Redis ms), or
@@ -613,7 +615,7 @@ class RedisQueue:
             (self._scripts.heartbeat, (k.processing, k.workers, k.worker(pool_id)), args)
         ]
         if reap:
-            calls.append(self._reap_call())
+            calls.append(self._reap_call(trim))
         replies = execute(self.client, calls)
         now, codes = int(replies[0][0]), [int(c) for c in replies[0][1:]]
         if not reap:
@@ -621,23 +623,37 @@ class RedisQueue:
         next_expiry = int(replies[1][3])
         return now, codes, None if next_expiry < 0 else next_expiry
 
-    def _reap_call(self) -> tuple[Script, Sequence[str], Sequence[Arg]]:
+    def _reap_call(self, trim: bool = False) -> tuple[Script, Sequence[str], Sequence[Arg]]:
         k = self.keys
         return (
             self._scripts.reap,
-            (k.processing, k.pending, k.scheduled, k.failed, k.stats, k.seq, k.wake),
+            (
+                k.processing,
+                k.pending,
+                k.scheduled,
+                k.failed,
+                k.stats,
+                k.seq,
+                k.wake,
+                k.completed,
+                k.cancelled,
+            ),
             (
                 k.job_prefix,
                 self.config.max_lost_leases,
                 self._failed_ttl_ms,
                 self.config.max_failed_jobs,
                 REAP_BATCH,
+                self._completed_ttl_ms if trim else "",
             ),
         )
 
-    def reap(self) -> tuple[int, int]:
-        """Return expired leases to the queue now; (requeued, failed for too many losses)."""
-        script, keys, args = self._reap_call()
+    def reap(self, *, trim: bool = False) -> tuple[int, int]:
+        """Return expired leases to the queue now; (requeued, failed for too many losses).
+
+        ``trim``: also drop the index entries of finished jobs whose records expired.
+        """
+        script, keys, args = self._reap_call(trim)
         reply = script(self.client, keys, args)
         return int(reply[1]), int(reply[2])
 

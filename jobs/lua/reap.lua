@@ -4,9 +4,10 @@
 -- the Redis clock alone.
 --
 -- KEYS[1] processing   KEYS[2] pending   KEYS[3] scheduled   KEYS[4] failed
--- KEYS[5] stats   KEYS[6] seq   KEYS[7] wake
+-- KEYS[5] stats   KEYS[6] seq   KEYS[7] wake   KEYS[8] completed   KEYS[9] cancelled
 -- ARGV[1] job key prefix   ARGV[2] max_lost   ARGV[3] failed_ttl_ms
 -- ARGV[4] max failed records kept   ARGV[5] max jobs reaped in this call
+-- ARGV[6] completed_ttl_ms, or '' not to trim the final indexes in this call
 -- Returns {now_ms, requeued, failed, next_expiry_ms}: next_expiry_ms is the earliest
 -- remaining lease deadline (-1 if none), when the next reap could find something.
 --
@@ -38,6 +39,16 @@ for _, id in ipairs(expired) do
       requeued = requeued + 1
     end
   end
+end
+
+-- Finished records expire by themselves; their index entries are trimmed whenever a job
+-- finishes (finalize), and here too, so that a queue that went quiet keeps no entries
+-- for records long gone.
+if ARGV[6] ~= '' then
+  local completed_ttl = tonumber(ARGV[6])
+  redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', '(' .. int(now - completed_ttl))
+  redis.call('ZREMRANGEBYSCORE', failed, '-inf', '(' .. int(now - ttl))
+  redis.call('ZREMRANGEBYSCORE', KEYS[9], '-inf', '(' .. int(now - ttl))
 end
 
 -- Also heals a lost wake-up (a pool took the marker and died before fetching).

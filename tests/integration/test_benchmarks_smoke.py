@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration._topologies import find_redis_cli
+
 RUN = Path(__file__).resolve().parents[2] / "benchmarks" / "run.py"
 
 SECTIONS = (
@@ -18,6 +20,7 @@ SECTIONS = (
     "All figures side by side",
     "Redis commands per job, by command (MONITOR)",
     "Queue depth (jobs only)",
+    "Scale-out (jobs only): worker processes and cluster shards",
     "Profile of a jobs worker",
     "How each library's workers ran",
 )
@@ -37,6 +40,16 @@ ROWS = (
     "worker RSS idle (MB)",
     "Redis bytes per queued job",
     "Redis bytes per completed job (records kept)",
+    # Scale-out: 1 versus 2 worker processes, the second way by the library's supervisor.
+    "1 process x 3 threads (jobs_worker.py)",
+    "2 processes x 2 threads, separate (jobs_worker.py)",
+    "2 processes x 2 threads, one ``--processes 2`` supervisor",
+)
+
+CLUSTER_ROWS = (
+    "(a) 1 queue, 1 process: one shard busy",
+    "(b) 3 queues on 3 masters, 1 process each",
+    "(c) control: 1 queue, 3 processes",
 )
 
 
@@ -44,11 +57,14 @@ ROWS = (
 def test_harness_reports_every_figure(redis_binary: str, tmp_path: Path) -> None:
     output, raw = tmp_path / "RESULTS.rst", tmp_path / "results.json"
     env = dict(os.environ, JOBS_REDIS_SERVER=redis_binary)
+    # --quick skips the cluster drains; at this size they take a few seconds.
+    cluster = find_redis_cli(redis_binary) is not None or bool(os.environ.get("CI"))
     with subprocess.Popen(
         [
             sys.executable, str(RUN), "--no-peers", "--quick",
             "--jobs", "150", "--threads", "3", "--threads-2p", "2",
             "--latency-samples", "5", "--idle-seconds", "0.3", "--monitor-jobs", "60",
+            "--cluster" if cluster else "--no-cluster",
             "--output", str(output), "--json", str(raw),
         ],
         stdout=subprocess.PIPE,
@@ -68,7 +84,7 @@ def test_harness_reports_every_figure(redis_binary: str, tmp_path: Path) -> None
     for section in SECTIONS:
         assert f"{section}\n{'-' * len(section)}\n" in text, section
     assert "--no-peers --quick" in text  # the exact command is recorded
-    for row in ROWS:
+    for row in ROWS + (CLUSTER_ROWS if cluster else ()):
         assert row in text, row
         assert row in stdout, row  # the printed summary has the same rows
     for verdict in ("met", "not measured"):
@@ -84,6 +100,24 @@ def test_harness_reports_every_figure(redis_binary: str, tmp_path: Path) -> None
         for drain in jobs["drain"][body].values():
             assert drain["jobs"] == 150
             assert drain["rate"] > 0
+    supervised = jobs["supervised"]["2x2"]
+    assert supervised["jobs"] == 150
+    assert supervised["rate"] > 0
+    assert supervised["os_processes"] == 3  # the supervisor and its two workers
+    assert supervised["exit_code"] == 0  # stopped by SIGTERM, cleanly
+    assert supervised["leftover_children"] == 0
+    assert "--processes 2 --workers 2" in jobs["supervised_command"]
+    if cluster:
+        drains = results["cluster"]
+        assert len(set(drains["queues"].values())) == 3  # one queue per master
+        for name, queues, processes in (("one", 1, 1), ("three", 3, 3), ("one_wide", 1, 3)):
+            assert drains[name]["jobs"] == 150 * queues
+            assert drains[name]["processes"] == processes
+            assert drains[name]["rate"] > 0
+            assert len(drains[name]["shard_cpu_percent"]) == 3
+    else:
+        assert results["cluster"] is None
+    assert results["failures"] == []
     assert jobs["latency"]["samples"] == 5
     assert jobs["commands"]["jobs"] == 60
     assert {"queued", "completed"} <= set(jobs["memory"])

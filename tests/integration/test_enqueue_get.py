@@ -135,6 +135,10 @@ def test_get_reports_every_field_through_pending_processing_completed(redis_url:
     assert seen[0].metadata == {"user_id": 123}
 
 
+def _permanent_failure(ctx: jobs.JobContext, payload: object) -> None:
+    raise jobs.PermanentError("no")
+
+
 def test_expired_records_raise_job_not_found(redis_url: str) -> None:
     registry = jobs.Registry()
     registry.register_func("t", _noop)
@@ -152,6 +156,31 @@ def test_expired_records_raise_job_not_found(redis_url: str) -> None:
         wait_until(expired, timeout=5)
         with pytest.raises(jobs.JobNotFound):
             client.cancel(job_id)
+
+
+def test_retention_leaves_nothing_behind(redis_url: str, redis_client: redis.Redis) -> None:
+    registry = jobs.Registry()
+    registry.register_func("t", _noop)
+    registry.register_func("bad", _permanent_failure)
+    options = {"completed_ttl": 0.2, "failed_ttl": 0.2}
+    with make_client(redis_url, registry, start=False, queue_options=options) as client:
+        done = client.enqueue_many("t", [1, 2, 3])
+        failed = client.enqueue("bad", None)
+        cancelled = client.enqueue("t", 4)
+        client.cancel(cancelled)
+        client.start()
+        for job_id in done:
+            wait_for_status(client, job_id, jobs.JobStatus.COMPLETED)
+        wait_for_status(client, failed, jobs.JobStatus.FAILED)
+        keys = client.queue.keys
+        indexes = (keys.completed, keys.failed, keys.cancelled)
+        assert [redis_client.zcard(k) for k in indexes] == [3, 1, 1]
+        # Records expire by themselves; a reap that trims drops their index entries, so
+        # a queue gone quiet keeps nothing of its finished jobs (workers trim every minute).
+        wait_until(lambda: not redis_client.exists(*(keys.job(i) for i in [*done, failed])))
+        client.queue.reap(trim=True)
+        assert [redis_client.zcard(k) for k in indexes] == [0, 0, 0]
+        assert client.list_jobs("completed") == []
 
 
 def test_default_config_is_stored_with_the_job(redis_url: str) -> None:
