@@ -169,6 +169,14 @@ def decode_job(fields: Mapping[str, Any], queue: str, *, lenient: bool = False) 
         return _decode_lenient(fields, queue)
 
 
+# Status values as stored (bytes or str, as the client decodes), to the enum: a dict
+# lookup is several times cheaper than JobStatus(...) on every decoded job.
+_STATUSES: dict[str | bytes, JobStatus] = {
+    **{s.value: s for s in JobStatus},
+    **{s.value.encode(): s for s in JobStatus},
+}
+
+
 def _ms(raw: str | bytes | None) -> datetime | None:
     return datetime.fromtimestamp(int(raw) / 1000, tz=UTC) if raw else None
 
@@ -190,7 +198,7 @@ def _decode_fast(fields: Mapping[str, Any], queue: str) -> Job:
         id=job_id.decode() if type(job_id) is bytes else job_id,
         type=job_type.decode() if type(job_type) is bytes else job_type,
         payload=json.loads(payload),
-        status=JobStatus(status.decode() if type(status) is bytes else status),
+        status=_STATUSES[status],
         priority=int(get("priority") or 0),
         attempts=int(get("attempts") or 0),
         max_retries=int(get("max_retries") or 0),

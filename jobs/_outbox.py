@@ -70,7 +70,7 @@ class Outbox:
     def __init__(
         self,
         queue_name: str,
-        on_written: Callable[[Attempt, Outcome, Written], None],
+        on_written: Callable[[Sequence[Pending], Sequence[Written]], None],
         on_dropped: Callable[[Attempt], None],
         logger: logging.Logger,
     ) -> None:
@@ -115,8 +115,7 @@ class Outbox:
 
     def written(self, batch: Sequence[Pending], replies: Sequence[Written]) -> None:
         """Report a batch written (replies in `split` order, as `RedisQueue.exchange` gives)."""
-        for pending, reply in zip(batch, replies, strict=True):
-            self._on_written(pending.attempt, pending.outcome, reply)
+        self._on_written(batch, replies)
         self._done(len(batch))
 
     def failed(self, batch: Sequence[Pending]) -> None:

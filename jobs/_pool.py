@@ -48,6 +48,8 @@ from .redis_queue import Fetched, RedisQueue, socket_timeout
 from .redis_queue import Outcome as Written
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from .config import WorkerPoolConfig
     from .registry import Registry
 
@@ -477,9 +479,18 @@ class WorkerPool:
         # An abandoned attempt stays ABANDONED: its slot thread checks that on return.
         self._release(attempt)
 
-    def _on_written(self, attempt: Attempt, outcome: Outcome, written: Written) -> None:
+    def _on_written(self, batch: Sequence[Pending], replies: Sequence[Written]) -> None:
         with self._lock:
-            self._finish(attempt)
+            for pending in batch:
+                self._finish(pending.attempt)
+        quiet = not logger.isEnabledFor(logging.DEBUG) and self._hooks is None
+        for pending, written in zip(batch, replies, strict=True):
+            if quiet and written.recorded and isinstance(pending.outcome, Completed):
+                continue  # the common case, with nothing to log or call
+            self._report(pending.attempt, pending.outcome, written)
+
+    def _report(self, attempt: Attempt, outcome: Outcome, written: Written) -> None:
+        """Log one written outcome and queue its hook."""
         extra = attempt.log_extra()
         if attempt.started:
             extra["duration_ms"] = round((time.monotonic() - attempt.started) * 1000, 1)
