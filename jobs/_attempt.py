@@ -16,13 +16,14 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import attrs
 
 from . import _codec
+from ._wire import Failure, HeldJob, Leased
 from .backoff import ExponentialBackoff, backoff_from_spec
 from .context import CancellationToken, JobContext
 from .errors import ConfigError, PayloadError, PermanentError, UnknownJobType
 from .job import Job, JobStatus
-from .redis_queue import Failure, HeldJob, Leased, RedisQueue
 
 if TYPE_CHECKING:
+    from .redis_queue import RedisQueue
     from .registry import Registry
 
 job_logger = logging.getLogger("jobs.job")

@@ -30,8 +30,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from ._attempt import Attempt, Outcome
-    from .redis_queue import Failure, HeldJob
-    from .redis_queue import Outcome as Written
+    from ._wire import Failure, HeldJob
+    from ._wire import Outcome as Written
 
 
 class Pending(NamedTuple):

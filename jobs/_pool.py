@@ -42,10 +42,11 @@ from ._heartbeat import Heartbeat
 from ._loops import Loop
 from ._outbox import HookRunner, Outbox, Pending, split
 from ._watchdog import Watchdog
+from ._wire import Fetched, socket_timeout
+from ._wire import Outcome as Written
 from .context import CancelReason
 from .errors import JobTimeout
-from .redis_queue import Fetched, RedisQueue, socket_timeout
-from .redis_queue import Outcome as Written
+from .redis_queue import RedisQueue
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

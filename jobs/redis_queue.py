@@ -7,13 +7,11 @@ client and the worker pool speak in Python values.
 
 from __future__ import annotations
 
-import functools
 import json
 import secrets
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, cast
 
-import attrs
 import redis
 import redis.cluster
 import redis.sentinel
@@ -21,7 +19,16 @@ import redis.sentinel
 from . import _codec, _urls
 from ._keys import QueueKeys
 from ._scripts import Arg, RedisClient, Script, execute, execute_and_wait, scripts
-from .backoff import BUILTIN_BACKOFFS, ExponentialBackoff, backoff_to_spec
+from ._wire import (
+    Failure,
+    Fetched,
+    HeldJob,
+    Leased,
+    Outcome,
+    address,
+    job_args,
+    socket_timeout,
+)
 from .config import JobConfig, RedisQueueConfig
 from .errors import ConfigError, JobNotFound, RedisUnavailable, ReplicationError
 from .job import Job, JobStatus, QueueStats, WorkerInfo
@@ -36,109 +43,6 @@ PROMOTE_BATCH = 1000
 REAP_BATCH = 500
 #: Jobs per enqueue script call in `RedisQueue.enqueue`; chunks share one round trip.
 ENQUEUE_CHUNK = 1000
-
-
-# The per-job values below are NamedTuples, not attrs classes: several are built for every
-# job on the hot path, and a tuple is the cheapest immutable record Python has.
-
-
-class Leased(NamedTuple):
-    """A job record as fetched: its fields, and the lease token that fences it."""
-
-    job_id: str
-    token: str
-    fields: dict[str, Any]
-
-
-@attrs.frozen
-class Fetched:
-    """What one fetch returned."""
-
-    now_ms: int
-    #: When the earliest scheduled job is due (Redis ms), or None.
-    next_due_ms: int | None
-    jobs: list[Leased]
-
-
-class Outcome(NamedTuple):
-    """How one complete/fail write ended (see complete.lua and fail.lua)."""
-
-    recorded: bool
-    status: str
-    now_ms: int
-    run_at_ms: int
-
-
-class HeldJob(NamedTuple):
-    """A job a pool holds: its id and lease token."""
-
-    job_id: str
-    token: str
-
-
-class Failure(NamedTuple):
-    """A failed attempt to record: permanent, or retried after ``delay_ms``."""
-
-    job_id: str
-    token: str
-    error: str
-    traceback: str
-    delay_ms: int
-    permanent: bool
-
-
-def _job_args(config: JobConfig) -> tuple[Arg, ...]:
-    """A job's settings as enqueue.lua takes them (after id, type and payload)."""
-    if isinstance(config.retry_backoff, BUILTIN_BACKOFFS):
-        # Producers reuse a handful of configs: encode each once. (A custom backoff is
-        # evaluated afresh for every enqueue: it may be random.)
-        return _cached_job_args(config)
-    return _encode_job_args(config)
-
-
-@functools.lru_cache(maxsize=256)
-def _cached_job_args(config: JobConfig) -> tuple[Arg, ...]:
-    return _encode_job_args(config)
-
-
-def _encode_job_args(config: JobConfig) -> tuple[Arg, ...]:
-    return (
-        config.priority,
-        config.max_retries,
-        _codec.to_ms(config.timeout) if config.timeout is not None else "",
-        # The default backoff is left out of the record (a missing one means it).
-        ""
-        if config.retry_backoff == ExponentialBackoff()
-        else json.dumps(backoff_to_spec(config.retry_backoff, config.max_retries)),
-        _codec.dumps(dict(config.metadata), "metadata"),
-        _codec.to_ms(config.delay),
-    )
-
-
-def _address(client: RedisClient) -> str:
-    if isinstance(client, redis.cluster.RedisCluster):
-        nodes = cast("list[Any]", client.get_nodes())  # type: ignore[no-untyped-call]
-        return ", ".join(f"{n.host}:{n.port}" for n in nodes[:3]) or "a Redis cluster"
-    pool = client.connection_pool
-    if isinstance(pool, redis.sentinel.SentinelConnectionPool):
-        sentinels = cast("list[redis.Redis]", pool.sentinel_manager.sentinels)
-        found = ",".join(_address(s) for s in sentinels)
-        return f"sentinel service {pool.service_name} via {found}"
-    kwargs = pool.connection_kwargs
-    if kwargs.get("path"):
-        return f"unix:{kwargs['path']}"
-    return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
-
-
-def socket_timeout(client: RedisClient) -> float | None:
-    """The client's socket timeout in seconds (None: it waits forever)."""
-    if isinstance(client, redis.cluster.RedisCluster):
-        kwargs = cast("dict[str, Any]", client.get_connection_kwargs())  # type: ignore[no-untyped-call]
-    else:
-        kwargs = client.connection_pool.connection_kwargs
-    # Absent (a cluster or Sentinel client built without one): redis-py's own default.
-    value = kwargs.get("socket_timeout", _urls.DEFAULT_SOCKET_TIMEOUT)
-    return None if value is None else float(value)
 
 
 class RedisQueue:
@@ -211,7 +115,7 @@ class RedisQueue:
     @property
     def address(self) -> str:
         """Where the queue's Redis is (``host:port``), for messages."""
-        return _address(self.client)
+        return address(self.client)
 
     def close(self) -> None:
         """Close the Redis client if this queue created it (`from_url`); otherwise a no-op."""
@@ -248,7 +152,7 @@ class RedisQueue:
                 (the jobs are written on the master all the same).
         """
         k = self.keys
-        head: list[Arg] = [k.job_prefix, job_type, *_job_args(config)]
+        head: list[Arg] = [k.job_prefix, job_type, *job_args(config)]
         keys = (k.pending, k.scheduled, k.seq, k.stats, k.wake)
         calls: list[tuple[Script, Sequence[str], Sequence[Arg]]] = []
         for start in range(0, len(ids), ENQUEUE_CHUNK):
@@ -492,7 +396,7 @@ class RedisQueue:
                 job_id,
                 job_type,
                 payload,
-                *_job_args(config),
+                *job_args(config),
             ),
         )
         (reply,) = self._execute_durably(

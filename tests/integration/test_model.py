@@ -45,7 +45,8 @@ from hypothesis.stateful import (
 
 from jobs import ConfigError, JobConfig, JobNotFound, JobStatus, RedisQueueConfig
 from jobs._scripts import scripts
-from jobs.redis_queue import Failure, HeldJob, RedisQueue
+from jobs._wire import Failure, HeldJob
+from jobs.redis_queue import RedisQueue
 
 #: Leases and delays that never run out during a test: only the explicit steps age them.
 LONG = timedelta(hours=1)

@@ -28,7 +28,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 import jobs
-from jobs.redis_queue import HeldJob
+from jobs._wire import HeldJob
 from tests.helpers import wait_until
 from tests.integration._clients import make_client
 from tests.integration._proxy import FaultyProxy

@@ -1,0 +1,128 @@
+"""What `RedisQueue` sends and gets back, apart from the queue that sends it.
+
+Job settings as script arguments, and the values the worker pool trades with the queue
+(leased jobs, outcomes, fenced job handles), so that the pool's modules can name these
+values without the queue that runs the scripts (`jobs.redis_queue`).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
+
+import attrs
+import redis
+import redis.cluster
+import redis.sentinel
+
+from . import _codec, _urls
+from .backoff import BUILTIN_BACKOFFS, ExponentialBackoff, backoff_to_spec
+
+if TYPE_CHECKING:
+    from ._scripts import Arg, RedisClient
+    from .config import JobConfig
+
+
+# The per-job values below are NamedTuples, not attrs classes: several are built for every
+# job on the hot path, and a tuple is the cheapest immutable record Python has.
+
+
+class Leased(NamedTuple):
+    """A job record as fetched: its fields, and the lease token that fences it."""
+
+    job_id: str
+    token: str
+    fields: dict[str, Any]
+
+
+@attrs.frozen
+class Fetched:
+    """What one fetch returned."""
+
+    now_ms: int
+    #: When the earliest scheduled job is due (Redis ms), or None.
+    next_due_ms: int | None
+    jobs: list[Leased]
+
+
+class Outcome(NamedTuple):
+    """How one complete/fail write ended (see complete.lua and fail.lua)."""
+
+    recorded: bool
+    status: str
+    now_ms: int
+    run_at_ms: int
+
+
+class HeldJob(NamedTuple):
+    """A job a pool holds: its id and lease token."""
+
+    job_id: str
+    token: str
+
+
+class Failure(NamedTuple):
+    """A failed attempt to record: permanent, or retried after ``delay_ms``."""
+
+    job_id: str
+    token: str
+    error: str
+    traceback: str
+    delay_ms: int
+    permanent: bool
+
+
+def job_args(config: JobConfig) -> tuple[Arg, ...]:
+    """A job's settings as enqueue.lua and cron_fire.lua take them."""
+    if isinstance(config.retry_backoff, BUILTIN_BACKOFFS):
+        # Producers reuse a handful of configs: encode each once. (A custom backoff is
+        # evaluated afresh for every enqueue: it may be random.)
+        return _cached_job_args(config)
+    return _encode_job_args(config)
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_job_args(config: JobConfig) -> tuple[Arg, ...]:
+    return _encode_job_args(config)
+
+
+def _encode_job_args(config: JobConfig) -> tuple[Arg, ...]:
+    return (
+        config.priority,
+        config.max_retries,
+        _codec.to_ms(config.timeout) if config.timeout is not None else "",
+        # The default backoff is left out of the record (a missing one means it).
+        ""
+        if config.retry_backoff == ExponentialBackoff()
+        else json.dumps(backoff_to_spec(config.retry_backoff, config.max_retries)),
+        _codec.dumps(dict(config.metadata), "metadata"),
+        _codec.to_ms(config.delay),
+    )
+
+
+def address(client: RedisClient) -> str:
+    """Where a client's Redis is (``host:port``, a socket, a cluster or sentinels), for messages."""
+    if isinstance(client, redis.cluster.RedisCluster):
+        nodes = cast("list[Any]", client.get_nodes())  # type: ignore[no-untyped-call]
+        return ", ".join(f"{n.host}:{n.port}" for n in nodes[:3]) or "a Redis cluster"
+    pool = client.connection_pool
+    if isinstance(pool, redis.sentinel.SentinelConnectionPool):
+        sentinels = cast("list[redis.Redis]", pool.sentinel_manager.sentinels)
+        found = ",".join(address(s) for s in sentinels)
+        return f"sentinel service {pool.service_name} via {found}"
+    kwargs = pool.connection_kwargs
+    if kwargs.get("path"):
+        return f"unix:{kwargs['path']}"
+    return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
+
+
+def socket_timeout(client: RedisClient) -> float | None:
+    """The client's socket timeout in seconds (None: it waits forever)."""
+    if isinstance(client, redis.cluster.RedisCluster):
+        kwargs = cast("dict[str, Any]", client.get_connection_kwargs())  # type: ignore[no-untyped-call]
+    else:
+        kwargs = client.connection_pool.connection_kwargs
+    # Absent (a cluster or Sentinel client built without one): redis-py's own default.
+    value = kwargs.get("socket_timeout", _urls.DEFAULT_SOCKET_TIMEOUT)
+    return None if value is None else float(value)
