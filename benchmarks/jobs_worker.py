@@ -1,23 +1,29 @@
-"""``jobs`` under benchmark: a worker process (run as a script) and the harness's adapter.
+"""``jobs`` under benchmark: a worker process (run as a script) and the harness's adapters.
 
-``python jobs_worker.py --threads T`` builds ``jobs.RedisQueue.from_url($BENCH_REDIS_URL)``,
-a `jobs.Registry` with the three benchmark bodies, and a `jobs.Client` with
-``WorkerPoolConfig(num_workers=T)`` and otherwise default settings; it starts the pool and
-stops it gracefully on SIGTERM or SIGINT.
+``python jobs_worker.py --threads T [--queue NAME]`` builds
+``jobs.RedisQueue.from_url($BENCH_REDIS_URL, name=NAME)`` (a ``redis+cluster://`` URL
+too), the registry of ``jobs_app.py`` (the three benchmark bodies), and a `jobs.Client`
+with ``WorkerPoolConfig(num_workers=T)`` and otherwise default settings; it starts the
+pool and stops it gracefully on SIGTERM or SIGINT.
+
+`JobsAdapter` starts one such process per worker process; `SupervisedJobsAdapter`
+instead starts the library's own supervisor, ``python -m jobs worker --processes N``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
 import sys
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import workloads
-from peers import Adapter
+from jobs_app import registry
+from peers import Adapter, Workers
 
 import jobs
 
@@ -60,25 +66,59 @@ class JobsAdapter(Adapter):
 ADAPTER = JobsAdapter
 
 
-def _handler(body: str) -> jobs.registry.Handler:
-    function = workloads.BODY_FUNCTIONS[body]
+class SupervisedWorkers(Workers):
+    """A supervisor's process: its exit code, and whether it left a child behind."""
 
-    def handle(ctx: jobs.JobContext, payload: Any) -> None:
-        function(payload)
+    def __init__(self, workers: Workers) -> None:
+        super().__init__(workers.procs, workers.logs, workers.stop_signal)
+        self.started = workers.started
+        self.leftover_children = 0
 
-    return handle
+    def stop(self, timeout: float = 30.0) -> None:
+        children = workloads.process_tree(self.pids)[1:]
+        super().stop(timeout)
+        # The supervisor puts each child in a session of its own, out of reach of the
+        # process-group kill that ends a worker which did not stop in time.
+        for child in children:
+            with contextlib.suppress(Exception):
+                if child.is_running() and child.status() != "zombie":
+                    self.leftover_children += 1
+                    child.kill()
+
+    @property
+    def exit_code(self) -> int | None:
+        return self.procs[0].returncode
+
+
+class SupervisedJobsAdapter(JobsAdapter):
+    """``jobs`` workers run by the library's own ``python -m jobs worker --processes N``."""
+
+    def __init__(self, url: str, count_dir: Path, log_dir: Path) -> None:
+        super().__init__(url, count_dir, log_dir)
+        self.last: SupervisedWorkers | None = None
+
+    def worker_argv(self, processes: int, threads: int) -> list[list[str]]:
+        return [
+            [
+                sys.executable, "-m", "jobs", "worker", "jobs_app:registry",
+                "--redis-url", self.url, "--processes", str(processes),
+                "--workers", str(threads), "--log-level", "warning",
+            ]
+        ]  # fmt: skip
+
+    def start_workers(self, processes: int, threads: int) -> Workers:
+        self.last = SupervisedWorkers(super().start_workers(processes, threads))
+        return self.last
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--queue", default="default")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
-    registry = jobs.Registry()
-    for body in workloads.BODY_FUNCTIONS:
-        registry.register_func(body, _handler(body))
-    queue = jobs.RedisQueue.from_url(os.environ[workloads.URL_ENV])
+    queue = jobs.RedisQueue.from_url(os.environ[workloads.URL_ENV], name=args.queue)
     client = jobs.Client(
         jobs.ClientConfig(
             queue=queue,

@@ -1,8 +1,8 @@
 """Benchmark ``jobs`` against RQ, Huey, Dramatiq and Celery in one run.
 
-    python benchmarks/run.py                 # everything (about 15 minutes on 2 cores)
+    python benchmarks/run.py                 # everything (about 18 minutes on 2 cores)
     python benchmarks/run.py --no-peers      # jobs only, in the current environment
-    python benchmarks/run.py --quick         # skip the 1,000,000-pending depth test
+    python benchmarks/run.py --quick         # skip the depth test and the cluster drains
 
 With peers, the harness makes (once) and then re-runs itself inside its own virtualenv,
 ``benchmarks/.venv-peers``, with the pinned ``requirements-peers.txt`` and ``jobs``
@@ -62,7 +62,27 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--peers", default=",".join(ALL_PEERS), help="comma-separated subset of the peers"
     )
     parser.add_argument(
-        "--quick", action="store_true", help="skip the queue-depth test (1,000,000 pending jobs)"
+        "--quick",
+        action="store_true",
+        help="skip the queue-depth test (1,000,000 pending jobs) and the cluster drains",
+    )
+    parser.add_argument(
+        "--cluster",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run the 1-versus-3-shard drains on a Redis Cluster (default: unless --quick)",
+    )
+    parser.add_argument(
+        "--cluster-jobs", type=int, default=None, help="jobs per queue on the cluster (--jobs)"
+    )
+    parser.add_argument(
+        "--cluster-processes",
+        type=int,
+        default=1,
+        help="worker processes per queue on the cluster (1); threads: --threads-2p",
+    )
+    parser.add_argument(
+        "--cluster-rounds", type=int, default=3, help="times each cluster drain is run (3)"
     )
     parser.add_argument("--jobs", type=int, default=20_000, help="jobs per drain (20000)")
     parser.add_argument(
@@ -93,6 +113,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown peers: {', '.join(sorted(unknown))}")
     args.thread_list = [int(t) for t in args.threads.split(",") if t]
+    if args.cluster is None:
+        args.cluster = not args.quick
+    if args.cluster_jobs is None:
+        args.cluster_jobs = args.jobs
     return args
 
 
@@ -261,6 +285,8 @@ class Library:
         self.bulk_rates: list[float] = []
         self.drains: dict[str, dict[str, Any]] = {"incr": {}, "noop": {}}
         self.memory: dict[str, float] = {}
+        #: jobs only: drains by the library's own ``python -m jobs worker --processes N``.
+        self.supervised: dict[str, Any] = {}
         self.result: dict[str, Any] = {
             "version": self.adapter.version(),
             "threaded": self.adapter.threaded,
@@ -334,6 +360,59 @@ class Library:
             f" (start-up {measured.startup:.2f} s)"
         )
 
+    def drain_supervised(self, body: Body, processes: int, threads: int) -> None:
+        """jobs only: the same drain, run by ``python -m jobs worker --processes N``."""
+        try:
+            self._drain_supervised(body, processes, threads)
+        except Exception as exc:
+            self.supervised[key(processes, threads)] = self._failed(
+                f"drain {body} {key(processes, threads)} with --processes {processes}", exc
+            )
+
+    def _drain_supervised(self, body: Body, processes: int, threads: int) -> None:
+        import workloads
+        from jobs_worker import SupervisedJobsAdapter
+
+        n = self.args.jobs
+        adapter = SupervisedJobsAdapter(self.server.url, self.count_dir, self.log_dir)
+        try:
+            self.result["supervised_command"] = adapter.describe(processes, threads)
+            with self.contention.during():
+                self.probe.reset()
+                workloads.clear_counts(self.count_dir)
+                for start in range(0, n, BULK_BATCH):
+                    adapter.client.enqueue_many(body, range(start, min(n, start + BULK_BATCH)))
+                measured = workloads.drain(
+                    adapter,
+                    self.probe,
+                    processes=processes,
+                    threads=threads,
+                    body=body,
+                    n=n,
+                    timeout=max(180.0, n / 40),
+                )
+        finally:
+            adapter.close()
+        workers = adapter.last
+        assert workers is not None
+        record = asdict(measured)
+        record["exit_code"] = workers.exit_code
+        record["leftover_children"] = workers.leftover_children
+        self.supervised[key(processes, threads)] = record
+        progress(
+            f"jobs --processes {processes} {body} {key(processes, threads)}:"
+            f" {measured.rate:,.0f} jobs/s (start-up {measured.startup:.2f} s;"
+            f" supervisor exit code {workers.exit_code})"
+        )
+        if workers.exit_code != 0 or workers.leftover_children:
+            message = (
+                f"jobs --processes {processes}: the supervisor exited with {workers.exit_code}"
+                f" after SIGTERM, {workers.leftover_children} worker process(es) left running;"
+                f" log:\n" + workloads.tail(workers.logs[0], 20)
+            )
+            progress("FAILED: " + message)
+            self.failures.append(message)
+
     def commands(self) -> None:
         import workloads
 
@@ -381,6 +460,8 @@ class Library:
         self.result["enqueue_bulk"] = workloads.median(self.bulk_rates) if self.bulk_rates else None
         self.result["drain"] = self.drains
         self.result["memory"] = self.memory
+        if self.supervised:
+            self.result["supervised"] = self.supervised
         self.result["others_cpu"] = self.contention.share()
         return self.result
 
@@ -448,6 +529,20 @@ def measure_depth(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             f" drain {workloads.median(rates):,.0f} jobs/s"
         )
     return out
+
+
+def measure_cluster(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """jobs only: drains on one shard of a 3-master Redis Cluster, then on all three."""
+    import cluster
+
+    return cluster.measure(
+        tmp / "cluster",
+        n=args.cluster_jobs,
+        processes=args.cluster_processes,
+        threads=args.threads_2p,
+        rounds=args.cluster_rounds,
+        progress=progress,
+    )
 
 
 def _py_spy() -> str | None:
@@ -548,7 +643,7 @@ def _thread_role(frames: list[str]) -> str:
         if "(jobs/" in frame and "_loops.py" not in frame and "Loop._run" not in frame:
             return frame.split(" (", 1)[0]
     for frame in frames:
-        if "(jobs/" in frame or "jobs_worker.py" in frame:
+        if "(jobs/" in frame or "jobs_worker.py" in frame or "jobs_app.py" in frame:
             return frame.split(" (", 1)[0]
     return frames[-1].split(" (", 1)[0] if frames else "?"
 
@@ -721,9 +816,12 @@ def run(args: argparse.Namespace, command: str, tmp: Path, source: Path) -> dict
             "monitor_jobs": min(args.jobs, args.monitor_jobs),
             "bulk_batch": BULK_BATCH,
             "depth": None if args.quick else args.depth,
+            "cluster_jobs": args.cluster_jobs if args.cluster else None,
+            "cluster_processes": args.cluster_processes,
         },
         "libraries": {},
         "depth": None,
+        "cluster": None,
         "profile": None,
         "failures": [],
     }
@@ -743,6 +841,9 @@ def run(args: argparse.Namespace, command: str, tmp: Path, source: Path) -> dict
                 ceiling.measure(body, processes, threads)
                 for library in libraries:
                     library.drain(body, processes, threads)
+                    if library.name == "jobs" and body == "incr" and processes > 1:
+                        # Right after the separate processes, so both meet the same load.
+                        library.drain_supervised(body, processes, threads)
         for library in libraries:
             library.commands()
         for library in libraries:
@@ -753,6 +854,7 @@ def run(args: argparse.Namespace, command: str, tmp: Path, source: Path) -> dict
             results["failures"] += library.failures
         for label, phase, wanted in (
             ("depth", measure_depth, not args.quick),
+            ("cluster", measure_cluster, args.cluster),
             ("profile", profile_jobs, args.profile),
         ):
             if not wanted:
@@ -1209,6 +1311,155 @@ def profile_section(profile: dict[str, Any] | None) -> str:
     return "\n".join(lines)
 
 
+def processes_table(results: dict[str, Any]) -> str | None:
+    """jobs INCR drains: 1 process, 2 separate processes, and ``--processes 2``."""
+    jobs_data = results["libraries"]["jobs"]
+    drains = jobs_data["drain"]["incr"]
+    threads = results["settings"]["threads_2p"]
+    one_config = (
+        f"1x{threads}" if f"1x{threads}" in drains else f"1x{results['settings']['threads'][0]}"
+    )
+    one = _dig(drains, one_config, "rate")
+    rows = []
+    for label, data, command in (
+        (
+            f"1 process x {one_config.split('x')[1]} threads (jobs_worker.py)",
+            drains.get(one_config),
+            None,
+        ),
+        *(
+            (f"{config_label(c)}, separate (jobs_worker.py)", drains.get(c), None)
+            for c in drains
+            if not c.startswith("1x")
+        ),
+        *(
+            (
+                f"{config_label(c)}, one ``--processes {c.split('x')[0]}`` supervisor",
+                data,
+                data,
+            )
+            for c, data in (jobs_data.get("supervised") or {}).items()
+        ),
+    ):
+        if data is None:
+            continue
+        rate = _dig(data, "rate")
+        if command is None:
+            stopped = DASH
+        elif "error" in data:
+            stopped = FAILED
+        else:
+            leftover = data.get("leftover_children") or 0
+            stopped = f"exit {data.get('exit_code')}" + (
+                f", {leftover} left running" if leftover else ""
+            )
+        rows.append(
+            [
+                label,
+                FAILED if "error" in data else num(rate),
+                num(rate / one, 2, "x") if rate and one else DASH,
+                num(_dig(data, "startup"), 2),
+                str(data.get("os_processes") or DASH),
+                num(_dig(data, "worker_cpu_us")),
+                stopped,
+            ]
+        )
+    if len(rows) < 2:
+        return None
+    return rst_table(
+        [
+            "workers",
+            "jobs/s",
+            "vs 1 process",
+            "start-up (s)",
+            "OS processes",
+            "worker CPU/job (us)",
+            "after SIGTERM",
+        ],
+        rows,
+    )
+
+
+def cluster_table(cluster: dict[str, Any]) -> str:
+    """The three cluster drains, with each master's CPU."""
+    # Masters in the order of the queues they serve: the one-queue drain's master first.
+    order = [str(port) for port in cluster["queues"].values()]
+    one = cluster["one"]["rate"]
+    w = cluster["processes_per_queue"]
+    rows = []
+    for label, name in (
+        (f"(a) 1 queue, {w} process{'es' if w > 1 else ''}: one shard busy", "one"),
+        (f"(b) 3 queues on 3 masters, {w} process{'es' if w > 1 else ''} each", "three"),
+        (f"(c) control: 1 queue, {3 * w} processes", "one_wide"),
+    ):
+        data = cluster[name]
+        shards = data["shard_cpu_percent"]
+        rows.append(
+            [
+                label,
+                str(data["processes"]),
+                f"{data['jobs']:,}",
+                num(data["rate"]),
+                ", ".join(num(r) for r in data.get("rates", ())),
+                num(data["rate"] / one, 2, "x"),
+                " / ".join(num(shards.get(port)) for port in order),
+                num(data.get("worker_cpu_percent")),
+                num(data.get("machine_busy_percent")),
+            ]
+        )
+    return rst_table(
+        [
+            "drain",
+            "worker processes",
+            "jobs run",
+            "jobs/s",
+            "rounds",
+            "vs (a)",
+            "CPU % of a core: each master (q1 / q2 / q3)",
+            "workers' CPU % of a core",
+            "machine busy (% of all cores)",
+        ],
+        rows,
+    )
+
+
+def cluster_note(results: dict[str, Any]) -> str:
+    cluster = results["cluster"]
+    three, one, wide = cluster["three"], cluster["one"], cluster["one_wide"]
+    cores = os.cpu_count() or 1
+    busiest = max(max(d["shard_cpu_percent"].values()) for d in (one, three, wide))
+    queues = ", ".join(f"``{q}``" for q in cluster["queues"])
+    text = (
+        f"A Redis Cluster of 3 masters and no replicas (private redis-servers, formed in"
+        f" {cluster['setup_seconds']:.1f} s); queues {queues}, whose hash tags land on"
+        f" three different masters; {cluster['jobs_per_queue']:,} INCR jobs per queue,"
+        f" pre-enqueued; each worker process is ``jobs_worker.py --queue NAME --threads"
+        f" {cluster['threads']}`` on ``redis+cluster://``, and the INCR body counts in"
+        " ``{jobs:NAME}:counter``, in its queue's slot, so every shard's work stays on it."
+        " Rates run from the first completed job to the last, and CPU over the same span"
+        " (``INFO cpu`` of each master, psutil for the workers and the machine); the three"
+        f" drains took turns {cluster['rounds']} times: jobs/s is the median of the rounds,"
+        " CPU their mean."
+        f" **(b)/(a) = {three['rate'] / one['rate']:.2f}x** (three shards versus one);"
+        f" (b)/(c) = {three['rate'] / wide['rate']:.2f}x (the same {wide['processes']}"
+        " processes, on three shards versus one)."
+    )
+    busy = three.get("machine_busy_percent")
+    text += (
+        f" This machine has {cores} cores for the harness, every worker and every master;"
+        f" no master used more than {busiest:.0f}% of one core in any of the drains"
+    )
+    if busy is not None and busy >= 85:
+        text += (
+            f", while during (b) all cores were {busy:.0f}% busy: the ratios are bounded by"
+            " the machine's CPU (the Python workers), not by a shard, and say little about"
+            " three shards on machines of their own."
+        )
+    else:
+        text += f", and during (b) the cores were {DASH if busy is None else f'{busy:.0f}%'} busy."
+    return text
+
+
 def contention_note(results: dict[str, Any]) -> str:
     share = results.get("others_cpu")
     if share is None:
@@ -1314,24 +1565,65 @@ def render(results: dict[str, Any]) -> str:
         ]
     else:
         out += ["Skipped (``--quick``).", ""]
+    out += scaleout_section(results)
     out += [heading("Profile of a jobs worker"), profile_section(results.get("profile")), ""]
     out += [heading("How each library's workers ran")]
     commands = []
     for name, data in results["libraries"].items():
         for config, argv in data["worker_commands"].items():
             commands.append([name, config_label(config), f"``{argv}``"])
+        for config in data.get("supervised") or {}:
+            label = f"{config_label(config)} (--processes)"
+            commands.append([name, label, f"``{data['supervised_command']}``"])
     out += [rst_table(["library", "drain", "command"], commands), ""]
     return "\n".join(out)
 
 
+SCALEOUT = "Scale-out (jobs only): worker processes and cluster shards"
+
+
+def scaleout_section(results: dict[str, Any]) -> list[str]:
+    """The figures of issue 6: 1 versus 2 worker processes, 1 versus 3 cluster shards."""
+    out = [heading(SCALEOUT)]
+    table = processes_table(results)
+    out += [
+        f"INCR body, {results['settings']['jobs']:,} jobs, {results['settings']['threads_2p']}"
+        " threads per process: the 2-process drains as separate ``jobs_worker.py``"
+        " processes started by the harness, and as the library's own supervisor"
+        " (``python -m jobs worker jobs_app:registry --processes 2``, the same registry and"
+        " body), measured right after them and stopped with SIGTERM (its exit code).",
+        "",
+        table or "Not measured.",
+        "",
+    ]
+    if results.get("cluster"):
+        out += [cluster_note(results), "", cluster_table(results["cluster"]), ""]
+    elif results["settings"].get("cluster_jobs") is None:
+        out += ["Cluster drains skipped (``--quick`` or ``--no-cluster``).", ""]
+    else:
+        out += ["Cluster drains failed: see *Failures*.", ""]
+    return out
+
+
 def summary(results: dict[str, Any]) -> str:
     rows = metrics(results)
+    scaleout = [processes_table(results) or "1 vs 2 processes: not measured", ""]
+    cluster = results.get("cluster")
+    if cluster:
+        ratio = cluster["three"]["rate"] / cluster["one"]["rate"]
+        scaleout += [
+            cluster_table(cluster),
+            f"cluster: 3 shards / 1 shard = {ratio:.2f}x (CPU-bound on"
+            f" {os.cpu_count()} cores; see RESULTS.rst)",
+            "",
+        ]
     return "\n".join(
         [
             comparison_table(results, rows),
             "",
             rst_table(["target", "measured", "verdict"], targets(results)),
             "",
+            *scaleout,
             contention_note(results).replace("**", ""),
             *(f"FAILED: {f.splitlines()[0]}" for f in results.get("failures") or []),
             f"run took {results['seconds'] / 60:.1f} minutes",

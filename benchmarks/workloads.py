@@ -3,7 +3,8 @@
 Bodies (imported by every worker process, so this module imports little at the top):
 
 - ``incr``: one Redis ``INCR`` on ``bench:counter`` (one round trip on the process's own
-  client, shared by its threads); drains are detected by reading that counter.
+  client, shared by its threads); drains are detected by reading that counter. The
+  scale-out drains on a cluster name another key with ``$BENCH_COUNTER_KEY``.
 - ``noop``: the empty body. It only bumps a process-local count kept in a small mmap'd
   file, one per process (about a microsecond), so the harness can tell when an empty-body
   drain is over without sending any command to Redis.
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import redis
+import redis.cluster
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
@@ -54,6 +56,9 @@ def tail(path: Path, lines: int) -> str:
 #: (queue and job bodies alike) and where empty-body jobs count themselves.
 URL_ENV = "BENCH_REDIS_URL"
 COUNT_DIR_ENV = "BENCH_COUNT_DIR"
+#: The INCR body's counter, when not `COUNTER_KEY`: on a cluster each queue's workers
+#: count in a key of their queue's own slot, so the body stays on the queue's shard.
+COUNTER_KEY_ENV = "BENCH_COUNTER_KEY"
 
 COUNTER_KEY = "bench:counter"
 STAMPS_KEY = "bench:stamps"
@@ -65,11 +70,20 @@ STALL_SECONDS = 60.0
 
 # -- job bodies ----------------------------------------------------------------------
 
-_clients: dict[int, redis.Redis] = {}
+_clients: dict[int, redis.Redis | redis.cluster.RedisCluster] = {}
 _clients_lock = threading.Lock()
+_counter_key = os.environ.get(COUNTER_KEY_ENV) or COUNTER_KEY
 
 
-def _redis() -> redis.Redis:
+def _connect(url: str) -> redis.Redis | redis.cluster.RedisCluster:
+    if url.startswith("redis+cluster://"):
+        # Any one node is enough for the client to discover the cluster.
+        host, _, port = url.removeprefix("redis+cluster://").split(",")[0].rpartition(":")
+        return redis.cluster.RedisCluster(host=host, port=int(port))
+    return redis.Redis.from_url(url)
+
+
+def _redis() -> redis.Redis | redis.cluster.RedisCluster:
     # One client per process (keyed by pid: prefork children get their own), shared by
     # its threads through redis-py's thread-safe connection pool.
     pid = os.getpid()
@@ -78,7 +92,7 @@ def _redis() -> redis.Redis:
         with _clients_lock:
             client = _clients.get(pid)
             if client is None:
-                client = _clients[pid] = redis.Redis.from_url(os.environ[URL_ENV])
+                client = _clients[pid] = _connect(os.environ[URL_ENV])
     return client
 
 
@@ -86,7 +100,7 @@ def incr(arg: int = 0) -> None:
     """The benchmark's job: one INCR, one round trip."""
     # redis-py's incr() sends INCRBY; the benchmark's body is the plain command.
     command: Callable[..., object] = _redis().execute_command
-    command("INCR", COUNTER_KEY)
+    command("INCR", _counter_key)
 
 
 def stamp(arg: int = 0) -> None:

@@ -114,6 +114,7 @@ def test_harness_reports_every_figure(redis_binary: str, tmp_path: Path) -> None
             assert drains[name]["jobs"] == 150 * queues
             assert drains[name]["processes"] == processes
             assert drains[name]["rate"] > 0
+            assert len(drains[name]["rates"]) == 3  # the drains take turns, 3 rounds
             assert len(drains[name]["shard_cpu_percent"]) == 3
     else:
         assert results["cluster"] is None
