@@ -23,6 +23,9 @@ from .config import (
 )
 from .context import CancellationToken, CancelReason, JobContext
 
+# Scheduling
+from .cron_job import CronJob
+
 # Errors
 from .errors import (
     ConfigError,
@@ -43,9 +46,7 @@ from .errors import (
 from .job import Job, JobStatus, QueueStats, WorkerInfo
 from .redis_queue import RedisQueue
 from .registry import Registry
-
-# Scheduling
-from .scheduler import CronJob, Scheduler
+from .scheduler import Scheduler
 from .schedules import (
     FRIDAY,
     MONDAY,
