@@ -69,8 +69,15 @@ class Script:
     def queue(self, pipe: Any, keys: Sequence[str], args: Sequence[Arg]) -> None:
         """Add a call to a pipeline; run the pipeline with `execute`."""
         # Not pipe.evalsha: redis-py's ClusterPipeline blocks that method by name, while
-        # it routes a raw EVALSHA by its keys like any keyed command.
-        pipe.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
+        # it routes a raw EVALSHA by its keys like any keyed command. On a cluster, name
+        # the node too: otherwise redis-py asks a node for the keys (COMMAND GETKEYS) on
+        # every call. A MOVED reply is retried without it, on the fresh slot map.
+        if isinstance(pipe, redis.cluster.ClusterPipeline):
+            cluster: Any = pipe  # redis-py's cluster methods are untyped
+            node = cluster.get_node_from_key(keys[0])
+            cluster.execute_command("EVALSHA", self.sha, len(keys), *keys, *args, target_nodes=node)
+        else:
+            pipe.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
 
 
 def execute(
