@@ -173,18 +173,17 @@ def _run_and_wait(
     acked = replies.pop()
     missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
     if missing:
-        # Those calls did not run: load them, run them and wait again, on one connection.
-        sources = list(dict.fromkeys(calls[i][0].source for i in missing))
+        # Those calls did not run: load every script (as `execute` does), then run them
+        # and wait again, on this one connection.
+        scripts().load_all(client, calls[0][1][0])
         pipe = client.pipeline(transaction=False)
-        for source in sources:
-            pipe.script_load(source)
         for i in missing:
             script, keys, args = calls[i]
             script.queue(pipe, keys, args)
         pipe.execute_command("WAIT", replicas, timeout_ms)
         again: list[Any] = pipe.execute(raise_on_error=False)
         acked = again.pop()
-        for i, reply in zip(missing, again[len(sources) :], strict=True):
+        for i, reply in zip(missing, again, strict=True):
             replies[i] = reply
     for reply in (*replies, acked):
         if isinstance(reply, Exception):

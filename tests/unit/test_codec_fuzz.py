@@ -17,32 +17,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jobs import Job, JobStatus
-from jobs._codec import CorruptRecord, decode_job, dumps
+from jobs._codec import FETCHED_FIELDS, CorruptRecord, decode_job, dumps
 
-#: The fields a real record has (see enqueue.lua), and a few it may gain later.
-FIELDS = (
-    "id",
-    "type",
-    "payload",
-    "status",
-    "priority",
-    "max_retries",
-    "timeout_ms",
-    "backoff",
-    "metadata",
-    "created_at",
-    "run_at",
-    "started_at",
-    "completed_at",
-    "attempts",
-    "failures",
-    "lost",
-    "score",
-    "lease",
-    "error",
-    "traceback",
-    "result",
-)
+#: The fields a real record has: those a fetch reads, and those only the record keeps.
+FIELDS = (*FETCHED_FIELDS, "score", "traceback", "written_by")
 
 #: Values that are each a plausible way for one field to be wrong.
 _tricky_text = st.sampled_from(
