@@ -10,16 +10,16 @@ means the script did not run at all, so running it again is safe.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
-import time
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 import redis
 import redis.cluster
-from redis.exceptions import AskError, ClusterDownError, MovedError, NoScriptError, TryAgainError
+from redis.exceptions import NoScriptError
+
+from ._cluster import node_client, run_on_node
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -49,35 +49,21 @@ class Script:
 
     def __call__(self, client: RedisClient, keys: Sequence[str], args: Sequence[Arg]) -> Any:
         """Run the script now; load it first if the server has lost it."""
+        if isinstance(client, redis.cluster.RedisCluster):
+            return run_on_node(client, keys[0], lambda node: self.run(node, keys, args))
+        return self.run(client, keys, args)
+
+    def run(self, client: redis.Redis, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+        """Run the script on one server; load it first if the server has lost it."""
         try:
             return client.evalsha(self.sha, len(keys), *keys, *args)
         except NoScriptError:
             scripts().load_all(client, keys[0])
             return client.evalsha(self.sha, len(keys), *keys, *args)
 
-    def load(self, client: RedisClient, key: str) -> None:
-        """Load the script where ``key`` lives."""
-        if isinstance(client, redis.cluster.RedisCluster):
-            # Only the node serving the queue's slot needs it; loading on every primary
-            # (redis-py's default) would fail while a dead primary is still in the map.
-            cluster: Any = client  # redis-py's cluster methods are untyped
-            node = cluster.get_node_from_key(key)
-            cluster.execute_command("SCRIPT LOAD", self.source, target_nodes=node)
-        else:
-            client.script_load(self.source)
-
     def queue(self, pipe: Any, keys: Sequence[str], args: Sequence[Arg]) -> None:
-        """Add a call to a pipeline; run the pipeline with `execute`."""
-        # Not pipe.evalsha: redis-py's ClusterPipeline blocks that method by name, while
-        # it routes a raw EVALSHA by its keys like any keyed command. On a cluster, name
-        # the node too: otherwise redis-py asks a node for the keys (COMMAND GETKEYS) on
-        # every call. A MOVED reply is retried without it, on the fresh slot map.
-        if isinstance(pipe, redis.cluster.ClusterPipeline):
-            cluster: Any = pipe  # redis-py's cluster methods are untyped
-            node = cluster.get_node_from_key(keys[0])
-            cluster.execute_command("EVALSHA", self.sha, len(keys), *keys, *args, target_nodes=node)
-        else:
-            pipe.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
+        """Add a call to a (single-server) pipeline; run the pipeline with `execute`."""
+        pipe.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
 
 
 def execute(
@@ -85,12 +71,21 @@ def execute(
 ) -> list[Any]:
     """Run several script calls in one round trip (a non-transactional pipeline).
 
+    Every call must be on one queue (one cluster slot: the first call's first key).
     Returns each call's reply in order. A call that failed with NOSCRIPT is loaded and
     run again on its own; any other error is raised after the calls before it ran.
     """
+    if isinstance(client, redis.cluster.RedisCluster):
+        return run_on_node(client, calls[0][1][0], lambda node: _execute(node, calls))
+    return _execute(client, calls)
+
+
+def _execute(
+    client: redis.Redis, calls: Sequence[tuple[Script, Sequence[str], Sequence[Arg]]]
+) -> list[Any]:
     if len(calls) == 1:
         script, keys, args = calls[0]
-        return [script(client, keys, args)]
+        return [script.run(client, keys, args)]
     pipe = client.pipeline(transaction=False)
     for script, keys, args in calls:
         script.queue(pipe, keys, args)
@@ -103,24 +98,11 @@ def execute(
         scripts().load_all(client, calls[0][1][0])
         for i in missing:
             script, keys, args = calls[i]
-            replies[i] = script(client, keys, args)
+            replies[i] = script.run(client, keys, args)
     for reply in replies:
         if isinstance(reply, Exception):
             raise reply
     return replies
-
-
-#: Errors after which a cluster's slot map is stale: refresh it and try again. Not a
-#: timeout: a hung node would make each try wait a whole socket timeout.
-_TOPOLOGY_ERRORS = (
-    redis.ConnectionError,
-    MovedError,
-    AskError,
-    TryAgainError,
-    ClusterDownError,
-)
-#: Tries of `execute_and_wait` on a cluster (the map is refreshed between them).
-WAIT_TRIES = 4
 
 
 def execute_and_wait(
@@ -133,30 +115,16 @@ def execute_and_wait(
 
     WAIT counts the replicas that acknowledged every write made *on its connection*, so
     it must follow the scripts on the same connection: on a cluster that is the
-    connection to the node serving the calls' slot (the first key's), not a cluster
-    pipeline, which may re-send a redirected call on another connection.
+    connection to the node serving the calls' slot, which `run_on_node` gives.
 
     Returns:
         Each call's reply, and how many replicas acknowledged them.
     """
-    if not isinstance(client, redis.cluster.RedisCluster):
-        return _run_and_wait(client, calls, replicas, timeout_ms)
-    cluster: Any = client  # redis-py's cluster methods are untyped
-    tries = 0
-    while True:
-        tries += 1
-        node = cluster.get_redis_connection(cluster.get_node_from_key(calls[0][1][0]))
-        try:
-            return _run_and_wait(node, calls, replicas, timeout_ms)
-        except _TOPOLOGY_ERRORS:
-            # A failover in progress: the slot moved, or its node died. The scripts
-            # either did not run (MOVED, ASK, TRYAGAIN, CLUSTERDOWN) or ran once and their
-            # writes are idempotent by id (enqueue, cron claims), so trying again is safe.
-            if tries >= WAIT_TRIES:
-                raise
-            with contextlib.suppress(redis.RedisError):
-                cluster.nodes_manager.initialize()
-            time.sleep(0.25 * tries)
+    if isinstance(client, redis.cluster.RedisCluster):
+        return run_on_node(
+            client, calls[0][1][0], lambda node: _run_and_wait(node, calls, replicas, timeout_ms)
+        )
+    return _run_and_wait(client, calls, replicas, timeout_ms)
 
 
 def _run_and_wait(
@@ -214,11 +182,13 @@ class Scripts:
         return [value for value in vars(self).values() if isinstance(value, Script)]
 
     def load_all(self, client: RedisClient, key: str) -> None:
-        """Load every script on the node serving ``key`` (one round trip off a cluster)."""
+        """Load every script, in one round trip, on the server (or cluster node) serving ``key``.
+
+        Only the node serving the queue's slot needs them; loading on every primary
+        (redis-py's default) would fail while a dead primary is still in the map.
+        """
         if isinstance(client, redis.cluster.RedisCluster):
-            for script in self.all():
-                script.load(client, key)
-            return
+            client = node_client(client, key)
         pipe = client.pipeline(transaction=False)
         for script in self.all():
             pipe.script_load(script.source)

@@ -157,8 +157,14 @@ def _sentinel(url: str) -> Connection:
     if tls:
         sentinel_kwargs["ssl"] = True
         options["ssl"] = True
-    sentinel = redis.sentinel.Sentinel(hosts, sentinel_kwargs=sentinel_kwargs, **options)  # type: ignore[no-untyped-call]
-    client: redis.Redis = sentinel.master_for(service, db=db, **auth)  # type: ignore[no-untyped-call]
+    # Through Any: these are untyped in some redis-py releases and typed in others, so no
+    # `type: ignore` could be right for both.
+    sentinel_class: Any = redis.sentinel.Sentinel
+    sentinel: redis.sentinel.Sentinel = sentinel_class(
+        hosts, sentinel_kwargs=sentinel_kwargs, **options
+    )
+    master_for: Any = sentinel.master_for
+    client: redis.Redis = master_for(service, db=db, **auth)
     return Connection(client, sentinel)
 
 
@@ -166,6 +172,7 @@ def _cluster(url: str) -> Connection:
     hosts, auth, options, path, tls = _parse(url, REDIS_PORT, _TIMEOUTS)
     if path.strip("/") not in ("", "0"):
         raise ConfigError(f"redis url {_redacted(url)!r}: a cluster has only db 0, got {path!r}")
-    nodes = [redis.cluster.ClusterNode(host, port) for host, port in hosts]  # type: ignore[no-untyped-call]
+    node_class: Any = redis.cluster.ClusterNode  # untyped in some redis-py releases
+    nodes = [node_class(host, port) for host, port in hosts]
     client = redis.cluster.RedisCluster(startup_nodes=nodes, ssl=tls, **auth, **options)
     return Connection(client)

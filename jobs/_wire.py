@@ -104,7 +104,8 @@ def _encode_job_args(config: JobConfig) -> tuple[Arg, ...]:
 def address(client: RedisClient) -> str:
     """Where a client's Redis is (``host:port``, a socket, a cluster or sentinels), for messages."""
     if isinstance(client, redis.cluster.RedisCluster):
-        nodes = cast("list[Any]", client.get_nodes())  # type: ignore[no-untyped-call]
+        cluster: Any = client  # untyped in some redis-py releases, typed in others
+        nodes = cast("list[Any]", cluster.get_nodes())
         return ", ".join(f"{n.host}:{n.port}" for n in nodes[:3]) or "a Redis cluster"
     pool = client.connection_pool
     if isinstance(pool, redis.sentinel.SentinelConnectionPool):
@@ -120,7 +121,8 @@ def address(client: RedisClient) -> str:
 def socket_timeout(client: RedisClient) -> float | None:
     """The client's socket timeout in seconds (None: it waits forever)."""
     if isinstance(client, redis.cluster.RedisCluster):
-        kwargs = cast("dict[str, Any]", client.get_connection_kwargs())  # type: ignore[no-untyped-call]
+        cluster: Any = client  # untyped in some redis-py releases, typed in others
+        kwargs = cast("dict[str, Any]", cluster.get_connection_kwargs())
     else:
         kwargs = client.connection_pool.connection_kwargs
     # Absent (a cluster or Sentinel client built without one): redis-py's own default.

@@ -201,7 +201,8 @@ class RedisQueue:
 
     def _master_address(self) -> str:
         if isinstance(self.client, redis.cluster.RedisCluster):
-            node: Any = self.client.get_node_from_key(self.keys.pending)  # type: ignore[no-untyped-call]
+            cluster: Any = self.client  # untyped in some redis-py releases, typed in others
+            node = cluster.get_node_from_key(self.keys.pending)
             return f"{node.host}:{node.port}"
         return self.address
 
@@ -443,8 +444,9 @@ class RedisQueue:
         """The clock of the Redis server holding this queue (TIME), in ms since the epoch."""
         if isinstance(self.client, redis.cluster.RedisCluster):
             # The node owning the queue's slot: the clock its scripts read.
-            node = self.client.get_node_from_key(self.keys.crons)  # type: ignore[no-untyped-call]
-            seconds, micros = self.client.time(target_nodes=node)
+            cluster: Any = self.client  # untyped in some redis-py releases, typed in others
+            node = cluster.get_node_from_key(self.keys.crons)
+            seconds, micros = cluster.time(target_nodes=node)
         else:
             seconds, micros = self.client.time()
         return int(seconds) * 1000 + int(micros) // 1000

