@@ -54,7 +54,9 @@ class Connection:
         """Close the client, and the sentinel connections when there are any."""
         self.client.close()
         if self.sentinel is not None:
-            self.sentinel.close()
+            # Sentinel.close() is newer than the oldest redis-py we support.
+            for sentinel in self.sentinel.sentinels:
+                sentinel.close()
 
 
 def connect(url: str) -> Connection:

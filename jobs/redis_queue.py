@@ -132,12 +132,22 @@ class RedisQueue:
         try:
             yield
         except redis.AuthenticationError as exc:
-            raise RedisUnavailable(
-                f"Redis at {self.address} refused the credentials (wrong or missing "
-                f"password or user): {exc}"
-            ) from exc
+            raise self._refused_credentials(exc) from exc
+        except redis.ResponseError as exc:
+            # Older redis-py send no handshake, so a server that wants a password answers
+            # the first command itself: NOAUTH, or for a long one a protocol error.
+            text = str(exc)
+            if not (text.startswith("NOAUTH") or "unauthenticated" in text):
+                raise
+            raise self._refused_credentials(exc) from redis.AuthenticationError(text)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise RedisUnavailable(f"cannot reach Redis at {self.address}: {exc}") from exc
+
+    def _refused_credentials(self, exc: Exception) -> RedisUnavailable:
+        return RedisUnavailable(
+            f"Redis at {self.address} refused the credentials (wrong or missing "
+            f"password or user): {exc}"
+        )
 
     # -- producers -------------------------------------------------------------------
 

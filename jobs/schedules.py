@@ -123,8 +123,11 @@ def _first_instant(zone: tzinfo, wall: datetime) -> datetime:
     if real:
         return min(real)
     lo, hi = min(a, b), max(a, b)
-    if lo == hi:  # a tzinfo that ignores fold; the gap still ends within a day
-        lo -= timedelta(days=1)
+    if lo == hi:
+        # A tzinfo that ignores fold (dateutil 2.8 and 2.9 give both readings the
+        # offset after the gap, so that instant is still before the gap's end): the gap
+        # ends within a day either way.
+        lo, hi = lo - timedelta(days=1), hi + timedelta(days=1)
     return _bisect(lo, hi, lambda u: _wall(zone, u) >= wall)
 
 

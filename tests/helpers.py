@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -45,3 +45,15 @@ def free_port() -> int:
             port: int = sock.getsockname()[1]
         if port != 6379:
             return port
+
+
+def checkout_connection(pool: Any) -> Any:
+    """A connection from a redis-py pool, on every supported redis-py.
+
+    ``get_connection`` took a (meaningless) command name before redis-py 5.3 and warns
+    about one since.
+    """
+    try:
+        return pool.get_connection()
+    except TypeError:
+        return pool.get_connection("PING")

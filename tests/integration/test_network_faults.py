@@ -29,7 +29,7 @@ from redis.retry import Retry
 
 import jobs
 from jobs._wire import HeldJob
-from tests.helpers import wait_until
+from tests.helpers import checkout_connection, wait_until
 from tests.integration._clients import make_client
 from tests.integration._proxy import FaultyProxy
 
@@ -117,7 +117,7 @@ def prewarm(client: jobs.Client, connections: int = 6) -> None:
     redis_client = client.queue.client
     assert isinstance(redis_client, redis.Redis)
     pool = redis_client.connection_pool
-    held = [pool.get_connection() for _ in range(connections)]
+    held = [checkout_connection(pool) for _ in range(connections)]
     for connection in held:
         pool.release(connection)
 

@@ -30,7 +30,7 @@ import redis
 
 import jobs
 from jobs.client import new_job_id
-from tests.helpers import free_port, wait_until
+from tests.helpers import checkout_connection, free_port, wait_until
 from tests.integration._clients import make_client, wait_for_status
 
 if TYPE_CHECKING:
@@ -312,7 +312,7 @@ def test_full_flow_over_tls(tls_server: tuple[int, Path]) -> None:
         redis_client = client.queue.client
         assert isinstance(redis_client, redis.Redis)
         pool = redis_client.connection_pool
-        connection = pool.get_connection()
+        connection = checkout_connection(pool)
         try:
             assert isinstance(connection, redis.connection.SSLConnection)
         finally:
