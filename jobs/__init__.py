@@ -30,6 +30,7 @@ from .cron_job import CronJob
 from .errors import (
     ConfigError,
     JobCancelled,
+    JobFailed,
     JobNotFound,
     JobsError,
     JobTimeout,
@@ -39,8 +40,10 @@ from .errors import (
     RedisUnavailable,
     ReplicationError,
     UnknownJobType,
+    WaitTimeout,
     WorkerShutdown,
 )
+from .handle import JobHandle
 
 # Jobs and statistics
 from .job import Job, JobStatus, QueueStats, WorkerInfo
@@ -91,6 +94,8 @@ __all__ = [
     "JobCancelled",
     "JobConfig",
     "JobContext",
+    "JobFailed",
+    "JobHandle",
     "JobNotFound",
     "JobStatus",
     "JobTimeout",
@@ -110,6 +115,7 @@ __all__ = [
     "ReplicationError",
     "Scheduler",
     "UnknownJobType",
+    "WaitTimeout",
     "Weekly",
     "WorkerInfo",
     "WorkerPoolConfig",

@@ -192,7 +192,7 @@ def _decode_fast(fields: Mapping[str, Any], queue: str) -> Job:
     metadata = json.loads(metadata) if metadata and metadata not in (b"{}", "{}") else {}
     if type(metadata) is not dict:
         raise ValueError("metadata is not an object")
-    result, error = get("result"), get("error")
+    result, error, trace = get("result"), get("error"), get("traceback")
     timeout_ms = int(get("timeout_ms") or 0)
     return Job(
         id=job_id.decode() if type(job_id) is bytes else job_id,
@@ -207,6 +207,7 @@ def _decode_fast(fields: Mapping[str, Any], queue: str) -> Job:
         started_at=_ms(get("started_at")),
         completed_at=_ms(get("completed_at")),
         error=(error.decode() if type(error) is bytes else error) if error else None,
+        traceback=(trace.decode() if type(trace) is bytes else trace) if trace else None,
         result=None if result is None else json.loads(result),
         metadata=metadata,
         timeout=timedelta(milliseconds=timeout_ms) if timeout_ms > 0 else None,
@@ -246,6 +247,7 @@ def _decode_checked(fields: Mapping[str, Any], queue: str) -> Job:
             started_at=from_ms(fields.get("started_at")),
             completed_at=from_ms(fields.get("completed_at")),
             error=_str(fields, "error"),
+            traceback=_str(fields, "traceback"),
             result=None if result is None else loads(result, "result"),
             metadata=metadata,
             timeout=timedelta(milliseconds=timeout_ms) if timeout_ms > 0 else None,
@@ -301,6 +303,7 @@ def _decode_lenient(fields: Mapping[str, Any], queue: str) -> Job:
         started_at=instant("started_at"),
         completed_at=instant("completed_at"),
         error=_str(fields, "error"),
+        traceback=_str(fields, "traceback"),
         result=json_or_text("result"),
         metadata=metadata if isinstance(metadata, dict) else {},
         timeout=timedelta(milliseconds=timeout_ms) if timeout_ms > 0 else None,

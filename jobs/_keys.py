@@ -29,6 +29,7 @@ class QueueKeys:
     worker_prefix: str
     cron_prefix: str
     crons: str
+    finished: str
 
     @classmethod
     def for_queue(cls, prefix: str, name: str) -> QueueKeys:
@@ -51,6 +52,8 @@ class QueueKeys:
             worker_prefix=base + "worker:",
             cron_prefix=base + "cron:",
             crons=base + "crons",
+            # A pub/sub channel, not a key: see announce_finished in _lib.lua.
+            finished=base + "finished",
         )
 
     def job(self, job_id: str) -> str:

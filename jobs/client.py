@@ -5,26 +5,40 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from . import _codec
 from ._pool import WorkerPool
 from ._validators import to_seconds
 from .config import ClientConfig, JobConfig
-from .errors import ConfigError, PayloadError
+from .errors import ConfigError, JobCancelled, JobFailed, PayloadError
+from .handle import JobHandle
+from .job import JobStatus
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Iterator
     from datetime import timedelta
     from types import TracebackType
 
-    from .job import Job, JobStatus, QueueStats, WorkerInfo
+    from .job import Job, QueueStats, WorkerInfo
     from .redis_queue import RedisQueue
 
 logger = logging.getLogger("jobs.client")
 
 
 _DEFAULT_CONFIG = JobConfig()
+
+
+def _seconds(timeout: float | timedelta | None) -> float | None:
+    return None if timeout is None else to_seconds(timeout)
+
+
+def _result(job: Job) -> Any:
+    if job.status is JobStatus.COMPLETED:
+        return job.result
+    if job.status is JobStatus.CANCELLED:
+        raise JobCancelled(f"job {job.id} ({job.type}) was cancelled", job=job)
+    raise JobFailed(job)
 
 
 def new_job_id() -> str:
@@ -69,8 +83,10 @@ class Client:
 
     # -- producing -------------------------------------------------------------------
 
-    def enqueue(self, job_type: str, payload: Any = None, config: JobConfig | None = None) -> str:
-        """Enqueue one job and return its id.
+    def enqueue(
+        self, job_type: str, payload: Any = None, config: JobConfig | None = None
+    ) -> JobHandle:
+        """Enqueue one job and return its id, as a `JobHandle` (a ``str`` that can also wait).
 
         Args:
             job_type: the handler name to run it with.
@@ -84,12 +100,14 @@ class Client:
             ReplicationError: ``wait_for_replicas`` is set and too few replicas confirmed
                 in time (the job is written on the master).
         """
-        return self.enqueue_many(job_type, [payload], config)[0]
+        return cast("JobHandle", self.enqueue_many(job_type, [payload], config)[0])
 
     def enqueue_many(
         self, job_type: str, payloads: Iterable[Any], config: JobConfig | None = None
     ) -> list[str]:
         """Enqueue many jobs of one type in one round trip; ids in payload order.
+
+        Each id is a `JobHandle` (typed ``str``, so that a ``list[str]`` takes the list).
 
         Every payload is checked before anything is written: one invalid payload and no
         job is enqueued.
@@ -126,7 +144,8 @@ class Client:
             job_type,
             extra={"queue": self.queue.name, "job_type": job_type},
         )
-        return ids
+        handles: list[str] = [JobHandle(job_id, self) for job_id in ids]
+        return handles
 
     # -- tracking --------------------------------------------------------------------
 
@@ -137,6 +156,58 @@ class Client:
             JobNotFound: no such job, or its record expired.
         """
         return self.queue.get(job_id)
+
+    def wait(self, job_id: str, timeout: float | timedelta | None = None) -> Job:
+        """Block until the job is final (completed, failed or cancelled) and return it.
+
+        Woken by Redis as the outcome is written (pub/sub), not by polling; a Redis
+        outage meanwhile is waited out.
+
+        Raises:
+            WaitTimeout: ``timeout`` passed first (also a ``TimeoutError``); the job
+                carries on.
+            JobNotFound: no such job, or its record expired.
+        """
+        return next(iter(self.queue.as_finished([job_id], _seconds(timeout))))
+
+    def result(self, job_id: str, timeout: float | timedelta | None = None) -> Any:
+        """Block until the job is final and return its result.
+
+        Raises:
+            JobFailed: the job failed for good (``.job.error``, ``.job.traceback``).
+            JobCancelled: the job was cancelled (``.job`` is its record).
+            WaitTimeout: ``timeout`` passed first (also a ``TimeoutError``).
+            JobNotFound: no such job, or its record expired.
+        """
+        return _result(self.wait(job_id, timeout))
+
+    def wait_all(
+        self, job_ids: Iterable[str], timeout: float | timedelta | None = None
+    ) -> list[Job]:
+        """Block until every job is final; the jobs in the order of ``job_ids``.
+
+        One pub/sub connection serves any number of ids, and records are read in
+        batches as their jobs finish.
+
+        Raises:
+            WaitTimeout: ``timeout`` passed first; ``.job_ids`` names those not final.
+            JobNotFound: one of the jobs does not exist (or its record expired).
+        """
+        ids = [str(job_id) for job_id in job_ids]
+        done = {job.id: job for job in self.queue.as_finished(ids, _seconds(timeout))}
+        return [done[job_id] for job_id in ids]
+
+    def as_completed(
+        self, job_ids: Iterable[str], timeout: float | timedelta | None = None
+    ) -> Iterator[Job]:
+        """Yield each job as soon as it is final, in the order they finish.
+
+        Raises (while iterating):
+            WaitTimeout: ``timeout`` (for the whole iteration) passed first.
+            JobNotFound: one of the jobs does not exist (or its record expired).
+        """
+        ids = list(dict.fromkeys(str(job_id) for job_id in job_ids))
+        return self.queue.as_finished(ids, _seconds(timeout))
 
     def cancel(self, job_id: str) -> bool:
         """Cancel a job: True if cancelled now, False if it had already finished.

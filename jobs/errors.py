@@ -7,7 +7,12 @@ Each error also derives from the builtin a caller would naturally catch, so that
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import redis.exceptions
+
+if TYPE_CHECKING:
+    from .job import Job
 
 
 class JobsError(Exception):
@@ -59,7 +64,15 @@ class JobTimeout(JobsError):
 
 
 class JobCancelled(JobsError):
-    """The job was cancelled with ``Client.cancel``; raised by `JobContext.raise_if_cancelled`."""
+    """The job was cancelled with ``Client.cancel``.
+
+    Raised by `JobContext.raise_if_cancelled` inside a handler, and by `Client.result`
+    for a cancelled job (then ``job`` is its record; else None).
+    """
+
+    def __init__(self, *args: object, job: Job | None = None) -> None:
+        super().__init__(*args)
+        self.job = job
 
 
 class LeaseLost(JobCancelled):
@@ -75,6 +88,32 @@ class WorkerShutdown(JobsError):
 
 class PermanentError(JobsError):
     """Raise from a handler to fail the job at once, without any retry."""
+
+
+class WaitTimeout(JobsError, TimeoutError):
+    """A wait for jobs to finish ran out of time; also the builtin ``TimeoutError``.
+
+    ``job_ids`` names the jobs that were still not final. Nothing happened to them: they
+    go on running (or waiting) as before.
+    """
+
+    def __init__(self, message: str, *, job_ids: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.job_ids = job_ids
+
+
+class JobFailed(JobsError):
+    """`Client.result` of a job that failed for good; ``job`` is its record.
+
+    The message carries the job's last error; ``job.traceback`` its traceback.
+    """
+
+    def __init__(self, job: Job) -> None:
+        super().__init__(f"job {job.id} ({job.type}) failed: {job.error or 'no error recorded'}")
+        self.job = job
+
+    def __reduce__(self) -> tuple[type[JobFailed], tuple[Job]]:
+        return (type(self), (self.job,))
 
 
 class CliError(JobsError):

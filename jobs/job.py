@@ -63,6 +63,7 @@ class Job:
         started_at: when its latest attempt started.
         completed_at: when it reached a final state (completed, failed or cancelled).
         error: ``"ExcType: message"`` of the last failed attempt, or None.
+        traceback: the formatted traceback of the last failed attempt, or None.
         result: what the handler returned (JSON), for a completed job.
         metadata: the JSON object given in `JobConfig.metadata`.
         timeout: the per-attempt timeout, or None.
@@ -85,6 +86,7 @@ class Job:
     completed_at: datetime | None = None
     error: str | None = None
     result: Any = None
+    traceback: str | None = None
     metadata: Mapping[str, Any] = attrs.field(factory=dict, hash=False)
     timeout: timedelta | None = None
     lost_leases: int = 0

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import secrets
+import threading
+import time
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, cast
 
@@ -17,8 +19,11 @@ import redis.cluster
 import redis.sentinel
 
 from . import _codec, _urls
+from ._cluster import run_on_node
 from ._keys import QueueKeys
+from ._loops import backoff_delay
 from ._scripts import Arg, RedisClient, Script, execute, execute_and_wait, scripts
+from ._waiter import RECHECK, FinishedListener
 from ._wire import (
     Failure,
     Fetched,
@@ -30,7 +35,7 @@ from ._wire import (
     socket_timeout,
 )
 from .config import JobConfig, RedisQueueConfig
-from .errors import ConfigError, JobNotFound, RedisUnavailable, ReplicationError
+from .errors import ConfigError, JobNotFound, RedisUnavailable, ReplicationError, WaitTimeout
 from .job import Job, JobStatus, QueueStats, WorkerInfo
 
 if TYPE_CHECKING:
@@ -43,6 +48,8 @@ PROMOTE_BATCH = 1000
 REAP_BATCH = 500
 #: Jobs per enqueue script call in `RedisQueue.enqueue`; chunks share one round trip.
 ENQUEUE_CHUNK = 1000
+#: Records read per round trip by `RedisQueue.get_many` (and so by waits on many jobs).
+GET_BATCH = 500
 
 
 class RedisQueue:
@@ -69,6 +76,8 @@ class RedisQueue:
         self._completed_ttl_ms = _codec.to_ms(config.completed_ttl)
         self._failed_ttl_ms = _codec.to_ms(config.failed_ttl)
         self._wait_ms = _codec.to_ms(config.wait_timeout)
+        self._listener: FinishedListener | None = None
+        self._listener_lock = threading.Lock()
         if config.wait_for_replicas:
             limit = socket_timeout(self.client)
             if limit is not None and config.wait_timeout.total_seconds() >= limit:
@@ -118,7 +127,11 @@ class RedisQueue:
         return address(self.client)
 
     def close(self) -> None:
-        """Close the Redis client if this queue created it (`from_url`); otherwise a no-op."""
+        """Stop the wait listener; close the Redis client if this queue created it (`from_url`)."""
+        with self._listener_lock:
+            listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.stop()
         if self._connection is not None:
             self._connection.close()
         elif self._owns_client:
@@ -231,6 +244,87 @@ class RedisQueue:
         return _codec.decode_job(
             {_codec.text(k): v for k, v in fields.items()}, self.name, lenient=True
         )
+
+    def get_many(self, job_ids: Sequence[str]) -> list[Job | None]:
+        """The records of ``job_ids`` (None for a missing one), `GET_BATCH` per round trip."""
+        found: list[Job | None] = []
+        for start in range(0, len(job_ids), GET_BATCH):
+            chunk = job_ids[start : start + GET_BATCH]
+
+            def read(client: Any, chunk: Sequence[str] = chunk) -> list[Any]:
+                pipe = client.pipeline(transaction=False)
+                for job_id in chunk:
+                    pipe.hgetall(self.keys.job(job_id))
+                return cast("list[Any]", pipe.execute())
+
+            with self._unavailable_as_error():
+                if isinstance(self.client, redis.cluster.RedisCluster):
+                    records = run_on_node(self.client, self.keys.pending, read)
+                else:
+                    records = read(self.client)
+            found += [
+                _codec.decode_job(
+                    {_codec.text(k): v for k, v in fields.items()}, self.name, lenient=True
+                )
+                if fields
+                else None
+                for fields in records
+            ]
+        return found
+
+    def as_finished(self, job_ids: Sequence[str], timeout: float | None) -> Iterator[Job]:
+        """Yield each job of ``job_ids`` once it is final (completed, failed, cancelled).
+
+        Woken by the scripts' ``finished`` announcements, not by polling; one pub/sub
+        connection per queue object serves every waiter. A Redis outage is waited out
+        (until ``timeout``): the subscription and the reads resume when it is back.
+
+        Raises:
+            JobNotFound: a job's record does not exist (or expired, or was purged).
+            WaitTimeout: ``timeout`` seconds passed first (jobs yielded so far stand).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        listener = self._finished_listener()
+        waiting = set(job_ids)
+        watch = listener.watch(waiting)
+        failures = 0
+        try:
+            while waiting:
+                left = RECHECK if deadline is None else deadline - time.monotonic()
+                if left <= 0:
+                    raise WaitTimeout(
+                        f"{len(waiting)} of {len(job_ids)} jobs not finished within "
+                        f"{timeout} s (first: {sorted(waiting)[0]})",
+                        job_ids=tuple(sorted(waiting)),
+                    )
+                # A status read before the subscription is live could miss the finish.
+                if not listener.wait_subscribed(min(left, RECHECK)):
+                    continue
+                due = list(watch.take_due() & waiting)
+                try:
+                    jobs = self.get_many(due)
+                except RedisUnavailable:
+                    failures += 1
+                    watch.mark(due)
+                    watch.event.wait(min(backoff_delay(failures), left))
+                    continue
+                failures = 0
+                for job_id, job in zip(due, jobs, strict=True):
+                    if job is None:
+                        raise JobNotFound(f"no job {job_id!r} in queue {self.name!r}")
+                    if job.status.is_final:
+                        waiting.discard(job_id)
+                        yield job
+                if waiting and not watch.event.wait(min(left, RECHECK)):
+                    watch.mark(waiting)  # nothing announced for a while: read anyway
+        finally:
+            listener.unwatch(watch)
+
+    def _finished_listener(self) -> FinishedListener:
+        with self._listener_lock:
+            if self._listener is None:
+                self._listener = FinishedListener(self.client, self.keys.finished)
+            return self._listener
 
     def cancel(self, job_id: str) -> bool:
         """Cancel a job; True if it was cancelled now, False if it had already finished.

@@ -20,6 +20,8 @@
 --   B..'crons'        zset  cron job ids, score = next run (ms) as last announced
 --   B..'cron:'..id    hash  one cron job's state: last_fire, last_job_id, next_run,
 --                           schedule, job_type, enabled (see cron_fire.lua)
+--   B..'finished'     pub/sub channel (not a key): a JSON array of the ids that reached
+--                     a final state in one script call (see announce_finished)
 --
 -- Per-job keys are built here from ARGV[1] (= B..'job:') because their ids are often
 -- only known inside the script (popped, promoted, reaped). They carry the same hash tag
@@ -129,8 +131,12 @@ end
 
 -- Move a job to a final state: index it, count it, expire its record, trim the index.
 -- keep = 0 means no count bound (completed jobs are bounded by age only).
+-- Ids finalized by this script call, published once at its end (announce_finished).
+local finished_ids = {}
+
 local function finalize(job_prefix, id, status, now, ttl_ms, index_key, stats_key, keep)
   local job_key = job_prefix .. id
+  finished_ids[#finished_ids + 1] = id
   redis.call('HSET', job_key, 'status', status, 'completed_at', now)
   redis.call('HDEL', job_key, 'lease')
   redis.call('PEXPIRE', job_key, ttl_ms)
@@ -148,6 +154,16 @@ local function finalize(job_prefix, id, status, now, ttl_ms, index_key, stats_ke
       end
       redis.call('ZREMRANGEBYRANK', index_key, 0, excess - 1)
     end
+  end
+end
+
+-- Tell the processes blocked in Client.wait which jobs just finished: one PUBLISH per
+-- script call, whatever the batch size (free when nobody listens). A waiter that misses
+-- it (its connection dropped) re-reads the status of what it waits for on reconnecting.
+local function announce_finished(job_prefix)
+  if #finished_ids > 0 then
+    local channel = string.sub(job_prefix, 1, #job_prefix - 4) .. 'finished'
+    redis.call('PUBLISH', channel, cjson.encode(finished_ids))
   end
 end
 

@@ -31,4 +31,5 @@ else
 end
 finalize(job_prefix, id, 'cancelled', now_ms(), tonumber(ARGV[3]), cancelled, stats,
   tonumber(ARGV[4]))
+announce_finished(job_prefix)
 return code

@@ -32,4 +32,5 @@ for b = 3, #ARGV, 3 do
     out[#out + 1] = 0
   end
 end
+announce_finished(job_prefix)
 return out

@@ -58,4 +58,5 @@ for b = 4, #ARGV, 5 do
     out[#out + 1], out[#out + 2], out[#out + 3] = 0, '', 0
   end
 end
+announce_finished(job_prefix)
 return out
