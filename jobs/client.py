@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
 from . import _codec
@@ -17,7 +18,6 @@ from .job import JobStatus
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
-    from datetime import timedelta
     from types import TracebackType
 
     from .job import Job, QueueStats, WorkerInfo
@@ -251,6 +251,33 @@ class Client:
             JobNotFound: no such job, or its record expired.
         """
         return self.queue.retry(job_id)
+
+    def retry_failed(
+        self, job_type: str | None = None, since: datetime | timedelta | None = None
+    ) -> int:
+        """Re-enqueue every failed job, or those of ``job_type``, with a fresh retry budget.
+
+        Args:
+            job_type: only jobs of this type; every type if None.
+            since: only jobs that failed at or after this aware datetime, or within this
+                timedelta of now; all of them if None.
+
+        Returns:
+            How many jobs are pending again.
+
+        Raises:
+            ConfigError: ``since`` is a naive datetime, or neither a datetime nor a timedelta.
+        """
+        since_ms: int | None = None
+        if isinstance(since, datetime):
+            if since.tzinfo is None:
+                raise ConfigError("since must be an aware datetime (or a timedelta)")
+            since_ms = int(since.timestamp() * 1000)
+        elif isinstance(since, timedelta):
+            since_ms = self.queue.server_time_ms() - int(since.total_seconds() * 1000)
+        elif since is not None:
+            raise ConfigError(f"since must be a datetime or a timedelta, got {since!r}")
+        return self.queue.retry_failed(job_type, since_ms)
 
     def purge(self, status: JobStatus | str) -> int:
         """Delete every job in ``status`` (completed, failed, cancelled, pending or scheduled).

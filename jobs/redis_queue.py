@@ -50,6 +50,8 @@ REAP_BATCH = 500
 ENQUEUE_CHUNK = 1000
 #: Records read per round trip by `RedisQueue.get_many` (and so by waits on many jobs).
 GET_BATCH = 500
+#: Failed jobs retried per round trip by `RedisQueue.retry_failed`.
+RETRY_BATCH = 500
 
 
 class RedisQueue:
@@ -445,6 +447,61 @@ class RedisQueue:
         if code == -1:
             raise JobNotFound(f"no job {job_id!r} in queue {self.name!r}")
         return bool(code)
+
+    def retry_failed(self, job_type: str | None = None, since_ms: int | None = None) -> int:
+        """Put every failed job (of ``job_type``, failed at or after ``since_ms``) back.
+
+        Walks the failed index oldest first, `RETRY_BATCH` ids per round trip and one
+        small script call per job, so Redis serves other clients between every call
+        however many jobs there are.
+
+        Returns:
+            How many jobs are pending again.
+        """
+        k = self.keys
+        low: float | str = "-inf" if since_ms is None else since_ms
+        skip = 0  # ids left in place at score `low` (other types): skip them next time
+        retried = 0
+        with self._unavailable_as_error():
+            while True:
+                page = cast(
+                    "list[tuple[str | bytes, float]]",
+                    self.client.zrangebyscore(
+                        k.failed, low, "+inf", start=skip, num=RETRY_BATCH, withscores=True
+                    ),
+                )
+                if not page:
+                    return retried
+                ids = [_codec.text(raw) for raw, _ in page]
+                if job_type is not None:
+                    pipe = self.client.pipeline(transaction=False)
+                    for job_id in ids:
+                        pipe.hget(k.job(job_id), "type")
+                    types = [None if t is None else _codec.text(t) for t in pipe.execute()]
+                    chosen = [i for i, t in zip(ids, types, strict=True) if t == job_type]
+                else:
+                    chosen = ids
+                calls = [
+                    (
+                        self._scripts.retry,
+                        (k.pending, k.failed, k.cancelled, k.seq, k.wake),
+                        (k.job_prefix, job_id),
+                    )
+                    for job_id in chosen
+                ]
+                codes = execute(self.client, calls) if calls else []
+                back = {job_id for job_id, code in zip(chosen, codes, strict=True) if code == 1}
+                retried += len(back)
+                last = page[-1][1]
+                stayed = sum(
+                    1
+                    for (_, score), i in zip(page, ids, strict=True)
+                    if score == last and i not in back
+                )
+                if last == low:
+                    skip += stayed
+                else:
+                    low, skip = last, stayed
 
     def purge(self, status: JobStatus | str) -> int:
         """Delete every job in ``status`` (not ``processing``: those are held by workers).
