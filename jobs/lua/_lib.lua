@@ -20,6 +20,9 @@
 --   B..'crons'        zset  cron job ids, score = next run (ms) as last announced
 --   B..'cron:'..id    hash  one cron job's state: last_fire, last_job_id, next_run,
 --                           schedule, job_type, enabled (see cron_fire.lua)
+--   B..'req:'..id     one request's record, so that a request sent again after its reply
+--                           was lost is not applied twice; short-lived (PEXPIRE). A fetch's
+--                           is a zset (fetch.lua), a cancel's or retry's a hash (cancel.lua)
 --
 -- Per-job keys are built here from ARGV[1] (= B..'job:') because their ids are often
 -- only known inside the script (popped, promoted, reaped). They carry the same hash tag
