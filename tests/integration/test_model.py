@@ -100,7 +100,7 @@ class Model:
         self.leases: list[tuple[str, str]] = []  # every (id, token) ever handed out
         # Requests that acted, by request id: what each fetch leased; cancels and retries.
         self.fetches: dict[str, list[tuple[str, str]]] = {}
-        self.answered: list[tuple[str, str]] = []  # ("cancel" or "retry", request id)
+        self.answered: list[tuple[str, str, str]] = []  # ("cancel"/"retry", request, job id)
         self.step = 0
         self.finalized_any = False
         self._past = 1_000
@@ -553,7 +553,7 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
             cancelled = self.model.cancel(job)
             assert self.queue.cancel(job.id, request=request) == cancelled
             if cancelled:
-                self.model.answered.append(("cancel", request))
+                self.model.answered.append(("cancel", request, job.id))
 
         @precondition(lambda self: self.model.in_status(PROCESSING))
         @rule(pick=PICK)
@@ -576,17 +576,17 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
             retried = self.model.retry(job)
             assert self.queue.retry(job.id, request=request) == retried
             if retried:
-                self.model.answered.append(("retry", request))
+                self.model.answered.append(("retry", request, job.id))
 
-        @precondition(lambda self: self.model.answered and self.model.jobs)
-        @rule(pick=PICK, job_pick=PICK)
-        def cancel_or_retry_sent_again(self, pick: int, job_pick: int) -> None:
-            # The first answer (True), and no change, whatever became of the job since.
-            kind, request = _choose(self.model.answered, pick)
-            job = _choose(sorted(self.model.jobs.values(), key=lambda j: j.id), job_pick)
+        @precondition(lambda self: self.model.answered)
+        @rule(pick=PICK)
+        def cancel_or_retry_sent_again(self, pick: int) -> None:
+            # The first answer (True), and no change, whatever became of the job since:
+            # retried, finished again, purged.
+            kind, request, job_id = _choose(self.model.answered, pick)
             self._tick()
             send = self.queue.cancel if kind == "cancel" else self.queue.retry
-            assert send(job.id, request=request) is True
+            assert send(job_id, request=request) is True
 
         @precondition(lambda self: self.model.in_status(FAILED, CANCELLED))
         @rule(pick=PICK)
