@@ -86,10 +86,17 @@ else
         redis.call('ZADD', processing, deadline, id)
         leased[#leased + 1], leased[#leased + 2] = int(token), id
         deliver(job_key)
+        -- In slices: unpack() has a bound, and a pool may fetch thousands at once.
+        if #leased >= 1000 then
+          redis.call('ZADD', request, unpack(leased))
+          leased = {}
+        end
       end
     end
     if #leased > 0 then
       redis.call('ZADD', request, unpack(leased))
+    end
+    if redis.call('EXISTS', request) == 1 then
       redis.call('PEXPIRE', request, request_ttl)
     end
   end

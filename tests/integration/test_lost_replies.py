@@ -255,3 +255,16 @@ def test_a_request_id_makes_cancel_and_retry_answer_once(redis_client: redis.Red
     assert queue.get("a").status is jobs.JobStatus.FAILED  # not requeued again
     assert queue.retry("a", request="r2") is True
     assert queue.get("a").status is jobs.JobStatus.PENDING
+
+
+def test_a_large_fetch_sent_again_returns_the_same_jobs(redis_client: redis.Redis) -> None:
+    # A pool may fetch thousands at once (num_workers + prefetch): the record holds them all.
+    queue = make_queue(redis_client)
+    ids = [f"j{i:04d}" for i in range(4500)]
+    queue.enqueue("t", ids, [b"{}"] * len(ids), jobs.JobConfig())
+    first = queue.fetch(len(ids), LEASE, request="big")
+    again = queue.fetch(len(ids), LEASE, request="big")
+    assert [j.job_id for j in first.jobs] == ids
+    assert [(j.job_id, j.token) for j in again.jobs] == [(j.job_id, j.token) for j in first.jobs]
+    assert all(int(j.fields["attempts"]) == 1 for j in again.jobs)
+    assert 0 < redis_client.pttl(queue.keys.request("big")) <= LEASE.total_seconds() * 1000 + 1000
