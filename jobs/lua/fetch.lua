@@ -73,7 +73,7 @@ else
   local count = #popped / 2
   if count > 0 then
     local token = redis.call('INCRBY', lease_seq, count) - count
-    local leased = {}
+    local leased, recorded_any = {}, false
     for i = 1, #popped, 2 do
       local id = popped[i]
       local job_key = job_prefix .. id
@@ -85,6 +85,7 @@ else
           'lease', request_id .. ':' .. int(token))
         redis.call('ZADD', processing, deadline, id)
         leased[#leased + 1], leased[#leased + 2] = int(token), id
+        recorded_any = true
         deliver(job_key)
         -- In slices: unpack() has a bound, and a pool may fetch thousands at once.
         if #leased >= 1000 then
@@ -96,7 +97,7 @@ else
     if #leased > 0 then
       redis.call('ZADD', request, unpack(leased))
     end
-    if redis.call('EXISTS', request) == 1 then
+    if recorded_any then
       redis.call('PEXPIRE', request, request_ttl)
     end
   end
