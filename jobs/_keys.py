@@ -68,6 +68,10 @@ class QueueKeys:
         """The hash holding one cron job's shared state (its claim: the last fire time)."""
         return self.cron_prefix + cron_id
 
+    def request(self, request_id: str) -> str:
+        """The short-lived record of one request (what it did, should it be sent again)."""
+        return f"{self.base}req:{request_id}"
+
     def pool_wake(self, pool_id: str) -> str:
         """A list only one pool blocks on, so that stopping it is immediate."""
         return f"{self.base}wake:{pool_id}"

@@ -42,11 +42,11 @@ from ._heartbeat import Heartbeat
 from ._loops import Loop
 from ._outbox import HookRunner, Outbox, Pending, split
 from ._watchdog import Watchdog
-from ._wire import Fetched, socket_timeout
+from ._wire import Fetched, HeldJob, socket_timeout
 from ._wire import Outcome as Written
 from .context import CancelReason
 from .errors import JobTimeout
-from .redis_queue import RedisQueue
+from .redis_queue import RedisQueue, new_request_id
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -97,6 +97,9 @@ class WorkerPool:
 
         self._need_fetch = True
         self._due_at: float | None = None  # monotonic time the earliest scheduled job is due
+        # A fetch that may have leased jobs though its reply never came: its queue and
+        # request id, sent again until answered (fetch.lua then returns those jobs).
+        self._unanswered: tuple[RedisQueue, str] | None = None
         # The queues whose wake-up lists one BLPOP can wait on (all, off a cluster).
         self._blockable = _same_slot(self.queues)
         cap = socket_timeout(queue.client)
@@ -168,6 +171,8 @@ class WorkerPool:
             self._slot_free.notify_all()
         self._fetcher.stop(timeout=self.config.poll_interval.total_seconds() + 5)
         self._outbox.release()  # the writer takes over whatever the fetcher had claimed
+        if not self._fetcher.is_alive():
+            self._collect_unanswered()
 
         with self._lock:
             not_started = list(self._queued)
@@ -393,20 +398,34 @@ class WorkerPool:
             by_queue.setdefault(pending.attempt.queue.name, []).append(pending)
         taken = 0
         due_at: float | None = None
-        for index, queue in enumerate(order := self._order()):
+        order = self._order()
+        if self._unanswered is not None:
+            # Its queue first, so that the slots it was sent for are still free.
+            order = [self._unanswered[0], *(q for q in order if q is not self._unanswered[0])]
+        for index, queue in enumerate(order):
             mine = by_queue.pop(queue.name, [])
             want = free - taken
             if want <= 0 and not mine:
                 continue
             completions, failures, ordered = split(mine)
+            request = None
+            if self._unanswered is not None and self._unanswered[0] is queue:
+                request = self._unanswered[1]
+            elif want > 0:
+                request = new_request_id()
+            if request is not None:
+                # Until this call is answered, a retry is the same fetch, not another one.
+                self._unanswered = (queue, request)
             try:
                 done, failed, fetched = queue.exchange(
-                    completions, failures, max(want, 0), self.config.lease
+                    completions, failures, max(want, 0), self.config.lease, request=request
                 )
             except redis.RedisError:
                 rest = [p for q in order[index + 1 :] for p in by_queue.get(q.name, [])]
                 self._outbox.failed(ordered + rest)
                 raise
+            if request is not None:
+                self._unanswered = None
             if fetched is not None:
                 taken += self._take(queue, fetched)
                 if fetched.next_due_ms is not None:
@@ -415,6 +434,24 @@ class WorkerPool:
             self._outbox.written(ordered, done + failed)
         self._due_at = due_at
         return taken
+
+    def _collect_unanswered(self) -> None:
+        """At stop: hand back what an unanswered fetch may have leased (else it waits a lease)."""
+        if self._unanswered is None:
+            return
+        queue, request = self._unanswered
+        self._unanswered = None
+        try:
+            fetched = queue.fetch(0, self.config.lease, request=request)
+            queue.requeue([HeldJob(j.job_id, j.token) for j in fetched.jobs])
+        except Exception as exc:
+            logger.warning(
+                "could not collect the jobs of an unanswered fetch from queue %r (%s); "
+                "they come back when their leases expire",
+                queue.name,
+                exc,
+                extra=self._extra,
+            )
 
     def _take(self, queue: RedisQueue, fetched: Fetched) -> int:
         """Queue fetched jobs for the slots; how many."""

@@ -102,14 +102,18 @@ class QueueStats:
         pending_jobs: ready to run now.
         scheduled_jobs: waiting for a delay or a retry backoff.
         processing_jobs: leased by a worker.
-        completed_jobs: cumulative.
-        failed_jobs: cumulative.
-        cancelled_jobs: cumulative.
+        completed_jobs: cumulative (expired and purged records stay counted).
+        failed_jobs: cumulative; a job `Client.retry` puts back leaves this count.
+        cancelled_jobs: cumulative; a job `Client.retry` puts back leaves this count.
         last_processed: when the last job finished (completed, failed or cancelled).
         retried_attempts: failed attempts that were scheduled for a retry.
         lost_leases: leases that expired because a worker died or stalled.
         rejected_writes: late results and errors refused because the writer's lease had
             expired or the job was cancelled (fencing).
+
+    Each job counts once, where it is or in the final state it last reached:
+    ``total_jobs`` is the sum of the six counts plus the pending and scheduled jobs
+    purged.
 
     .. versionadded:: 1.0
     """

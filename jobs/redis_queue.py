@@ -52,6 +52,17 @@ ENQUEUE_CHUNK = 1000
 GET_BATCH = 500
 #: Failed jobs retried per round trip by `RedisQueue.retry_failed`.
 RETRY_BATCH = 500
+#: How much longer than its leases a fetch's record lives (ms): a copy of the fetch that
+#: arrives just as they run out still finds it.
+FETCH_RECORD_MARGIN_MS = 1000
+#: How long cancel and retry remember their answer (ms): far longer than redis-py takes
+#: to send a command again (10 tries, each at most a socket timeout plus 1 s of backoff).
+ANSWER_TTL_MS = 600_000
+
+
+def new_request_id() -> str:
+    """A fresh request id (64 random bits): the key to a request's idempotency record."""
+    return secrets.token_hex(8)
 
 
 class RedisQueue:
@@ -328,18 +339,28 @@ class RedisQueue:
                 self._listener = FinishedListener(self.client, self.keys.finished)
             return self._listener
 
-    def cancel(self, job_id: str) -> bool:
+    def cancel(self, job_id: str, *, request: str | None = None) -> bool:
         """Cancel a job; True if it was cancelled now, False if it had already finished.
+
+        ``request``: the request id (default: a fresh one). A cancel sent again with the
+        same id, as redis-py does when a reply is lost, gives the first one's answer.
 
         Raises:
             JobNotFound: no such job.
         """
         k = self.keys
+        request = request or new_request_id()
         with self._unavailable_as_error():
             code = self._scripts.cancel(
                 self.client,
-                (k.pending, k.scheduled, k.processing, k.cancelled, k.stats),
-                (k.job_prefix, job_id, self._failed_ttl_ms, self.config.max_failed_jobs),
+                (k.pending, k.scheduled, k.processing, k.cancelled, k.stats, k.request(request)),
+                (
+                    k.job_prefix,
+                    job_id,
+                    self._failed_ttl_ms,
+                    self.config.max_failed_jobs,
+                    ANSWER_TTL_MS,
+                ),
             )
         if code == -1:
             raise JobNotFound(f"no job {job_id!r} in queue {self.name!r}")
@@ -431,18 +452,22 @@ class RedisQueue:
             if fields  # an empty record expired between the two reads
         ]
 
-    def retry(self, job_id: str) -> bool:
+    def retry(self, job_id: str, *, request: str | None = None) -> bool:
         """Put a failed or cancelled job back in the queue; False if it is in another state.
+
+        ``request``: the request id (default: a fresh one). A retry sent again with the
+        same id, as redis-py does when a reply is lost, gives the first one's answer.
 
         Raises:
             JobNotFound: no such job.
         """
         k = self.keys
+        request = request or new_request_id()
         with self._unavailable_as_error():
             code = self._scripts.retry(
                 self.client,
-                (k.pending, k.failed, k.cancelled, k.seq, k.wake),
-                (k.job_prefix, job_id),
+                (k.pending, k.failed, k.cancelled, k.seq, k.wake, k.stats, k.request(request)),
+                (k.job_prefix, job_id, ANSWER_TTL_MS),
             )
         if code == -1:
             raise JobNotFound(f"no job {job_id!r} in queue {self.name!r}")
@@ -462,6 +487,7 @@ class RedisQueue:
         low: float | str = "-inf" if since_ms is None else since_ms
         skip = 0  # ids left in place at score `low` (other types): skip them next time
         retried = 0
+        bulk = k.request("retry-failed")  # never written: see retry.lua's ARGV[3]
         with self._unavailable_as_error():
             while True:
                 page = cast(
@@ -481,11 +507,13 @@ class RedisQueue:
                     chosen = [i for i, t in zip(ids, types, strict=True) if t == job_type]
                 else:
                     chosen = ids
+                # No answer records (TTL 0): a call sent again after a lost reply finds
+                # its job pending and answers 0, which only makes the count low.
                 calls = [
                     (
                         self._scripts.retry,
-                        (k.pending, k.failed, k.cancelled, k.seq, k.wake),
-                        (k.job_prefix, job_id),
+                        (k.pending, k.failed, k.cancelled, k.seq, k.wake, k.stats, bulk),
+                        (k.job_prefix, job_id, 0),
                     )
                     for job_id in chosen
                 ]
@@ -614,9 +642,14 @@ class RedisQueue:
 
     # -- worker pools ----------------------------------------------------------------
 
-    def fetch(self, count: int, lease: timedelta) -> Fetched:
-        """Promote due jobs, then lease up to ``count`` ready jobs (best first)."""
-        fetched = self.exchange((), (), count, lease)[2]
+    def fetch(self, count: int, lease: timedelta, *, request: str | None = None) -> Fetched:
+        """Promote due jobs, then lease up to ``count`` ready jobs (best first).
+
+        ``request``: the fetch's request id (default: a fresh one). A fetch sent again
+        with the id of one that ran leases nothing new: it returns the jobs the first
+        leased, still held with their tokens (fetch.lua), whatever ``count``.
+        """
+        fetched = self.exchange((), (), count, lease, request=request)[2]
         assert fetched is not None
         return fetched
 
@@ -740,11 +773,15 @@ class RedisQueue:
         failures: Sequence[Failure],
         count: int,
         lease: timedelta | None,
+        *,
+        request: str | None = None,
     ) -> tuple[list[Outcome], list[Outcome], Fetched | None]:
         """`finish` these outcomes and `fetch` up to ``count`` jobs, in one round trip.
 
         The worker pool's hot path: what a busy pool writes and what it takes next share
-        a pipeline. Either part may be empty (``count`` 0: no fetch).
+        a pipeline. Either part may be empty (``count`` 0 and no ``request``: no fetch).
+        ``request`` is the fetch's request id (see `fetch`); passing the id of a fetch
+        whose reply never came fetches even with ``count`` 0, to collect its jobs.
         """
         k = self.keys
         calls: list[tuple[Script, Sequence[str], Sequence[Arg]]] = []
@@ -765,13 +802,31 @@ class RedisQueue:
                     args,
                 )
             )
-        if count > 0:
+        fetching = count > 0 or request is not None
+        if fetching:
             assert lease is not None
+            lease_ms = _codec.to_ms(lease)
+            request = request or new_request_id()
             calls.append(
                 (
                     self._scripts.fetch,
-                    (k.pending, k.scheduled, k.processing, k.seq, k.lease_seq, k.wake),
-                    (k.job_prefix, count, _codec.to_ms(lease), PROMOTE_BATCH, secrets.token_hex(4)),
+                    (
+                        k.pending,
+                        k.scheduled,
+                        k.processing,
+                        k.seq,
+                        k.lease_seq,
+                        k.wake,
+                        k.request(request),
+                    ),
+                    (
+                        k.job_prefix,
+                        count,
+                        lease_ms,
+                        PROMOTE_BATCH,
+                        request,
+                        lease_ms + FETCH_RECORD_MARGIN_MS,
+                    ),
                 )
             )
         if not calls:
@@ -791,7 +846,7 @@ class RedisQueue:
                 Outcome(bool(int(reply[i])), _codec.text(reply[i + 1]), now, int(reply[i + 2]))
                 for i in range(1, len(reply), 3)
             ]
-        if count > 0:
+        if fetching:
             reply = next(replies)
             leased = []
             names = _codec.FETCHED_FIELDS

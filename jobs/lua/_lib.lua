@@ -22,6 +22,9 @@
 --                           schedule, job_type, enabled (see cron_fire.lua)
 --   B..'finished'     pub/sub channel (not a key): a JSON array of the ids that reached
 --                     a final state in one script call (see announce_finished)
+--   B..'req:'..id     one request's record, so that a request sent again after its reply
+--                           was lost is not applied twice; short-lived (PEXPIRE). A fetch's
+--                           is a zset (fetch.lua), a cancel's or retry's a hash (cancel.lua)
 --
 -- Per-job keys are built here from ARGV[1] (= B..'job:') because their ids are often
 -- only known inside the script (popped, promoted, reaped). They carry the same hash tag

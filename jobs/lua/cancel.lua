@@ -4,13 +4,23 @@
 -- handler's token.
 --
 -- KEYS[1] pending   KEYS[2] scheduled   KEYS[3] processing   KEYS[4] cancelled
--- KEYS[5] stats
+-- KEYS[5] stats   KEYS[6] this request's record (B..'req:'..request id)
 -- ARGV[1] job key prefix   ARGV[2] id   ARGV[3] failed_ttl_ms   ARGV[4] max records kept
+-- ARGV[5] how long the request's answer is remembered (ms)
 -- Returns -1 no such job; 0 already final (completed, failed or cancelled);
 -- 1 cancelled before it ran; 2 cancelled while running.
+--
+-- The request id (random per call, in KEYS[6]) makes a cancel sent again after its reply
+-- was lost (redis-py does so by itself) answer what the first one did, not "already
+-- final": a cancel that acted records its code, and a request seen before changes nothing.
 
 local pending, scheduled, processing, cancelled, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local request = KEYS[6]
 local job_prefix, id = ARGV[1], ARGV[2]
+local answered = redis.call('HGET', request, 'code')
+if answered then
+  return tonumber(answered)
+end
 local job_key = job_prefix .. id
 local status = redis.call('HGET', job_key, 'status')
 if not status then
@@ -31,5 +41,7 @@ else
 end
 finalize(job_prefix, id, 'cancelled', now_ms(), tonumber(ARGV[3]), cancelled, stats,
   tonumber(ARGV[4]))
+redis.call('HSET', request, 'code', code)
+redis.call('PEXPIRE', request, tonumber(ARGV[5]))
 announce_finished(job_prefix)
 return code

@@ -2,12 +2,15 @@
 -- all in one atomic call.
 --
 -- KEYS[1] pending   KEYS[2] scheduled   KEYS[3] processing   KEYS[4] seq
--- KEYS[5] lease_seq   KEYS[6] wake
+-- KEYS[5] lease_seq   KEYS[6] wake   KEYS[7] this request's record (B..'req:'..ARGV[5])
 -- ARGV[1] job key prefix   ARGV[2] N (max jobs)   ARGV[3] lease_ms
 -- ARGV[4] max due jobs to promote in this call
--- ARGV[5] a random nonce from the caller, part of every lease token it gets: the
---         lease_seq counter alone could repeat after a failover to a replica that had
---         not seen its last increments, and a token must never be handed out twice.
+-- ARGV[5] the request id: random, made by the caller for one logical fetch and kept when
+--         that fetch is sent again. It is part of every lease token the request gets (the
+--         lease_seq counter alone could repeat after a failover to a replica that had not
+--         seen its last increments, and a token must never be handed out twice), and it
+--         makes the fetch idempotent (below).
+-- ARGV[6] how long the request's record lives (ms): a bit more than lease_ms
 -- Returns {now_ms, next_event_ms, job_1, ..., job_k} where job_i is the record's values
 -- in the order of FIELDS below (jobs._codec.FETCHED_FIELDS; missing ones nil), with
 -- status processing, attempts + 1 and a fresh lease token in 'lease'; and
@@ -16,44 +19,86 @@
 --
 -- Strict priority, FIFO within a priority (ready_score). A popped id whose record is
 -- gone (deleted by hand, or a corrupt queue) is dropped rather than leased.
+--
+-- Idempotent per request: the reply to a fetch can be lost after the script ran (a reset,
+-- a failover, a stall past the client's socket timeout), and redis-py sends the command
+-- again by itself; a worker pool also tries a failed fetch again with the same request
+-- id. A fetch that leased something records what (KEYS[7], a zset: id -> the number of
+-- its token), and a request seen before leases nothing new: it returns the jobs its first
+-- run leased that still hold those tokens, whatever N, with their leases renewed (the
+-- caller has just learnt of them). The record expires with the leases it describes.
 
 local pending, scheduled, processing = KEYS[1], KEYS[2], KEYS[3]
-local seq_key, lease_seq, wake_key = KEYS[4], KEYS[5], KEYS[6]
+local seq_key, lease_seq, wake_key, request = KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local job_prefix, n, lease_ms = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local request_id, request_ttl = ARGV[5], tonumber(ARGV[6])
 local now = now_ms()
 -- Values only, in a fixed order: no field names to send or to parse for every job.
 local FIELDS = {'id', 'type', 'payload', 'status', 'priority', 'max_retries', 'timeout_ms',
   'backoff', 'metadata', 'created_at', 'run_at', 'started_at', 'completed_at', 'attempts',
   'failures', 'lost', 'error', 'result', 'lease'}
 
-local due = redis.call('ZRANGEBYSCORE', scheduled, '-inf', now, 'LIMIT', 0, tonumber(ARGV[4]))
-for _, id in ipairs(due) do
-  local job_key = job_prefix .. id
-  if redis.call('EXISTS', job_key) == 1 then
-    make_ready(job_key, id, pending, seq_key)
-  end
-end
-if #due > 0 then
-  redis.call('ZREM', scheduled, unpack(due))
+local out = {now, -1}
+local deadline = now + lease_ms
+
+local function deliver(job_key)
+  out[#out + 1] = redis.call('HMGET', job_key, unpack(FIELDS))
 end
 
-local out = {now, -1}
-local popped = redis.call('ZPOPMIN', pending, n)
-local count = #popped / 2
-if count > 0 then
-  local token = redis.call('INCRBY', lease_seq, count) - count
-  local deadline = now + lease_ms
-  for i = 1, #popped, 2 do
-    local id = popped[i]
+local recorded = redis.call('ZRANGE', request, 0, -1, 'WITHSCORES')
+if #recorded > 0 then
+  -- This request ran before and its reply was lost: the same jobs, nothing new.
+  for i = 1, #recorded, 2 do
+    local id = recorded[i]
+    local job_key = job_prefix .. id
+    if holds_lease(job_key, request_id .. ':' .. int(tonumber(recorded[i + 1]))) then
+      redis.call('ZADD', processing, 'XX', deadline, id)
+      deliver(job_key)
+    end
+  end
+  redis.call('PEXPIRE', request, request_ttl)
+else
+  local due = redis.call('ZRANGEBYSCORE', scheduled, '-inf', now, 'LIMIT', 0, tonumber(ARGV[4]))
+  for _, id in ipairs(due) do
     local job_key = job_prefix .. id
     if redis.call('EXISTS', job_key) == 1 then
-      token = token + 1
-      bump(job_key, 'attempts', 1)
-      -- 'id' again: a record that lost it would otherwise reach the worker nameless.
-      redis.call('HSET', job_key, 'id', id, 'status', 'processing', 'started_at', now,
-        'lease', ARGV[5] .. ':' .. int(token))
-      redis.call('ZADD', processing, deadline, id)
-      out[#out + 1] = redis.call('HMGET', job_key, unpack(FIELDS))
+      make_ready(job_key, id, pending, seq_key)
+    end
+  end
+  if #due > 0 then
+    redis.call('ZREM', scheduled, unpack(due))
+  end
+
+  local popped = redis.call('ZPOPMIN', pending, n)
+  local count = #popped / 2
+  if count > 0 then
+    local token = redis.call('INCRBY', lease_seq, count) - count
+    local leased, recorded_any = {}, false
+    for i = 1, #popped, 2 do
+      local id = popped[i]
+      local job_key = job_prefix .. id
+      if redis.call('EXISTS', job_key) == 1 then
+        token = token + 1
+        bump(job_key, 'attempts', 1)
+        -- 'id' again: a record that lost it would otherwise reach the worker nameless.
+        redis.call('HSET', job_key, 'id', id, 'status', 'processing', 'started_at', now,
+          'lease', request_id .. ':' .. int(token))
+        redis.call('ZADD', processing, deadline, id)
+        leased[#leased + 1], leased[#leased + 2] = int(token), id
+        recorded_any = true
+        deliver(job_key)
+        -- In slices: unpack() has a bound, and a pool may fetch thousands at once.
+        if #leased >= 1000 then
+          redis.call('ZADD', request, unpack(leased))
+          leased = {}
+        end
+      end
+    end
+    if #leased > 0 then
+      redis.call('ZADD', request, unpack(leased))
+    end
+    if recorded_any then
+      redis.call('PEXPIRE', request, request_ttl)
     end
   end
 end

@@ -12,7 +12,10 @@ the target, one thread per direction. The test flips it between:
   dropped (a partition behind a load balancer). On `resume`, connections that lost bytes
   are cut, since their byte streams are no longer in step;
 - `cut`: closes every current connection at once (a reset, a restarted middlebox); new
-  connections work as before.
+  connections work as before;
+- `drop_reply_to`: the next command whose bytes contain a marker reaches Redis and runs,
+  but its reply is swallowed and its connection cut (a reset or a failover at the worst
+  moment): the client cannot know whether the command ran.
 
 stdlib only. `close` stops everything and joins every thread it started.
 """
@@ -50,11 +53,12 @@ class _Link:
         self.client = client
         self.upstream = upstream
         self.broken = False  # dropped bytes: its streams are out of step
+        self.lose_reply = False  # the command just sent is the one whose reply is dropped
         self._closed = False
         self._lock = threading.Lock()
         self.threads = [
-            threading.Thread(target=self._pump, args=(client, upstream), daemon=True),
-            threading.Thread(target=self._pump, args=(upstream, client), daemon=True),
+            threading.Thread(target=self._pump, args=(client, upstream, False), daemon=True),
+            threading.Thread(target=self._pump, args=(upstream, client, True), daemon=True),
         ]
 
     def start(self) -> None:
@@ -77,7 +81,7 @@ class _Link:
     def closed(self) -> bool:
         return self._closed
 
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+    def _pump(self, source: socket.socket, sink: socket.socket, replies: bool) -> None:
         try:
             while True:
                 try:
@@ -92,6 +96,11 @@ class _Link:
                 if mode is Mode.BLACKHOLE:
                     self.broken = True
                     continue
+                if replies and self.lose_reply:
+                    self.proxy.dropped_replies += 1
+                    return  # the reply is lost with the connection (finally: close)
+                if not replies and self.proxy._is_marked(data):
+                    self.lose_reply = True
                 try:
                     sink.sendall(data)
                 except OSError:
@@ -126,6 +135,9 @@ class FaultyProxy:
         self._threads: list[threading.Thread] = []
         #: Connections accepted so far (a test can see that clients reconnected).
         self.accepted = 0
+        #: Replies swallowed by `drop_reply_to` so far.
+        self.dropped_replies = 0
+        self._marker: bytes | None = None
         self._acceptor = threading.Thread(target=self._accept, name="faulty-proxy", daemon=True)
         self._acceptor.start()
 
@@ -170,6 +182,21 @@ class FaultyProxy:
         for link in links:
             link.close()
         return len(links)
+
+    def drop_reply_to(self, marker: bytes) -> None:
+        """Lose the reply to the next command containing ``marker``, and its connection.
+
+        The command itself reaches Redis and runs. Only the next such command is hit.
+        """
+        with self._cv:
+            self._marker = marker
+
+    def _is_marked(self, data: bytes) -> bool:
+        with self._cv:
+            if self._marker is None or self._marker not in data:
+                return False
+            self._marker = None
+            return True
 
     def connections(self) -> int:
         """How many connections are open right now."""

@@ -2,12 +2,13 @@
 checked after every step against a plain-Python model of what they must do.
 
 Hypothesis drives `jobs.redis_queue.RedisQueue` (enqueue, fetch, finish, cancel, reap,
-heartbeat, requeue, retry, purge) on a private Redis, with random priorities, retry
-budgets, delays, batch sizes and fencing tokens, live or stale. After each step the
-whole queue is read back raw (the six index zsets with their scores, every job hash and
-its TTL, the stats counters) and compared with the model, and each job must sit in
-exactly the one index its status names. A failure prints the shortest sequence of steps
-that breaks the contract.
+heartbeat, requeue, retry, purge, and fetch, cancel and retry sent again with the request
+id of an earlier call, as redis-py does after a lost reply) on a private Redis, with
+random priorities, retry budgets, delays, batch sizes and fencing tokens, live or stale.
+After each step the whole queue is read back raw (the six index zsets with their scores,
+every job hash and its TTL, the stats counters) and compared with the model, and each
+job must sit in exactly the one index its status names. A failure prints the shortest
+sequence of steps that breaks the contract.
 
 Time: the scripts read the Redis clock, so the test never waits for it.
 
@@ -97,6 +98,9 @@ class Model:
         self.seq = 0
         self.counters: Counter[str] = Counter()
         self.leases: list[tuple[str, str]] = []  # every (id, token) ever handed out
+        # Requests that acted, by request id: what each fetch leased; cancels and retries.
+        self.fetches: dict[str, list[tuple[str, str]]] = {}
+        self.answered: list[tuple[str, str, str]] = []  # ("cancel"/"retry", request, job id)
         self.step = 0
         self.finalized_any = False
         self._past = 1_000
@@ -190,6 +194,13 @@ class Model:
             job.attempts += 1
         return popped
 
+    def fetch_again(self, request: str) -> list[str]:
+        """The same fetch sent again: its jobs still held with its tokens, leases renewed."""
+        again = [job_id for job_id, token in self.fetches[request] if self.holds(job_id, token)]
+        for job_id in again:
+            self.jobs[job_id].expired_at = None
+        return again
+
     def lease(self, job_id: str, token: str) -> None:
         self.jobs[job_id].token = token
         self.leases.append((job_id, token))
@@ -280,6 +291,7 @@ class Model:
     def retry(self, job: ModelJob) -> bool:
         if job.status not in (FAILED, CANCELLED):
             return False
+        self.counters[job.status] -= 1  # counted again wherever it ends
         job.failures = job.lost = 0
         job.finished = None
         self.make_ready(job)
@@ -287,6 +299,8 @@ class Model:
 
     def purge(self, status: str) -> int:
         doomed = self.in_status(status)
+        if status not in FINAL:
+            self.counters["purged_unfinished"] += len(doomed)
         for job in doomed:
             job.status = GONE
         return len(doomed)
@@ -400,7 +414,8 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
 
         @rule(n=st.integers(1, 4))
         def fetch(self, n: int) -> None:
-            fetched = self.queue.fetch(n, LONG)
+            request = uuid.uuid4().hex
+            fetched = self.queue.fetch(n, LONG, request=request)
             expected = self.model.fetch(n)
             assert [j.job_id for j in fetched.jobs] == expected
             issued = {t for _, t in self.model.leases}
@@ -411,6 +426,23 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
                     int(leased.fields.get("attempts", 0)) == self.model.jobs[leased.job_id].attempts
                 )
                 self.model.lease(leased.job_id, leased.token)
+            if fetched.jobs:
+                self.model.fetches[request] = [(j.job_id, j.token) for j in fetched.jobs]
+            assert (fetched.next_due_ms is None) == (not self.model.in_status(SCHEDULED))
+
+        @precondition(lambda self: self.model.fetches)
+        @rule(pick=PICK, n=st.integers(0, 4))
+        def fetch_sent_again(self, pick: int, n: int) -> None:
+            # Its reply was lost: the same jobs if still held, nothing new, whatever n.
+            request = _choose(sorted(self.model.fetches), pick)
+            fetched = self.queue.fetch(n, LONG, request=request)
+            expected = self.model.fetch_again(request)
+            assert [j.job_id for j in fetched.jobs] == expected
+            tokens = dict(self.model.fetches[request])
+            for leased in fetched.jobs:
+                assert leased.token == tokens[leased.job_id]
+                job = self.model.jobs[leased.job_id]
+                assert int(leased.fields.get("attempts", 0)) == job.attempts
             assert (fetched.next_due_ms is None) == (not self.model.in_status(SCHEDULED))
 
         @precondition(lambda self: self.model.live_leases())
@@ -517,7 +549,11 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
                 with pytest.raises(JobNotFound):
                     self.queue.cancel(job.id)
                 return
-            assert self.queue.cancel(job.id) == self.model.cancel(job)
+            request = uuid.uuid4().hex
+            cancelled = self.model.cancel(job)
+            assert self.queue.cancel(job.id, request=request) == cancelled
+            if cancelled:
+                self.model.answered.append(("cancel", request, job.id))
 
         @precondition(lambda self: self.model.in_status(PROCESSING))
         @rule(pick=PICK)
@@ -536,7 +572,21 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
                 with pytest.raises(JobNotFound):
                     self.queue.retry(job.id)
                 return
-            assert self.queue.retry(job.id) == self.model.retry(job)
+            request = uuid.uuid4().hex
+            retried = self.model.retry(job)
+            assert self.queue.retry(job.id, request=request) == retried
+            if retried:
+                self.model.answered.append(("retry", request, job.id))
+
+        @precondition(lambda self: self.model.answered)
+        @rule(pick=PICK)
+        def cancel_or_retry_sent_again(self, pick: int) -> None:
+            # The first answer (True), and no change, whatever became of the job since:
+            # retried, finished again, purged.
+            kind, request, job_id = _choose(self.model.answered, pick)
+            self._tick()
+            send = self.queue.cancel if kind == "cancel" else self.queue.retry
+            assert send(job_id, request=request) is True
 
         @precondition(lambda self: self.model.in_status(FAILED, CANCELLED))
         @rule(pick=PICK)
@@ -670,6 +720,16 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
                 c["retried"],
                 c["lost_leases"],
                 c["rejected"],
+            )
+            # Each job counts once: where it is, or in the final state it last reached.
+            assert stats.total_jobs == (
+                stats.completed_jobs
+                + stats.failed_jobs
+                + stats.cancelled_jobs
+                + stats.pending_jobs
+                + stats.scheduled_jobs
+                + stats.processing_jobs
+                + c["purged_unfinished"]
             )
             assert (stats.last_processed is not None) == self.model.finalized_any
 

@@ -81,6 +81,32 @@ def test_stats_after_a_mixed_run(redis_url: str) -> None:
     assert ended[-1] == stats.last_processed
 
 
+def test_a_retried_job_counts_once_in_the_outcome_counters(redis_url: str) -> None:
+    # retry() takes the job out of the count of the final state it leaves: each job
+    # enqueued counts once, where it is now or in the final state it last reached.
+    outcomes = iter([jobs.PermanentError("first run"), None, None])
+
+    def handler(ctx: jobs.JobContext, payload: Any) -> None:
+        error = next(outcomes)
+        if error is not None:
+            raise error
+
+    registry = jobs.Registry()
+    registry.register_func("t", handler)
+    with make_client(redis_url, registry, num_workers=1) as client:
+        failed = client.enqueue("t", 1)
+        wait_for_status(client, failed, jobs.JobStatus.FAILED)
+        assert client.retry(failed)
+        wait_for_status(client, failed, jobs.JobStatus.COMPLETED)
+        cancelled = client.enqueue("t", 2, jobs.JobConfig(delay=60))
+        assert client.cancel(cancelled)
+        assert client.retry(cancelled)
+        wait_for_status(client, cancelled, jobs.JobStatus.COMPLETED)
+        stats = client.stats()
+    assert (stats.total_jobs, stats.completed_jobs) == (2, 2)
+    assert (stats.failed_jobs, stats.cancelled_jobs, stats.pending_jobs) == (0, 0, 0)
+
+
 # -- workers ------------------------------------------------------------------------------
 
 
