@@ -248,8 +248,15 @@ class RedisQueue:
         counters = _codec.pairs(flat)
 
         def count(name: str) -> int:
-            return int(counters.get(name, 0))
+            try:
+                return int(counters.get(name, 0))
+            except ValueError:  # a counter damaged by hand: the scripts restart it too
+                return 0
 
+        try:
+            last_processed = _codec.from_ms(counters.get("last_processed"))
+        except (ValueError, OverflowError, OSError):
+            last_processed = None
         return QueueStats(
             total_jobs=count("total"),
             pending_jobs=int(pending),
@@ -258,10 +265,11 @@ class RedisQueue:
             completed_jobs=count("completed"),
             failed_jobs=count("failed"),
             cancelled_jobs=count("cancelled"),
-            last_processed=_codec.from_ms(counters.get("last_processed")),
+            last_processed=last_processed,
             retried_attempts=count("retried"),
             lost_leases=count("lost_leases"),
             rejected_writes=count("rejected"),
+            damaged_records=count("damaged"),
         )
 
     def workers(self) -> list[WorkerInfo]:
@@ -334,7 +342,7 @@ class RedisQueue:
         with self._unavailable_as_error():
             code = self._scripts.retry(
                 self.client,
-                (k.pending, k.failed, k.cancelled, k.seq, k.wake),
+                (k.pending, k.failed, k.cancelled, k.seq, k.wake, k.scheduled, k.stats),
                 (k.job_prefix, job_id),
             )
         if code == -1:
@@ -607,7 +615,7 @@ class RedisQueue:
             calls.append(
                 (
                     self._scripts.fetch,
-                    (k.pending, k.scheduled, k.processing, k.seq, k.lease_seq, k.wake),
+                    (k.pending, k.scheduled, k.processing, k.seq, k.lease_seq, k.wake, k.stats),
                     (k.job_prefix, count, _codec.to_ms(lease), PROMOTE_BATCH, secrets.token_hex(4)),
                 )
             )

@@ -11,7 +11,7 @@
 --                           'cancelled'. Records expire on their own (PEXPIRE); these
 --                           indexes are trimmed by age, and failed/cancelled by count.
 --   B..'stats'        hash  cumulative counters (total, completed, failed, cancelled,
---                           retried, lost_leases, rejected, last_processed)
+--                           retried, lost_leases, rejected, damaged, last_processed)
 --   B..'seq'          str   FIFO sequence for ready_score
 --   B..'lease_seq'    str   lease tokens: every delivery gets a fresh one (fencing)
 --   B..'wake'         list  wake-up marker that idle pools block on (BLPOP)
@@ -45,6 +45,43 @@ local function bump(job_key, field, by)
   local value = (tonumber(redis.call('HGET', job_key, field)) or 0) + by
   redis.call('HSET', job_key, field, int(value))
   return value
+end
+
+-- Add `by` to a counter of the stats hash. A damaged counter (not an integer) restarts
+-- from `by`, as in bump; a stats key that is not a hash loses the count. Either way the
+-- script goes on: raising here would leave the jobs it already moved half-way.
+local function count(stats_key, field, by)
+  local reply = redis.pcall('HINCRBY', stats_key, field, by)
+  if type(reply) == 'table' and reply.err then
+    redis.pcall('HSET', stats_key, field, by)
+  end
+end
+
+-- A field of a hash, or false when it is missing or the key is not a hash at all.
+local function field_of(key, field)
+  local value = redis.pcall('HGET', key, field)
+  if type(value) == 'table' then
+    return false
+  end
+  return value
+end
+
+-- What an indexed id's key holds: 'hash' (a job record), 'none' (gone: purged, expired,
+-- deleted by hand) or another type that a foreign tool or a hand edit left there.
+local function record_type(job_key)
+  return redis.call('TYPE', job_key)['ok']
+end
+
+-- An indexed id whose key is not a hash is no job any script can read or change: every
+-- command on it fails, and a script that fails after its first write is not rolled back,
+-- which would strand the jobs it had already moved (or, in the scheduled set, wedge every
+-- fetch). The caller takes the id out of its index; it is counted in stats 'damaged'
+-- (`QueueStats.damaged_records`) and named in the Redis server's log. The key itself is
+-- left as it was found, for whoever wrote it.
+local function set_aside(stats_key, job_key, kind)
+  count(stats_key, 'damaged', 1)
+  redis.log(redis.LOG_WARNING,
+    'jobs: ' .. job_key .. ' holds a ' .. kind .. ', not a job record: taken out of its index')
 end
 
 -- Strict priority, FIFO within a priority: priority in the high part (higher priority =
@@ -127,6 +164,34 @@ local function make_ready_front(job_key, id, pending_key, seq_key)
   redis.call('HSET', job_key, 'status', 'pending')
 end
 
+-- Make due scheduled jobs (delayed, or waiting out a retry backoff) ready, earliest
+-- first. Every script that gives out FIFO sequence numbers calls this first (enqueue,
+-- cron_fire, fail, retry, as well as fetch): a job that became due before a job was
+-- enqueued or retried then always gets the lower number, so FIFO order within a priority
+-- follows the time jobs became ready, not the time a fetch happened to promote them.
+-- (Past `limit` due jobs, the rest follow at the next call, behind what it enqueues.)
+-- Returns how many were promoted.
+local function promote_due(job_prefix, scheduled, pending, seq_key, stats_key, now, limit)
+  local due = redis.call('ZRANGEBYSCORE', scheduled, '-inf', now, 'LIMIT', 0, limit)
+  if #due == 0 then
+    return 0
+  end
+  for _, id in ipairs(due) do
+    local job_key = job_prefix .. id
+    local kind = record_type(job_key)
+    if kind == 'hash' then
+      make_ready(job_key, id, pending, seq_key)
+    elseif kind ~= 'none' then
+      set_aside(stats_key, job_key, kind)
+    end
+  end
+  redis.call('ZREM', scheduled, unpack(due))
+  return #due
+end
+
+-- Due jobs promoted by a script other than fetch (which is told its own bound).
+local PROMOTE_ON_WRITE = 1000
+
 -- Move a job to a final state: index it, count it, expire its record, trim the index.
 -- keep = 0 means no count bound (completed jobs are bounded by age only).
 local function finalize(job_prefix, id, status, now, ttl_ms, index_key, stats_key, keep)
@@ -135,8 +200,8 @@ local function finalize(job_prefix, id, status, now, ttl_ms, index_key, stats_ke
   redis.call('HDEL', job_key, 'lease')
   redis.call('PEXPIRE', job_key, ttl_ms)
   redis.call('ZADD', index_key, now, id)
-  redis.call('HINCRBY', stats_key, status, 1)
-  redis.call('HSET', stats_key, 'last_processed', now)
+  count(stats_key, status, 1)
+  redis.pcall('HSET', stats_key, 'last_processed', now)
   -- Expired records vanish by themselves; only their index entries need removing.
   redis.call('ZREMRANGEBYSCORE', index_key, '-inf', '(' .. int(now - ttl_ms))
   if keep > 0 then
@@ -152,8 +217,9 @@ local function finalize(job_prefix, id, status, now, ttl_ms, index_key, stats_ke
 end
 
 -- The fence: may the holder of `token` still change this job?
+-- (A key that is not a hash holds no lease: HMGET's error reply has no fields.)
 local function holds_lease(job_key, token)
-  local fields = redis.call('HMGET', job_key, 'status', 'lease')
+  local fields = redis.pcall('HMGET', job_key, 'status', 'lease')
   return fields[1] == 'processing' and fields[2] == token
 end
 

@@ -12,7 +12,7 @@
 local pending, scheduled, processing, cancelled, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local job_prefix, id = ARGV[1], ARGV[2]
 local job_key = job_prefix .. id
-local status = redis.call('HGET', job_key, 'status')
+local status = field_of(job_key, 'status')
 if not status then
   return -1
 end

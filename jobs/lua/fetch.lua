@@ -2,7 +2,7 @@
 -- all in one atomic call.
 --
 -- KEYS[1] pending   KEYS[2] scheduled   KEYS[3] processing   KEYS[4] seq
--- KEYS[5] lease_seq   KEYS[6] wake
+-- KEYS[5] lease_seq   KEYS[6] wake   KEYS[7] stats
 -- ARGV[1] job key prefix   ARGV[2] N (max jobs)   ARGV[3] lease_ms
 -- ARGV[4] max due jobs to promote in this call
 -- ARGV[5] a random nonce from the caller, part of every lease token it gets: the
@@ -15,7 +15,8 @@
 -- block until then. (Expired leases are returned to pending by reap.lua, which wakes.)
 --
 -- Strict priority, FIFO within a priority (ready_score). A popped id whose record is
--- gone (deleted by hand, or a corrupt queue) is dropped rather than leased.
+-- gone (deleted by hand, or a corrupt queue) is dropped rather than leased; one whose key
+-- is not a hash is set aside (set_aside in _lib.lua), as is a due one (promote_due).
 
 local pending, scheduled, processing = KEYS[1], KEYS[2], KEYS[3]
 local seq_key, lease_seq, wake_key = KEYS[4], KEYS[5], KEYS[6]
@@ -26,16 +27,7 @@ local FIELDS = {'id', 'type', 'payload', 'status', 'priority', 'max_retries', 't
   'backoff', 'metadata', 'created_at', 'run_at', 'started_at', 'completed_at', 'attempts',
   'failures', 'lost', 'error', 'result', 'lease'}
 
-local due = redis.call('ZRANGEBYSCORE', scheduled, '-inf', now, 'LIMIT', 0, tonumber(ARGV[4]))
-for _, id in ipairs(due) do
-  local job_key = job_prefix .. id
-  if redis.call('EXISTS', job_key) == 1 then
-    make_ready(job_key, id, pending, seq_key)
-  end
-end
-if #due > 0 then
-  redis.call('ZREM', scheduled, unpack(due))
-end
+promote_due(job_prefix, scheduled, pending, seq_key, KEYS[7], now, tonumber(ARGV[4]))
 
 local out = {now, -1}
 local popped = redis.call('ZPOPMIN', pending, n)
@@ -46,7 +38,10 @@ if count > 0 then
   for i = 1, #popped, 2 do
     local id = popped[i]
     local job_key = job_prefix .. id
-    if redis.call('EXISTS', job_key) == 1 then
+    local kind = record_type(job_key)
+    if kind ~= 'hash' and kind ~= 'none' then
+      set_aside(KEYS[7], job_key, kind)
+    elseif kind == 'hash' then
       token = token + 1
       bump(job_key, 'attempts', 1)
       -- 'id' again: a record that lost it would otherwise reach the worker nameless.

@@ -27,9 +27,12 @@ local expired = redis.call('ZRANGEBYSCORE', processing, '-inf', '(' .. now,
 for _, id in ipairs(expired) do
   local job_key = job_prefix .. id
   redis.call('ZREM', processing, id)
-  if redis.call('HGET', job_key, 'status') == 'processing' then
+  local kind = record_type(job_key)
+  if kind ~= 'hash' and kind ~= 'none' then
+    set_aside(stats, job_key, kind)
+  elseif redis.call('HGET', job_key, 'status') == 'processing' then
     redis.call('HDEL', job_key, 'lease')
-    redis.call('HINCRBY', stats, 'lost_leases', 1)
+    count(stats, 'lost_leases', 1)
     if bump(job_key, 'lost', 1) >= max_lost then
       redis.call('HSET', job_key, 'error', 'lease expired (worker lost)')
       finalize(job_prefix, id, 'failed', now, ttl, failed, stats, keep)

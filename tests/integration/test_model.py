@@ -66,6 +66,8 @@ COMPLETED, FAILED, CANCELLED = "completed", "failed", "cancelled"
 #: A job whose record is gone (purged, or dropped as the oldest failed/cancelled one).
 GONE = "gone"
 INDEXES = (PENDING, SCHEDULED, PROCESSING, COMPLETED, FAILED, CANCELLED)
+#: The fields of the stats hash the scripts write.
+STATS_FIELDS = ("total", *INDEXES[3:], "retried", "lost_leases", "rejected", "last_processed")
 FINAL = frozenset({COMPLETED, FAILED, CANCELLED})
 
 
@@ -156,7 +158,21 @@ class Model:
 
     # -- operations ----------------------------------------------------------------------
 
+    def promote_due(self) -> None:
+        """Make due scheduled jobs ready, earliest first, as promote_due in _lib.lua.
+
+        Every script that hands out FIFO numbers does this first (fetch, enqueue, fail,
+        retry): a job that became due before another was enqueued or retried runs first.
+        """
+        due = sorted(
+            (j for j in self.in_status(SCHEDULED) if j.due_at is not None),
+            key=lambda j: (j.due_at, j.id),
+        )
+        for job in due:
+            self.make_ready(job)
+
     def enqueue(self, ids: list[str], priority: int, max_retries: int, delayed: bool) -> list[bool]:
+        self.promote_due()
         base = self.seq
         self.seq += len(ids)  # one INCRBY for the batch, whatever gets written
         created = []
@@ -177,12 +193,7 @@ class Model:
         return created
 
     def fetch(self, n: int) -> list[str]:
-        due = sorted(
-            (j for j in self.in_status(SCHEDULED) if j.due_at is not None),
-            key=lambda j: (j.due_at, j.id),
-        )
-        for job in due:
-            self.make_ready(job)
+        self.promote_due()
         popped = self.pending_order()[:n]
         for job_id in popped:
             job = self.jobs[job_id]
@@ -280,6 +291,7 @@ class Model:
     def retry(self, job: ModelJob) -> bool:
         if job.status not in (FAILED, CANCELLED):
             return False
+        self.promote_due()
         job.failures = job.lost = 0
         job.finished = None
         self.make_ready(job)
@@ -360,6 +372,8 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
             )
             # complete.lua runs before fail.lua in the pipeline: the model follows suit.
             expected_done = [self.model.complete(i, t) for i, t in completions]
+            if fails:
+                self.model.promote_due()
             expected_failed = [
                 self.model.fail(f.job_id, f.token, f.delay_ms, f.permanent) for f in fails
             ]
@@ -505,6 +519,17 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
             at = self.model.past()
             assert self.redis.zadd(self.keys.scheduled, {job.id: at}, xx=True) == 0
             job.due_at = at
+
+        @rule(field=st.sampled_from(STATS_FIELDS))
+        def damage_stats(self, field: str) -> None:
+            # A counter overwritten by hand or by another tool: no script may fail on it
+            # half way (reap did, stranding the job it had taken out of 'processing').
+            # It restarts from 0, and reads as 0 (or None) until then.
+            self.redis.hset(self.keys.stats, field, "n/a")
+            if field == "last_processed":
+                self.model.finalized_any = False
+            else:
+                self.model.counters[field] = 0
 
         # -- operators -------------------------------------------------------------------
 
