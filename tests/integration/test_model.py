@@ -737,3 +737,38 @@ def test_noscript_recovery_records_every_call(redis_client: redis.Redis) -> None
     assert queue.get("b").status is JobStatus.FAILED
     # One NOSCRIPT loads every script, so a restarted server is not half-loaded for long.
     assert all(redis_client.script_exists(*(s.sha for s in scripts().all())))
+
+
+def test_a_due_job_keeps_its_fifo_place_ahead_of_later_writes(redis_client: redis.Redis) -> None:
+    # A delayed job, or one waiting out a retry backoff, was given its FIFO number only when
+    # a fetch promoted it: while every pool was busy, jobs enqueued (or retried) after it
+    # was due ran first. Whatever hands out FIFO numbers now promotes what is due first.
+    queue = RedisQueue(RedisQueueConfig(client=redis_client, name="fifo"))
+    keys = queue.keys
+
+    def become_due(job_id: str) -> None:
+        # As if its hour had passed (see the module doc: the test never waits for time).
+        assert redis_client.zadd(keys.scheduled, {job_id: 1000}, xx=True) == 0
+
+    delayed = JobConfig(delay=LONG, timeout=None, max_retries=1)
+    queue.enqueue("t", ["x"], [b"{}"], delayed)
+    become_due("x")
+    queue.enqueue("t", ["y"], [b"{}"], JobConfig(timeout=None))
+    assert [j.job_id for j in queue.fetch(2, LONG).jobs] == ["x", "y"]
+
+    # A backed-off retry that became due, then a job failed and retried at once.
+    queue.enqueue("t", ["a", "b"], [b"{}", b"{}"], JobConfig(timeout=None, max_retries=1))
+    tokens = {j.job_id: j.token for j in queue.fetch(2, LONG).jobs}
+    queue.finish([], [Failure("a", tokens["a"], FAIL_ERROR, "", LONG_MS, permanent=False)])
+    become_due("a")
+    queue.finish([], [Failure("b", tokens["b"], FAIL_ERROR, "", 0, permanent=False)])
+    assert [j.job_id for j in queue.fetch(2, LONG).jobs] == ["a", "b"]
+
+    # A job due before a manual retry runs before the retried one.
+    queue.enqueue("t", ["c"], [b"{}"], JobConfig(timeout=None, max_retries=0))
+    (c,) = queue.fetch(1, LONG).jobs
+    queue.finish([], [Failure("c", c.token, FAIL_ERROR, "", 0, permanent=True)])
+    queue.enqueue("t", ["d"], [b"{}"], delayed)
+    become_due("d")
+    assert queue.retry("c") is True
+    assert [j.job_id for j in queue.fetch(2, LONG).jobs] == ["d", "c"]
