@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -50,6 +52,6 @@ def test_chunks_cover_every_job_once_in_order_within_both_bounds(
         total = sum(sizes[i] for i in chunk)
         assert total <= max_bytes or len(chunk) == 1
     # Greedy: no chunk could have taken the next job as well.
-    for chunk, following in zip(chunks, chunks[1:], strict=False):
+    for chunk, following in itertools.pairwise(chunks):
         grown = sum(sizes[i] for i in chunk) + sizes[following[0]]
         assert len(chunk) == max_jobs or grown > max_bytes
