@@ -443,7 +443,13 @@ class RedisQueue:
     def announce_cron(
         self, cron_id: str, fields: dict[str, str], next_ms: int | None, state_ttl: timedelta
     ) -> None:
-        """Publish a cron job's registration (schedule, job type, enabled, next run)."""
+        """Publish a cron job's registration (schedule, job type, enabled, next run).
+
+        Also drops the listing's entries of cron jobs whose state expired: no scheduler
+        announced or fired them for a whole state TTL (`jobs.scheduler.STATE_TTL` at
+        least), so none runs them any more. (Should one be announced again in between,
+        its next fire or announce lists it again.)
+        """
         key = self.keys.cron(cron_id)
         pipe = self.client.pipeline(transaction=False)
         mapping = {**fields, "next_run": "" if next_ms is None else str(next_ms)}
@@ -453,7 +459,15 @@ class RedisQueue:
             pipe.zrem(self.keys.crons, cron_id)
         else:
             pipe.zadd(self.keys.crons, {cron_id: next_ms})
-        pipe.execute()
+        pipe.zrange(self.keys.crons, 0, -1)
+        listed = [_codec.text(i) for i in pipe.execute()[-1]]
+        if listed:
+            pipe = self.client.pipeline(transaction=False)
+            for other in listed:
+                pipe.exists(self.keys.cron(other))
+            gone = [i for i, alive in zip(listed, pipe.execute(), strict=True) if not alive]
+            if gone:
+                self.client.zrem(self.keys.crons, *gone)
 
     def crons(self) -> list[dict[str, str]]:
         """Every cron job announced on this queue, with its shared state, by next run."""

@@ -395,3 +395,22 @@ def test_a_damaged_claim_does_not_stop_the_cron_job(redis_url: str, damage: str)
             ms(at(f"2024-01-15T12:0{m}:00")) for m in (1, 2, 3)
         ]
         assert client.queue.cron_state("tick")["last_fire"] == str(ms(clock.now))
+
+
+def test_cron_jobs_nobody_announces_any_more_leave_the_listing(redis_url: str) -> None:
+    # An entry of the crons index outlived its cron job's state for ever: a cron job
+    # removed from the code stayed listed (with a next run long past) by every reader.
+    with producer(redis_url) as client:
+        clock = Clock(at("2024-01-15T12:00:00"))
+        old = jobs.Scheduler(client, clock=clock)
+        old.register(jobs.CronJob(id="retired", schedule=jobs.Every(60), job_type="t"))
+        old.run_once()
+        r = client.queue.client
+        assert r.zrange(client.queue.keys.crons, 0, -1) == [b"retired"]
+        # STATE_TTL (30 days) without an announce or a fire: its state expires.
+        r.delete(client.queue.keys.cron("retired"))
+        new = jobs.Scheduler(client, clock=clock)
+        new.register(jobs.CronJob(id="tick", schedule=jobs.Every(60), job_type="t"))
+        new.run_once()
+        assert r.zrange(client.queue.keys.crons, 0, -1) == [b"tick"]
+        assert [c["id"] for c in client.queue.crons()] == ["tick"]
