@@ -34,6 +34,7 @@ from .errors import ConfigError, JobNotFound, RedisUnavailable, ReplicationError
 from .job import Job, JobStatus, QueueStats, WorkerInfo
 
 if TYPE_CHECKING:
+    import logging
     from collections.abc import Callable, Iterator, Sequence
     from datetime import timedelta
 
@@ -483,6 +484,55 @@ class RedisQueue:
             for cron_id, state in zip(ids, states, strict=True)
             if state
         ]
+
+    def memory_policy(self) -> tuple[int, str]:
+        """The server's ``maxmemory`` (bytes, 0 = no limit) and ``maxmemory-policy``.
+
+        Raises:
+            redis.RedisError: CONFIG GET refused (an ACL without ``+config|get``, or a
+                managed Redis that renamed CONFIG).
+        """
+        if isinstance(self.client, redis.cluster.RedisCluster):
+            node = self.client.get_node_from_key(self.keys.pending)  # type: ignore[no-untyped-call]
+            raw = self.client.config_get("maxmemory*", target_nodes=node)
+        else:
+            raw = self.client.config_get("maxmemory*")
+        found = {_codec.text(k): _codec.text(v) for k, v in cast("dict[Any, Any]", raw).items()}
+        return int(found.get("maxmemory", "0")), found.get("maxmemory-policy", "noeviction")
+
+    def warn_if_evicting(self, logger: logging.Logger) -> None:
+        """Log when the server may evict this queue's keys to stay under ``maxmemory``.
+
+        Only ``noeviction`` (or no ``maxmemory`` at all) keeps every key: an ``allkeys-*``
+        policy may drop pending and running jobs, and the queue's indexes (WARNING). A
+        ``volatile-*`` policy evicts only keys that have a TTL: finished job records before
+        their ``completed_ttl`` / ``failed_ttl``, cron claims and pool records (INFO). A
+        server that refuses CONFIG GET is not checked (DEBUG).
+        """
+        extra = {"queue": self.name}
+        try:
+            maxmemory, policy = self.memory_policy()
+        except (redis.RedisError, ValueError):
+            logger.debug("cannot read maxmemory-policy at %s", self.address, exc_info=True)
+            return
+        if maxmemory == 0 or policy == "noeviction":
+            return
+        if policy.startswith("volatile-"):
+            logger.info(
+                "Redis at %s evicts keys with a TTL when full (maxmemory-policy %s): finished "
+                "job records may vanish before their completed_ttl/failed_ttl",
+                self.address,
+                policy,
+                extra=extra,
+            )
+        else:
+            logger.warning(
+                "Redis at %s may evict any key when full (maxmemory-policy %s): pending and "
+                "running jobs can be lost; set maxmemory-policy noeviction",
+                self.address,
+                policy,
+                extra=extra,
+            )
 
     def server_time_ms(self) -> int:
         """The clock of the Redis server holding this queue (TIME), in ms since the epoch."""
