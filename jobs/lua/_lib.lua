@@ -66,10 +66,20 @@ local function field_of(key, field)
   return value
 end
 
--- What an indexed id's key holds: 'hash' (a job record), 'none' (gone: purged, expired,
--- deleted by hand) or another type that a foreign tool or a hand edit left there.
-local function record_type(job_key)
-  return redis.call('TYPE', job_key)['ok']
+-- What a key holds: 'hash' (a record), 'none' (gone: purged, expired, deleted by hand)
+-- or the name of another type that a foreign tool or a hand edit left there. Not TYPE
+-- first: a worker's least-privilege ACL (see README.rst) need not allow it, and one HGET
+-- answers for nearly every record.
+local function record_type(key)
+  local probe = redis.pcall('HGET', key, 'id')
+  if type(probe) == 'table' then
+    local kind = redis.pcall('TYPE', key)
+    return kind.ok or 'value of another type'
+  end
+  if probe or redis.call('EXISTS', key) == 1 then
+    return 'hash'
+  end
+  return 'none'
 end
 
 -- An indexed id whose key is not a hash is no job any script can read or change: every

@@ -6,7 +6,7 @@
 -- KEYS[1] pending   KEYS[2] scheduled   KEYS[3] processing   KEYS[4] cancelled
 -- KEYS[5] stats
 -- ARGV[1] job key prefix   ARGV[2] id   ARGV[3] failed_ttl_ms   ARGV[4] max records kept
--- Returns -1 no such job; 0 already final (completed, failed or cancelled);
+-- Returns -1 no such job (or its key is not a job record); 0 already final (completed, failed or cancelled);
 -- 1 cancelled before it ran; 2 cancelled while running.
 
 local pending, scheduled, processing, cancelled, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]

@@ -22,7 +22,7 @@
 
 local state, crons = KEYS[6], KEYS[7]
 local cron_id, fire = ARGV[2], tonumber(ARGV[3])
-local kind = redis.call('TYPE', state)['ok']
+local kind = record_type(state)
 if kind ~= 'hash' and kind ~= 'none' then
   redis.log(redis.LOG_WARNING, 'jobs: ' .. state .. ' holds a ' .. kind ..
     ', not a cron state: replaced')

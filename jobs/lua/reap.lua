@@ -11,6 +11,8 @@
 -- Returns {now_ms, requeued, failed, next_expiry_ms}: next_expiry_ms is the earliest
 -- remaining lease deadline (-1 if none), when the next reap could find something.
 --
+-- An expired id whose key is not a hash is set aside (set_aside in _lib.lua).
+--
 -- Lost leases are counted apart from handler failures ('lost', stats 'lost_leases') and
 -- never consume max_retries. The lost attempt stays counted in 'attempts': its handler
 -- may well have started.
