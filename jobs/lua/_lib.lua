@@ -94,6 +94,20 @@ local function set_aside(stats_key, job_key, kind)
     'jobs: ' .. job_key .. ' holds a ' .. kind .. ', not a job record: taken out of its index')
 end
 
+-- Take `n` numbers from a counter (seq, lease_seq); returns the last one taken. A damaged
+-- counter (not an integer, or not a string at all) restarts from the current time in
+-- ms: above any count a queue reaches and below ready_score's 2^42 band, so FIFO order
+-- and unique lease tokens hold, and the script goes on instead of failing after writes
+-- (fetch had already popped its jobs when it took their lease numbers).
+local function take(counter_key, n)
+  local last = redis.pcall('INCRBY', counter_key, n)
+  if type(last) == 'table' then
+    redis.call('DEL', counter_key)
+    last = redis.call('INCRBY', counter_key, now_ms() + n)
+  end
+  return last
+end
+
 -- Strict priority, FIFO within a priority: priority in the high part (higher priority =
 -- lower score), a per-queue sequence below. (1000 - p) * 2^42 + seq stays exact in a
 -- double for p in -1000..1000 and 4.4e12 sequence numbers.
@@ -103,7 +117,12 @@ end
 
 -- One marker is enough: the pool that takes it re-arms it when work remains (fetch.lua).
 local function wake(wake_key)
-  if redis.call('LLEN', wake_key) == 0 then
+  local length = redis.pcall('LLEN', wake_key)
+  if type(length) == 'table' then
+    redis.call('DEL', wake_key)  -- not a list: damaged, and nothing but a marker is lost
+    length = 0
+  end
+  if length == 0 then
     redis.call('RPUSH', wake_key, '1')
   end
 end
@@ -158,7 +177,7 @@ end
 local function make_ready(job_key, id, pending_key, seq_key)
   -- A damaged priority counts as 0 (see bump); the worker then fails the job by name.
   local priority = tonumber(redis.call('HGET', job_key, 'priority')) or 0
-  local score = ready_score(priority, redis.call('INCR', seq_key))
+  local score = ready_score(priority, take(seq_key, 1))
   redis.call('ZADD', pending_key, int(score), id)
   redis.call('HSET', job_key, 'status', 'pending', 'score', int(score))
 end

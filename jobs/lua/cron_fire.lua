@@ -33,7 +33,7 @@ local fired = 0
 if fire > last then
   local now = now_ms()
   promote_due(ARGV[1], KEYS[2], KEYS[1], KEYS[3], KEYS[4], now, PROMOTE_ON_WRITE)
-  local seq = redis.call('INCR', KEYS[3])
+  local seq = take(KEYS[3], 1)
   local adds = {pending = {}, scheduled = {}}
   if add_job(ARGV[1], adds, now, seq, ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10],
              ARGV[11], ARGV[12], ARGV[13], ARGV[14], true) then
@@ -47,7 +47,8 @@ if fire > last then
 end
 if ARGV[4] ~= '' then
   redis.call('HSET', state, 'next_run', ARGV[4])
-  redis.call('ZADD', crons, ARGV[4], cron_id)
+  -- Only a listing (python -m jobs crons): a damaged one must not fail the fire.
+  redis.pcall('ZADD', crons, ARGV[4], cron_id)
 end
 redis.call('PEXPIRE', state, tonumber(ARGV[5]))
 return {fired, int(last)}

@@ -22,7 +22,7 @@ local n = (#ARGV - 8) / 2
 -- Jobs due by now are ready before these (see promote_due).
 local promoted = promote_due(job_prefix, scheduled, pending, seq_key, stats, now, PROMOTE_ON_WRITE)
 -- One INCRBY for the whole batch keeps FIFO order and saves a call per job.
-local seq = redis.call('INCRBY', seq_key, n) - n
+local seq = take(seq_key, n) - n
 
 local adds = {pending = {}, scheduled = {}}
 for b = 9, #ARGV, 2 do

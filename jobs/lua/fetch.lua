@@ -33,7 +33,7 @@ local out = {now, -1}
 local popped = redis.call('ZPOPMIN', pending, n)
 local count = #popped / 2
 if count > 0 then
-  local token = redis.call('INCRBY', lease_seq, count) - count
+  local token = take(lease_seq, count) - count
   local deadline = now + lease_ms
   for i = 1, #popped, 2 do
     local id = popped[i]

@@ -377,3 +377,27 @@ def test_a_damaged_stats_counter_does_not_strand_a_reaped_job(
         assert client.get(job_id).status is jobs.JobStatus.PENDING
         assert redis_client.zscore(keys.pending, job_id) is not None
         assert client.stats().lost_leases == 1  # restarted from the damaged value
+
+
+@pytest.mark.parametrize("key", ["seq", "lease_seq", "wake"])
+@pytest.mark.parametrize("damage", ["not a number", "not a string"])
+def test_damaged_counters_and_markers_restart_in_order(
+    redis_url: str, redis_client: redis.Redis, key: str, damage: str
+) -> None:
+    # fetch popped its jobs, then took their lease numbers: a damaged lease_seq failed the
+    # script there and left the popped jobs in no index. Damaged, each starts afresh.
+    with make_client(redis_url) as client:
+        queue, keys = client.queue, client.queue.keys
+        first = client.enqueue_many("work", [1, 2])
+        name = getattr(keys, key)
+        redis_client.delete(name)
+        if damage == "not a number":
+            redis_client.set(name, "x")
+        else:
+            redis_client.hset(name, "x", "1")
+        second = client.enqueue_many("work", [3, 4])
+        fetched = queue.fetch(4, timedelta(seconds=30)).jobs
+        # FIFO holds across the restart, every job is leased once, with its own token.
+        assert [j.job_id for j in fetched] == [*first, *second]
+        assert len({j.token for j in fetched}) == 4
+        assert client.stats().processing_jobs == 4
