@@ -71,6 +71,11 @@ def enqueue_chunks(
     return chunks
 
 
+def _wrong_type(exc: Exception) -> bool:
+    """Whether Redis refused a command because the key holds another type (WRONGTYPE)."""
+    return isinstance(exc, redis.ResponseError) and str(exc).startswith("WRONGTYPE")
+
+
 class RedisQueue:
     """A job queue stored in Redis.
 
@@ -235,10 +240,19 @@ class RedisQueue:
         Raises:
             JobNotFound: no such job (or its record expired).
             CorruptRecord: the record has no id, type or status (other damaged fields
-                are shown as their raw text; the worker fails such a job by name).
+                are shown as their raw text; the worker fails such a job by name), or
+                the job's key holds something else than a record (see
+                `QueueStats.damaged_records`).
         """
         with self._unavailable_as_error():
-            fields = self.client.hgetall(self.keys.job(job_id))
+            try:
+                fields = self.client.hgetall(self.keys.job(job_id))
+            except redis.ResponseError as exc:
+                if not _wrong_type(exc):
+                    raise
+                raise _codec.CorruptRecord(
+                    f"the key of job {job_id!r} holds another type of value, not a job record"
+                ) from None
         if not fields:
             raise JobNotFound(f"no job {job_id!r} in queue {self.name!r}")
         return _codec.decode_job(
@@ -347,13 +361,18 @@ class RedisQueue:
             pipe = self.client.pipeline(transaction=False)
             for job_id in ids:
                 pipe.hgetall(self.keys.job(_codec.text(job_id)))
-            records = pipe.execute() if ids else []
+            records = pipe.execute(raise_on_error=False) if ids else []
+        for fields in records:
+            if isinstance(fields, Exception) and not _wrong_type(fields):
+                raise fields
         return [
             _codec.decode_job(
                 {_codec.text(k): v for k, v in fields.items()}, self.name, lenient=True
             )
             for fields in records
-            if fields  # an empty record expired between the two reads
+            # Empty: the record expired between the two reads. An error: the key is not a
+            # record at all, and the next fetch or reap sets it aside.
+            if fields and not isinstance(fields, Exception)
         ]
 
     def retry(self, job_id: str) -> bool:

@@ -44,6 +44,7 @@ from hypothesis.stateful import (
 )
 
 from jobs import ConfigError, JobConfig, JobNotFound, JobStatus, RedisQueueConfig
+from jobs._codec import CorruptRecord
 from jobs._scripts import scripts
 from jobs._wire import Failure, HeldJob
 from jobs.redis_queue import RedisQueue
@@ -65,6 +66,9 @@ PENDING, SCHEDULED, PROCESSING = "pending", "scheduled", "processing"
 COMPLETED, FAILED, CANCELLED = "completed", "failed", "cancelled"
 #: A job whose record is gone (purged, or dropped as the oldest failed/cancelled one).
 GONE = "gone"
+#: A job whose key a foreign tool overwrote with a string, once a script set it aside: in
+#: no index, its key left as it was (before that it keeps its status and index, `damaged`).
+SET_ASIDE = "set aside"
 INDEXES = (PENDING, SCHEDULED, PROCESSING, COMPLETED, FAILED, CANCELLED)
 #: The fields of the stats hash the scripts write.
 STATS_FIELDS = ("total", *INDEXES[3:], "retried", "lost_leases", "rejected", "last_processed")
@@ -89,6 +93,7 @@ class ModelJob:
     finished: tuple[int, str] | None = None  # position in a count-trimmed index
     error: str | None = None
     written_by: str | None = None  # "c:"/"f:" and the token of the last recorded outcome
+    damaged: bool = False  # its key holds a string, not a record
 
 
 class Model:
@@ -127,9 +132,20 @@ class Model:
 
     def holds(self, job_id: str, token: str) -> ModelJob | None:
         job = self.jobs.get(job_id)
-        if job is not None and job.status == PROCESSING and job.token == token:
+        if job is not None and job.status == PROCESSING and job.token == token and not job.damaged:
             return job
         return None
+
+    def is_record(self, job_id: str) -> bool:
+        """Whether the id has a readable record (not gone, not a damaged key)."""
+        job = self.jobs.get(job_id)
+        return job is not None and job.status != GONE and not job.damaged
+
+    def set_aside(self, job: ModelJob) -> None:
+        self._leave_processing(job)
+        job.status = SET_ASIDE
+        job.due_at = None
+        self.counters["damaged"] += 1
 
     def pending_order(self) -> list[str]:
         return [j.id for j in sorted(self.in_status(PENDING), key=lambda j: j.score)]
@@ -169,7 +185,10 @@ class Model:
             key=lambda j: (j.due_at, j.id),
         )
         for job in due:
-            self.make_ready(job)
+            if job.damaged:
+                self.set_aside(job)
+            else:
+                self.make_ready(job)
 
     def enqueue(self, ids: list[str], priority: int, max_retries: int, delayed: bool) -> list[bool]:
         self.promote_due()
@@ -194,12 +213,16 @@ class Model:
 
     def fetch(self, n: int) -> list[str]:
         self.promote_due()
-        popped = self.pending_order()[:n]
-        for job_id in popped:
+        leased = []
+        for job_id in self.pending_order()[:n]:
             job = self.jobs[job_id]
+            if job.damaged:
+                self.set_aside(job)
+                continue
             job.status = PROCESSING
             job.attempts += 1
-        return popped
+            leased.append(job_id)
+        return leased
 
     def lease(self, job_id: str, token: str) -> None:
         self.jobs[job_id].token = token
@@ -209,7 +232,7 @@ class Model:
         job = self.holds(job_id, token)
         if job is None:
             known = self.jobs.get(job_id)
-            if known is not None and known.status != GONE and known.written_by == f"c:{token}":
+            if self.is_record(job_id) and known is not None and known.written_by == f"c:{token}":
                 return True  # the same write again (its reply was lost): recorded
             self.counters["rejected"] += 1
             return False
@@ -221,7 +244,7 @@ class Model:
         job = self.holds(job_id, token)
         if job is None:
             known = self.jobs.get(job_id)
-            if known is not None and known.status != GONE and known.written_by == f"f:{token}":
+            if self.is_record(job_id) and known is not None and known.written_by == f"f:{token}":
                 return known.status  # the same write again: recorded
             self.counters["rejected"] += 1
             return ""
@@ -252,6 +275,9 @@ class Model:
         )
         requeued = failed = 0
         for job in expired:
+            if job.damaged:
+                self.set_aside(job)
+                continue
             self._leave_processing(job)
             self.counters["lost_leases"] += 1
             job.lost += 1
@@ -271,7 +297,7 @@ class Model:
             if job is not None:
                 job.expired_at = None  # extended: an hour from now again
                 codes.append(1)
-            elif job_id in self.jobs and self.jobs[job_id].status == CANCELLED:
+            elif self.is_record(job_id) and self.jobs[job_id].status == CANCELLED:
                 codes.append(2)
             else:
                 codes.append(0)
@@ -349,6 +375,9 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
             self.model.step += 1
             while self._redis_ms() <= self.last_write_ms:
                 time.sleep(0.0002)
+
+        def _running(self) -> list[ModelJob]:
+            return [j for j in self.model.in_status(PROCESSING) if not j.damaged]
 
         def _finish(
             self,
@@ -520,6 +549,18 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
             assert self.redis.zadd(self.keys.scheduled, {job.id: at}, xx=True) == 0
             job.due_at = at
 
+        @precondition(lambda self: any(not j.damaged for j in self.model.in_status(*INDEXES[:3])))
+        @rule(pick=PICK)
+        def damage_record(self, pick: int) -> None:
+            # A string where a waiting or running job's hash was (a foreign tool, a hand
+            # edit): WRONGTYPE on any command. The next script that meets the id in an
+            # index sets it aside; every other call reads it as "no such job".
+            live = [j for j in self.model.in_status(*INDEXES[:3]) if not j.damaged]
+            job = _choose(sorted(live, key=lambda j: j.id), pick)
+            self.redis.delete(self.keys.job(job.id))
+            self.redis.set(self.keys.job(job.id), "not a hash")
+            job.damaged = True
+
         @rule(field=st.sampled_from(STATS_FIELDS))
         def damage_stats(self, field: str) -> None:
             # A counter overwritten by hand or by another tool: no script may fail on it
@@ -538,17 +579,17 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
         def cancel(self, pick: int) -> None:
             job = _choose(sorted(self.model.jobs.values(), key=lambda j: j.id), pick)
             self._tick()
-            if job.status == GONE:
+            if not self.model.is_record(job.id):
                 with pytest.raises(JobNotFound):
                     self.queue.cancel(job.id)
                 return
             assert self.queue.cancel(job.id) == self.model.cancel(job)
 
-        @precondition(lambda self: self.model.in_status(PROCESSING))
+        @precondition(lambda self: self._running())
         @rule(pick=PICK)
         def cancel_running(self, pick: int) -> None:
             # Its worker still holds a token: the next heartbeat must say "cancelled".
-            job = _choose(self.model.in_status(PROCESSING), pick)
+            job = _choose(self._running(), pick)
             self._tick()
             assert self.queue.cancel(job.id) is True
             self.model.cancel(job)
@@ -557,7 +598,7 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
         @rule(pick=PICK)
         def retry(self, pick: int) -> None:
             job = _choose(sorted(self.model.jobs.values(), key=lambda j: j.id), pick)
-            if job.status == GONE:
+            if not self.model.is_record(job.id):
                 with pytest.raises(JobNotFound):
                     self.queue.retry(job.id)
                 return
@@ -582,15 +623,22 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
         @rule(pick=PICK)
         def read_back(self, pick: int) -> None:
             # The public read paths agree with the raw structures the invariant checks.
+            # A damaged key still in its index is skipped: it is no job to show.
             for status in INDEXES:
                 listed = [j.id for j in self.queue.list_jobs(status, limit=1000)]
                 if status == PENDING:
-                    assert listed == self.model.pending_order()
+                    expected = [i for i in self.model.pending_order() if self.model.is_record(i)]
+                    assert listed == expected
                 else:
-                    assert sorted(listed) == sorted(j.id for j in self.model.in_status(status))
+                    expected = [j.id for j in self.model.in_status(status) if not j.damaged]
+                    assert sorted(listed) == sorted(expected)
             job = _choose(sorted(self.model.jobs.values(), key=lambda j: j.id), pick)
             if job.status == GONE:
                 with pytest.raises(JobNotFound):
+                    self.queue.get(job.id)
+                return
+            if job.damaged:
+                with pytest.raises(CorruptRecord, match="not a job record"):
                     self.queue.get(job.id)
                 return
             got = self.queue.get(job.id)
@@ -616,7 +664,7 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
                 pipe.hgetall(k.job(job_id))
                 pipe.pttl(k.job(job_id))
             pipe.time()
-            replies = pipe.execute()
+            replies = pipe.execute(raise_on_error=False)
             seconds, micros = replies[-1]
             now_ms = int(seconds) * 1000 + int(micros) // 1000
             self.last_write_ms = now_ms
@@ -634,7 +682,7 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
             assert set(where) <= set(ids), f"unknown ids indexed: {set(where) - set(ids)}"
             for job_id in ids:
                 job = self.model.jobs[job_id]
-                expected = [] if job.status == GONE else [job.status]
+                expected = [] if job.status in (GONE, SET_ASIDE) else [job.status]
                 assert where.get(job_id, []) == expected, (job_id, where.get(job_id), job)
 
             # The indexes' contents, order and scores.
@@ -656,6 +704,10 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
                 raw, ttl = records[2 * index], records[2 * index + 1]
                 if job.status == GONE:
                     assert raw == {} and ttl == -2, (job_id, raw)
+                    continue
+                if job.damaged:  # left as it was found, whatever happened to its id
+                    assert isinstance(raw, redis.ResponseError) and ttl == -1, (job_id, raw)
+                    assert self.redis.get(k.job(job_id)) == b"not a hash"
                     continue
                 fields = {_text(f): _text(v) for f, v in raw.items()}
                 assert fields["status"] == job.status
@@ -684,6 +736,7 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
                 stats.retried_attempts,
                 stats.lost_leases,
                 stats.rejected_writes,
+                stats.damaged_records,
             ) == (
                 c["total"],
                 len(self.model.in_status(PENDING)),
@@ -695,6 +748,7 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
                 c["retried"],
                 c["lost_leases"],
                 c["rejected"],
+                c["damaged"],
             )
             assert (stats.last_processed is not None) == self.model.finalized_any
 
