@@ -9,6 +9,11 @@ its TTL, the stats counters) and compared with the model, and each job must sit 
 exactly the one index its status names. A failure prints the shortest sequence of steps
 that breaks the contract.
 
+Damage is one more kind of step: a waiting or running job's key overwritten with a
+string, or a stats counter with text, as a foreign tool or a hand edit would. No script
+may then fail half way: the job is set aside (out of its index, counted in
+``damaged_records``), the counter restarts, and everything else goes on.
+
 Time: the scripts read the Redis clock, so the test never waits for it.
 
 - Leases are taken for an hour and delays are an hour, so nothing expires or comes due by
