@@ -50,7 +50,7 @@ end
 -- Add `by` to a counter of the stats hash. A damaged counter (not an integer) restarts
 -- from `by`, as in bump; a stats key that is not a hash loses the count. Either way the
 -- script goes on: raising here would leave the jobs it already moved half-way.
-local function count(stats_key, field, by)
+local function tally(stats_key, field, by)
   local reply = redis.pcall('HINCRBY', stats_key, field, by)
   if type(reply) == 'table' and reply.err then
     redis.pcall('HSET', stats_key, field, by)
@@ -89,7 +89,7 @@ end
 -- (`QueueStats.damaged_records`) and named in the Redis server's log. The key itself is
 -- left as it was found, for whoever wrote it.
 local function set_aside(stats_key, job_key, kind)
-  count(stats_key, 'damaged', 1)
+  tally(stats_key, 'damaged', 1)
   redis.log(redis.LOG_WARNING,
     'jobs: ' .. job_key .. ' holds a ' .. kind .. ', not a job record: taken out of its index')
 end
@@ -229,7 +229,7 @@ local function finalize(job_prefix, id, status, now, ttl_ms, index_key, stats_ke
   redis.call('HDEL', job_key, 'lease')
   redis.call('PEXPIRE', job_key, ttl_ms)
   redis.call('ZADD', index_key, now, id)
-  count(stats_key, status, 1)
+  tally(stats_key, status, 1)
   redis.pcall('HSET', stats_key, 'last_processed', now)
   -- Expired records vanish by themselves; only their index entries need removing.
   redis.call('ZREMRANGEBYSCORE', index_key, '-inf', '(' .. int(now - ttl_ms))

@@ -28,7 +28,7 @@ for b = 3, #ARGV, 3 do
     -- This very write, sent again after its reply was lost: it is recorded.
     out[#out + 1] = 1
   else
-    count(stats, 'rejected', 1)
+    tally(stats, 'rejected', 1)
     out[#out + 1] = 0
   end
 end

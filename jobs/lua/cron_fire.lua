@@ -38,7 +38,7 @@ if fire > last then
   if add_job(ARGV[1], adds, now, seq, ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10],
              ARGV[11], ARGV[12], ARGV[13], ARGV[14], true) then
     flush_adds(KEYS[1], KEYS[2], adds)
-    count(KEYS[4], 'total', 1)
+    tally(KEYS[4], 'total', 1)
     wake(KEYS[5])
   end
   redis.call('HSET', state, 'last_fire', int(fire), 'last_job_id', ARGV[6])

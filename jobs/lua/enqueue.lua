@@ -38,7 +38,7 @@ end
 flush_adds(pending, scheduled, adds)
 
 if created > 0 then
-  count(stats, 'total', created)
+  tally(stats, 'total', created)
 end
 if created > 0 or promoted > 0 then
   -- Also for delayed jobs: an idle pool must learn the new earliest due time.

@@ -43,14 +43,14 @@ for b = 4, #ARGV, 5 do
     elseif delay == 0 then
       redis.call('HSET', job_key, 'run_at', now)
       make_ready(job_key, id, pending, seq_key)
-      count(stats, 'retried', 1)
+      tally(stats, 'retried', 1)
       wake(wake_key)
       out[#out + 1], out[#out + 2], out[#out + 3] = 1, 'pending', now
     else
       local run_at = now + delay
       redis.call('HSET', job_key, 'status', 'scheduled', 'run_at', run_at)
       redis.call('ZADD', scheduled, run_at, id)
-      count(stats, 'retried', 1)
+      tally(stats, 'retried', 1)
       -- An idle pool must learn the new earliest due time.
       wake(wake_key)
       out[#out + 1], out[#out + 2], out[#out + 3] = 1, 'scheduled', run_at
@@ -59,7 +59,7 @@ for b = 4, #ARGV, 5 do
     -- This very write, sent again after its reply was lost: it is recorded.
     out[#out + 1], out[#out + 2], out[#out + 3] = 1, done[2], tonumber(done[3]) or 0
   else
-    count(stats, 'rejected', 1)
+    tally(stats, 'rejected', 1)
     out[#out + 1], out[#out + 2], out[#out + 3] = 0, '', 0
   end
 end

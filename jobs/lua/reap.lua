@@ -34,7 +34,7 @@ for _, id in ipairs(expired) do
     set_aside(stats, job_key, kind)
   elseif redis.call('HGET', job_key, 'status') == 'processing' then
     redis.call('HDEL', job_key, 'lease')
-    count(stats, 'lost_leases', 1)
+    tally(stats, 'lost_leases', 1)
     if bump(job_key, 'lost', 1) >= max_lost then
       redis.call('HSET', job_key, 'error', 'lease expired (worker lost)')
       finalize(job_prefix, id, 'failed', now, ttl, failed, stats, keep)
