@@ -401,3 +401,18 @@ def test_damaged_counters_and_markers_restart_in_order(
         assert [j.job_id for j in fetched] == [*first, *second]
         assert len({j.token for j in fetched}) == 4
         assert client.stats().processing_jobs == 4
+
+
+def test_a_stats_key_of_another_type_costs_the_counts_not_the_jobs(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    registry = jobs.Registry()
+    registry.register_func("work", work)
+    with make_client(redis_url, registry) as client:
+        keys = client.queue.keys
+        redis_client.delete(keys.stats)
+        redis_client.rpush(keys.stats, "not a hash")
+        job_id = client.enqueue("work", 1)
+        assert wait_for_status(client, job_id, jobs.JobStatus.COMPLETED).result == "ok"
+        stats = client.stats()
+        assert (stats.total_jobs, stats.completed_jobs, stats.pending_jobs) == (0, 0, 0)
