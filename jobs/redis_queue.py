@@ -385,7 +385,7 @@ class RedisQueue:
         with self._unavailable_as_error():
             code = self._scripts.retry(
                 self.client,
-                (k.pending, k.failed, k.cancelled, k.seq, k.wake, k.scheduled, k.stats),
+                (k.pending, k.failed, k.cancelled, k.seq, k.wake, k.stats, k.scheduled),
                 (k.job_prefix, job_id),
             )
         if code == -1:

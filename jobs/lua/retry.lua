@@ -2,7 +2,7 @@
 -- (failures and lost leases reset; attempts keep counting every delivery).
 --
 -- KEYS[1] pending   KEYS[2] failed   KEYS[3] cancelled   KEYS[4] seq   KEYS[5] wake
--- KEYS[6] scheduled   KEYS[7] stats
+-- KEYS[6] stats   KEYS[7] scheduled
 -- ARGV[1] job key prefix   ARGV[2] id
 -- Returns -1 no such job (or its key is not a job record); 0 the job is not failed or
 -- cancelled; 1 requeued, behind every job that was due before it (promote_due).
@@ -18,7 +18,7 @@ if status ~= 'failed' and status ~= 'cancelled' then
   return 0
 end
 local now = now_ms()
-promote_due(ARGV[1], KEYS[6], pending, seq_key, KEYS[7], now, PROMOTE_ON_WRITE)
+promote_due(ARGV[1], KEYS[7], pending, seq_key, KEYS[6], now, PROMOTE_ON_WRITE)
 redis.call('ZREM', failed, id)
 redis.call('ZREM', cancelled, id)
 redis.call('PERSIST', job_key)
