@@ -105,9 +105,23 @@ def from_ms(value: int | str | bytes | None) -> datetime | None:
     return datetime.fromtimestamp(int(value) / 1000, tz=UTC)
 
 
+_MICROSECOND = timedelta(microseconds=1)
+
+
 def to_ms(value: timedelta | None) -> int:
-    """A duration as whole milliseconds (the unit every script takes)."""
-    return 0 if value is None else round(value.total_seconds() * 1000)
+    """A duration as whole milliseconds (the unit every script takes), to the nearest one.
+
+    A positive duration is at least 1 ms: rounded to 0 it would mean "none" to the scripts
+    (a 0.4 ms timeout would be no timeout, a sub-millisecond lease would expire on
+    arrival, a ``wait_timeout`` of 0 makes WAIT block for ever).
+    """
+    if value is None:
+        return 0
+    micros = value // _MICROSECOND  # exact: timedelta counts whole microseconds
+    ms, rest = divmod(micros, 1000)
+    if rest >= 500:
+        ms += 1
+    return 1 if ms == 0 and micros > 0 else ms
 
 
 def bounded(value: str, limit: int) -> str:

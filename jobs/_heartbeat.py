@@ -53,6 +53,8 @@ class Heartbeat:
         self._lease = lease
         self._held = held
         self._on_lost = on_lost
+        self._logger = logger
+        self._policy_checked = False
         lease_s = lease.total_seconds()
         self._busy = min(lease_s / 3, BUSY_INTERVAL)
         # Every lease/2 is enough to see a job leased since the last beat before its
@@ -83,6 +85,11 @@ class Heartbeat:
             self._due = min(self._due, self._last + (self._busy if held else self._idle))
             if now < self._due:
                 return self._due - now
+        if not self._policy_checked:
+            # Once per pool, here rather than in start(), which must not wait for Redis.
+            # The queues a pool serves share one server.
+            self._policy_checked = True
+            self._queues[0].warn_if_evicting(self._logger)
         self._info["in_flight"] = len(held)
         delay = self._busy if held else self._idle
         first = self._first

@@ -98,10 +98,26 @@ def callable_or_none(inst: object, field: attrs.Attribute[Any], value: object) -
         raise ConfigError(f"{field.name} must be callable, got {type(value).__name__}")
 
 
+def require_text(name: str, value: object) -> None:
+    """Raise `ConfigError` naming ``name`` unless ``value`` is a non-empty str Redis can hold.
+
+    A lone surrogate (a str decoded with ``surrogateescape``, say) has no UTF-8 form: redis-py
+    would raise a bare ``UnicodeEncodeError`` while sending the command.
+    """
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{name} must be a non-empty string, got {value!r}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ConfigError(
+            f"{name} must be valid Unicode text, got {value!r} (a lone surrogate at {exc.start})"
+        ) from None
+
+
 def name_like(inst: object, field: attrs.Attribute[Any], value: object) -> None:
     """Validator: a non-empty str without braces (they would break the key's hash tag)."""
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"{field.name} must be a non-empty string, got {value!r}")
+    require_text(field.name, value)
+    value = cast("str", value)
     if any(c in value for c in "{}") or any(c.isspace() for c in value):
         raise ConfigError(f"{field.name} must not contain braces or whitespace, got {value!r}")
 

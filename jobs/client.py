@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from . import _codec
 from ._pool import WorkerPool
-from ._validators import to_seconds
+from ._validators import require_text, to_seconds
 from .config import ClientConfig, JobConfig
 from .errors import ConfigError, JobCancelled, JobFailed, PayloadError
 from .handle import JobHandle
@@ -119,8 +119,7 @@ class Client:
             ReplicationError: ``wait_for_replicas`` is set and too few replicas confirmed
                 in time (the jobs are written on the master).
         """
-        if not isinstance(job_type, str) or not job_type:
-            raise ConfigError(f"job_type must be a non-empty string, got {job_type!r}")
+        require_text("job_type", job_type)
         if config is None:
             config = _DEFAULT_CONFIG
         elif not isinstance(config, JobConfig):

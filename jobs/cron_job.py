@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 import attrs
 
-from ._validators import instance_of
+from ._validators import instance_of, require_text
 from .config import JobConfig
 from .errors import ConfigError
 
@@ -19,8 +19,7 @@ _MISFIRES = ("skip", "run_once")
 
 
 def _non_empty_str(inst: object, field: attrs.Attribute[Any], value: object) -> None:
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"{field.name} must be a non-empty string, got {value!r}")
+    require_text(field.name, value)
 
 
 def _schedule(inst: object, field: attrs.Attribute[Any], value: object) -> None:

@@ -110,6 +110,9 @@ class QueueStats:
         lost_leases: leases that expired because a worker died or stalled.
         rejected_writes: late results and errors refused because the writer's lease had
             expired or the job was cancelled (fencing).
+        damaged_records: queued ids whose Redis key was not a job record at all (a
+            string, a list ... written by hand or by another tool): taken out of their
+            index, named in the Redis server's log, the key left as it was.
 
     Each job counts once, where it is or in the final state it last reached:
     ``total_jobs`` is the sum of the six counts plus the pending and scheduled jobs
@@ -129,6 +132,7 @@ class QueueStats:
     retried_attempts: int = 0
     lost_leases: int = 0
     rejected_writes: int = 0
+    damaged_records: int = 0
 
 
 @attrs.frozen(kw_only=True)

@@ -39,6 +39,7 @@ from .errors import ConfigError, JobNotFound, RedisUnavailable, ReplicationError
 from .job import Job, JobStatus, QueueStats, WorkerInfo
 
 if TYPE_CHECKING:
+    import logging
     from collections.abc import Callable, Iterator, Sequence
     from datetime import timedelta
 
@@ -63,6 +64,38 @@ ANSWER_TTL_MS = 600_000
 def new_request_id() -> str:
     """A fresh request id (64 random bits): the key to a request's idempotency record."""
     return secrets.token_hex(8)
+
+
+#: Encoded payload bytes per enqueue script call (a single larger payload goes alone).
+#: A script blocks every other client of the server while it runs and holds all its
+#: arguments in memory twice (the command, Lua's ARGV): 1,000 payloads of 256 KiB in one
+#: call blocked Redis for 1.2 s and doubled its peak memory.
+ENQUEUE_CHUNK_BYTES = 1 << 20
+
+
+def enqueue_chunks(
+    sizes: Sequence[int], max_jobs: int = ENQUEUE_CHUNK, max_bytes: int = ENQUEUE_CHUNK_BYTES
+) -> list[range]:
+    """Split jobs into consecutive index ranges, one per enqueue script call.
+
+    Each range holds at most ``max_jobs`` jobs whose payloads (``sizes``, in bytes) add
+    up to at most ``max_bytes``, except that every range holds at least one job.
+    """
+    chunks: list[range] = []
+    start = total = 0
+    for index, size in enumerate(sizes):
+        if index > start and (index - start >= max_jobs or total + size > max_bytes):
+            chunks.append(range(start, index))
+            start, total = index, 0
+        total += size
+    if start < len(sizes):
+        chunks.append(range(start, len(sizes)))
+    return chunks
+
+
+def _wrong_type(exc: Exception) -> bool:
+    """Whether Redis refused a command because the key holds another type (WRONGTYPE)."""
+    return isinstance(exc, redis.ResponseError) and str(exc).startswith("WRONGTYPE")
 
 
 class RedisQueue:
@@ -190,15 +223,13 @@ class RedisQueue:
         k = self.keys
         head: list[Arg] = [k.job_prefix, job_type, *job_args(config)]
         keys = (k.pending, k.scheduled, k.seq, k.stats, k.wake)
+        if len(ids) != len(payloads):
+            raise ValueError(f"{len(ids)} ids for {len(payloads)} payloads")
         calls: list[tuple[Script, Sequence[str], Sequence[Arg]]] = []
-        for start in range(0, len(ids), ENQUEUE_CHUNK):
+        for chunk in enqueue_chunks([len(p) for p in payloads]):
             args = head.copy()
-            for job_id, payload in zip(
-                ids[start : start + ENQUEUE_CHUNK],
-                payloads[start : start + ENQUEUE_CHUNK],
-                strict=True,
-            ):
-                args += (job_id, payload)
+            for index in chunk:
+                args += (ids[index], payloads[index])
             calls.append((self._scripts.enqueue, keys, args))
         with self._unavailable_as_error():
             replies = self._execute_durably(calls, ids)
@@ -248,10 +279,19 @@ class RedisQueue:
         Raises:
             JobNotFound: no such job (or its record expired).
             CorruptRecord: the record has no id, type or status (other damaged fields
-                are shown as their raw text; the worker fails such a job by name).
+                are shown as their raw text; the worker fails such a job by name), or
+                the job's key holds something else than a record (see
+                `QueueStats.damaged_records`).
         """
         with self._unavailable_as_error():
-            fields = self.client.hgetall(self.keys.job(job_id))
+            try:
+                fields = self.client.hgetall(self.keys.job(job_id))
+            except redis.ResponseError as exc:
+                if not _wrong_type(exc):
+                    raise
+                raise _codec.CorruptRecord(
+                    f"the key of job {job_id!r} holds another type of value, not a job record"
+                ) from None
         if not fields:
             raise JobNotFound(f"no job {job_id!r} in queue {self.name!r}")
         return _codec.decode_job(
@@ -310,9 +350,11 @@ class RedisQueue:
                         f"{timeout} s (first: {sorted(waiting)[0]})",
                         job_ids=tuple(sorted(waiting)),
                     )
-                # A status read before the subscription is live could miss the finish.
-                if not listener.wait_subscribed(min(left, RECHECK)):
-                    continue
+                # A status read before the subscription is live could miss the finish,
+                # so wait for it first (a millisecond, normally); one that does not come
+                # (Redis away, or an ACL without SUBSCRIBE) leaves us re-reading every
+                # RECHECK seconds.
+                listener.wait_subscribed(min(left, RECHECK))
                 due = list(watch.take_due() & waiting)
                 try:
                     jobs = self.get_many(due)
@@ -376,8 +418,15 @@ class RedisQueue:
         counters = _codec.pairs(flat)
 
         def count(name: str) -> int:
-            return int(counters.get(name, 0))
+            try:
+                return int(counters.get(name, 0))
+            except ValueError:  # a counter damaged by hand: the scripts restart it too
+                return 0
 
+        try:
+            last_processed = _codec.from_ms(counters.get("last_processed"))
+        except (ValueError, OverflowError, OSError):
+            last_processed = None
         return QueueStats(
             total_jobs=count("total"),
             pending_jobs=int(pending),
@@ -386,10 +435,11 @@ class RedisQueue:
             completed_jobs=count("completed"),
             failed_jobs=count("failed"),
             cancelled_jobs=count("cancelled"),
-            last_processed=_codec.from_ms(counters.get("last_processed")),
+            last_processed=last_processed,
             retried_attempts=count("retried"),
             lost_leases=count("lost_leases"),
             rejected_writes=count("rejected"),
+            damaged_records=count("damaged"),
         )
 
     def workers(self) -> list[WorkerInfo]:
@@ -443,13 +493,18 @@ class RedisQueue:
             pipe = self.client.pipeline(transaction=False)
             for job_id in ids:
                 pipe.hgetall(self.keys.job(_codec.text(job_id)))
-            records = pipe.execute() if ids else []
+            records = pipe.execute(raise_on_error=False) if ids else []
+        for fields in records:
+            if isinstance(fields, Exception) and not _wrong_type(fields):
+                raise fields
         return [
             _codec.decode_job(
                 {_codec.text(k): v for k, v in fields.items()}, self.name, lenient=True
             )
             for fields in records
-            if fields  # an empty record expired between the two reads
+            # Empty: the record expired between the two reads. An error: the key is not a
+            # record at all, and the next fetch or reap sets it aside.
+            if fields and not isinstance(fields, Exception)
         ]
 
     def retry(self, job_id: str, *, request: str | None = None) -> bool:
@@ -466,7 +521,16 @@ class RedisQueue:
         with self._unavailable_as_error():
             code = self._scripts.retry(
                 self.client,
-                (k.pending, k.failed, k.cancelled, k.seq, k.wake, k.stats, k.request(request)),
+                (
+                    k.pending,
+                    k.failed,
+                    k.cancelled,
+                    k.seq,
+                    k.wake,
+                    k.stats,
+                    k.request(request),
+                    k.scheduled,
+                ),
                 (k.job_prefix, job_id, ANSWER_TTL_MS),
             )
         if code == -1:
@@ -512,7 +576,16 @@ class RedisQueue:
                 calls = [
                     (
                         self._scripts.retry,
-                        (k.pending, k.failed, k.cancelled, k.seq, k.wake, k.stats, bulk),
+                        (
+                            k.pending,
+                            k.failed,
+                            k.cancelled,
+                            k.seq,
+                            k.wake,
+                            k.stats,
+                            bulk,
+                            k.scheduled,
+                        ),
                         (k.job_prefix, job_id, 0),
                     )
                     for job_id in chosen
@@ -602,7 +675,13 @@ class RedisQueue:
     def announce_cron(
         self, cron_id: str, fields: dict[str, str], next_ms: int | None, state_ttl: timedelta
     ) -> None:
-        """Publish a cron job's registration (schedule, job type, enabled, next run)."""
+        """Publish a cron job's registration (schedule, job type, enabled, next run).
+
+        Also drops the listing's entries of cron jobs whose state expired: no scheduler
+        announced or fired them for a whole state TTL (`jobs.scheduler.STATE_TTL` at
+        least), so none runs them any more. (Should one be announced again in between,
+        its next fire or announce lists it again.)
+        """
         key = self.keys.cron(cron_id)
         pipe = self.client.pipeline(transaction=False)
         mapping = {**fields, "next_run": "" if next_ms is None else str(next_ms)}
@@ -612,7 +691,15 @@ class RedisQueue:
             pipe.zrem(self.keys.crons, cron_id)
         else:
             pipe.zadd(self.keys.crons, {cron_id: next_ms})
-        pipe.execute()
+        pipe.zrange(self.keys.crons, 0, -1)
+        listed = [_codec.text(i) for i in pipe.execute()[-1]]
+        if listed:
+            pipe = self.client.pipeline(transaction=False)
+            for other in listed:
+                pipe.exists(self.keys.cron(other))
+            gone = [i for i, alive in zip(listed, pipe.execute(), strict=True) if not alive]
+            if gone:
+                self.client.zrem(self.keys.crons, *gone)
 
     def crons(self) -> list[dict[str, str]]:
         """Every cron job announced on this queue, with its shared state, by next run."""
@@ -628,6 +715,55 @@ class RedisQueue:
             for cron_id, state in zip(ids, states, strict=True)
             if state
         ]
+
+    def memory_policy(self) -> tuple[int, str]:
+        """The server's ``maxmemory`` (bytes, 0 = no limit) and ``maxmemory-policy``.
+
+        Raises:
+            redis.RedisError: CONFIG GET refused (an ACL without ``+config|get``, or a
+                managed Redis that renamed CONFIG).
+        """
+        if isinstance(self.client, redis.cluster.RedisCluster):
+            node = self.client.get_node_from_key(self.keys.pending)  # type: ignore[no-untyped-call]
+            raw = self.client.config_get("maxmemory*", target_nodes=node)
+        else:
+            raw = self.client.config_get("maxmemory*")
+        found = {_codec.text(k): _codec.text(v) for k, v in cast("dict[Any, Any]", raw).items()}
+        return int(found.get("maxmemory", "0")), found.get("maxmemory-policy", "noeviction")
+
+    def warn_if_evicting(self, logger: logging.Logger) -> None:
+        """Log when the server may evict this queue's keys to stay under ``maxmemory``.
+
+        Only ``noeviction`` (or no ``maxmemory`` at all) keeps every key: an ``allkeys-*``
+        policy may drop pending and running jobs, and the queue's indexes (WARNING). A
+        ``volatile-*`` policy evicts only keys that have a TTL: finished job records before
+        their ``completed_ttl`` / ``failed_ttl``, cron claims and pool records (INFO). A
+        server that refuses CONFIG GET is not checked (DEBUG).
+        """
+        extra = {"queue": self.name}
+        try:
+            maxmemory, policy = self.memory_policy()
+        except (redis.RedisError, ValueError):
+            logger.debug("cannot read maxmemory-policy at %s", self.address, exc_info=True)
+            return
+        if maxmemory == 0 or policy == "noeviction":
+            return
+        if policy.startswith("volatile-"):
+            logger.info(
+                "Redis at %s evicts keys with a TTL when full (maxmemory-policy %s): finished "
+                "job records may vanish before their completed_ttl/failed_ttl",
+                self.address,
+                policy,
+                extra=extra,
+            )
+        else:
+            logger.warning(
+                "Redis at %s may evict any key when full (maxmemory-policy %s): pending and "
+                "running jobs can be lost; set maxmemory-policy noeviction",
+                self.address,
+                policy,
+                extra=extra,
+            )
 
     def server_time_ms(self) -> int:
         """The clock of the Redis server holding this queue (TIME), in ms since the epoch."""
@@ -818,6 +954,7 @@ class RedisQueue:
                         k.lease_seq,
                         k.wake,
                         k.request(request),
+                        k.stats,
                     ),
                     (
                         k.job_prefix,

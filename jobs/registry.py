@@ -10,6 +10,7 @@ from typing import Any, TypeVar, get_args, get_origin
 
 import attrs
 
+from ._validators import require_text
 from .context import JobContext
 from .errors import ConfigError, PayloadError
 
@@ -128,8 +129,7 @@ class Registry:
             ConfigError: an empty name, a handler that is not callable, or a payload type
                 that is not an attrs class.
         """
-        if not isinstance(name, str) or not name:
-            raise ConfigError(f"name must be a non-empty string, got {name!r}")
+        require_text("name", name)
         if not callable(handler):
             raise ConfigError(f"handler for {name!r} must be callable")
         if payload_type is not None and not (

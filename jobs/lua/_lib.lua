@@ -11,7 +11,7 @@
 --                           'cancelled'. Records expire on their own (PEXPIRE); these
 --                           indexes are trimmed by age, and failed/cancelled by count.
 --   B..'stats'        hash  cumulative counters (total, completed, failed, cancelled,
---                           retried, lost_leases, rejected, last_processed)
+--                           retried, lost_leases, rejected, damaged, last_processed)
 --   B..'seq'          str   FIFO sequence for ready_score
 --   B..'lease_seq'    str   lease tokens: every delivery gets a fresh one (fencing)
 --   B..'wake'         list  wake-up marker that idle pools block on (BLPOP)
@@ -52,6 +52,67 @@ local function bump(job_key, field, by)
   return value
 end
 
+-- Add `by` to a counter of the stats hash. A damaged counter (not an integer) restarts
+-- from `by`, as in bump; a stats key that is not a hash loses the count. Either way the
+-- script goes on: raising here would leave the jobs it already moved half-way.
+local function tally(stats_key, field, by)
+  local reply = redis.pcall('HINCRBY', stats_key, field, by)
+  if type(reply) == 'table' and reply.err then
+    redis.pcall('HSET', stats_key, field, by)
+  end
+end
+
+-- A field of a hash, or false when it is missing or the key is not a hash at all.
+local function field_of(key, field)
+  local value = redis.pcall('HGET', key, field)
+  if type(value) == 'table' then
+    return false
+  end
+  return value
+end
+
+-- What a key holds: 'hash' (a record), 'none' (gone: purged, expired, deleted by hand)
+-- or the name of another type that a foreign tool or a hand edit left there. Not TYPE
+-- first: a worker's least-privilege ACL (see README.rst) need not allow it, and one HGET
+-- answers for nearly every record.
+local function record_type(key)
+  local probe = redis.pcall('HGET', key, 'id')
+  if type(probe) == 'table' then
+    local kind = redis.pcall('TYPE', key)
+    return kind.ok or 'value of another type'
+  end
+  if probe or redis.call('EXISTS', key) == 1 then
+    return 'hash'
+  end
+  return 'none'
+end
+
+-- An indexed id whose key is not a hash is no job any script can read or change: every
+-- command on it fails, and a script that fails after its first write is not rolled back,
+-- which would strand the jobs it had already moved (or, in the scheduled set, wedge every
+-- fetch). The caller takes the id out of its index; it is counted in stats 'damaged'
+-- (`QueueStats.damaged_records`) and named in the Redis server's log. The key itself is
+-- left as it was found, for whoever wrote it.
+local function set_aside(stats_key, job_key, kind)
+  tally(stats_key, 'damaged', 1)
+  redis.log(redis.LOG_WARNING,
+    'jobs: ' .. job_key .. ' holds a ' .. kind .. ', not a job record: taken out of its index')
+end
+
+-- Take `n` numbers from a counter (seq, lease_seq); returns the last one taken. A damaged
+-- counter (not an integer, or not a string at all) restarts from the current time in
+-- ms: above any count a queue reaches and below ready_score's 2^42 band, so FIFO order
+-- and unique lease tokens hold, and the script goes on instead of failing after writes
+-- (fetch had already popped its jobs when it took their lease numbers).
+local function take(counter_key, n)
+  local last = redis.pcall('INCRBY', counter_key, n)
+  if type(last) == 'table' then
+    redis.call('DEL', counter_key)
+    last = redis.call('INCRBY', counter_key, now_ms() + n)
+  end
+  return last
+end
+
 -- Strict priority, FIFO within a priority: priority in the high part (higher priority =
 -- lower score), a per-queue sequence below. (1000 - p) * 2^42 + seq stays exact in a
 -- double for p in -1000..1000 and 4.4e12 sequence numbers.
@@ -61,7 +122,12 @@ end
 
 -- One marker is enough: the pool that takes it re-arms it when work remains (fetch.lua).
 local function wake(wake_key)
-  if redis.call('LLEN', wake_key) == 0 then
+  local length = redis.pcall('LLEN', wake_key)
+  if type(length) == 'table' then
+    redis.call('DEL', wake_key)  -- not a list: damaged, and nothing but a marker is lost
+    length = 0
+  end
+  if length == 0 then
     redis.call('RPUSH', wake_key, '1')
   end
 end
@@ -116,7 +182,7 @@ end
 local function make_ready(job_key, id, pending_key, seq_key)
   -- A damaged priority counts as 0 (see bump); the worker then fails the job by name.
   local priority = tonumber(redis.call('HGET', job_key, 'priority')) or 0
-  local score = ready_score(priority, redis.call('INCR', seq_key))
+  local score = ready_score(priority, take(seq_key, 1))
   redis.call('ZADD', pending_key, int(score), id)
   redis.call('HSET', job_key, 'status', 'pending', 'score', int(score))
 end
@@ -132,11 +198,39 @@ local function make_ready_front(job_key, id, pending_key, seq_key)
   redis.call('HSET', job_key, 'status', 'pending')
 end
 
--- Move a job to a final state: index it, count it, expire its record, trim the index.
--- keep = 0 means no count bound (completed jobs are bounded by age only).
+-- Make due scheduled jobs (delayed, or waiting out a retry backoff) ready, earliest
+-- first. Every script that gives out FIFO sequence numbers calls this first (enqueue,
+-- cron_fire, fail, retry, as well as fetch): a job that became due before a job was
+-- enqueued or retried then always gets the lower number, so FIFO order within a priority
+-- follows the time jobs became ready, not the time a fetch happened to promote them.
+-- (Past `limit` due jobs, the rest follow at the next call, behind what it enqueues.)
+-- Returns how many were promoted.
+local function promote_due(job_prefix, scheduled, pending, seq_key, stats_key, now, limit)
+  local due = redis.call('ZRANGEBYSCORE', scheduled, '-inf', now, 'LIMIT', 0, limit)
+  if #due == 0 then
+    return 0
+  end
+  for _, id in ipairs(due) do
+    local job_key = job_prefix .. id
+    local kind = record_type(job_key)
+    if kind == 'hash' then
+      make_ready(job_key, id, pending, seq_key)
+    elseif kind ~= 'none' then
+      set_aside(stats_key, job_key, kind)
+    end
+  end
+  redis.call('ZREM', scheduled, unpack(due))
+  return #due
+end
+
+-- Due jobs promoted by a script other than fetch (which is told its own bound).
+local PROMOTE_ON_WRITE = 1000
+
 -- Ids finalized by this script call, published once at its end (announce_finished).
 local finished_ids = {}
 
+-- Move a job to a final state: index it, count it, expire its record, trim the index.
+-- keep = 0 means no count bound (completed jobs are bounded by age only).
 local function finalize(job_prefix, id, status, now, ttl_ms, index_key, stats_key, keep)
   local job_key = job_prefix .. id
   finished_ids[#finished_ids + 1] = id
@@ -144,8 +238,8 @@ local function finalize(job_prefix, id, status, now, ttl_ms, index_key, stats_ke
   redis.call('HDEL', job_key, 'lease')
   redis.call('PEXPIRE', job_key, ttl_ms)
   redis.call('ZADD', index_key, now, id)
-  redis.call('HINCRBY', stats_key, status, 1)
-  redis.call('HSET', stats_key, 'last_processed', now)
+  tally(stats_key, status, 1)
+  redis.pcall('HSET', stats_key, 'last_processed', now)
   -- Expired records vanish by themselves; only their index entries need removing.
   redis.call('ZREMRANGEBYSCORE', index_key, '-inf', '(' .. int(now - ttl_ms))
   if keep > 0 then
@@ -166,13 +260,16 @@ end
 local function announce_finished(job_prefix)
   if #finished_ids > 0 then
     local channel = string.sub(job_prefix, 1, #job_prefix - 4) .. 'finished'
-    redis.call('PUBLISH', channel, cjson.encode(finished_ids))
+    -- pcall: a user whose ACL does not allow PUBLISH on the channel must not see the
+    -- script fail after its writes; its waiters still re-read every RECHECK seconds.
+    redis.pcall('PUBLISH', channel, cjson.encode(finished_ids))
   end
 end
 
 -- The fence: may the holder of `token` still change this job?
+-- (A key that is not a hash holds no lease: HMGET's error reply has no fields.)
 local function holds_lease(job_key, token)
-  local fields = redis.call('HMGET', job_key, 'status', 'lease')
+  local fields = redis.pcall('HMGET', job_key, 'status', 'lease')
   return fields[1] == 'processing' and fields[2] == token
 end
 

@@ -7,7 +7,8 @@
 -- KEYS[5] stats   KEYS[6] this request's record (B..'req:'..request id)
 -- ARGV[1] job key prefix   ARGV[2] id   ARGV[3] failed_ttl_ms   ARGV[4] max records kept
 -- ARGV[5] how long the request's answer is remembered (ms)
--- Returns -1 no such job; 0 already final (completed, failed or cancelled);
+-- Returns -1 no such job (or its key is not a job record); 0 already final (completed,
+-- failed or cancelled);
 -- 1 cancelled before it ran; 2 cancelled while running.
 --
 -- The request id (random per call, in KEYS[6]) makes a cancel sent again after its reply
@@ -22,7 +23,7 @@ if answered then
   return tonumber(answered)
 end
 local job_key = job_prefix .. id
-local status = redis.call('HGET', job_key, 'status')
+local status = field_of(job_key, 'status')
 if not status then
   return -1
 end

@@ -24,11 +24,11 @@ for b = 3, #ARGV, 3 do
     redis.call('ZREM', processing, id)
     finalize(job_prefix, id, 'completed', now, ttl, completed, stats, 0)
     out[#out + 1] = 1
-  elseif redis.call('HGET', job_key, 'written_by') == 'c:' .. token then
+  elseif field_of(job_key, 'written_by') == 'c:' .. token then
     -- This very write, sent again after its reply was lost: it is recorded.
     out[#out + 1] = 1
   else
-    redis.call('HINCRBY', stats, 'rejected', 1)
+    tally(stats, 'rejected', 1)
     out[#out + 1] = 0
   end
 end

@@ -14,19 +14,31 @@
 --             metadata, delay_ms
 -- Returns {fired, last_fire_ms}: fired 1 if this call enqueued the job, 0 if the fire
 -- time was already claimed; last_fire_ms the claim now stored.
+--
+-- A damaged claim (a last_fire that is not a number, or a state key that is not a hash)
+-- counts as no claim: the deterministic job id still keeps a fire time from enqueueing
+-- twice while its job's record lives, and the claim is written afresh. Refusing instead
+-- would stop the cron job for good.
 
 local state, crons = KEYS[6], KEYS[7]
 local cron_id, fire = ARGV[2], tonumber(ARGV[3])
-local last = tonumber(redis.call('HGET', state, 'last_fire') or '-1')
+local kind = record_type(state)
+if kind ~= 'hash' and kind ~= 'none' then
+  redis.log(redis.LOG_WARNING, 'jobs: ' .. state .. ' holds a ' .. kind ..
+    ', not a cron state: replaced')
+  redis.call('DEL', state)
+end
+local last = tonumber(redis.call('HGET', state, 'last_fire')) or -1
 local fired = 0
 if fire > last then
   local now = now_ms()
-  local seq = redis.call('INCR', KEYS[3])
+  promote_due(ARGV[1], KEYS[2], KEYS[1], KEYS[3], KEYS[4], now, PROMOTE_ON_WRITE)
+  local seq = take(KEYS[3], 1)
   local adds = {pending = {}, scheduled = {}}
   if add_job(ARGV[1], adds, now, seq, ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10],
              ARGV[11], ARGV[12], ARGV[13], ARGV[14], true) then
     flush_adds(KEYS[1], KEYS[2], adds)
-    redis.call('HINCRBY', KEYS[4], 'total', 1)
+    tally(KEYS[4], 'total', 1)
     wake(KEYS[5])
   end
   redis.call('HSET', state, 'last_fire', int(fire), 'last_job_id', ARGV[6])
@@ -35,7 +47,8 @@ if fire > last then
 end
 if ARGV[4] ~= '' then
   redis.call('HSET', state, 'next_run', ARGV[4])
-  redis.call('ZADD', crons, ARGV[4], cron_id)
+  -- Only a listing (python -m jobs crons): a damaged one must not fail the fire.
+  redis.pcall('ZADD', crons, ARGV[4], cron_id)
 end
 redis.call('PEXPIRE', state, tonumber(ARGV[5]))
 return {fired, int(last)}

@@ -5,6 +5,8 @@
 -- ARGV[2..] 9 values per job: id, type, payload (JSON), priority, max_retries,
 --           timeout_ms ('' = none), backoff (JSON spec), metadata (JSON), delay_ms
 -- Returns {now_ms, created_1, ..., created_n}: 1 written, 0 the id already existed.
+-- Scheduled jobs due by now are made ready first (promote_due in _lib.lua), so that they
+-- keep their place ahead of these in FIFO order.
 --
 -- Record fields written (add_job in _lib.lua): id type payload status priority
 -- max_retries timeout_ms backoff metadata created_at run_at score (attempts, failures and
@@ -17,8 +19,10 @@ local now = now_ms()
 local out = {now}
 local created = 0
 local n = (#ARGV - 8) / 2
+-- Jobs due by now are ready before these (see promote_due).
+local promoted = promote_due(job_prefix, scheduled, pending, seq_key, stats, now, PROMOTE_ON_WRITE)
 -- One INCRBY for the whole batch keeps FIFO order and saves a call per job.
-local seq = redis.call('INCRBY', seq_key, n) - n
+local seq = take(seq_key, n) - n
 
 local adds = {pending = {}, scheduled = {}}
 for b = 9, #ARGV, 2 do
@@ -34,7 +38,9 @@ end
 flush_adds(pending, scheduled, adds)
 
 if created > 0 then
-  redis.call('HINCRBY', stats, 'total', created)
+  tally(stats, 'total', created)
+end
+if created > 0 or promoted > 0 then
   -- Also for delayed jobs: an idle pool must learn the new earliest due time.
   wake(wake_key)
 end

@@ -12,19 +12,24 @@
 -- ('pending', 'scheduled' or 'failed'), run_at its due time when retried, else 0.
 --
 -- A retry consumes one of max_retries ('failures'); lost leases never do (reap.lua).
+-- Scheduled jobs due by now are made ready first (promote_due in _lib.lua), so that a job
+-- retried at once queues behind those that were due before it.
 
 local processing, pending, scheduled, failed = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local stats, seq_key, wake_key = KEYS[5], KEYS[6], KEYS[7]
 local job_prefix, ttl, keep = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local now = now_ms()
 local out = {now}
+-- Before any retry takes a FIFO number (see promote_due).
+promote_due(job_prefix, scheduled, pending, seq_key, stats, now, PROMOTE_ON_WRITE)
 
 for b = 4, #ARGV, 5 do
   local id, token, delay = ARGV[b], ARGV[b + 1], tonumber(ARGV[b + 4])
   local job_key = job_prefix .. id
   local done = nil
   if not holds_lease(job_key, token) then
-    done = redis.call('HMGET', job_key, 'written_by', 'status', 'run_at')
+    -- (An error reply, for a key that is not a hash, has no fields: rejected.)
+    done = redis.pcall('HMGET', job_key, 'written_by', 'status', 'run_at')
   end
   if done == nil then
     redis.call('ZREM', processing, id)
@@ -38,14 +43,14 @@ for b = 4, #ARGV, 5 do
     elseif delay == 0 then
       redis.call('HSET', job_key, 'run_at', now)
       make_ready(job_key, id, pending, seq_key)
-      redis.call('HINCRBY', stats, 'retried', 1)
+      tally(stats, 'retried', 1)
       wake(wake_key)
       out[#out + 1], out[#out + 2], out[#out + 3] = 1, 'pending', now
     else
       local run_at = now + delay
       redis.call('HSET', job_key, 'status', 'scheduled', 'run_at', run_at)
       redis.call('ZADD', scheduled, run_at, id)
-      redis.call('HINCRBY', stats, 'retried', 1)
+      tally(stats, 'retried', 1)
       -- An idle pool must learn the new earliest due time.
       wake(wake_key)
       out[#out + 1], out[#out + 2], out[#out + 3] = 1, 'scheduled', run_at
@@ -54,7 +59,7 @@ for b = 4, #ARGV, 5 do
     -- This very write, sent again after its reply was lost: it is recorded.
     out[#out + 1], out[#out + 2], out[#out + 3] = 1, done[2], tonumber(done[3]) or 0
   else
-    redis.call('HINCRBY', stats, 'rejected', 1)
+    tally(stats, 'rejected', 1)
     out[#out + 1], out[#out + 2], out[#out + 3] = 0, '', 0
   end
 end

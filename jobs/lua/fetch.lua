@@ -3,6 +3,7 @@
 --
 -- KEYS[1] pending   KEYS[2] scheduled   KEYS[3] processing   KEYS[4] seq
 -- KEYS[5] lease_seq   KEYS[6] wake   KEYS[7] this request's record (B..'req:'..ARGV[5])
+-- KEYS[8] stats
 -- ARGV[1] job key prefix   ARGV[2] N (max jobs)   ARGV[3] lease_ms
 -- ARGV[4] max due jobs to promote in this call
 -- ARGV[5] the request id: random, made by the caller for one logical fetch and kept when
@@ -18,7 +19,8 @@
 -- block until then. (Expired leases are returned to pending by reap.lua, which wakes.)
 --
 -- Strict priority, FIFO within a priority (ready_score). A popped id whose record is
--- gone (deleted by hand, or a corrupt queue) is dropped rather than leased.
+-- gone (deleted by hand, or a corrupt queue) is dropped rather than leased; one whose key
+-- is not a hash is set aside (set_aside in _lib.lua), as is a due one (promote_due).
 --
 -- Idempotent per request: the reply to a fetch can be lost after the script ran (a reset,
 -- a failover, a stall past the client's socket timeout), and redis-py sends the command
@@ -30,6 +32,7 @@
 
 local pending, scheduled, processing = KEYS[1], KEYS[2], KEYS[3]
 local seq_key, lease_seq, wake_key, request = KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local stats = KEYS[8]
 local job_prefix, n, lease_ms = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local request_id, request_ttl = ARGV[5], tonumber(ARGV[6])
 local now = now_ms()
@@ -58,26 +61,20 @@ if #recorded > 0 then
   end
   redis.call('PEXPIRE', request, request_ttl)
 else
-  local due = redis.call('ZRANGEBYSCORE', scheduled, '-inf', now, 'LIMIT', 0, tonumber(ARGV[4]))
-  for _, id in ipairs(due) do
-    local job_key = job_prefix .. id
-    if redis.call('EXISTS', job_key) == 1 then
-      make_ready(job_key, id, pending, seq_key)
-    end
-  end
-  if #due > 0 then
-    redis.call('ZREM', scheduled, unpack(due))
-  end
+  promote_due(job_prefix, scheduled, pending, seq_key, stats, now, tonumber(ARGV[4]))
 
   local popped = redis.call('ZPOPMIN', pending, n)
   local count = #popped / 2
   if count > 0 then
-    local token = redis.call('INCRBY', lease_seq, count) - count
+    local token = take(lease_seq, count) - count
     local leased, recorded_any = {}, false
     for i = 1, #popped, 2 do
       local id = popped[i]
       local job_key = job_prefix .. id
-      if redis.call('EXISTS', job_key) == 1 then
+      local kind = record_type(job_key)
+      if kind ~= 'hash' and kind ~= 'none' then
+        set_aside(stats, job_key, kind)
+      elseif kind == 'hash' then
         token = token + 1
         bump(job_key, 'attempts', 1)
         -- 'id' again: a record that lost it would otherwise reach the worker nameless.

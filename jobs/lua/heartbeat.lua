@@ -35,7 +35,7 @@ for b = 7, #ARGV, 2 do
   if holds_lease(job_key, ARGV[b + 1]) then
     redis.call('ZADD', processing, 'XX', deadline, id)
     out[#out + 1] = 1
-  elseif redis.call('HGET', job_key, 'status') == 'cancelled' then
+  elseif field_of(job_key, 'status') == 'cancelled' then
     out[#out + 1] = 2
   else
     out[#out + 1] = 0

@@ -11,6 +11,8 @@
 -- Returns {now_ms, requeued, failed, next_expiry_ms}: next_expiry_ms is the earliest
 -- remaining lease deadline (-1 if none), when the next reap could find something.
 --
+-- An expired id whose key is not a hash is set aside (set_aside in _lib.lua).
+--
 -- Lost leases are counted apart from handler failures ('lost', stats 'lost_leases') and
 -- never consume max_retries. The lost attempt stays counted in 'attempts': its handler
 -- may well have started.
@@ -27,9 +29,12 @@ local expired = redis.call('ZRANGEBYSCORE', processing, '-inf', '(' .. now,
 for _, id in ipairs(expired) do
   local job_key = job_prefix .. id
   redis.call('ZREM', processing, id)
-  if redis.call('HGET', job_key, 'status') == 'processing' then
+  local kind = record_type(job_key)
+  if kind ~= 'hash' and kind ~= 'none' then
+    set_aside(stats, job_key, kind)
+  elseif redis.call('HGET', job_key, 'status') == 'processing' then
     redis.call('HDEL', job_key, 'lease')
-    redis.call('HINCRBY', stats, 'lost_leases', 1)
+    tally(stats, 'lost_leases', 1)
     if bump(job_key, 'lost', 1) >= max_lost then
       redis.call('HSET', job_key, 'error', 'lease expired (worker lost)')
       finalize(job_prefix, id, 'failed', now, ttl, failed, stats, keep)

@@ -2,10 +2,11 @@
 -- (failures and lost leases reset; attempts keep counting every delivery).
 --
 -- KEYS[1] pending   KEYS[2] failed   KEYS[3] cancelled   KEYS[4] seq   KEYS[5] wake
--- KEYS[6] stats   KEYS[7] this request's record (B..'req:'..request id)
+-- KEYS[6] stats   KEYS[7] this request's record (B..'req:'..request id)   KEYS[8] scheduled
 -- ARGV[1] job key prefix   ARGV[2] id   ARGV[3] how long the answer is remembered (ms;
 -- 0: not at all, for a bulk retry whose caller does not need the answer repeated)
--- Returns -1 no such job; 0 the job is not failed or cancelled; 1 requeued.
+-- Returns -1 no such job (or its key is not a job record); 0 the job is not failed or
+-- cancelled; 1 requeued, behind every job that was due before it (promote_due).
 --
 -- The job leaves the count of the final state it was in (stats 'failed' or 'cancelled'),
 -- so that each job enqueued is counted once: in its live index or in the counter of the
@@ -23,23 +24,25 @@ if answered then
   return tonumber(answered)
 end
 local job_key = ARGV[1] .. id
-local status = redis.call('HGET', job_key, 'status')
+local status = field_of(job_key, 'status')
 if not status then
   return -1
 end
 if status ~= 'failed' and status ~= 'cancelled' then
   return 0
 end
+local now = now_ms()
+promote_due(ARGV[1], KEYS[8], pending, seq_key, stats, now, PROMOTE_ON_WRITE)
 redis.call('ZREM', failed, id)
 redis.call('ZREM', cancelled, id)
--- Not HINCRBY: a damaged counter would abort the script half way (see bump).
-local counted = tonumber(redis.call('HGET', stats, status))
+-- Not HINCRBY: a damaged counter would abort the script half way (see tally).
+local counted = tonumber(field_of(stats, status))
 if counted and counted > 0 then
   redis.call('HSET', stats, status, int(counted - 1))
 end
 redis.call('PERSIST', job_key)
 redis.call('HDEL', job_key, 'completed_at', 'lease')
-redis.call('HSET', job_key, 'failures', 0, 'lost', 0, 'run_at', now_ms())
+redis.call('HSET', job_key, 'failures', 0, 'lost', 0, 'run_at', now)
 make_ready(job_key, id, pending, seq_key)
 wake(wake_key)
 if tonumber(ARGV[3]) > 0 then

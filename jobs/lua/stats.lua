@@ -1,11 +1,16 @@
 -- stats.lua: a consistent O(1) snapshot of one queue's counts.
 --
 -- KEYS[1] pending   KEYS[2] scheduled   KEYS[3] processing   KEYS[4] stats
--- Returns {pending, scheduled, processing, stats hash as a flat HGETALL list}
+-- Returns {pending, scheduled, processing, stats hash as a flat HGETALL list}; a stats
+-- key that is not a hash (damaged) reads as empty, as the scripts that count treat it.
 
+local counters = redis.pcall('HGETALL', KEYS[4])
+if counters.err then
+  counters = {}
+end
 return {
   redis.call('ZCARD', KEYS[1]),
   redis.call('ZCARD', KEYS[2]),
   redis.call('ZCARD', KEYS[3]),
-  redis.call('HGETALL', KEYS[4]),
+  counters,
 }

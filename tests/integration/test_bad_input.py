@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 import jobs
 from jobs._codec import MAX_ERROR_CHARS, MAX_TRACEBACK_CHARS
+from jobs._wire import HeldJob
 from tests.helpers import wait_until
 from tests.integration._clients import make_client, wait_for_status
 
@@ -307,3 +309,111 @@ def test_misbehaving_handlers_fail_clearly_and_the_pool_goes_on(
         # The pool survived all of it, SystemExit included.
         after = client.enqueue("ok", {})
         assert wait_for_status(client, after, jobs.JobStatus.COMPLETED).result == "fine"
+
+
+# -- keys that are not job records at all ---------------------------------------------
+
+
+@pytest.mark.parametrize("index", ["pending", "scheduled", "processing"])
+def test_a_key_that_is_not_a_record_is_set_aside(
+    redis_url: str, redis_client: redis.Redis, index: str
+) -> None:
+    # A string where a job's hash should be: every command on it fails with WRONGTYPE, and
+    # a script that fails after its first write is not rolled back. It wedged every fetch
+    # (scheduled) or left the jobs popped with it in no index (pending).
+    registry = jobs.Registry()
+    registry.register_func("work", work)
+    with make_client(redis_url, registry, start=False, num_workers=4) as client:
+        keys = client.queue.keys
+        good = client.enqueue_many("work", [{"before": i} for i in range(3)])
+        redis_client.set(keys.job("bad"), "not a hash")
+        score = {"pending": 1000 * BAND - 1, "scheduled": 1000, "processing": 1000}[index]
+        redis_client.zadd(getattr(keys, index), {"bad": score})
+        good += client.enqueue_many("work", [{"after": i} for i in range(3)])
+        delayed = client.enqueue("work", {"delayed": True}, jobs.JobConfig(delay=0.2))
+        client.start()
+        for job_id in [*good, delayed]:
+            assert wait_for_status(client, job_id, jobs.JobStatus.COMPLETED).result == "ok"
+        wait_until(lambda: client.stats().damaged_records == 1, timeout=10)
+        stats = client.stats()
+        assert (stats.pending_jobs, stats.scheduled_jobs, stats.processing_jobs) == (0, 0, 0)
+        assert stats.completed_jobs == len(good) + 1
+        # Out of every index, and left as it was found for whoever wrote it.
+        for name in ("pending", "scheduled", "processing", "failed"):
+            assert redis_client.zscore(getattr(keys, name), "bad") is None, name
+        assert redis_client.get(keys.job("bad")) == b"not a hash"
+
+
+def test_a_fetch_sets_aside_a_damaged_key_among_the_jobs_it_pops(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    with make_client(redis_url) as client:
+        queue, keys = client.queue, client.queue.keys
+        first = client.enqueue("work", 1, jobs.JobConfig(priority=5))
+        rest = client.enqueue_many("work", [2, 3, 4])
+        redis_client.set(keys.job("bad"), "not a hash")
+        redis_client.zadd(keys.pending, {"bad": 999 * BAND})  # priority 1: between them
+        fetched = queue.fetch(10, timedelta(seconds=30))
+        assert [j.job_id for j in fetched.jobs] == [first, *rest]
+        assert all(client.get(i).status is jobs.JobStatus.PROCESSING for i in [first, *rest])
+        assert redis_client.zcard(keys.pending) == 0
+        assert client.stats().damaged_records == 1
+        # Lease checks read it as "not held": a write naming it is refused, not an error.
+        done, _ = queue.finish([(HeldJob("bad", "x:1"), b"1")], [])
+        assert [o.recorded for o in done] == [False]
+        with pytest.raises(jobs.JobNotFound):
+            client.cancel("bad")
+
+
+def test_a_damaged_stats_counter_does_not_strand_a_reaped_job(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    with make_client(redis_url) as client:
+        queue, keys = client.queue, client.queue.keys
+        job_id = client.enqueue("work", 1)
+        assert len(queue.fetch(1, timedelta(seconds=30)).jobs) == 1
+        redis_client.zadd(keys.processing, {job_id: 1000}, xx=True)  # its lease ran out
+        redis_client.hset(keys.stats, "lost_leases", "n/a")
+        assert queue.reap() == (1, 0)
+        assert client.get(job_id).status is jobs.JobStatus.PENDING
+        assert redis_client.zscore(keys.pending, job_id) is not None
+        assert client.stats().lost_leases == 1  # restarted from the damaged value
+
+
+@pytest.mark.parametrize("key", ["seq", "lease_seq", "wake"])
+@pytest.mark.parametrize("damage", ["not a number", "not a string"])
+def test_damaged_counters_and_markers_restart_in_order(
+    redis_url: str, redis_client: redis.Redis, key: str, damage: str
+) -> None:
+    # fetch popped its jobs, then took their lease numbers: a damaged lease_seq failed the
+    # script there and left the popped jobs in no index. Damaged, each starts afresh.
+    with make_client(redis_url) as client:
+        queue, keys = client.queue, client.queue.keys
+        first = client.enqueue_many("work", [1, 2])
+        name = getattr(keys, key)
+        redis_client.delete(name)
+        if damage == "not a number":
+            redis_client.set(name, "x")
+        else:
+            redis_client.hset(name, "x", "1")
+        second = client.enqueue_many("work", [3, 4])
+        fetched = queue.fetch(4, timedelta(seconds=30)).jobs
+        # FIFO holds across the restart, every job is leased once, with its own token.
+        assert [j.job_id for j in fetched] == [*first, *second]
+        assert len({j.token for j in fetched}) == 4
+        assert client.stats().processing_jobs == 4
+
+
+def test_a_stats_key_of_another_type_costs_the_counts_not_the_jobs(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    registry = jobs.Registry()
+    registry.register_func("work", work)
+    with make_client(redis_url, registry) as client:
+        keys = client.queue.keys
+        redis_client.delete(keys.stats)
+        redis_client.rpush(keys.stats, "not a hash")
+        job_id = client.enqueue("work", 1)
+        assert wait_for_status(client, job_id, jobs.JobStatus.COMPLETED).result == "ok"
+        stats = client.stats()
+        assert (stats.total_jobs, stats.completed_jobs, stats.pending_jobs) == (0, 0, 0)

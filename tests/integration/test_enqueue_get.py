@@ -77,6 +77,24 @@ def test_enqueue_many_keeps_order_across_large_batches(redis_url: str) -> None:
         assert client.stats().total_jobs == 1500
 
 
+def test_enqueue_many_bounds_the_bytes_of_each_script_call(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    # One script call blocks every other client while it runs: a batch of big payloads
+    # goes in several calls (still one round trip), each of about ENQUEUE_CHUNK_BYTES.
+    def evalsha_calls() -> int:
+        stats = redis_client.info("commandstats").get("cmdstat_evalsha", {})
+        return int(stats.get("calls", 0))
+
+    with make_client(redis_url) as client:
+        client.enqueue("t", "warm-up")  # loads the script: NOSCRIPT retries not counted
+        before = evalsha_calls()
+        payloads = [str(n) * (400 * 1024) for n in range(6)]
+        ids = client.enqueue_many("t", payloads)
+        assert evalsha_calls() - before == 3  # two 400 KiB payloads per MiB
+        assert [client.get(job_id).payload for job_id in ids] == payloads
+
+
 # -- get ----------------------------------------------------------------------------------
 
 

@@ -10,6 +10,11 @@ every job hash and its TTL, the stats counters) and compared with the model, and
 job must sit in exactly the one index its status names. A failure prints the shortest
 sequence of steps that breaks the contract.
 
+Damage is one more kind of step: a waiting or running job's key overwritten with a
+string, or a stats counter with text, as a foreign tool or a hand edit would. No script
+may then fail half way: the job is set aside (out of its index, counted in
+``damaged_records``), the counter restarts, and everything else goes on.
+
 Time: the scripts read the Redis clock, so the test never waits for it.
 
 - Leases are taken for an hour and delays are an hour, so nothing expires or comes due by
@@ -45,6 +50,7 @@ from hypothesis.stateful import (
 )
 
 from jobs import ConfigError, JobConfig, JobNotFound, JobStatus, RedisQueueConfig
+from jobs._codec import CorruptRecord
 from jobs._scripts import scripts
 from jobs._wire import Failure, HeldJob
 from jobs.redis_queue import RedisQueue
@@ -66,7 +72,12 @@ PENDING, SCHEDULED, PROCESSING = "pending", "scheduled", "processing"
 COMPLETED, FAILED, CANCELLED = "completed", "failed", "cancelled"
 #: A job whose record is gone (purged, or dropped as the oldest failed/cancelled one).
 GONE = "gone"
+#: A job whose key a foreign tool overwrote with a string, once a script set it aside: in
+#: no index, its key left as it was (before that it keeps its status and index, `damaged`).
+SET_ASIDE = "set aside"
 INDEXES = (PENDING, SCHEDULED, PROCESSING, COMPLETED, FAILED, CANCELLED)
+#: The fields of the stats hash the scripts write.
+STATS_FIELDS = ("total", *INDEXES[3:], "retried", "lost_leases", "rejected", "last_processed")
 FINAL = frozenset({COMPLETED, FAILED, CANCELLED})
 
 
@@ -88,6 +99,7 @@ class ModelJob:
     finished: tuple[int, str] | None = None  # position in a count-trimmed index
     error: str | None = None
     written_by: str | None = None  # "c:"/"f:" and the token of the last recorded outcome
+    damaged: bool = False  # its key holds a string, not a record
 
 
 class Model:
@@ -103,6 +115,8 @@ class Model:
         self.answered: list[tuple[str, str, str]] = []  # ("cancel"/"retry", request, job id)
         self.step = 0
         self.finalized_any = False
+        #: A stats counter was overwritten: counts restart, so their sum proves nothing.
+        self.counts_damaged = False
         self._past = 1_000
         self._ids = 0
 
@@ -129,9 +143,20 @@ class Model:
 
     def holds(self, job_id: str, token: str) -> ModelJob | None:
         job = self.jobs.get(job_id)
-        if job is not None and job.status == PROCESSING and job.token == token:
+        if job is not None and job.status == PROCESSING and job.token == token and not job.damaged:
             return job
         return None
+
+    def is_record(self, job_id: str) -> bool:
+        """Whether the id has a readable record (not gone, not a damaged key)."""
+        job = self.jobs.get(job_id)
+        return job is not None and job.status != GONE and not job.damaged
+
+    def set_aside(self, job: ModelJob) -> None:
+        self._leave_processing(job)
+        job.status = SET_ASIDE
+        job.due_at = None
+        self.counters["damaged"] += 1
 
     def pending_order(self) -> list[str]:
         return [j.id for j in sorted(self.in_status(PENDING), key=lambda j: j.score)]
@@ -160,7 +185,24 @@ class Model:
 
     # -- operations ----------------------------------------------------------------------
 
+    def promote_due(self) -> None:
+        """Make due scheduled jobs ready, earliest first, as promote_due in _lib.lua.
+
+        Every script that hands out FIFO numbers does this first (fetch, enqueue, fail,
+        retry): a job that became due before another was enqueued or retried runs first.
+        """
+        due = sorted(
+            (j for j in self.in_status(SCHEDULED) if j.due_at is not None),
+            key=lambda j: (j.due_at, j.id),
+        )
+        for job in due:
+            if job.damaged:
+                self.set_aside(job)
+            else:
+                self.make_ready(job)
+
     def enqueue(self, ids: list[str], priority: int, max_retries: int, delayed: bool) -> list[bool]:
+        self.promote_due()
         base = self.seq
         self.seq += len(ids)  # one INCRBY for the batch, whatever gets written
         created = []
@@ -181,18 +223,17 @@ class Model:
         return created
 
     def fetch(self, n: int) -> list[str]:
-        due = sorted(
-            (j for j in self.in_status(SCHEDULED) if j.due_at is not None),
-            key=lambda j: (j.due_at, j.id),
-        )
-        for job in due:
-            self.make_ready(job)
-        popped = self.pending_order()[:n]
-        for job_id in popped:
+        self.promote_due()
+        leased = []
+        for job_id in self.pending_order()[:n]:
             job = self.jobs[job_id]
+            if job.damaged:
+                self.set_aside(job)
+                continue
             job.status = PROCESSING
             job.attempts += 1
-        return popped
+            leased.append(job_id)
+        return leased
 
     def fetch_again(self, request: str) -> list[str]:
         """The same fetch sent again: its jobs still held with its tokens, leases renewed."""
@@ -209,7 +250,7 @@ class Model:
         job = self.holds(job_id, token)
         if job is None:
             known = self.jobs.get(job_id)
-            if known is not None and known.status != GONE and known.written_by == f"c:{token}":
+            if self.is_record(job_id) and known is not None and known.written_by == f"c:{token}":
                 return True  # the same write again (its reply was lost): recorded
             self.counters["rejected"] += 1
             return False
@@ -221,7 +262,7 @@ class Model:
         job = self.holds(job_id, token)
         if job is None:
             known = self.jobs.get(job_id)
-            if known is not None and known.status != GONE and known.written_by == f"f:{token}":
+            if self.is_record(job_id) and known is not None and known.written_by == f"f:{token}":
                 return known.status  # the same write again: recorded
             self.counters["rejected"] += 1
             return ""
@@ -252,6 +293,9 @@ class Model:
         )
         requeued = failed = 0
         for job in expired:
+            if job.damaged:
+                self.set_aside(job)
+                continue
             self._leave_processing(job)
             self.counters["lost_leases"] += 1
             job.lost += 1
@@ -271,7 +315,7 @@ class Model:
             if job is not None:
                 job.expired_at = None  # extended: an hour from now again
                 codes.append(1)
-            elif job_id in self.jobs and self.jobs[job_id].status == CANCELLED:
+            elif self.is_record(job_id) and self.jobs[job_id].status == CANCELLED:
                 codes.append(2)
             else:
                 codes.append(0)
@@ -291,6 +335,7 @@ class Model:
     def retry(self, job: ModelJob) -> bool:
         if job.status not in (FAILED, CANCELLED):
             return False
+        self.promote_due()
         self.counters[job.status] -= 1  # counted again wherever it ends
         job.failures = job.lost = 0
         job.finished = None
@@ -352,6 +397,9 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
             while self._redis_ms() <= self.last_write_ms:
                 time.sleep(0.0002)
 
+        def _running(self) -> list[ModelJob]:
+            return [j for j in self.model.in_status(PROCESSING) if not j.damaged]
+
         def _finish(
             self,
             completions: list[tuple[str, str]],
@@ -374,6 +422,8 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
             )
             # complete.lua runs before fail.lua in the pipeline: the model follows suit.
             expected_done = [self.model.complete(i, t) for i, t in completions]
+            if fails:
+                self.model.promote_due()
             expected_failed = [
                 self.model.fail(f.job_id, f.token, f.delay_ms, f.permanent) for f in fails
             ]
@@ -538,6 +588,30 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
             assert self.redis.zadd(self.keys.scheduled, {job.id: at}, xx=True) == 0
             job.due_at = at
 
+        @precondition(lambda self: any(not j.damaged for j in self.model.in_status(*INDEXES[:3])))
+        @rule(pick=PICK)
+        def damage_record(self, pick: int) -> None:
+            # A string where a waiting or running job's hash was (a foreign tool, a hand
+            # edit): WRONGTYPE on any command. The next script that meets the id in an
+            # index sets it aside; every other call reads it as "no such job".
+            live = [j for j in self.model.in_status(*INDEXES[:3]) if not j.damaged]
+            job = _choose(sorted(live, key=lambda j: j.id), pick)
+            self.redis.delete(self.keys.job(job.id))
+            self.redis.set(self.keys.job(job.id), "not a hash")
+            job.damaged = True
+
+        @rule(field=st.sampled_from(STATS_FIELDS))
+        def damage_stats(self, field: str) -> None:
+            # A counter overwritten by hand or by another tool: no script may fail on it
+            # half way (reap did, stranding the job it had taken out of 'processing').
+            # It restarts from 0, and reads as 0 (or None) until then.
+            self.redis.hset(self.keys.stats, field, "n/a")
+            self.model.counts_damaged = True
+            if field == "last_processed":
+                self.model.finalized_any = False
+            else:
+                self.model.counters[field] = 0
+
         # -- operators -------------------------------------------------------------------
 
         @precondition(lambda self: self.model.jobs)
@@ -545,7 +619,7 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
         def cancel(self, pick: int) -> None:
             job = _choose(sorted(self.model.jobs.values(), key=lambda j: j.id), pick)
             self._tick()
-            if job.status == GONE:
+            if not self.model.is_record(job.id):
                 with pytest.raises(JobNotFound):
                     self.queue.cancel(job.id)
                 return
@@ -555,11 +629,11 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
             if cancelled:
                 self.model.answered.append(("cancel", request, job.id))
 
-        @precondition(lambda self: self.model.in_status(PROCESSING))
+        @precondition(lambda self: self._running())
         @rule(pick=PICK)
         def cancel_running(self, pick: int) -> None:
             # Its worker still holds a token: the next heartbeat must say "cancelled".
-            job = _choose(self.model.in_status(PROCESSING), pick)
+            job = _choose(self._running(), pick)
             self._tick()
             assert self.queue.cancel(job.id) is True
             self.model.cancel(job)
@@ -568,7 +642,7 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
         @rule(pick=PICK)
         def retry(self, pick: int) -> None:
             job = _choose(sorted(self.model.jobs.values(), key=lambda j: j.id), pick)
-            if job.status == GONE:
+            if not self.model.is_record(job.id):
                 with pytest.raises(JobNotFound):
                     self.queue.retry(job.id)
                 return
@@ -607,15 +681,22 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
         @rule(pick=PICK)
         def read_back(self, pick: int) -> None:
             # The public read paths agree with the raw structures the invariant checks.
+            # A damaged key still in its index is skipped: it is no job to show.
             for status in INDEXES:
                 listed = [j.id for j in self.queue.list_jobs(status, limit=1000)]
                 if status == PENDING:
-                    assert listed == self.model.pending_order()
+                    expected = [i for i in self.model.pending_order() if self.model.is_record(i)]
+                    assert listed == expected
                 else:
-                    assert sorted(listed) == sorted(j.id for j in self.model.in_status(status))
+                    expected = [j.id for j in self.model.in_status(status) if not j.damaged]
+                    assert sorted(listed) == sorted(expected)
             job = _choose(sorted(self.model.jobs.values(), key=lambda j: j.id), pick)
             if job.status == GONE:
                 with pytest.raises(JobNotFound):
+                    self.queue.get(job.id)
+                return
+            if job.damaged:
+                with pytest.raises(CorruptRecord, match="not a job record"):
                     self.queue.get(job.id)
                 return
             got = self.queue.get(job.id)
@@ -641,7 +722,7 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
                 pipe.hgetall(k.job(job_id))
                 pipe.pttl(k.job(job_id))
             pipe.time()
-            replies = pipe.execute()
+            replies = pipe.execute(raise_on_error=False)
             seconds, micros = replies[-1]
             now_ms = int(seconds) * 1000 + int(micros) // 1000
             self.last_write_ms = now_ms
@@ -659,7 +740,7 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
             assert set(where) <= set(ids), f"unknown ids indexed: {set(where) - set(ids)}"
             for job_id in ids:
                 job = self.model.jobs[job_id]
-                expected = [] if job.status == GONE else [job.status]
+                expected = [] if job.status in (GONE, SET_ASIDE) else [job.status]
                 assert where.get(job_id, []) == expected, (job_id, where.get(job_id), job)
 
             # The indexes' contents, order and scores.
@@ -681,6 +762,10 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
                 raw, ttl = records[2 * index], records[2 * index + 1]
                 if job.status == GONE:
                     assert raw == {} and ttl == -2, (job_id, raw)
+                    continue
+                if job.damaged:  # left as it was found, whatever happened to its id
+                    assert isinstance(raw, redis.ResponseError) and ttl == -1, (job_id, raw)
+                    assert self.redis.get(k.job(job_id)) == b"not a hash"
                     continue
                 fields = {_text(f): _text(v) for f, v in raw.items()}
                 assert fields["status"] == job.status
@@ -709,6 +794,7 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
                 stats.retried_attempts,
                 stats.lost_leases,
                 stats.rejected_writes,
+                stats.damaged_records,
             ) == (
                 c["total"],
                 len(self.model.in_status(PENDING)),
@@ -720,9 +806,11 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
                 c["retried"],
                 c["lost_leases"],
                 c["rejected"],
+                c["damaged"],
             )
-            # Each job counts once: where it is, or in the final state it last reached.
-            assert stats.total_jobs == (
+            # Each job counts once: where it is, in the final state it last reached, or
+            # set aside (unless a damaged counter restarted from 0).
+            assert self.model.counts_damaged or stats.total_jobs == (
                 stats.completed_jobs
                 + stats.failed_jobs
                 + stats.cancelled_jobs
@@ -730,6 +818,7 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
                 + stats.scheduled_jobs
                 + stats.processing_jobs
                 + c["purged_unfinished"]
+                + c["damaged"]
             )
             assert (stats.last_processed is not None) == self.model.finalized_any
 
@@ -772,3 +861,38 @@ def test_noscript_recovery_records_every_call(redis_client: redis.Redis) -> None
     assert queue.get("b").status is JobStatus.FAILED
     # One NOSCRIPT loads every script, so a restarted server is not half-loaded for long.
     assert all(redis_client.script_exists(*(s.sha for s in scripts().all())))
+
+
+def test_a_due_job_keeps_its_fifo_place_ahead_of_later_writes(redis_client: redis.Redis) -> None:
+    # A delayed job, or one waiting out a retry backoff, was given its FIFO number only when
+    # a fetch promoted it: while every pool was busy, jobs enqueued (or retried) after it
+    # was due ran first. Whatever hands out FIFO numbers now promotes what is due first.
+    queue = RedisQueue(RedisQueueConfig(client=redis_client, name="fifo"))
+    keys = queue.keys
+
+    def become_due(job_id: str) -> None:
+        # As if its hour had passed (see the module doc: the test never waits for time).
+        assert redis_client.zadd(keys.scheduled, {job_id: 1000}, xx=True) == 0
+
+    delayed = JobConfig(delay=LONG, timeout=None, max_retries=1)
+    queue.enqueue("t", ["x"], [b"{}"], delayed)
+    become_due("x")
+    queue.enqueue("t", ["y"], [b"{}"], JobConfig(timeout=None))
+    assert [j.job_id for j in queue.fetch(2, LONG).jobs] == ["x", "y"]
+
+    # A backed-off retry that became due, then a job failed and retried at once.
+    queue.enqueue("t", ["a", "b"], [b"{}", b"{}"], JobConfig(timeout=None, max_retries=1))
+    tokens = {j.job_id: j.token for j in queue.fetch(2, LONG).jobs}
+    queue.finish([], [Failure("a", tokens["a"], FAIL_ERROR, "", LONG_MS, permanent=False)])
+    become_due("a")
+    queue.finish([], [Failure("b", tokens["b"], FAIL_ERROR, "", 0, permanent=False)])
+    assert [j.job_id for j in queue.fetch(2, LONG).jobs] == ["a", "b"]
+
+    # A job due before a manual retry runs before the retried one.
+    queue.enqueue("t", ["c"], [b"{}"], JobConfig(timeout=None, max_retries=0))
+    (c,) = queue.fetch(1, LONG).jobs
+    queue.finish([], [Failure("c", c.token, FAIL_ERROR, "", 0, permanent=True)])
+    queue.enqueue("t", ["d"], [b"{}"], delayed)
+    become_due("d")
+    assert queue.retry("c") is True
+    assert [j.job_id for j in queue.fetch(2, LONG).jobs] == ["d", "c"]

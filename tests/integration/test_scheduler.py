@@ -372,3 +372,45 @@ def test_many_threads_in_one_process_fire_each_time_once(redis_url: str) -> None
         times = sorted(queue.fired)
         assert times == sorted({fire_ms(i) for i in cron_ids(base)})
         assert times == list(range(times[0], times[-1] + 200, 200))
+
+
+@pytest.mark.parametrize("damage", ["last_fire", "state type"])
+def test_a_damaged_claim_does_not_stop_the_cron_job(redis_url: str, damage: str) -> None:
+    # cron_fire.lua compared the fire time with tonumber("garbage") = nil: a Lua error on
+    # every fire, for ever (each announce refreshes the state's TTL).
+    with producer(redis_url) as client:
+        clock = Clock(at("2024-01-15T12:00:00"))
+        s = jobs.Scheduler(client, clock=clock, misfire_grace=0)
+        s.register(jobs.CronJob(id="tick", schedule=jobs.Every(60), job_type="t"))
+        r = client.queue.client
+        if damage == "last_fire":
+            r.hset(client.queue.keys.cron("tick"), "last_fire", "garbage")
+        else:
+            r.delete(client.queue.keys.cron("tick"))
+            r.set(client.queue.keys.cron("tick"), "not a hash")
+        for minute in (1, 2, 3):
+            clock.now = at(f"2024-01-15T12:0{minute}:00")
+            s.run_once()
+        assert [fire_ms(i) for i in cron_ids(client)] == [
+            ms(at(f"2024-01-15T12:0{m}:00")) for m in (1, 2, 3)
+        ]
+        assert client.queue.cron_state("tick")["last_fire"] == str(ms(clock.now))
+
+
+def test_cron_jobs_nobody_announces_any_more_leave_the_listing(redis_url: str) -> None:
+    # An entry of the crons index outlived its cron job's state for ever: a cron job
+    # removed from the code stayed listed (with a next run long past) by every reader.
+    with producer(redis_url) as client:
+        clock = Clock(at("2024-01-15T12:00:00"))
+        old = jobs.Scheduler(client, clock=clock)
+        old.register(jobs.CronJob(id="retired", schedule=jobs.Every(60), job_type="t"))
+        old.run_once()
+        r = client.queue.client
+        assert r.zrange(client.queue.keys.crons, 0, -1) == [b"retired"]
+        # STATE_TTL (30 days) without an announce or a fire: its state expires.
+        r.delete(client.queue.keys.cron("retired"))
+        new = jobs.Scheduler(client, clock=clock)
+        new.register(jobs.CronJob(id="tick", schedule=jobs.Every(60), job_type="t"))
+        new.run_once()
+        assert r.zrange(client.queue.keys.crons, 0, -1) == [b"tick"]
+        assert [c["id"] for c in client.queue.crons()] == ["tick"]

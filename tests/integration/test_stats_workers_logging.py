@@ -12,6 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+import redis
 
 import jobs
 from tests.helpers import wait_until
@@ -280,3 +281,56 @@ def test_library_installs_no_handlers(redis_url: str) -> None:
     assert logging.getLogger("jobs").handlers == []
     assert _handlers_under_jobs() == {}
     assert logging.getLogger("jobs").propagate
+
+
+# -- the server's eviction policy -------------------------------------------------------
+
+
+def _policy_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in _jobs_records(caplog) if "maxmemory-policy" in r.getMessage()]
+
+
+@pytest.mark.parametrize(
+    ("policy", "level"),
+    [("allkeys-lru", logging.WARNING), ("volatile-lru", logging.INFO), ("noeviction", None)],
+)
+def test_a_pool_says_when_redis_may_evict_its_jobs(
+    redis_url: str, caplog: pytest.LogCaptureFixture, policy: str, level: int | None
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="jobs")
+    registry = jobs.Registry()
+    registry.register_func("t", lambda ctx, payload: None)
+    with make_client(redis_url, registry, start=False) as client:
+        r = client.queue.client
+        before = {k: str(v) for k, v in r.config_get("maxmemory*").items()}
+        r.config_set("maxmemory", str(1 << 30))
+        r.config_set("maxmemory-policy", policy)
+        try:
+            client.start()
+            wait_for_status(client, client.enqueue("t", 1), jobs.JobStatus.COMPLETED)
+            wait_until(lambda: client.workers(), timeout=5)  # the first beat is done
+        finally:
+            r.config_set("maxmemory-policy", before["maxmemory-policy"])
+            r.config_set("maxmemory", before["maxmemory"])
+    found = [(rec.levelno, rec.getMessage()) for rec in _policy_records(caplog)]
+    if level is None:
+        assert found == []
+    else:
+        assert [lvl for lvl, _ in found] == [level], found
+        assert policy in found[0][1]
+
+
+def test_a_refused_config_get_is_not_an_error(
+    redis_url: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An ACL user without +config|get (the README's least-privilege worker), or a managed
+    # Redis that renamed CONFIG: nothing is known, nothing to warn about.
+    def refused(self: jobs.RedisQueue) -> tuple[int, str]:
+        raise redis.exceptions.NoPermissionError("this user has no permissions to run 'config|get'")
+
+    monkeypatch.setattr(jobs.RedisQueue, "memory_policy", refused)
+    caplog.set_level(logging.DEBUG, logger="jobs")
+    with make_client(redis_url) as client:
+        client.queue.warn_if_evicting(logging.getLogger("jobs.worker"))
+    found = [(rec.levelno, rec.getMessage()) for rec in _policy_records(caplog)]
+    assert found == [(logging.DEBUG, f"cannot read maxmemory-policy at {client.queue.address}")]

@@ -18,6 +18,8 @@ import pytest
 import redis
 
 import jobs
+from jobs._codec import to_ms
+from jobs._wire import job_args
 from jobs.backoff import backoff_from_spec, backoff_to_spec
 
 if TYPE_CHECKING:
@@ -128,6 +130,8 @@ def test_invalid_config_raises_config_error_naming_the_field(
         ("prefix", ""),
         ("prefix", "jobs}"),
         ("prefix", "{jobs"),
+        ("name", "q\udc80"),  # a lone surrogate has no UTF-8 form
+        ("prefix", "\ud800"),
         ("max_lost_leases", 0),
         ("max_payload_bytes", 0),
     ],
@@ -176,6 +180,50 @@ def test_registry_rejects_bad_registrations() -> None:
     with pytest.raises(jobs.ConfigError, match="callable"):
         registry.register_func("t", "not a function")  # type: ignore[arg-type]
     assert len(registry) == 0
+
+
+def test_lone_surrogates_in_names_are_config_errors(offline_redis: redis.Redis) -> None:
+    # redis-py raised a bare UnicodeEncodeError while sending the command; now nothing is
+    # sent (the client below never connects).
+    odd = "t\udc80"
+    with pytest.raises(jobs.ConfigError, match="name must be valid Unicode text"):
+        jobs.Registry().register_func(odd, lambda ctx, payload: None)
+    with pytest.raises(jobs.ConfigError, match="job_type"):
+        jobs.CronJob(id="c", schedule=jobs.Every(60), job_type=odd)
+    with pytest.raises(jobs.ConfigError, match=r"\bid\b"):
+        jobs.CronJob(id=odd, schedule=jobs.Every(60), job_type="t")
+    queue = jobs.RedisQueue(jobs.RedisQueueConfig(client=offline_redis))
+    client = jobs.Client(jobs.ClientConfig(queue=queue))
+    with pytest.raises(jobs.ConfigError, match="job_type must be valid Unicode text"):
+        client.enqueue(odd, 1)
+    with pytest.raises(jobs.ConfigError, match="job_type"):
+        client.enqueue_many(odd, [1, 2])
+
+
+@pytest.mark.parametrize(
+    ("duration", "ms"),
+    [
+        (timedelta(0), 0),
+        (timedelta(microseconds=1), 1),
+        (timedelta(microseconds=400), 1),
+        (timedelta(microseconds=1499), 1),
+        (timedelta(microseconds=1500), 2),
+        (timedelta(seconds=0.3), 300),
+        (timedelta(days=30), 2_592_000_000),
+    ],
+)
+def test_durations_go_to_the_scripts_as_whole_ms_never_rounded_to_zero(
+    duration: timedelta, ms: int
+) -> None:
+    # Rounded to 0 ms, a 0.4 ms timeout meant "no timeout" and a sub-ms lease expired on
+    # arrival.
+    assert to_ms(duration) == ms
+
+
+def test_a_sub_millisecond_timeout_is_sent_as_one_ms() -> None:
+    args = job_args(jobs.JobConfig(timeout=0.0004, delay=0.0004))
+    timeout_ms, delay_ms = args[2], args[5]
+    assert (timeout_ms, delay_ms) == (1, 1)
 
 
 def test_config_keeps_its_own_copy_of_metadata() -> None:
