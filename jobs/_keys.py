@@ -72,6 +72,10 @@ class QueueKeys:
         """The short-lived record of one request (what it did, should it be sent again)."""
         return f"{self.base}req:{request_id}"
 
+    def unique(self, key: str) -> str:
+        """The string naming the job that holds a `JobConfig.unique_key`."""
+        return f"{self.base}unique:{key}"
+
     def pool_wake(self, pool_id: str) -> str:
         """A list only one pool blocks on, so that stopping it is immediate."""
         return f"{self.base}wake:{pool_id}"

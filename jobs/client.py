@@ -136,7 +136,7 @@ class Client:
         if not encoded:
             return []
         ids = new_job_ids(len(encoded))
-        self.queue.enqueue(job_type, ids, encoded, config)
+        ids = self.queue.enqueue(job_type, ids, encoded, config)
         logger.debug(
             "enqueued %d %r jobs",
             len(ids),

@@ -27,6 +27,7 @@ from ._validators import (
     non_negative_duration,
     optional_duration,
     positive_duration,
+    require_text,
 )
 from .backoff import Backoff, ExponentialBackoff
 from .errors import ConfigError
@@ -60,6 +61,25 @@ def _backoff(inst: object, field: attrs.Attribute[Any], value: object) -> None:
         raise ConfigError(f"{field.name} must be a backoff callable(attempt) -> seconds")
 
 
+def _unique_key(inst: object, field: attrs.Attribute[Any], value: object) -> None:
+    if value is not None:
+        require_text(field.name, value)
+        if len(cast("str", value)) > MAX_UNIQUE_KEY:
+            raise ConfigError(f"{field.name} must be at most {MAX_UNIQUE_KEY} characters")
+
+
+def _unique_for(inst: object, field: attrs.Attribute[Any], value: object) -> None:
+    if value is None:
+        return
+    non_negative_duration(inst, field, value)
+    if getattr(inst, "unique_key", None) is None:
+        raise ConfigError(f"{field.name} needs unique_key")
+
+
+#: Longest `JobConfig.unique_key`: it is part of a Redis key name.
+MAX_UNIQUE_KEY = 512
+
+
 @attrs.frozen(kw_only=True)
 class JobConfig:
     """How one job runs: retries, backoff, timeout, priority, delay and metadata.
@@ -77,8 +97,14 @@ class JobConfig:
         priority: -1000..1000; higher runs first, FIFO within one priority.
         delay: do not run before now + delay (seconds or timedelta).
         metadata: a JSON object stored with the job.
+        unique_key: while a job enqueued with this key is pending, scheduled or running,
+            enqueueing another with the same key creates nothing and returns the id of
+            the one that exists (per queue; atomic across processes).
+        unique_for: also keep the key taken for this long after that job finished
+            (completed, failed or cancelled); None or 0: released when it finishes.
 
     .. versionadded:: 1.0
+    .. versionchanged:: 1.1 ``unique_key`` and ``unique_for``.
     """
 
     max_retries: int = attrs.field(default=3, validator=int_in_range(0))
@@ -94,6 +120,10 @@ class JobConfig:
     )
     metadata: Mapping[str, Any] = attrs.field(
         factory=dict, converter=_frozen_mapping, validator=_mapping, hash=False
+    )
+    unique_key: str | None = attrs.field(default=None, validator=_unique_key)
+    unique_for: timedelta | None = attrs.field(
+        default=None, converter=optional_duration, validator=_unique_for
     )
 
 

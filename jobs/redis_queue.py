@@ -212,8 +212,11 @@ class RedisQueue:
 
     def enqueue(
         self, job_type: str, ids: Sequence[str], payloads: Sequence[bytes], config: JobConfig
-    ) -> list[bool]:
-        """Write new jobs (payloads already encoded); True for each id that was new.
+    ) -> list[str]:
+        """Write new jobs (payloads already encoded); the id each payload's job has.
+
+        That is its own id, unless ``config.unique_key`` is held by a live job (or was,
+        within ``unique_for``): then that job's id, and nothing is written for it.
 
         Raises:
             RedisUnavailable: Redis cannot be reached.
@@ -221,7 +224,13 @@ class RedisQueue:
                 (the jobs are written on the master all the same).
         """
         k = self.keys
-        head: list[Arg] = [k.job_prefix, job_type, *job_args(config)]
+        head: list[Arg] = [
+            k.job_prefix,
+            job_type,
+            *job_args(config),
+            "" if config.unique_key is None else k.unique(config.unique_key),
+            0 if config.unique_for is None else _codec.to_ms(config.unique_for),
+        ]
         keys = (k.pending, k.scheduled, k.seq, k.stats, k.wake)
         if len(ids) != len(payloads):
             raise ValueError(f"{len(ids)} ids for {len(payloads)} payloads")
@@ -233,7 +242,11 @@ class RedisQueue:
             calls.append((self._scripts.enqueue, keys, args))
         with self._unavailable_as_error():
             replies = self._execute_durably(calls, ids)
-        return [bool(flag) for reply in replies for flag in reply[1:]]
+        flags = [flag for reply in replies for flag in reply[1:]]
+        return [
+            job_id if isinstance(flag, int) else _codec.text(flag)
+            for job_id, flag in zip(ids, flags, strict=True)
+        ]
 
     def _execute_durably(
         self,

@@ -20,6 +20,7 @@
 --   B..'crons'        zset  cron job ids, score = next run (ms) as last announced
 --   B..'cron:'..id    hash  one cron job's state: last_fire, last_job_id, next_run,
 --                           schedule, job_type, enabled (see cron_fire.lua)
+--   B..'unique:'..key str   the id of the job holding a unique key (see unique_holder)
 --   B..'finished'     pub/sub channel (not a key): a JSON array of the ids that reached
 --                     a final state in one script call (see announce_finished)
 --   B..'req:'..id     one request's record, so that a request sent again after its reply
@@ -226,6 +227,51 @@ end
 -- Due jobs promoted by a script other than fetch (which is told its own bound).
 local PROMOTE_ON_WRITE = 1000
 
+-- Unique jobs (JobConfig.unique_key): B..'unique:'..key names the job that holds the key.
+-- The key is free when that job's record is gone or final (past its unique_for window):
+-- checked here, at enqueue, so a purge or an expiry needs no extra step; finalize also
+-- releases it (or starts the window) so that the key does not outlive its use.
+local FINAL = {completed = true, failed = true, cancelled = true}
+
+local function unique_holder(unique_key, job_prefix, now)
+  local holder = redis.pcall('GET', unique_key)
+  if type(holder) ~= 'string' then
+    return nil  -- free, or damaged: taken over
+  end
+  local fields = redis.pcall('HMGET', job_prefix .. holder, 'status', 'completed_at',
+    'unique_for')
+  if type(fields) ~= 'table' or fields.err or not fields[1] then
+    return nil
+  end
+  if FINAL[fields[1]] then
+    local window = tonumber(fields[3]) or 0
+    if window <= 0 or (tonumber(fields[2]) or 0) + window <= now then
+      return nil
+    end
+  end
+  return holder
+end
+
+local function take_unique(unique_key, job_key, id, unique_for)
+  redis.call('SET', unique_key, id)
+  redis.call('HSET', job_key, 'unique', unique_key)
+  if tonumber(unique_for) > 0 then
+    redis.call('HSET', job_key, 'unique_for', unique_for)
+  end
+end
+
+local function release_unique(job_key, id)
+  local unique = redis.call('HMGET', job_key, 'unique', 'unique_for')
+  if unique[1] and redis.pcall('GET', unique[1]) == id then
+    local window = tonumber(unique[2]) or 0
+    if window > 0 then
+      redis.call('PEXPIRE', unique[1], window)
+    else
+      redis.call('DEL', unique[1])
+    end
+  end
+end
+
 -- Ids finalized by this script call, published once at its end (announce_finished).
 local finished_ids = {}
 
@@ -234,6 +280,7 @@ local finished_ids = {}
 local function finalize(job_prefix, id, status, now, ttl_ms, index_key, stats_key, keep)
   local job_key = job_prefix .. id
   finished_ids[#finished_ids + 1] = id
+  release_unique(job_key, id)
   redis.call('HSET', job_key, 'status', status, 'completed_at', now)
   redis.call('HDEL', job_key, 'lease')
   redis.call('PEXPIRE', job_key, ttl_ms)

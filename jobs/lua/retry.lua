@@ -44,6 +44,14 @@ redis.call('PERSIST', job_key)
 redis.call('HDEL', job_key, 'completed_at', 'lease')
 redis.call('HSET', job_key, 'failures', 0, 'lost', 0, 'run_at', now)
 make_ready(job_key, id, pending, seq_key)
+-- A unique job is live again: it takes its key back, unless another live job took it.
+local unique = field_of(job_key, 'unique')
+if unique then
+  local holder = unique_holder(unique, ARGV[1], now)
+  if not holder or holder == id then
+    redis.call('SET', unique, id)
+  end
+end
 wake(wake_key)
 if tonumber(ARGV[3]) > 0 then
   redis.call('HSET', request, 'code', 1)

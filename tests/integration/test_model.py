@@ -100,6 +100,7 @@ class ModelJob:
     error: str | None = None
     written_by: str | None = None  # "c:"/"f:" and the token of the last recorded outcome
     damaged: bool = False  # its key holds a string, not a record
+    unique: str | None = None  # the unique key it was enqueued with
 
 
 class Model:
@@ -113,6 +114,7 @@ class Model:
         # Requests that acted, by request id: what each fetch leased; cancels and retries.
         self.fetches: dict[str, list[tuple[str, str]]] = {}
         self.answered: list[tuple[str, str, str]] = []  # ("cancel"/"retry", request, job id)
+        self.unique: dict[str, str] = {}  # unique key -> the job that took it last
         self.step = 0
         self.finalized_any = False
         #: A stats counter was overwritten: counts restart, so their sum proves nothing.
@@ -221,6 +223,27 @@ class Model:
             self.counters["total"] += 1
             created.append(True)
         return created
+
+    def enqueue_unique(self, ids: list[str], key: str, delayed: bool) -> list[str]:
+        """enqueue.lua with a unique key: the first id takes it unless a live job holds it."""
+        holder = self.unique_holder(key)
+        if holder is not None:
+            self.promote_due()
+            self.seq += len(ids)
+            return [holder] * len(ids)
+        created = self.enqueue(ids[:1], 0, 0, delayed)
+        self.seq += len(ids) - 1
+        if created[0]:
+            self.unique[key] = ids[0]
+            self.jobs[ids[0]].unique = key
+        return [ids[0]] + [ids[0] if created[0] else ids[i] for i in range(1, len(ids))]
+
+    def unique_holder(self, key: str) -> str | None:
+        """The live job (readable, not final) that holds a unique key, if any."""
+        holder = self.unique.get(key)
+        if holder is None or not self.is_record(holder):
+            return None
+        return holder if self.jobs[holder].status not in FINAL else None
 
     def fetch(self, n: int) -> list[str]:
         self.promote_due()
@@ -336,10 +359,15 @@ class Model:
         if job.status not in (FAILED, CANCELLED):
             return False
         self.promote_due()
-        self.counters[job.status] -= 1  # counted again wherever it ends
+        # Counted again wherever it ends; a count never goes below 0 (one restarted
+        # after damage has nothing to take back).
+        if self.counters[job.status] > 0:
+            self.counters[job.status] -= 1
         job.failures = job.lost = 0
         job.finished = None
         self.make_ready(job)
+        if job.unique is not None and self.unique_holder(job.unique) in (None, job.id):
+            self.unique[job.unique] = job.id
         return True
 
     def purge(self, status: str) -> int:
@@ -450,6 +478,17 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
             job_id = _choose(sorted(self.model.jobs), pick)
             self._enqueue([job_id, self.model.new_id()], priority, 1, delayed)
 
+        @rule(n=st.integers(1, 3), key=st.sampled_from(["u1", "u2"]), delayed=st.booleans())
+        def enqueue_unique(self, n: int, key: str, delayed: bool) -> None:
+            # A unique key: nothing new while the job that took it is live (not final,
+            # not gone); the rest of the batch resolves to that job.
+            ids = [self.model.new_id() for _ in range(n)]
+            config = JobConfig(
+                max_retries=0, delay=LONG if delayed else 0, timeout=None, unique_key=key
+            )
+            got = self.queue.enqueue("t", ids, [b"{}"] * n, config)
+            assert got == self.model.enqueue_unique(ids, key, delayed)
+
         def _enqueue(self, ids: list[str], priority: int, max_retries: int, delayed: bool) -> None:
             config = JobConfig(
                 priority=priority,
@@ -457,8 +496,10 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
                 delay=LONG if delayed else 0,
                 timeout=None,
             )
-            created = self.queue.enqueue("t", ids, [b"{}"] * len(ids), config)
-            assert created == self.model.enqueue(ids, priority, max_retries, delayed)
+            # Without a unique key every payload keeps its own id, new or not; the state
+            # check after the step tells whether the script created the right ones.
+            assert self.queue.enqueue("t", ids, [b"{}"] * len(ids), config) == ids
+            self.model.enqueue(ids, priority, max_retries, delayed)
 
         # -- workers ---------------------------------------------------------------------
 

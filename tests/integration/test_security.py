@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 WORKER_ACL = (
     "resetkeys resetchannels ~{jobs:* &{jobs:* -@all "
     "+evalsha +script|load +blpop +rpush +pexpire +del +exists +llen +persist "
-    "+publish +subscribe "
+    "+publish +subscribe +get +set "
     "+hget +hmget +hgetall +hset +hsetnx +hdel +hincrby +incr +incrby "
     "+zadd +zrem +zcard +zrange +zrevrange +zrangebyscore +zremrangebyscore "
     "+zremrangebyrank +zpopmin +time +ping +wait"
@@ -132,6 +132,9 @@ def full_flow(url: str, prefix: str = "jobs") -> jobs.QueueStats:
                 assert client.cancel(job_id)  # past max_failed_jobs: the oldest are dropped
             assert wait_for_status(client, ok, jobs.JobStatus.COMPLETED).result == {"a": 1}
             assert client.enqueue("ok", {"b": 2}).result(timeout=10) == {"b": 2}
+            once = jobs.JobConfig(unique_key="k", unique_for=60)
+            assert client.enqueue("ok", {}, once).wait(timeout=10).status == "completed"
+            assert client.get(client.enqueue("ok", {}, once)).status == "completed"
             # Failed records are trimmed to one too, so count rather than read them.
             wait_until(lambda: client.stats().failed_jobs >= 2, timeout=10)
             wait_until(lambda: client.stats().completed_jobs >= 7, timeout=10)
