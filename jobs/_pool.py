@@ -36,7 +36,7 @@ import attrs
 import redis
 import redis.cluster
 
-from . import _attempt
+from . import _attempt, _codec
 from ._attempt import Attempt, Completed, Outcome, State
 from ._heartbeat import Heartbeat
 from ._loops import Loop
@@ -245,36 +245,84 @@ class WorkerPool:
         return free > 0 and (not self._queued or free >= self._capacity() // 2)
 
     def _slot(self) -> None:
+        """A slot's loop: runs queued attempts one at a time until the slots close.
+
+        Only that ends it, or its attempt being abandoned (a fresh loop has its place).
+        An error anywhere else is logged and the loop goes on, its attempt failed or
+        handed back: a loop that ended silently would hold its job for ever, leases
+        renewed, and leave the pool a thread short.
+        """
         while True:
-            with self._lock:
-                while not self._queued and self._slots_open:
-                    self._work.wait()
-                if not self._queued:
-                    return
-                attempt = self._queued.popleft()
-                attempt.state = State.RUNNING
-                self._running.add(attempt)
-                timeout = attempt.job.timeout if attempt.job is not None else None
-                if timeout is not None:
-                    attempt.deadline = time.monotonic() + timeout.total_seconds()
-                    self._watchdog.started(attempt)
-            outcome = _attempt.run(attempt, self.registry)
-            with self._lock:
-                if attempt.state is State.ABANDONED:
-                    self._stuck -= 1  # this thread leaves; its replacement already runs
-                    logger.debug(
-                        "late outcome of an abandoned attempt discarded",
-                        extra=attempt.log_extra(),
-                    )
-                    return
-                attempt.state = State.FINISHED
-                self._running.discard(attempt)
-                # Wake the fetcher only when it has something to do: it then takes this
-                # outcome along with its fetch, one round trip for both.
-                fetch_soon = self._accepting and self._should_fetch()
-                if fetch_soon or not self._accepting:  # the latter: stop() may be waiting
-                    self._slot_free.notify()
-            self._outbox.put(attempt, outcome, fetch_soon=fetch_soon)
+            attempt: Attempt | None = None
+            try:
+                with self._lock:
+                    while not self._queued and self._slots_open:
+                        self._work.wait()
+                    if not self._queued:
+                        return
+                    attempt = self._queued.popleft()
+                    attempt.state = State.RUNNING
+                    self._running.add(attempt)
+                    timeout = attempt.job.timeout if attempt.job is not None else None
+                    if timeout is not None:
+                        attempt.deadline = time.monotonic() + timeout.total_seconds()
+                        self._watchdog.started(attempt)
+                outcome = self._run(attempt)
+                with self._lock:
+                    if attempt.state is State.ABANDONED:
+                        self._stuck -= 1  # this thread leaves; its replacement already runs
+                        logger.debug(
+                            "late outcome of an abandoned attempt discarded",
+                            extra=attempt.log_extra(),
+                        )
+                        return
+                    attempt.state = State.FINISHED
+                    self._running.discard(attempt)
+                    # Wake the fetcher only when it has something to do: it then takes this
+                    # outcome along with its fetch, one round trip for both.
+                    fetch_soon = self._accepting and self._should_fetch()
+                    if fetch_soon or not self._accepting:  # the latter: stop() may be waiting
+                        self._slot_free.notify()
+                self._outbox.put(attempt, outcome, fetch_soon=fetch_soon)
+            except BaseException as exc:
+                self._slot_failed(attempt, exc)
+
+    def _run(self, attempt: Attempt) -> Outcome:
+        """The attempt's outcome; an error around its handler (a bug) fails it too."""
+        try:
+            return _attempt.run(attempt, self.registry)
+        except BaseException as exc:
+            logger.error(
+                "job %s: unexpected error around its handler, attempt failed: %s",
+                attempt.held.job_id,
+                _codec.describe(exc),
+                exc_info=exc,
+                extra=attempt.log_extra(),
+            )
+            return _attempt.fail(attempt, exc, permanent=False)
+
+    def _slot_failed(self, attempt: Attempt | None, exc: BaseException) -> None:
+        """A slot's own bookkeeping raised: log it; the job it had goes back to the queue.
+
+        Not when its outcome is already decided: abandoned, or finished (what follows
+        that, `Outbox.put`, is a list append).
+        """
+        logger.error(
+            "worker slot: unexpected error (%s); the slot goes on",
+            _codec.describe(exc),
+            exc_info=exc,
+            extra=self._extra if attempt is None else attempt.log_extra(),
+        )
+        if attempt is None:
+            return
+        with self._lock:
+            if attempt.state not in (State.QUEUED, State.RUNNING):
+                return
+            self._running.discard(attempt)
+            attempt.state = State.DONE
+            self._release(attempt)
+            self._slot_free.notify()
+        self._hand_back([attempt])
 
     def _release(self, attempt: Attempt) -> None:
         """Stop holding an attempt's lease: nothing more to write for it (the lock is held)."""
@@ -407,6 +455,10 @@ class WorkerPool:
                 rest = [p for q in order[index + 1 :] for p in by_queue.get(q.name, [])]
                 self._outbox.failed(ordered + rest)
                 raise
+            except BaseException as exc:  # not Redis: an outcome that does not encode
+                # Nothing was sent, the fetch included: the next step fetches again.
+                self._outbox.write_apart(ordered, exc)
+                continue
             if fetched is not None:
                 taken += self._take(queue, fetched)
                 if fetched.next_due_ms is not None:
@@ -463,13 +515,13 @@ class WorkerPool:
                 # Only stop() gets here, with nothing else to do until Redis answers.
                 time.sleep(min(0.1 * failures, 1.0))
 
-    def _on_dropped(self, attempt: Attempt) -> None:
+    def _on_dropped(self, attempt: Attempt, why: str) -> None:
         with self._lock:
             self._finish(attempt)
         logger.warning(
-            "job %s: outcome not written, Redis unreachable past the lease; "
-            "it will be re-delivered",
+            "job %s: outcome not written, %s; it will be re-delivered",
             attempt.held.job_id,
+            why,
             extra=attempt.log_extra(),
         )
 
@@ -488,7 +540,14 @@ class WorkerPool:
         for pending, written in zip(batch, replies, strict=True):
             if quiet and written.recorded and isinstance(pending.outcome, Completed):
                 continue  # the common case, with nothing to log or call
-            self._report(pending.attempt, pending.outcome, written)
+            try:
+                self._report(pending.attempt, pending.outcome, written)
+            except BaseException:  # its outcome is written; the other reports must still run
+                logger.exception(
+                    "job %s: reporting its outcome failed",
+                    pending.attempt.held.job_id,
+                    extra=pending.attempt.log_extra(),
+                )
 
     def _report(self, attempt: Attempt, outcome: Outcome, written: Written) -> None:
         """Log one written outcome and queue its hook."""
