@@ -67,7 +67,7 @@ class Attempt:
             job = _codec.decode_job(leased.fields, queue.name)
         except _codec.CorruptRecord as exc:
             return cls(queue, held, None, str(exc), leased.fields, lease_until)
-        except Exception as exc:  # anything else is the record's fault too, and fails it alone
+        except BaseException as exc:  # anything else is the record's fault too: it fails alone
             corrupt = f"job record does not decode: {_codec.describe(exc)}"
             return cls(queue, held, None, corrupt, leased.fields, lease_until)
         return cls(queue, held, job, None, leased.fields, lease_until)

@@ -35,6 +35,11 @@ if TYPE_CHECKING:
     from ._wire import Outcome as Written
 
 
+#: What a Redis that is unreachable or being reconfigured raises (redis-py's cluster
+#: errors are not `redis.RedisError`): the outcomes wait and are tried again.
+REDIS_ERRORS = (redis.RedisError, redis.exceptions.RedisClusterException)
+
+
 class Pending(NamedTuple):
     """An outcome waiting to be written."""
 
@@ -158,7 +163,7 @@ class Outbox:
         for index, pending in enumerate(batch):
             try:
                 self._write_alone(pending)
-            except redis.RedisError:
+            except REDIS_ERRORS:
                 self.failed(batch[index:])
                 return
 
@@ -166,7 +171,7 @@ class Outbox:
         attempt, outcome = pending
         try:
             written = _exchange_one(pending)
-        except redis.RedisError:
+        except REDIS_ERRORS:
             raise
         except BaseException as exc:  # not Redis: this outcome is the one that does not write
             rescued = Pending(attempt, _attempt.unwritable(attempt, outcome, exc))
@@ -179,7 +184,7 @@ class Outbox:
             )
             try:
                 written = _exchange_one(rescued)
-            except redis.RedisError:
+            except REDIS_ERRORS:
                 raise
             except BaseException as again:
                 self._on_dropped(attempt, f"it cannot be written: {_codec.describe(again)}")
@@ -218,7 +223,7 @@ class Outbox:
             completions, failures, ordered = split(group)
             try:
                 done, failed, _ = group[0].attempt.queue.exchange(completions, failures, 0, None)
-            except redis.RedisError:
+            except REDIS_ERRORS:
                 self.failed([p for rest in groups[index:] for p in rest])
                 raise
             except BaseException as exc:

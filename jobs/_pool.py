@@ -40,7 +40,7 @@ from . import _attempt, _codec
 from ._attempt import Attempt, Completed, Outcome, State
 from ._heartbeat import Heartbeat
 from ._loops import Loop
-from ._outbox import HookRunner, Outbox, Pending, split
+from ._outbox import REDIS_ERRORS, HookRunner, Outbox, Pending, split
 from ._watchdog import Watchdog
 from ._wire import Fetched, socket_timeout
 from ._wire import Outcome as Written
@@ -451,7 +451,7 @@ class WorkerPool:
                 done, failed, fetched = queue.exchange(
                     completions, failures, max(want, 0), self.config.lease
                 )
-            except redis.RedisError:
+            except REDIS_ERRORS:
                 rest = [p for q in order[index + 1 :] for p in by_queue.get(q.name, [])]
                 self._outbox.failed(ordered + rest)
                 raise
