@@ -131,7 +131,7 @@ def retry_delay_ms(attempt: Attempt) -> int:
         seconds = backoff(retry_number)
         if isinstance(seconds, bool) or not isinstance(seconds, int | float) or math.isnan(seconds):
             raise ConfigError(f"it returned {seconds!r} for retry {retry_number}")
-    except Exception as exc:
+    except BaseException as exc:  # whatever it is, the failure must still be recorded
         seconds = ExponentialBackoff()(1)
         job_logger.warning(
             "job %s: its retry backoff is unusable (%s); retrying in %g s",

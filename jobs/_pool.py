@@ -308,8 +308,7 @@ class WorkerPool:
         that, `Outbox.put`, is a list append).
         """
         logger.error(
-            "worker slot: unexpected error (%s); the slot goes on",
-            _codec.describe(exc),
+            "worker slot: unexpected error; the slot goes on",
             exc_info=exc,
             extra=self._extra if attempt is None else attempt.log_extra(),
         )
@@ -372,15 +371,18 @@ class WorkerPool:
         )
 
     def _on_timeout(self, attempt: Attempt) -> None:
+        # The outcome first: were building it to raise, the attempt would stay running,
+        # not abandoned without one (the watchdog logs the error and comes back to it).
+        timeout = attempt.job.timeout if attempt.job is not None else None
+        seconds = timeout.total_seconds() if timeout is not None else 0.0
+        exc = JobTimeout(f"attempt {attempt.number} ran past its timeout of {seconds:g} s")
+        outcome = _attempt.fail(attempt, exc, permanent=False)
         with self._lock:
             if attempt.state is not State.RUNNING:
                 return
             self._abandon_running(attempt)
         attempt.token.cancel(CancelReason.TIMEOUT)
-        timeout = attempt.job.timeout if attempt.job is not None else None
-        seconds = timeout.total_seconds() if timeout is not None else 0.0
-        exc = JobTimeout(f"attempt {attempt.number} ran past its timeout of {seconds:g} s")
-        self._outbox.put(attempt, _attempt.fail(attempt, exc, permanent=False))
+        self._outbox.put(attempt, outcome)
 
     # -- fetching --------------------------------------------------------------------
 
