@@ -449,18 +449,22 @@ class WorkerPool:
             if want <= 0 and not mine:
                 continue
             completions, failures, ordered = split(mine)
-            try:
-                done, failed, fetched = queue.exchange(
-                    completions, failures, max(want, 0), self.config.lease
-                )
-            except REDIS_ERRORS:
-                rest = [p for q in order[index + 1 :] for p in by_queue.get(q.name, [])]
-                self._outbox.failed(ordered + rest)
-                raise
-            except BaseException as exc:  # not Redis: an outcome that does not encode
-                # Nothing was sent, the fetch included: the next step fetches again.
-                self._outbox.write_apart(ordered, exc)
-                continue
+            while True:
+                try:
+                    done, failed, fetched = queue.exchange(
+                        completions, failures, max(want, 0), self.config.lease
+                    )
+                    break
+                except BaseException as exc:
+                    if ordered and not isinstance(exc, REDIS_ERRORS):
+                        # Not Redis: an outcome that does not encode, refused before
+                        # anything was sent. Write them apart, then fetch alone.
+                        self._outbox.write_apart(ordered, exc)
+                        completions, failures, ordered = [], [], []
+                        continue
+                    rest = [p for q in order[index + 1 :] for p in by_queue.get(q.name, [])]
+                    self._outbox.failed(ordered + rest)
+                    raise
             if fetched is not None:
                 taken += self._take(queue, fetched)
                 if fetched.next_due_ms is not None:

@@ -51,14 +51,13 @@ def _together(parties: int) -> Callable[[jobs.JobContext, Any], Any]:
 # -- finding 3: an outcome that does not encode ---------------------------------------------
 
 
-@pytest.mark.parametrize("num_workers", [2, 4], ids=["with-a-fetch", "by-the-writer"])
 def test_an_error_naming_a_non_utf8_file_is_recorded_with_its_batch(
-    redis_url: str, redis_client: redis.Redis, num_workers: int
+    redis_url: str, redis_client: redis.Redis
 ) -> None:
     registry = jobs.Registry()
     registry.register_func("t", _together(2))
     once = jobs.JobConfig(max_retries=0)
-    with make_client(redis_url, registry, start=False, num_workers=num_workers) as client:
+    with make_client(redis_url, registry, start=False, num_workers=2) as client:
         bad = client.enqueue("t", "bad", once)
         good = client.enqueue("t", "good", once)
         client.start()
@@ -71,12 +70,19 @@ def test_an_error_naming_a_non_utf8_file_is_recorded_with_its_batch(
     assert b"cannot parse r\\udce9sum\\udce9.txt" in trace
 
 
-@pytest.mark.parametrize("num_workers", [2, 4], ids=["with-a-fetch", "by-the-writer"])
+@pytest.mark.parametrize(
+    ("num_workers", "parties"),
+    # One slot: the fetcher writes each outcome with its next fetch. Four slots and two
+    # jobs: the fetcher waits for new work and the writer writes both outcomes at once.
+    [(1, 1), (4, 2)],
+    ids=["with-a-fetch", "by-the-writer"],
+)
 def test_an_outcome_that_does_not_encode_fails_alone(
     redis_url: str,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
     num_workers: int,
+    parties: int,
 ) -> None:
     # Without the escaping, redis-py itself raises UnicodeEncodeError for the bad outcome:
     # the batch is written again one outcome at a time, and the bad one is recorded as a
@@ -84,11 +90,11 @@ def test_an_outcome_that_does_not_encode_fails_alone(
     monkeypatch.setattr(_codec, "storable", lambda value: value)
     caplog.set_level(logging.WARNING, logger="jobs")
     registry = jobs.Registry()
-    registry.register_func("t", _together(2))
+    registry.register_func("t", _together(parties))
     registry.register_func("ok", lambda ctx, payload: payload)
     once = jobs.JobConfig(max_retries=0)
     with make_client(redis_url, registry, start=False, num_workers=num_workers) as client:
-        bad = client.enqueue("t", "bad", once)
+        bad = client.enqueue("t", "bad", jobs.JobConfig(max_retries=0, priority=1))
         good = client.enqueue("t", "good", once)
         client.start()
         failed = wait_for_status(client, bad, jobs.JobStatus.FAILED)
