@@ -111,6 +111,26 @@ def test_an_outcome_that_does_not_encode_fails_alone(
     assert logged[0].levelno == logging.ERROR and logged[0].exc_info
 
 
+def test_an_outcome_that_cannot_be_written_at_all_comes_back(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The batch, the outcome alone and the failure standing in for it are all refused:
+    # the pool lets the lease go, and the job is re-delivered.
+    refused = _Inject(
+        jobs.RedisQueue.exchange, lambda: RuntimeError("refused"), 3, _writes_outcomes
+    )
+    monkeypatch.setattr(jobs.RedisQueue, "exchange", refused.method())
+    registry = jobs.Registry()
+    registry.register_func("ok", lambda ctx, payload: payload)
+    with make_client(redis_url, registry, start=False, num_workers=1) as client:
+        job_id = client.enqueue("ok", 1)
+        client.start()
+        job = wait_for_status(client, job_id, jobs.JobStatus.COMPLETED)
+    assert refused.fired == 3
+    assert job.attempts == 2
+    assert job.lost_leases == 1
+
+
 # -- finding 4: errors around the handler ----------------------------------------------------
 
 
