@@ -19,7 +19,7 @@ from . import _codec
 from ._wire import Failure, HeldJob, Leased
 from .backoff import ExponentialBackoff, backoff_from_spec
 from .context import CancellationToken, JobContext
-from .errors import ConfigError, PayloadError, PermanentError, UnknownJobType
+from .errors import ConfigError, PermanentError, UnknownJobType
 from .job import Job, JobStatus
 
 if TYPE_CHECKING:
@@ -27,6 +27,9 @@ if TYPE_CHECKING:
     from .registry import Registry
 
 job_logger = logging.getLogger("jobs.job")
+
+#: The longest retry delay, seconds (a century): a backoff asking for more gets this.
+MAX_RETRY_DELAY_S = 100 * 365.25 * 86400
 
 
 class State(enum.Enum):
@@ -64,6 +67,9 @@ class Attempt:
             job = _codec.decode_job(leased.fields, queue.name)
         except _codec.CorruptRecord as exc:
             return cls(queue, held, None, str(exc), leased.fields, lease_until)
+        except BaseException as exc:  # anything else is the record's fault too: it fails alone
+            corrupt = f"job record does not decode: {_codec.describe(exc)}"
+            return cls(queue, held, None, corrupt, leased.fields, lease_until)
         return cls(queue, held, job, None, leased.fields, lease_until)
 
     @property
@@ -109,30 +115,54 @@ Outcome = Completed | Failed
 
 
 def retry_delay_ms(attempt: Attempt) -> int:
-    """Milliseconds before the retry this failure would schedule (the job's own backoff)."""
+    """Milliseconds before the retry this failure would schedule (the job's own backoff).
+
+    Never raises: a backoff that cannot be rebuilt or computed (a damaged record) is
+    logged and replaced by the default's first delay, and the delay is clamped to
+    ``[0, MAX_RETRY_DELAY]``, so that the failure is always recorded.
+    """
     fields = attempt.fields
     try:
-        spec = json.loads(fields.get("backoff") or "{}")
-        backoff = backoff_from_spec(spec) if spec else ExponentialBackoff()
         retry_number = int(fields.get("failures") or 0) + 1
         if retry_number > int(fields.get("max_retries") or 0):
             return 0  # no retry left: fail.lua fails it for good
-        return max(0, round(backoff(retry_number) * 1000))
-    except (ValueError, TypeError, ConfigError):
-        return round(ExponentialBackoff()(1) * 1000)
+        spec = json.loads(fields.get("backoff") or "{}")
+        backoff = backoff_from_spec(spec) if spec else ExponentialBackoff()
+        seconds = backoff(retry_number)
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or math.isnan(seconds):
+            raise ConfigError(f"it returned {seconds!r} for retry {retry_number}")
+    except BaseException as exc:  # whatever it is, the failure must still be recorded
+        seconds = ExponentialBackoff()(1)
+        job_logger.warning(
+            "job %s: its retry backoff is unusable (%s); retrying in %g s",
+            attempt.held.job_id,
+            _codec.describe(exc),
+            seconds,
+            extra=attempt.log_extra(),
+        )
+    # Past a century a retry means "never" anyway; clamping keeps run_at a valid date.
+    return round(min(max(seconds, 0.0), MAX_RETRY_DELAY_S) * 1000)
 
 
 def fail(
     attempt: Attempt, exc: BaseException, *, permanent: bool, error: str | None = None
 ) -> Failed:
-    """The outcome for a failed attempt: retried with the job's backoff, or permanent."""
-    trace = "".join(traceback.format_exception(exc)) if exc.__traceback__ else ""
+    """The outcome for a failed attempt: retried with the job's backoff, or permanent.
+
+    Its texts are made writable (`_codec.storable`): an error naming a file whose name
+    is not UTF-8 must be recorded like any other.
+    """
+    try:
+        trace = "".join(traceback.format_exception(exc)) if exc.__traceback__ else ""
+    except Exception as inner:  # an exception graph that traceback cannot walk
+        trace = f"<no traceback: formatting it raised {_codec.describe(inner)}>"
+    text = error if error is not None else _codec.describe(exc)
     return Failed(
         Failure(
             job_id=attempt.held.job_id,
             token=attempt.held.token,
-            error=error if error is not None else _codec.describe(exc),
-            traceback=_codec.bounded(trace, _codec.MAX_TRACEBACK_CHARS),
+            error=_codec.bounded(_codec.storable(text), _codec.MAX_ERROR_CHARS),
+            traceback=_codec.bounded(_codec.storable(trace), _codec.MAX_TRACEBACK_CHARS),
             delay_ms=0 if permanent else retry_delay_ms(attempt),
             permanent=permanent,
         ),
@@ -140,8 +170,44 @@ def fail(
     )
 
 
+def unwritable(attempt: Attempt, outcome: Outcome, exc: BaseException) -> Failed:
+    """What to record instead of an outcome that could not be written: a failure saying why.
+
+    A failed attempt keeps its retry decision (only its text was at fault); a completed
+    one fails for good (its handler ran; only its result cannot be stored). The texts are
+    plain ASCII, so that this one can be written.
+    """
+    why = _codec.describe(exc)
+    if isinstance(outcome, Completed):
+        error = f"the handler completed, but its result could not be written: {why}"
+        delay_ms, permanent, cause = 0, True, exc
+    else:
+        error = f"{outcome.failure.error} (writing this error as is raised {why})"
+        delay_ms, permanent = outcome.failure.delay_ms, outcome.failure.permanent
+        cause = outcome.exc
+    try:
+        trace = "".join(traceback.format_exception(exc))
+    except Exception:  # as in `fail`
+        trace = ""
+    return Failed(
+        Failure(
+            job_id=attempt.held.job_id,
+            token=attempt.held.token,
+            error=_codec.bounded(_codec.ascii_text(error), _codec.MAX_ERROR_CHARS),
+            traceback=_codec.bounded(_codec.ascii_text(trace), _codec.MAX_TRACEBACK_CHARS),
+            delay_ms=delay_ms,
+            permanent=permanent,
+        ),
+        cause,
+    )
+
+
 def run(attempt: Attempt, registry: Registry) -> Outcome:
-    """Run the attempt's handler in this thread and return what to record."""
+    """Run the attempt's handler in this thread and return what to record.
+
+    Every error becomes a failed outcome: in the handler (retried by policy), building
+    its payload (permanent: the same payload never fits), or encoding its result.
+    """
     job = attempt.job
     if job is None:
         return fail(
@@ -153,7 +219,7 @@ def run(attempt: Attempt, registry: Registry) -> Outcome:
         return fail(attempt, UnknownJobType(message), permanent=False, error=message)
     try:
         payload = handler.payload(job.payload)
-    except PayloadError as exc:
+    except BaseException as exc:  # a PayloadError, or whatever the payload class raised
         return fail(attempt, exc, permanent=True)  # the same payload will never fit
     attempt.started = time.monotonic()
     ctx = JobContext(job, attempt.token, job_logger)
@@ -165,7 +231,7 @@ def run(attempt: Attempt, registry: Registry) -> Outcome:
         return fail(attempt, exc, permanent=False)
     try:
         return Completed(_codec.dumps(value, "result"), value)
-    except PayloadError as exc:
+    except BaseException as exc:  # a PayloadError, or an attrs result whose fields raised
         return fail(attempt, exc, permanent=False)
 
 

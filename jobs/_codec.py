@@ -131,6 +131,24 @@ def bounded(value: str, limit: int) -> str:
     return value[: limit - 40] + f"... [{len(value) - limit + 40} characters cut]"
 
 
+def storable(value: str) -> str:
+    r"""``value`` as redis-py can send it: lone surrogates escaped as ``\udcxx``.
+
+    They come from bytes that were not UTF-8 (``os.fsdecode`` of a file name), and a text
+    holding one cannot be encoded, so the outcome it belongs to could not be written.
+    """
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
+
+
+def ascii_text(value: str) -> str:
+    """``value`` with everything outside ASCII escaped: writable under any client encoding."""
+    return value.encode("ascii", "backslashreplace").decode("ascii")
+
+
 def describe(exc: BaseException) -> str:
     """``"ExcType: message"`` for `Job.error`, even when ``str(exc)`` itself raises."""
     try:

@@ -102,7 +102,7 @@ class Loop:
                     delay,
                     extra=self._extra,
                 )
-            except Exception:
+            except BaseException:  # SystemExit too: it would end the thread without a word
                 failures += 1
                 delay = backoff_delay(failures)
                 self._logger.exception(

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import redis
 
+from . import _attempt, _codec
 from ._attempt import Completed
 from ._loops import Loop
 
@@ -32,6 +33,11 @@ if TYPE_CHECKING:
     from ._attempt import Attempt, Outcome
     from ._wire import Failure, HeldJob
     from ._wire import Outcome as Written
+
+
+#: What a Redis that is unreachable or being reconfigured raises (redis-py's cluster
+#: errors are not `redis.RedisError`): the outcomes wait and are tried again.
+REDIS_ERRORS = (redis.RedisError, redis.exceptions.RedisClusterException)
 
 
 class Pending(NamedTuple):
@@ -71,11 +77,13 @@ class Outbox:
         self,
         queue_name: str,
         on_written: Callable[[Sequence[Pending], Sequence[Written]], None],
-        on_dropped: Callable[[Attempt], None],
+        on_dropped: Callable[[Attempt, str], None],
         logger: logging.Logger,
     ) -> None:
         self._on_written = on_written
         self._on_dropped = on_dropped
+        self._logger = logger
+        self._extra: dict[str, object] = {"queue": queue_name}
         self._cv = threading.Condition()
         self._pending: list[Pending] = []
         self._writing = 0  # outcomes taken and not yet written or dropped
@@ -115,8 +123,10 @@ class Outbox:
 
     def written(self, batch: Sequence[Pending], replies: Sequence[Written]) -> None:
         """Report a batch written (replies in `split` order, as `RedisQueue.exchange` gives)."""
-        self._on_written(batch, replies)
-        self._done(len(batch))
+        try:
+            self._on_written(batch, replies)
+        finally:  # else `drain` would wait for these until it times out
+            self._done(len(batch))
 
     def failed(self, batch: Sequence[Pending]) -> None:
         """A batch could not be written: keep what its leases still cover, drop the rest."""
@@ -124,11 +134,64 @@ class Outbox:
         keep = [p for p in batch if p.attempt.lease_until > now]
         for pending in batch:
             if pending.attempt.lease_until <= now:
-                self._on_dropped(pending.attempt)
+                self._on_dropped(pending.attempt, "Redis unreachable past the lease")
         with self._cv:
             self._pending[:0] = keep
             self._writing -= len(batch)
             self._cv.notify_all()
+
+    def write_apart(self, batch: Sequence[Pending], error: BaseException) -> None:
+        """Write one by one a batch whose write failed for a reason other than Redis.
+
+        Such an error (an outcome that does not encode, say) comes before anything is
+        sent, and would come again for the whole batch: alone, every good outcome is
+        recorded, and a bad one is replaced by a failure saying why
+        (`_attempt.unwritable`). One that cannot even be written so is dropped (its job
+        is re-delivered once its lease expires). A Redis error hands what is left to
+        `failed`, as for any batch.
+
+        Args:
+            batch: the outcomes taken for writing (claimed, or taken by the writer).
+            error: what writing them together raised.
+        """
+        self._logger.warning(
+            "writing %d outcomes failed (%s); writing them one by one",
+            len(batch),
+            _codec.describe(error),
+            extra=self._extra,
+        )
+        for index, pending in enumerate(batch):
+            try:
+                self._write_alone(pending)
+            except REDIS_ERRORS:
+                self.failed(batch[index:])
+                return
+
+    def _write_alone(self, pending: Pending) -> None:
+        attempt, outcome = pending
+        try:
+            written = _exchange_one(pending)
+        except REDIS_ERRORS:
+            raise
+        except BaseException as exc:  # not Redis: this outcome is the one that does not write
+            rescued = Pending(attempt, _attempt.unwritable(attempt, outcome, exc))
+            self._logger.error(
+                "job %s: its outcome could not be written (%s); recording a failure instead",
+                attempt.held.job_id,
+                _codec.describe(exc),
+                exc_info=exc,
+                extra=attempt.log_extra(),
+            )
+            try:
+                written = _exchange_one(rescued)
+            except REDIS_ERRORS:
+                raise
+            except BaseException as again:
+                self._on_dropped(attempt, f"it cannot be written: {_codec.describe(again)}")
+                self._done(1)
+                return
+            pending = rescued
+        self.written([pending], [written])
 
     def drain(self, timeout: float) -> bool:
         """Wait until everything queued so far is written or dropped; True if it was."""
@@ -160,11 +223,21 @@ class Outbox:
             completions, failures, ordered = split(group)
             try:
                 done, failed, _ = group[0].attempt.queue.exchange(completions, failures, 0, None)
-            except redis.RedisError:
+            except REDIS_ERRORS:
                 self.failed([p for rest in groups[index:] for p in rest])
                 raise
+            except BaseException as exc:
+                self.write_apart(ordered, exc)
+                continue
             self.written(ordered, done + failed)
         return 0.0
+
+
+def _exchange_one(pending: Pending) -> Written:
+    """Write one outcome alone; how it ended."""
+    completions, failures, _ = split([pending])
+    done, failed, _ = pending.attempt.queue.exchange(completions, failures, 0, None)
+    return (done + failed)[0]
 
 
 class HookRunner:
@@ -198,5 +271,5 @@ class HookRunner:
     def _run(self, hook: Callable[[], object]) -> None:
         try:
             hook()
-        except Exception:
+        except BaseException:  # a hook's SystemExit must not end the hook thread either
             self._logger.exception("a success/error hook raised")

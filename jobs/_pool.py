@@ -36,11 +36,11 @@ import attrs
 import redis
 import redis.cluster
 
-from . import _attempt
+from . import _attempt, _codec
 from ._attempt import Attempt, Completed, Outcome, State
 from ._heartbeat import Heartbeat
 from ._loops import Loop
-from ._outbox import HookRunner, Outbox, Pending, split
+from ._outbox import REDIS_ERRORS, HookRunner, Outbox, Pending, split
 from ._watchdog import Watchdog
 from ._wire import Fetched, HeldJob, socket_timeout
 from ._wire import Outcome as Written
@@ -250,36 +250,83 @@ class WorkerPool:
         return free > 0 and (not self._queued or free >= self._capacity() // 2)
 
     def _slot(self) -> None:
+        """A slot's loop: runs queued attempts one at a time until the slots close.
+
+        Only that ends it, or its attempt being abandoned (a fresh loop has its place).
+        An error anywhere else is logged and the loop goes on, its attempt failed or
+        handed back: a loop that ended silently would hold its job for ever, leases
+        renewed, and leave the pool a thread short.
+        """
         while True:
-            with self._lock:
-                while not self._queued and self._slots_open:
-                    self._work.wait()
-                if not self._queued:
-                    return
-                attempt = self._queued.popleft()
-                attempt.state = State.RUNNING
-                self._running.add(attempt)
-                timeout = attempt.job.timeout if attempt.job is not None else None
-                if timeout is not None:
-                    attempt.deadline = time.monotonic() + timeout.total_seconds()
-                    self._watchdog.started(attempt)
-            outcome = _attempt.run(attempt, self.registry)
-            with self._lock:
-                if attempt.state is State.ABANDONED:
-                    self._stuck -= 1  # this thread leaves; its replacement already runs
-                    logger.debug(
-                        "late outcome of an abandoned attempt discarded",
-                        extra=attempt.log_extra(),
-                    )
-                    return
-                attempt.state = State.FINISHED
-                self._running.discard(attempt)
-                # Wake the fetcher only when it has something to do: it then takes this
-                # outcome along with its fetch, one round trip for both.
-                fetch_soon = self._accepting and self._should_fetch()
-                if fetch_soon or not self._accepting:  # the latter: stop() may be waiting
-                    self._slot_free.notify()
-            self._outbox.put(attempt, outcome, fetch_soon=fetch_soon)
+            attempt: Attempt | None = None
+            try:
+                with self._lock:
+                    while not self._queued and self._slots_open:
+                        self._work.wait()
+                    if not self._queued:
+                        return
+                    attempt = self._queued.popleft()
+                    attempt.state = State.RUNNING
+                    self._running.add(attempt)
+                    timeout = attempt.job.timeout if attempt.job is not None else None
+                    if timeout is not None:
+                        attempt.deadline = time.monotonic() + timeout.total_seconds()
+                        self._watchdog.started(attempt)
+                outcome = self._run(attempt)
+                with self._lock:
+                    if attempt.state is State.ABANDONED:
+                        self._stuck -= 1  # this thread leaves; its replacement already runs
+                        logger.debug(
+                            "late outcome of an abandoned attempt discarded",
+                            extra=attempt.log_extra(),
+                        )
+                        return
+                    attempt.state = State.FINISHED
+                    self._running.discard(attempt)
+                    # Wake the fetcher only when it has something to do: it then takes this
+                    # outcome along with its fetch, one round trip for both.
+                    fetch_soon = self._accepting and self._should_fetch()
+                    if fetch_soon or not self._accepting:  # the latter: stop() may be waiting
+                        self._slot_free.notify()
+                self._outbox.put(attempt, outcome, fetch_soon=fetch_soon)
+            except BaseException as exc:
+                self._slot_failed(attempt, exc)
+
+    def _run(self, attempt: Attempt) -> Outcome:
+        """The attempt's outcome; an error around its handler (a bug) fails it too."""
+        try:
+            return _attempt.run(attempt, self.registry)
+        except BaseException as exc:
+            logger.error(
+                "job %s: unexpected error around its handler, attempt failed: %s",
+                attempt.held.job_id,
+                _codec.describe(exc),
+                exc_info=exc,
+                extra=attempt.log_extra(),
+            )
+            return _attempt.fail(attempt, exc, permanent=False)
+
+    def _slot_failed(self, attempt: Attempt | None, exc: BaseException) -> None:
+        """A slot's own bookkeeping raised: log it; the job it had goes back to the queue.
+
+        Not when its outcome is already decided: abandoned, or finished (what follows
+        that, `Outbox.put`, is a list append).
+        """
+        logger.error(
+            "worker slot: unexpected error; the slot goes on",
+            exc_info=exc,
+            extra=self._extra if attempt is None else attempt.log_extra(),
+        )
+        if attempt is None:
+            return
+        with self._lock:
+            if attempt.state not in (State.QUEUED, State.RUNNING):
+                return
+            self._running.discard(attempt)
+            attempt.state = State.DONE
+            self._release(attempt)
+            self._slot_free.notify()
+        self._hand_back([attempt])
 
     def _release(self, attempt: Attempt) -> None:
         """Stop holding an attempt's lease: nothing more to write for it (the lock is held)."""
@@ -329,15 +376,18 @@ class WorkerPool:
         )
 
     def _on_timeout(self, attempt: Attempt) -> None:
+        # The outcome first: were building it to raise, the attempt would stay running,
+        # not abandoned without one (the watchdog logs the error and comes back to it).
+        timeout = attempt.job.timeout if attempt.job is not None else None
+        seconds = timeout.total_seconds() if timeout is not None else 0.0
+        exc = JobTimeout(f"attempt {attempt.number} ran past its timeout of {seconds:g} s")
+        outcome = _attempt.fail(attempt, exc, permanent=False)
         with self._lock:
             if attempt.state is not State.RUNNING:
                 return
             self._abandon_running(attempt)
         attempt.token.cancel(CancelReason.TIMEOUT)
-        timeout = attempt.job.timeout if attempt.job is not None else None
-        seconds = timeout.total_seconds() if timeout is not None else 0.0
-        exc = JobTimeout(f"attempt {attempt.number} ran past its timeout of {seconds:g} s")
-        self._outbox.put(attempt, _attempt.fail(attempt, exc, permanent=False))
+        self._outbox.put(attempt, outcome)
 
     # -- fetching --------------------------------------------------------------------
 
@@ -416,14 +466,23 @@ class WorkerPool:
             if request is not None:
                 # Until this call is answered, a retry is the same fetch, not another one.
                 self._unanswered = (queue, request)
-            try:
-                done, failed, fetched = queue.exchange(
-                    completions, failures, max(want, 0), self.config.lease, request=request
-                )
-            except redis.RedisError:
-                rest = [p for q in order[index + 1 :] for p in by_queue.get(q.name, [])]
-                self._outbox.failed(ordered + rest)
-                raise
+            while True:
+                try:
+                    done, failed, fetched = queue.exchange(
+                        completions, failures, max(want, 0), self.config.lease, request=request
+                    )
+                    break
+                except BaseException as exc:
+                    if ordered and not isinstance(exc, REDIS_ERRORS):
+                        # Not Redis: an outcome that does not encode, refused before
+                        # anything was sent. Write them apart, then fetch alone (the
+                        # same request: nothing of it reached Redis).
+                        self._outbox.write_apart(ordered, exc)
+                        completions, failures, ordered = [], [], []
+                        continue
+                    rest = [p for q in order[index + 1 :] for p in by_queue.get(q.name, [])]
+                    self._outbox.failed(ordered + rest)
+                    raise
             if request is not None:
                 self._unanswered = None
             if fetched is not None:
@@ -500,13 +559,13 @@ class WorkerPool:
                 # Only stop() gets here, with nothing else to do until Redis answers.
                 time.sleep(min(0.1 * failures, 1.0))
 
-    def _on_dropped(self, attempt: Attempt) -> None:
+    def _on_dropped(self, attempt: Attempt, why: str) -> None:
         with self._lock:
             self._finish(attempt)
         logger.warning(
-            "job %s: outcome not written, Redis unreachable past the lease; "
-            "it will be re-delivered",
+            "job %s: outcome not written, %s; it will be re-delivered",
             attempt.held.job_id,
+            why,
             extra=attempt.log_extra(),
         )
 
@@ -525,7 +584,14 @@ class WorkerPool:
         for pending, written in zip(batch, replies, strict=True):
             if quiet and written.recorded and isinstance(pending.outcome, Completed):
                 continue  # the common case, with nothing to log or call
-            self._report(pending.attempt, pending.outcome, written)
+            try:
+                self._report(pending.attempt, pending.outcome, written)
+            except BaseException:  # its outcome is written; the other reports must still run
+                logger.exception(
+                    "job %s: reporting its outcome failed",
+                    pending.attempt.held.job_id,
+                    extra=pending.attempt.log_extra(),
+                )
 
     def _report(self, attempt: Attempt, outcome: Outcome, written: Written) -> None:
         """Log one written outcome and queue its hook."""

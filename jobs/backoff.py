@@ -20,6 +20,7 @@ When to use which:
 
 from __future__ import annotations
 
+import math
 import random
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -45,9 +46,19 @@ class Backoff(Protocol):
         ...
 
 
+def _is_seconds(value: object) -> bool:
+    # Finite: an infinite delay is no schedule (and no Redis score or date can hold it).
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value >= 0
+    )
+
+
 def _non_negative_number(inst: object, field: attrs.Attribute[Any], value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-        raise ConfigError(f"{field.name} must be a number >= 0, got {value!r}")
+    if not _is_seconds(value):
+        raise ConfigError(f"{field.name} must be a finite number >= 0, got {value!r}")
 
 
 @attrs.frozen
@@ -140,7 +151,8 @@ def backoff_to_spec(backoff: Backoff, max_retries: int) -> dict[str, Any]:
     to be shipped to the worker.
 
     Raises:
-        ConfigError: the callable raised or returned something that is not a number >= 0.
+        ConfigError: the callable raised or returned something that is not a finite
+            number >= 0.
     """
     if isinstance(backoff, NoBackoff):
         return {"kind": "none"}
@@ -156,8 +168,10 @@ def backoff_to_spec(backoff: Backoff, max_retries: int) -> dict[str, Any]:
             value = backoff(n)
         except Exception as exc:
             raise ConfigError(f"retry_backoff raised for attempt {n}: {exc!r}") from exc
-        if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-            raise ConfigError(f"retry_backoff({n}) must return seconds >= 0, got {value!r}")
+        if not _is_seconds(value):
+            raise ConfigError(
+                f"retry_backoff({n}) must return a finite number of seconds >= 0, got {value!r}"
+            )
         delays.append(float(value))
     return {"kind": "explicit", "delays": delays}
 

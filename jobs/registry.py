@@ -10,6 +10,7 @@ from typing import Any, TypeVar, get_args, get_origin
 
 import attrs
 
+from ._codec import describe
 from ._validators import require_text
 from .context import JobContext
 from .errors import ConfigError, PayloadError
@@ -30,14 +31,15 @@ def structure(cls: type, value: Any) -> Any:
     fields are passed as decoded. attrs validators on ``cls`` run as usual.
 
     Raises:
-        PayloadError: ``value`` does not fit ``cls``.
+        PayloadError: ``value`` does not fit ``cls``; whatever the class's own code
+            raised (a validator, a converter, ``__attrs_post_init__``) is its cause.
     """
     try:
         return _structure(cls, value)
     except PayloadError:
         raise
-    except (TypeError, ValueError, KeyError) as exc:
-        raise PayloadError(f"payload does not fit {cls.__name__}: {exc}") from exc
+    except Exception as exc:  # a converter may raise anything (decimal.InvalidOperation)
+        raise PayloadError(f"payload does not fit {cls.__name__}: {describe(exc)}") from exc
 
 
 def _structure(tp: Any, value: Any) -> Any:
@@ -124,6 +126,9 @@ class Registry:
             name: the job type, as given to ``Client.enqueue``.
             handler: ``handler(ctx, payload) -> result``.
             payload_type: an attrs class; the payload then arrives as an instance of it.
+                Building it must not depend on anything but the payload: an exception
+                from its validators or converters fails the job for good (retrying the
+                same payload cannot help).
 
         Raises:
             ConfigError: an empty name, a handler that is not callable, or a payload type

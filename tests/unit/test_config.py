@@ -107,6 +107,13 @@ INVALID: list[tuple[str, Callable[[], object]]] = [
     ("factor", lambda: jobs.ExponentialBackoff(factor="2")),  # type: ignore[arg-type]
     ("max", lambda: jobs.ExponentialBackoff(max=float("nan"))),
     ("jitter", lambda: jobs.ExponentialBackoff(jitter=1)),  # type: ignore[arg-type]
+    # An infinite delay made a worker's slot thread die computing the retry (issue 11).
+    ("step", lambda: jobs.LinearBackoff(step=float("inf"))),
+    ("base", lambda: jobs.ExponentialBackoff(base=float("inf"))),
+    ("factor", lambda: jobs.ExponentialBackoff(factor=float("inf"))),
+    ("max", lambda: jobs.ExponentialBackoff(max=float("inf"))),
+    ("delays", lambda: jobs.ExplicitBackoff([1, float("inf")])),
+    ("delays", lambda: jobs.ExplicitBackoff([float("-inf")])),
 ]
 
 
@@ -315,8 +322,15 @@ def test_custom_backoff_is_stored_as_its_delays() -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    [lambda n: -1, lambda n: "1", lambda n: True, lambda n: 1 / 0, lambda n: float("nan")],
-    ids=["negative", "str", "bool", "raises", "nan"],
+    [
+        lambda n: -1,
+        lambda n: "1",
+        lambda n: True,
+        lambda n: 1 / 0,
+        lambda n: float("nan"),
+        lambda n: float("inf"),
+    ],
+    ids=["negative", "str", "bool", "raises", "nan", "inf"],
 )
 def test_custom_backoff_that_misbehaves_is_a_config_error(bad: Callable[[int], Any]) -> None:
     with pytest.raises(jobs.ConfigError, match="retry_backoff"):
