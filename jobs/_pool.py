@@ -5,9 +5,9 @@ Threads of one pool:
 - ``jobs-worker-N``: ``num_workers`` slot loops on a `ThreadPoolExecutor`, each taking
   fetched jobs from a local deque (no executor submission per job);
 - ``jobs-fetcher``: leases as many jobs as there are free slots in one call, and when
-  the queue is empty blocks on the queue's wake-up list (so a new job starts at once)
-  for at most ``poll_interval`` before it fetches again (so an idle pool sends a
-  blocking wait and a fetch per ``poll_interval``, and a lost wake-up costs no more);
+  the queue is empty blocks on the queue's wake-up list (so a new job starts at once
+  and an idle pool sends about two commands per ``poll_interval``: the blocking wait,
+  and a check for a ready job whose wake-up was lost);
 - ``jobs-writer`` (`jobs._outbox`): writes outcomes in batches;
 - ``jobs-heartbeat`` (`jobs._heartbeat`): extends leases, notices cancellations and
   lost leases, reaps dead workers' jobs;
@@ -102,6 +102,7 @@ class WorkerPool:
         self._stop_deadline = float("inf")  # monotonic; when stop() stops waiting for jobs
         self._executor: ThreadPoolExecutor | None = None
 
+        self._need_fetch = True
         self._due_at: float | None = None  # monotonic time the earliest scheduled job is due
         # The queues whose wake-up lists one BLPOP can wait on (all, off a cluster).
         self._blockable = _same_slot(self.queues)
@@ -403,29 +404,39 @@ class WorkerPool:
             if not self._accepting:
                 return 0.0
             free = self._free_slots()
-            # Until the reply is in, stop() waits for what this fetch leases (see stop).
-            self._fetch_until = time.monotonic() + self._fetch_wait
-        try:
-            taken = self._exchange(free)
-        finally:
-            with self._lock:
-                self._fetch_until = None
-                self._slot_free.notify_all()
-        if taken >= free:
+            if self._need_fetch:
+                # Until the reply is in, stop() waits for what this fetch leases (see stop).
+                self._fetch_until = time.monotonic() + self._fetch_wait
+        if self._need_fetch and self._fetch(free) >= free:
             return 0.0  # there may be more: fetch again as soon as a slot frees
         self._outbox.release()
         timeout = self.config.poll_interval.total_seconds()
         if self._due_at is not None:
             timeout = min(timeout, self._due_at - time.monotonic())
-        if timeout >= 0.001:
-            # Whether woken or not, the next step fetches: a wake-up marker can be lost
-            # (the reply to the BLPOP that took it lost, and redis-py re-sending the
-            # BLPOP; a pool that took it and died), and poll_interval is the longest an
-            # idle pool may wait for a job that is ready.
-            self.queues[0].wait_for_work(
-                self.id, min(timeout, self._block_cap), [q.keys.wake for q in self._blockable[1:]]
-            )
+        if timeout < 0.001:
+            self._need_fetch = True
+            return 0.0
+        self._need_fetch = True  # if the wait fails: its marker may be taken
+        woken = self.queues[0].wait_for_work(
+            self.id, min(timeout, self._block_cap), self._blockable[1:]
+        )
+        # A plain poll timeout needs no fetch: ready work comes with a wake-up marker, and
+        # `wait_for_work` also answers True for a ready job whose marker was lost. Queues
+        # that cannot share the blocking wait (other cluster slots) are polled instead.
+        self._need_fetch = (
+            woken
+            or len(self._blockable) < len(self.queues)
+            or (self._due_at is not None and time.monotonic() >= self._due_at)
+        )
         return 0.0
+
+    def _fetch(self, free: int) -> int:
+        try:
+            return self._exchange(free)
+        finally:
+            with self._lock:
+                self._fetch_until = None
+                self._slot_free.notify_all()  # stop() may be waiting for this fetch
 
     def _order(self) -> list[RedisQueue]:
         """The queues in the order to fetch from this time."""
