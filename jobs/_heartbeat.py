@@ -17,6 +17,8 @@ import time
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+import redis
+
 from ._loops import Loop
 from .context import CancelReason
 
@@ -72,6 +74,25 @@ class Heartbeat:
             "in_flight": 0,
         }
         self.loop = Loop("jobs-heartbeat", self.beat, logger, extra={"queue": queues[0].name})
+
+    def confirm(self, attempt: Attempt) -> CancelReason | None:
+        """Check (and extend) one attempt's lease now; why it must not run, or None.
+
+        For a job about to start after waiting for a thread: a cancellation since the
+        last beat would otherwise be noticed only after its handler started. A Redis
+        error answers None: the next beat decides, as for a running job.
+        """
+        sent = time.monotonic()
+        try:
+            _, codes, _ = attempt.queue.heartbeat(
+                self._pool_id, {}, timedelta(0), [attempt.held], self._lease, reap=False
+            )
+        except redis.RedisError:
+            return None
+        if codes[0] == 1:
+            attempt.lease_until = sent + self._lease.total_seconds()
+            return None
+        return CancelReason.CANCELLED if codes[0] == 2 else CancelReason.LEASE_LOST
 
     def beat(self) -> float:
         """One beat of every queue the pool serves; returns the seconds until the next one.

@@ -3,10 +3,14 @@
 Handler threads never wait for Redis: they drop their outcome here and take the next job.
 Outcomes leave by one of two doors, always in batches:
 
-- the fetcher *claims* the outbox while the pool is busy: everything that piled up goes in
-  the same pipeline as its next fetch, one round trip for both;
-- the writer thread takes what the fetcher will not take soon (the fetcher is blocked
-  waiting for new work, or the pool's slots are all busy).
+- the fetcher *claims* the outbox while the pool is busy: an outcome whose slot woke the
+  fetcher to fetch goes in the same pipeline as that fetch, one round trip for both;
+- the writer thread takes everything else at once: an outcome that wakes no fetch (the
+  pool's slots and prefetch are still full enough), and whatever the fetcher leaves when
+  it goes to wait (for a slot to free, or for new work).
+
+So no outcome waits for the fetcher's next decision, however long the jobs still
+running take.
 
 When Redis is unreachable an outcome is retried for as long as its lease holds (heartbeats
 keep extending it once Redis is back); past that it is dropped and the job is re-delivered
@@ -85,9 +89,10 @@ class Outbox:
         self._logger = logger
         self._extra: dict[str, object] = {"queue": queue_name}
         self._cv = threading.Condition()
-        self._pending: list[Pending] = []
+        self._pending: list[Pending] = []  # for the writer thread
+        self._riding: list[Pending] = []  # for the fetch a slot just woke the fetcher for
         self._writing = 0  # outcomes taken and not yet written or dropped
-        self._claimed = False  # the fetcher will take what arrives
+        self._claimed = False  # the fetcher will take what rides along with its fetch
         self.loop = Loop(
             "jobs-writer", self._step, logger, wake=self._wake, extra={"queue": queue_name}
         )
@@ -98,28 +103,46 @@ class Outbox:
         Args:
             attempt: whose outcome it is.
             outcome: what to write.
-            fetch_soon: the fetcher was just woken to fetch; if it holds the claim, the
-                outcome goes with that fetch instead of waking the writer.
+            fetch_soon: the fetcher was just woken to fetch (the caller decided that under
+                the pool's lock, and puts under it too: see `hand_over`); if it holds the
+                claim, the outcome goes with that fetch instead of waking the writer.
         """
         with self._cv:
-            self._pending.append(Pending(attempt, outcome))
-            if not (self._claimed and fetch_soon):
-                self._cv.notify()
+            if self._claimed and fetch_soon:
+                self._riding.append(Pending(attempt, outcome))
+            else:
+                self._pending.append(Pending(attempt, outcome))
+                self._cv.notify_all()
 
     def claim(self) -> list[Pending]:
-        """For the fetcher: take everything now, and what arrives until `release`."""
+        """For the fetcher: take everything now, and hold the claim until `release`."""
         with self._cv:
             self._claimed = True
-            batch, self._pending = self._pending, []
+            batch = self._riding + self._pending
+            self._riding, self._pending = [], []
             self._writing += len(batch)
             return batch
+
+    def hand_over(self) -> None:
+        """The fetcher waits for a slot before fetching again: what rides goes to the writer.
+
+        The claim stays, so that the outcome of the slot that ends this wait rides along
+        with the fetch it wakes.
+        """
+        with self._cv:
+            self._give_to_writer()
 
     def release(self) -> None:
         """The fetcher will not fetch soon: what waits goes to the writer thread."""
         with self._cv:
             self._claimed = False
-            if self._pending:
-                self._cv.notify()
+            self._give_to_writer()
+
+    def _give_to_writer(self) -> None:
+        if self._riding:
+            self._pending += self._riding
+            self._riding = []
+            self._cv.notify_all()
 
     def written(self, batch: Sequence[Pending], replies: Sequence[Written]) -> None:
         """Report a batch written (replies in `split` order, as `RedisQueue.exchange` gives)."""
@@ -196,7 +219,9 @@ class Outbox:
     def drain(self, timeout: float) -> bool:
         """Wait until everything queued so far is written or dropped; True if it was."""
         with self._cv:
-            return self._cv.wait_for(lambda: not self._pending and not self._writing, timeout)
+            return self._cv.wait_for(
+                lambda: not self._pending and not self._riding and not self._writing, timeout
+            )
 
     def _done(self, count: int) -> None:
         with self._cv:
@@ -209,7 +234,7 @@ class Outbox:
 
     def _step(self) -> float:
         with self._cv:
-            while not (self._pending and not self._claimed) and not self.loop.stopping.is_set():
+            while not self._pending and not self.loop.stopping.is_set():
                 self._cv.wait()
             batch, self._pending = self._pending, []
             self._writing += len(batch)

@@ -6,7 +6,8 @@ Threads of one pool:
   fetched jobs from a local deque (no executor submission per job);
 - ``jobs-fetcher``: leases as many jobs as there are free slots in one call, and when
   the queue is empty blocks on the queue's wake-up list (so a new job starts at once
-  and an idle pool sends about one command per ``poll_interval``);
+  and an idle pool sends about two commands per ``poll_interval``: the blocking wait,
+  and a check for a ready job whose wake-up was lost);
 - ``jobs-writer`` (`jobs._outbox`): writes outcomes in batches;
 - ``jobs-heartbeat`` (`jobs._heartbeat`): extends leases, notices cancellations and
   lost leases, reaps dead workers' jobs;
@@ -60,6 +61,12 @@ logger = logging.getLogger("jobs.worker")
 #: against a handler that hangs forever on every job, not a capacity limit).
 MAX_STUCK_HANDLERS = 10_000
 
+#: A job that waited longer than this for a thread, since its lease was last confirmed,
+#: has its lease checked before it starts: a job cancelled while it waited never starts.
+#: One round trip, small next to such a wait; a job that a free thread takes at once
+#: (prefetch 0, or a pool that keeps up) starts without it.
+CONFIRM_AFTER = 0.02
+
 #: Blocking waits stay this far below the client's socket timeout (redis-py 8 defaults to
 #: 5 s and would otherwise fail a long BLPOP with a TimeoutError).
 SOCKET_TIMEOUT_MARGIN = 0.5
@@ -104,6 +111,10 @@ class WorkerPool:
         self._blockable = _same_slot(self.queues)
         cap = socket_timeout(queue.client)
         self._block_cap = float("inf") if cap is None else max(cap - SOCKET_TIMEOUT_MARGIN, 0.05)
+        # How long stop() waits for a fetch in flight: its reply comes within the socket
+        # timeout or never, and past a lease what it leased would be re-delivered anyway.
+        self._fetch_wait = max(self._lease_s, cap or 0.0)
+        self._fetch_until: float | None = None  # monotonic; set while a fetch is in flight
 
         self._fetcher = Loop(
             "jobs-fetcher", self._fetch_step, logger, wake=self._wake_fetcher, extra=self._extra
@@ -170,6 +181,12 @@ class WorkerPool:
             )
             self._slot_free.notify_all()
         self._fetcher.stop(timeout=self.config.poll_interval.total_seconds() + 5)
+        with self._lock:
+            # A fetch still in flight (Redis slow or stalled) can yet lease jobs to this
+            # pool: `_take` hands them back when its reply comes. Wait for that while the
+            # reply can still come, else those jobs would wait a lease in `processing`.
+            while (until := self._fetch_until) is not None and until > time.monotonic():
+                self._slot_free.wait(until - time.monotonic())
         self._outbox.release()  # the writer takes over whatever the fetcher had claimed
         if not self._fetcher.is_alive():
             self._collect_unanswered()
@@ -272,6 +289,13 @@ class WorkerPool:
                     if timeout is not None:
                         attempt.deadline = time.monotonic() + timeout.total_seconds()
                         self._watchdog.started(attempt)
+                    waited = time.monotonic() - (attempt.lease_until - self._lease_s)
+                if waited > CONFIRM_AFTER and not self._still_held(attempt):
+                    with self._lock:
+                        if attempt.state is State.ABANDONED:
+                            self._stuck -= 1  # this thread leaves; its replacement runs
+                            return
+                    continue
                 outcome = self._run(attempt)
                 with self._lock:
                     if attempt.state is State.ABANDONED:
@@ -288,7 +312,11 @@ class WorkerPool:
                     fetch_soon = self._accepting and self._should_fetch()
                     if fetch_soon or not self._accepting:  # the latter: stop() may be waiting
                         self._slot_free.notify()
-                self._outbox.put(attempt, outcome, fetch_soon=fetch_soon)
+                    # Under the lock, in the same step as leaving `_running`: stop() must
+                    # never see this attempt in neither place (it would stop the writer
+                    # without it), and the fetcher must see this outcome before it next
+                    # waits for a slot.
+                    self._outbox.put(attempt, outcome, fetch_soon=fetch_soon)
             except BaseException as exc:
                 self._slot_failed(attempt, exc)
 
@@ -327,6 +355,28 @@ class WorkerPool:
             self._release(attempt)
             self._slot_free.notify()
         self._hand_back([attempt])
+
+    def _still_held(self, attempt: Attempt) -> bool:
+        """Whether an attempt about to start still holds its lease; if not, drop it."""
+        reason = self._heartbeat.confirm(attempt)
+        if reason is None:
+            return True
+        with self._lock:
+            if attempt.state is not State.RUNNING:
+                return False  # abandoned meanwhile (timed out, shut down)
+            self._running.discard(attempt)
+            attempt.state = State.DONE
+            self._release(attempt)
+            self._slot_free.notify()
+        level = logging.INFO if reason is CancelReason.CANCELLED else logging.WARNING
+        logger.log(
+            level,
+            "job %s: %s while it waited for a thread; not started",
+            attempt.held.job_id,
+            reason,
+            extra=attempt.log_extra(),
+        )
+        return False
 
     def _release(self, attempt: Attempt) -> None:
         """Stop holding an attempt's lease: nothing more to write for it (the lock is held)."""
@@ -378,6 +428,8 @@ class WorkerPool:
     def _on_timeout(self, attempt: Attempt) -> None:
         # The outcome first: were building it to raise, the attempt would stay running,
         # not abandoned without one (the watchdog logs the error and comes back to it).
+        # Decided outside the lock (a custom backoff is user code), queued under it in the
+        # same step as leaving `_running`, as in `_slot`.
         timeout = attempt.job.timeout if attempt.job is not None else None
         seconds = timeout.total_seconds() if timeout is not None else 0.0
         exc = JobTimeout(f"attempt {attempt.number} ran past its timeout of {seconds:g} s")
@@ -386,8 +438,8 @@ class WorkerPool:
             if attempt.state is not State.RUNNING:
                 return
             self._abandon_running(attempt)
+            self._outbox.put(attempt, outcome)
         attempt.token.cancel(CancelReason.TIMEOUT)
-        self._outbox.put(attempt, outcome)
 
     # -- fetching --------------------------------------------------------------------
 
@@ -398,14 +450,19 @@ class WorkerPool:
 
     def _fetch_step(self) -> float:
         with self._lock:
-            # The claim on the outbox stays: a slot that finishes either wakes this thread
-            # to fetch (its outcome rides along) or, if no fetch follows, the writer.
             while self._accepting and not self._should_fetch():
+                # The claim on the outbox stays, for the outcome of the slot that ends
+                # this wait (it rides along with the fetch it wakes); what already rides
+                # goes to the writer now, not after the jobs still running.
+                self._outbox.hand_over()
                 self._slot_free.wait()
             if not self._accepting:
                 return 0.0
             free = self._free_slots()
-        if self._need_fetch and self._exchange(free) >= free:
+            if self._need_fetch:
+                # Until the reply is in, stop() waits for what this fetch leases (see stop).
+                self._fetch_until = time.monotonic() + self._fetch_wait
+        if self._need_fetch and self._fetch(free) >= free:
             return 0.0  # there may be more: fetch again as soon as a slot frees
         self._outbox.release()
         timeout = self.config.poll_interval.total_seconds()
@@ -414,18 +471,27 @@ class WorkerPool:
         if timeout < 0.001:
             self._need_fetch = True
             return 0.0
+        self._need_fetch = True  # if the wait fails: its marker may be taken
         woken = self.queues[0].wait_for_work(
-            self.id, min(timeout, self._block_cap), [q.keys.wake for q in self._blockable[1:]]
+            self.id, min(timeout, self._block_cap), self._blockable[1:]
         )
-        # A plain poll timeout needs no fetch: new work always comes with a wake-up
-        # marker, and the heartbeat's reap re-arms a marker that got lost. Queues that
-        # cannot share the blocking wait (other cluster slots) are polled instead.
+        # A plain poll timeout needs no fetch: ready work comes with a wake-up marker, and
+        # `wait_for_work` also answers True for a ready job whose marker was lost. Queues
+        # that cannot share the blocking wait (other cluster slots) are polled instead.
         self._need_fetch = (
             woken
             or len(self._blockable) < len(self.queues)
             or (self._due_at is not None and time.monotonic() >= self._due_at)
         )
         return 0.0
+
+    def _fetch(self, free: int) -> int:
+        try:
+            return self._exchange(free)
+        finally:
+            with self._lock:
+                self._fetch_until = None
+                self._slot_free.notify_all()  # stop() may be waiting for this fetch
 
     def _order(self) -> list[RedisQueue]:
         """The queues in the order to fetch from this time."""
@@ -517,11 +583,20 @@ class WorkerPool:
         lease_until = time.monotonic() + self._lease_s
         attempts = [Attempt.from_leased(j, queue, lease_until) for j in fetched.jobs]
         with self._lock:
+            stopping = not self._accepting
             was_idle = not self._held
+            if not stopping:
+                for attempt in attempts:
+                    self._held[attempt.key] = attempt
+                    self._queued.append(attempt)
+                self._work.notify(len(attempts))
+        if stopping:
+            # stop() began while this fetch was in flight, and has handed back what was
+            # queued already: these go back now (stop() waits for this fetch to end).
             for attempt in attempts:
-                self._held[attempt.key] = attempt
-                self._queued.append(attempt)
-            self._work.notify(len(attempts))
+                attempt.state = State.DONE
+            self._hand_back(attempts)
+            return len(attempts)
         if was_idle and attempts:
             # The heartbeat slept at the idle pace; held jobs need the busy one (leases,
             # and cancellation reaching running handlers within a second).

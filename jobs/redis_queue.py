@@ -802,14 +802,23 @@ class RedisQueue:
         assert fetched is not None
         return fetched
 
-    def wait_for_work(self, pool_id: str, timeout: float, also: Sequence[str] = ()) -> bool:
-        """Block until a wake-up marker arrives or ``timeout`` seconds pass; True if woken.
+    def wait_for_work(self, pool_id: str, timeout: float, also: Sequence[RedisQueue] = ()) -> bool:
+        """Block until a wake-up marker arrives or ``timeout`` seconds pass.
 
-        ``also``: the wake-up lists of other queues the pool serves, on the same node.
+        True if woken, or if a job is ready all the same: a marker can be lost (the
+        reply to the BLPOP that took it lost and redis-py re-sending the BLPOP, or a
+        pool that took it and died before fetching), and then one command more per
+        timeout finds the job, instead of the next reap.
+
+        ``also``: other queues the pool serves, in this queue's cluster slot.
         ``timeout`` must stay below the client's socket timeout; `socket_timeout` tells it.
         """
-        keys = [self.keys.pool_wake(pool_id), self.keys.wake, *also]
-        return self.client.blpop(keys, timeout) is not None
+        queues = [self, *also]
+        keys = [self.keys.pool_wake(pool_id), *(q.keys.wake for q in queues)]
+        if self.client.blpop(keys, timeout) is not None:
+            return True
+        # One EXISTS for all: a zset key exists while it has members.
+        return bool(self.client.exists(*(q.keys.pending for q in queues)))
 
     def wake_pool(self, pool_id: str) -> None:
         """Wake one pool blocked in `wait_for_work` (so that stopping it is immediate)."""

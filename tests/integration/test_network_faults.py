@@ -351,3 +351,52 @@ def test_a_write_resent_after_its_reply_was_lost_counts_as_recorded(
     assert first[0].recorded
     assert again[0].recorded, "the resent write of a recorded outcome was refused"
     assert queue.stats().rejected_writes == 0
+
+
+def test_a_lost_wake_up_costs_at_most_poll_interval(
+    redis_url: str, redis_client: redis.Redis, proxy: FaultyProxy
+) -> None:
+    # An idle pool blocks on the queue's wake-up list. When the reply to the BLPOP that
+    # took a marker is lost, redis-py re-sends the BLPOP and the marker is gone: the pool
+    # must still find the job within poll_interval, not at a reap a quarter-minute later.
+    runs = Runs()
+    name = queue_name()
+    lossy = jobs.RedisQueue(
+        jobs.RedisQueueConfig(
+            client=redis.Redis(port=proxy.port, socket_timeout=5, retry=Retry(NoBackoff(), 3)),
+            name=name,
+        )
+    )
+    config = jobs.ClientConfig(
+        queue=lossy,
+        registry=runs.registry("P"),
+        # A 60 s lease: an idle pool's heartbeat (and its reap, which re-arms a lost
+        # marker) comes every 15 s, far past the deadline below.
+        worker_pool_config=jobs.WorkerPoolConfig(
+            num_workers=1, lease=60, poll_interval=2, shutdown_timeout=2
+        ),
+    )
+    wake = lossy.keys.wake
+
+    def blocked_in_blpop() -> bool:
+        return any(
+            c.get("cmd") == "blpop" and "b" in c.get("flags", "")
+            for c in redis_client.client_list()
+        )
+
+    try:
+        with make_client(redis_url, name=name) as producer, jobs.Client(config):
+            # Idle from the start: its first beat is done, the next one 15 s away.
+            wait_until(producer.workers, timeout=10)
+            wait_until(blocked_in_blpop, timeout=10)
+            proxy.stall()
+            job_id = producer.enqueue("work", {})
+            # The blocked BLPOP took the marker; its reply waits in the stall.
+            wait_until(lambda: redis_client.llen(wake) == 0, timeout=5)
+            proxy.cut()  # the reply is lost; redis-py re-sends the BLPOP
+            proxy.resume()
+            wait_until(completed(producer, 1), timeout=6, message="the lost wake-up stalled P")
+            assert producer.get(job_id).result == {"by": "P"}
+            assert runs.counts == Counter({job_id: 1})
+    finally:
+        lossy.client.close()

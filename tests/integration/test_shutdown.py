@@ -7,11 +7,13 @@ producer-only clients).
 from __future__ import annotations
 
 import threading
-from typing import Any
+import time
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 import jobs
+from jobs._outbox import Outbox
 from tests.helpers import wait_until
 from tests.integration._clients import (
     Gate,
@@ -22,6 +24,9 @@ from tests.integration._clients import (
     wait_for_status,
     wait_no_jobs_threads,
 )
+
+if TYPE_CHECKING:
+    from datetime import timedelta
 
 
 class BlockOnce:
@@ -300,3 +305,93 @@ def test_producer_only_client(redis_url: str) -> None:
             assert len(producer.workers()) == 1
             assert producer.workers()[0].id == worker.workers()[0].id
     assert seen == [1]
+
+
+def test_stop_records_a_job_that_finishes_as_it_stops(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A slot that finishes while stop() waits for it leaves the running set and queues
+    # its outcome. A pause between the two (a thread switch) must not let stop() see
+    # neither and stop the writer first: the job would stay processing and run again.
+    put = Outbox.put
+
+    def paused_put(self: Outbox, *args: Any, **kwargs: Any) -> None:
+        time.sleep(0.05)
+        put(self, *args, **kwargs)
+
+    monkeypatch.setattr(Outbox, "put", paused_put)
+    gate = Gate(result="done")
+    registry = jobs.Registry()
+    registry.register_func("t", gate)
+    with make_client(redis_url, registry, shutdown_timeout=20) as client, gate:
+        job_id = client.enqueue("t", 1)
+        assert gate.entered.wait(5)
+        stopper = threading.Thread(target=client.stop, name="test-stopper")
+        stopper.start()
+        try:
+            wait_until(lambda: not client.running, timeout=5)
+        finally:
+            gate.release.set()
+            stopper.join(10)
+        assert not stopper.is_alive()
+        job = client.get(job_id)
+        stats = client.stats()
+    assert (job.status, job.result) == (jobs.JobStatus.COMPLETED, "done")
+    assert (stats.completed_jobs, stats.processing_jobs) == (1, 0)
+
+
+def test_stop_hands_back_jobs_of_a_fetch_still_in_flight(redis_url: str) -> None:
+    # A fetch whose reply comes late (a stalled Redis) and after stop() stopped waiting
+    # for the fetcher thread (poll_interval + 5 s): the job it leased must go back to the
+    # queue, not stay leased to a pool that is gone until its lease runs out.
+    entered, finish = threading.Event(), threading.Event()
+    fetching, reply = threading.Event(), threading.Event()
+
+    def handler(ctx: jobs.JobContext, payload: Any) -> Any:
+        entered.set()
+        finish.wait(30)
+        return payload
+
+    registry = jobs.Registry()
+    registry.register_func("t", handler)
+    with make_client(redis_url, registry, num_workers=1, lease=10) as client:
+        queue = client.queue
+        exchange = queue.exchange
+
+        def late_fetch(
+            completions: Any,
+            failures: Any,
+            count: int,
+            lease: timedelta | None,
+            *,
+            request: str | None = None,
+        ) -> Any:
+            if count > 0:
+                fetching.set()
+                reply.wait(30)
+            return exchange(completions, failures, count, lease, request=request)
+
+        stopper = threading.Thread(target=client.stop, name="test-stopper")
+        try:
+            first = client.enqueue("t", 1)
+            assert entered.wait(5)
+            queue.exchange = late_fetch  # type: ignore[method-assign]
+            second = client.enqueue("t", 2)
+            finish.set()  # the slot frees: the fetcher fetches (with the first's outcome)
+            assert fetching.wait(5)
+            stopper.start()
+            stopper.join(6)
+            assert stopper.is_alive(), "stop() returned with a fetch in flight"
+        finally:
+            reply.set()
+            finish.set()
+            if stopper.ident is not None:
+                stopper.join(20)
+        assert not stopper.is_alive()
+        done, back = client.get(first), client.get(second)
+        stats = client.stats()
+    assert (done.status, (back.status, back.attempts)) == (
+        jobs.JobStatus.COMPLETED,
+        (jobs.JobStatus.PENDING, 0),
+    )
+    assert (stats.pending_jobs, stats.processing_jobs) == (1, 0)
