@@ -52,6 +52,7 @@ _WallNext: TypeAlias = Callable[[datetime, bool], "datetime | None"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
+_MILLISECOND = timedelta(milliseconds=1)
 # Offset changes are searched by probing at this step: real zones never change their
 # offset twice within it, so no change can hide between two probes.
 _PROBE_STEP = timedelta(hours=6)
@@ -220,6 +221,17 @@ def _to_interval(value: object) -> timedelta:
         raise ConfigError(f"interval must be a finite number of seconds, got {value!r}") from None
 
 
+def _at_least_a_millisecond(inst: object, field: attrs.Attribute[Any], value: timedelta) -> None:
+    # A fire time is claimed in Redis as whole milliseconds since the epoch: two fire
+    # times within one millisecond would claim the same value, and the second would be
+    # refused as "already fired", silently.
+    if value < _MILLISECOND:
+        raise ConfigError(
+            f"{field.name} must be at least 1 ms (fire times are claimed in whole "
+            f"milliseconds), got {value.total_seconds()!r} s"
+        )
+
+
 @attrs.frozen
 class Every:
     """Fire every ``interval``, at the multiples of it since the Unix epoch (UTC).
@@ -232,12 +244,15 @@ class Every:
         jobs.Every(timedelta(minutes=5)).next_after(now)
 
     Args:
-        interval: seconds (int or float) or a timedelta; > 0, at least one microsecond.
+        interval: seconds (int or float) or a timedelta, at least 1 ms (``Every(0.001)``);
+            a shorter one raises `ConfigError`.
 
     .. versionadded:: 1.0
     """
 
-    interval: timedelta = attrs.field(converter=_to_interval, validator=positive_duration)
+    interval: timedelta = attrs.field(
+        converter=_to_interval, validator=[positive_duration, _at_least_a_millisecond]
+    )
 
     def next_after(self, dt: datetime, *, default_tz: tzinfo | None = None) -> datetime | None:
         """The first multiple of ``interval`` since the epoch strictly after ``dt``, in UTC.

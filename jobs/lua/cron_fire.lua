@@ -14,6 +14,8 @@
 --             metadata, delay_ms
 -- Returns {fired, last_fire_ms}: fired 1 if this call enqueued the job, 0 if the fire
 -- time was already claimed; last_fire_ms the claim now stored.
+-- Sets 'enabled' to 1: the caller runs the cron job, whatever a peer that disabled it
+-- announced, and the listing (the crons index) shows it again.
 
 local state, crons = KEYS[6], KEYS[7]
 local cron_id, fire = ARGV[2], tonumber(ARGV[3])
@@ -33,6 +35,7 @@ if fire > last then
   last = fire
   fired = 1
 end
+redis.call('HSET', state, 'enabled', '1')
 if ARGV[4] ~= '' then
   redis.call('HSET', state, 'next_run', ARGV[4])
   redis.call('ZADD', crons, ARGV[4], cron_id)

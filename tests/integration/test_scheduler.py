@@ -181,6 +181,24 @@ def test_next_run_matches_the_state_in_redis(redis_url: str) -> None:
         assert [c["id"] for c in client.queue.crons()] == ["daily"]
 
 
+def test_a_cron_job_one_scheduler_disabled_is_listed_enabled_while_another_fires_it(
+    redis_url: str,
+) -> None:
+    with producer(redis_url) as client:
+        clock = Clock(at("2026-03-01T12:00:00.100"))
+        a, b = jobs.Scheduler(client, clock=clock), jobs.Scheduler(client, clock=clock)
+        for s in (a, b):
+            s.register(jobs.CronJob(id="tick", schedule=jobs.Every(60), job_type="t"))
+            s.run_once()
+        a.disable("tick")
+        clock.now = at("2026-03-01T12:01:00.100")
+        b.run_once()
+        (listed,) = client.queue.crons()
+        assert (listed["id"], listed["enabled"]) == ("tick", "1")
+        assert listed["last_job_id"] == f"cron:tick:{ms(at('2026-03-01T12:01:00'))}"
+        assert listed["next_run"] == str(ms(at("2026-03-01T12:02:00")))
+
+
 def test_scheduler_zone_applies_to_daily_schedules(redis_url: str) -> None:
     with producer(redis_url) as client:
         clock = Clock(at("2024-07-01T12:00:00"))

@@ -129,6 +129,30 @@ def test_every_rejects_non_positive(interval: object) -> None:
         Every(interval)
 
 
+@pytest.mark.parametrize(
+    "interval", [0.0009, 0.0004, timedelta(microseconds=999), timedelta(microseconds=1)]
+)
+def test_every_rejects_intervals_below_a_millisecond(interval: object) -> None:
+    # Fire times are claimed in whole milliseconds: two in one millisecond would be one.
+    with pytest.raises(ConfigError, match=r"interval must be at least 1 ms"):
+        Every(interval)
+
+
+def test_every_accepts_a_millisecond_and_odd_fractions_of_one() -> None:
+    assert Every(0.001).interval == timedelta(milliseconds=1)
+    # 1.5 ms: fire times at 0, 1.5, 3, 4.5 ms claim 0, 1, 3, 4 ms (still all distinct).
+    every = Every(0.0015)
+    t = datetime(2024, 1, 1, tzinfo=UTC)
+    fires = []
+    for _ in range(4):
+        found = every.next_after(t)
+        assert found is not None
+        fires.append(found)
+        t = found
+    claims = [(f - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1) for f in fires]
+    assert len(set(claims)) == len(claims)
+
+
 @pytest.mark.parametrize("interval", [True, "300", None, float("inf"), 1e20])
 def test_every_rejects_non_numbers(interval: object) -> None:
     with pytest.raises(ConfigError, match="interval must be"):
