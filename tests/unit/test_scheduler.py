@@ -585,7 +585,7 @@ def test_a_host_clock_step_changes_nothing(
     s.register(cron(schedule=jobs.Every(1)))
     assert s.run_once() == pytest.approx(0.5)
     host.wall += step
-    for second in (1, 2, 3):
+    for _ in range(3):
         host.advance(1.0)
         queue.now += timedelta(seconds=1)
         with caplog.at_level("INFO", logger="jobs.scheduler"):
@@ -672,7 +672,7 @@ def test_an_error_reply_about_one_cron_job_does_not_stop_the_others() -> None:
     class DamagedState(FakeQueue):
         def cron_state(self, cron_id: str) -> dict[str, str]:
             if cron_id == "damaged":
-                raise redis.ResponseError("WRONGTYPE Operation against a key holding the wrong kind")
+                raise redis.ResponseError("WRONGTYPE Operation against a key of the wrong kind")
             return super().cron_state(cron_id)
 
     queue, clock = DamagedState(), Clock(utc(12))
