@@ -32,7 +32,8 @@ seconds after a fire time still fires it.
 
 Shared state. For each cron job the hash ``{prefix:queue}:cron:<id>`` holds
 ``last_fire``, ``last_job_id`` and ``next_run`` (ms since the epoch) and what the
-schedulers announce (``schedule``, ``job_type``, ``enabled``, ``misfire``, ``tz``);
+schedulers announce (``schedule``, ``job_type``, ``enabled``, ``misfire``, ``tz``; every
+fire sets ``enabled`` again, as a scheduler runs it whatever a peer announced);
 `RedisQueue.crons` lists the enabled ones by next run, without any scheduler running.
 """
 

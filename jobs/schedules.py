@@ -543,6 +543,8 @@ class RRule:
     Occurrences are wall-clock times: in the rule's own zone when its ``dtstart`` is
     aware, else in ``tz`` (or the scheduler's zone, or UTC). A rule whose occurrences all
     share one hour of the day is fixed-hour for DST purposes (see the module docstring).
+    A call costs the same however old the rule's ``dtstart`` (dateutil alone replays every
+    occurrence since), unless the rule has a ``count``.
 
     Example::
 
