@@ -253,6 +253,28 @@ def test_every_second_fires_once_a_second(redis_url: str) -> None:
         assert client.stats().total_jobs == len(ids)
 
 
+def test_the_thread_keeps_firing_through_a_host_clock_stepped_back(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # NTP or a resumed VM steps time.time() back 25 s: the thread must neither go quiet
+    # for 25 s nor skip those fires as missed afterwards.
+    step = [0.0]
+    real = time.time
+    monkeypatch.setattr(
+        "jobs.scheduler.time",
+        SimpleNamespace(time=lambda: real() - step[0], monotonic=time.monotonic),
+    )
+    with producer(redis_url) as client:
+        s = jobs.Scheduler(client, misfire_grace=0)
+        s.register(jobs.CronJob(id="tick", schedule=jobs.Every(1), job_type="t"))
+        with s:
+            wait_until(lambda: len(cron_ids(client)) >= 1, timeout=5)
+            step[0] = 25.0
+            before = len(cron_ids(client))
+            wait_until(lambda: len(cron_ids(client)) >= before + 3, timeout=8)
+        assert_each_second_once(cron_ids(client))
+
+
 def test_restart_right_after_a_fire_does_not_fire_it_again(redis_url: str) -> None:
     with make_client(redis_url) as base:
         queue = CountingQueue.connect(redis_url, base.queue.name)
