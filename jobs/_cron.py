@@ -55,9 +55,11 @@ _FIELDS: tuple[tuple[str, int, int, Mapping[str, int]], ...] = (
     ("day-of-week", 0, 7, _WEEKDAY_NAMES),
 )
 
-#: Longest leap-day drought (2096 -> 2104) plus slack: a valid expression always fires
-#: within this many years, so a search that gets further has a bug or hit MAXYEAR.
-_SEARCH_YEARS = 30
+#: The Gregorian calendar, weekdays included, repeats every 400 years (146,097 days are
+#: exactly 20,871 weeks), so a valid expression fires within any 400 years: a search that
+#: gets further has a bug or hit MAXYEAR. (The longest real wait is 40 years: Feb 29 on a
+#: Sunday, 2088 -> 2128; the search stops at the first match, so the bound costs nothing.)
+_SEARCH_YEARS = 400
 _MINUTE = timedelta(minutes=1)
 ALL_MINUTES = frozenset(range(60))
 ALL_HOURS = frozenset(range(24))

@@ -9,11 +9,18 @@ they were late. The job id is deterministic, ``cron:<cron id>:<fire time in ms>`
 
 Timing. The scheduler thread sleeps until the earliest next fire time (an `Event` wait,
 so `Scheduler.stop` is immediate and `Scheduler.register` re-plans at once), but never
-longer than `MAX_WAIT`: a monotonic sleep does not see the wall clock being stepped or a
-suspended host, and waking once a minute to compare two datetimes costs nothing. The
-wall clock used is the local one corrected by the Redis server's: the offset between
-Redis ``TIME`` and ``time.time()`` is measured at start and before each round that
-fires, so schedulers on hosts with skewed clocks still fire at the same instants.
+longer than `MAX_WAIT`. Its clock is the Redis server's: Redis ``TIME`` is read at start
+and before each round that fires, and carried forward in between by the monotonic
+clock, so schedulers on hosts with skewed clocks fire at the same instants and a step of
+the host's clock (NTP, a VM resumed) changes nothing. A suspended host stops the
+monotonic clock but not the wall clock: when the two disagree, Redis is asked again.
+
+Failures. A schedule that raises (a custom one may), or an error reply about one cron
+job's data, is logged once per distinct error and that cron job is retried after
+`SCHEDULE_RETRY`; the others go on. Redis being unreachable fails the round, which the
+thread retries with a back-off. An exception that is not an `Exception` (``SystemExit``
+from a library) ends the thread: it is logged as critical, and `Scheduler.next_run`
+raises until `Scheduler.start` runs the thread again.
 
 Missed fire times. A fire time more than ``misfire_grace`` late (plus up to `WAKE_SLACK`
 of the scheduler's own wake-up latency) counts as missed: the scheduler was not running,
@@ -25,7 +32,8 @@ seconds after a fire time still fires it.
 
 Shared state. For each cron job the hash ``{prefix:queue}:cron:<id>`` holds
 ``last_fire``, ``last_job_id`` and ``next_run`` (ms since the epoch) and what the
-schedulers announce (``schedule``, ``job_type``, ``enabled``, ``misfire``, ``tz``);
+schedulers announce (``schedule``, ``job_type``, ``enabled``, ``misfire``, ``tz``; every
+fire sets ``enabled`` again, as a scheduler runs it whatever a peer announced);
 `RedisQueue.crons` lists the enabled ones by next run, without any scheduler running.
 """
 
@@ -46,7 +54,7 @@ from .client import Client
 from .config import JobConfig
 from .cron_job import CronJob as CronJob
 from .cron_job import Misfire as Misfire
-from .errors import ConfigError, PayloadError, RedisUnavailable, ReplicationError
+from .errors import ConfigError, JobsError, PayloadError, RedisUnavailable, ReplicationError
 from .schedules import _resolve_tz
 
 if TYPE_CHECKING:
@@ -69,6 +77,12 @@ WAKE_SLACK = timedelta(seconds=1)
 #: How long `Scheduler.stop` waits for the thread (a round blocked on Redis ends by the
 #: client's socket timeout).
 STOP_TIMEOUT = 10.0
+#: How long a cron job whose schedule failed (or whose state Redis refused) waits before
+#: it is tried again; the other cron jobs go on meanwhile.
+SCHEDULE_RETRY = timedelta(seconds=10)
+#: Disagreement between the wall and monotonic clocks since the last Redis ``TIME`` that
+#: means the host's clock was stepped or the host was suspended, in seconds.
+CLOCK_JUMP = 1.0
 #: Missed fire times counted one by one before a binary search finds the latest.
 _MISSED_WALK = 100
 
@@ -93,6 +107,16 @@ def _parse_ms(raw: str | None) -> int | None:
         return None
 
 
+def _isolated(exc: Exception) -> bool:
+    """Whether an error concerns one cron job (its schedule, its data) rather than Redis."""
+    if isinstance(exc, redis.RedisError):
+        # A plain error reply is about this call's keys (a damaged state hash); its
+        # subclasses (READONLY, cluster states ...) and connection errors are about the
+        # server: the round fails and the thread backs off.
+        return type(exc) is redis.ResponseError
+    return True
+
+
 @attrs.define
 class _Entry:
     """One registration and its plan; mutated only under the scheduler's lock."""
@@ -106,6 +130,19 @@ class _Entry:
     #: ``next_fire`` is the one catch-up of a ``run_once`` cron job.
     catch_up: bool = False
     ttl: timedelta = STATE_TTL
+    #: When `Scheduler.enable` last enabled it: earlier fire times were not owed here.
+    resumed: datetime | None = None
+    #: The last error of its schedule or state ("Type: message"); None when it works.
+    error: str | None = None
+    #: No new try before this instant after an error.
+    retry_at: datetime | None = None
+
+
+@attrs.frozen
+class _Plan:
+    next_fire: datetime | None
+    catch_up: bool
+    ttl: timedelta
 
 
 def _grace(value: object) -> timedelta:
@@ -182,17 +219,24 @@ class Scheduler:
         self.tz: tzinfo = _resolve_tz(tz, "tz") or UTC
         self.misfire_grace: timedelta = _grace(misfire_grace)
         self._clock = clock
-        #: Seconds to add to time.time() to get the Redis server's time.
+        #: Seconds to add to time.time() to get the Redis server's time (for the log).
         self._offset = 0.0
+        #: (Redis time, monotonic time, wall time) in seconds at the last Redis TIME.
+        self._anchor: tuple[float, float, float] | None = None
         self._sync_due = True
         self._entries: dict[str, _Entry] = {}
-        # Held for whole rounds, so that once disable() or unregister() returns, the cron
-        # job fires no more.
+        # Guards the registrations and plans, never held while a schedule computes: each
+        # fire is claimed under it after checking the registration is unchanged, so that
+        # once disable() or unregister() returns, the cron job fires no more.
         self._lock = threading.RLock()
+        # One round at a time (the thread's and run_once() calls of a custom loop).
+        self._round = threading.Lock()
         self._changed = threading.Event()
         # Guards only the thread's life, so that stop() never waits for a round to end.
         self._life = threading.Lock()
         self._loop: Loop | None = None
+        #: What killed the thread ("Type: message"), if something not an Exception did.
+        self._death: str | None = None
         self._extra: dict[str, object] = {"queue": queue.name}
 
     def __repr__(self) -> str:
@@ -220,21 +264,29 @@ class Scheduler:
         entry = _Entry(cron_job, payload)
         with self._lock:
             self._entries[cron_job.id] = entry
-            if cron_job.enabled:
-                self._plan_best_effort(entry, self._now())
-            else:
+            if not cron_job.enabled:
                 self._announce(entry)
+        if cron_job.enabled:
+            self._plan_best_effort(entry, cron_job, self._now())
         self._changed.set()
 
     def enable(self, cron_id: str) -> bool:
-        """Let a registered cron job fire again; False if the id is unknown here."""
+        """Let a registered cron job fire again; False if the id is unknown here.
+
+        The fire times it missed while disabled are skipped, whatever its ``misfire``:
+        resuming a paused job does not run it at once for the pause.
+        """
         with self._lock:
             entry = self._entries.get(cron_id)
             if entry is None:
                 return False
+            job = None
             if not entry.job.enabled:
-                entry.job = attrs.evolve(entry.job, enabled=True)
-                self._plan_best_effort(entry, self._now())
+                job = entry.job = attrs.evolve(entry.job, enabled=True)
+                now = entry.resumed = self._now()
+                entry.planned, entry.error, entry.retry_at = False, None, None
+        if job is not None:
+            self._plan_best_effort(entry, job, now)
         self._changed.set()
         return True
 
@@ -273,8 +325,17 @@ class Scheduler:
         """When the cron job fires next here (UTC); None if unknown, disabled or ended.
 
         A pending ``run_once`` catch-up shows as its (past) fire time.
+
+        Raises:
+            JobsError: the scheduler thread died of something that is not an `Exception`
+                (``SystemExit`` ...), so nothing fires here until `start` runs it again.
         """
         with self._lock:
+            if self._death is not None:
+                raise JobsError(
+                    f"the scheduler thread died ({self._death}): nothing fires until "
+                    "start() runs it again"
+                )
             entry = self._entries.get(cron_id)
             if entry is None or not entry.job.enabled:
                 return None
@@ -293,12 +354,13 @@ class Scheduler:
                 return
             with self._lock:
                 for entry in self._entries.values():
-                    entry.planned = False
+                    entry.planned, entry.retry_at = False, None
                 self._sync_due = True
+                self._death = None
                 count = len(self._entries)
 
             def step() -> float:
-                return self._step(loop)
+                return self._guarded_step(loop)
 
             loop = Loop(
                 "jobs-scheduler",
@@ -343,6 +405,27 @@ class Scheduler:
     ) -> None:
         self.stop()
 
+    def _guarded_step(self, loop: Loop) -> float:
+        try:
+            return self._step(loop)
+        except Exception:
+            raise  # the loop logs it and tries again after a back-off
+        except BaseException as exc:
+            # SystemExit or KeyboardInterrupt raised in this thread (a library calling
+            # sys.exit()) ends it, as it would end any thread, but not silently.
+            loop.stopping.set()
+            with self._lock:
+                self._death = f"{type(exc).__name__}: {exc}"
+            self._logger.critical(
+                "scheduler thread died of %s: %s; no cron job fires here until start() "
+                "is called again",
+                type(exc).__name__,
+                exc,
+                exc_info=exc,
+                extra=self._extra,
+            )
+            return 0.0
+
     def _step(self, loop: Loop) -> float:
         self._changed.clear()
         # Loop.stop sets `stopping` before it wakes us: checking after the clear means a
@@ -357,7 +440,9 @@ class Scheduler:
     def run_once(self, now: datetime | None = None) -> float:
         """Plan what needs planning and enqueue every fire time due at ``now``.
 
-        This is one round of the scheduler thread, for tests and custom loops.
+        This is one round of the scheduler thread, for tests and custom loops. A cron job
+        whose schedule fails is logged and skipped (tried again after `SCHEDULE_RETRY`);
+        the others go on.
 
         Args:
             now: an aware datetime; None means the scheduler's clock.
@@ -371,35 +456,118 @@ class Scheduler:
         """
         explicit = now is not None
         own_clock = not explicit and self._clock is None
-        with self._lock:
+        with self._round:
             synced = False
-            if own_clock and self._sync_due:
+            if own_clock and (self._sync_due or self._clock_jumped()):
                 self._sync_clock()
                 synced, self._sync_due = True, False
             current = self._aware(now, "now") if now is not None else self._now()
-            active = [e for e in self._entries.values() if e.job.enabled]
-            for entry in active:
+            for entry, job in self._active(current):
                 if not entry.planned:
-                    self._plan(entry, current)
-            due = [e for e in active if e.next_fire is not None and e.next_fire <= current]
+                    self._guarded(entry, job, current, self._plan)
+            due = [
+                (entry, job)
+                for entry, job in self._active(current)
+                if entry.next_fire is not None and entry.next_fire <= current
+            ]
             if due and own_clock and not synced:
                 self._sync_clock()
                 current = self._now()
-            for entry in due:
-                self._fire_due(entry, current)
-            upcoming = [e.next_fire for e in active if e.next_fire is not None]
-        if not upcoming:
+            for entry, job in due:
+                self._guarded(entry, job, current, self._fire_due)
+            with self._lock:
+                upcoming = [
+                    e.retry_at if e.retry_at is not None else e.next_fire
+                    for e in self._entries.values()
+                    if e.job.enabled
+                ]
+        wake = [instant for instant in upcoming if instant is not None]
+        if not wake:
             return MAX_WAIT
         # Measured after the round's round trips, so that the thread does not wake late.
         reference = current if explicit else self._now()
-        return min(max((min(upcoming) - reference).total_seconds(), 0.0), MAX_WAIT)
+        return min(max((min(wake) - reference).total_seconds(), 0.0), MAX_WAIT)
 
     # -- internals -------------------------------------------------------------------
+
+    def _active(self, now: datetime) -> builtins.list[tuple[_Entry, CronJob]]:
+        """The enabled registrations not waiting to retry after an error, with their job."""
+        with self._lock:
+            found = []
+            for entry in self._entries.values():
+                if not entry.job.enabled:
+                    continue
+                if entry.retry_at is not None:
+                    if entry.retry_at > now:
+                        continue
+                    entry.retry_at, entry.planned = None, False
+                found.append((entry, entry.job))
+            return found
+
+    def _current(self, entry: _Entry, job: CronJob) -> bool:
+        """Whether ``job`` is still this registration, enabled (call under the lock)."""
+        return self._entries.get(job.id) is entry and entry.job is job and job.enabled
+
+    def _guarded(
+        self,
+        entry: _Entry,
+        job: CronJob,
+        now: datetime,
+        action: Callable[[_Entry, CronJob, datetime], None],
+    ) -> None:
+        """Run one cron job's part of a round; its own failure does not stop the others."""
+        try:
+            action(entry, job, now)
+        except Exception as exc:
+            if not _isolated(exc):
+                raise
+            self._failed(entry, job, now, exc)
+            return
+        with self._lock:
+            error, entry.error = entry.error, None
+        if error is not None:
+            self._logger.info(
+                "cron job %r works again (after %s)",
+                job.id,
+                error,
+                extra={**self._extra, "job_type": job.job_type},
+            )
+
+    def _failed(self, entry: _Entry, job: CronJob, now: datetime, exc: Exception) -> None:
+        error = f"{type(exc).__name__}: {exc}"
+        with self._lock:
+            repeated = entry.error == error
+            entry.error, entry.planned, entry.retry_at = error, False, now + SCHEDULE_RETRY
+        extra = {**self._extra, "job_type": job.job_type}
+        if repeated:  # logged in full when it first happened
+            self._logger.debug("cron job %r failed again: %s", job.id, error, extra=extra)
+            return
+        self._logger.error(
+            "cron job %r failed (%s); it is skipped and tried again in %.0f s, "
+            "the other cron jobs go on",
+            job.id,
+            error,
+            SCHEDULE_RETRY.total_seconds(),
+            exc_info=exc,
+            extra=extra,
+        )
 
     def _now(self) -> datetime:
         if self._clock is not None:
             return self._aware(self._clock(), "clock()")
-        return datetime.fromtimestamp(time.time() + self._offset, UTC)
+        anchor = self._anchor
+        if anchor is None:
+            return datetime.fromtimestamp(time.time(), UTC)
+        server, monotonic, _ = anchor
+        return datetime.fromtimestamp(server + time.monotonic() - monotonic, UTC)
+
+    def _clock_jumped(self) -> bool:
+        """Whether the host's clock was stepped, or the host suspended, since the last sync."""
+        anchor = self._anchor
+        if anchor is None:
+            return True
+        _, monotonic, wall = anchor
+        return abs((time.time() - wall) - (time.monotonic() - monotonic)) > CLOCK_JUMP
 
     @staticmethod
     def _aware(value: object, what: str) -> datetime:
@@ -408,20 +576,22 @@ class Scheduler:
         return value.astimezone(UTC)
 
     def _sync_clock(self) -> None:
-        before = time.time()
-        server_ms = self._queue.server_time_ms()
-        after = time.time()
-        offset = server_ms / 1000 - (before + after) / 2
-        if abs(offset - self._offset) > 1.0:
+        mono_before, wall_before = time.monotonic(), time.time()
+        server = self._queue.server_time_ms() / 1000
+        mono_after, wall_after = time.monotonic(), time.time()
+        wall = (wall_before + wall_after) / 2
+        offset = server - wall
+        if abs(offset - self._offset) > CLOCK_JUMP:
             self._logger.info(
                 "local clock is %+.3f s off the Redis server's; scheduling on Redis time",
                 -offset,
                 extra=self._extra,
             )
         self._offset = offset
+        self._anchor = (server, (mono_before + mono_after) / 2, wall)
 
-    def _next(self, entry: _Entry, after: datetime) -> datetime | None:
-        found = entry.job.schedule.next_after(after, default_tz=self.tz)
+    def _next(self, job: CronJob, after: datetime) -> datetime | None:
+        found = job.schedule.next_after(after, default_tz=self.tz)
         return None if found is None else found.astimezone(UTC)
 
     def _check_schedule(self, cron_job: CronJob) -> None:
@@ -437,90 +607,133 @@ class Scheduler:
                 "return an aware datetime or None"
             )
 
-    def _plan(self, entry: _Entry, now: datetime) -> None:
+    def _plan(self, entry: _Entry, job: CronJob, now: datetime) -> None:
         """Plan from the claim in Redis, then publish the plan."""
-        state = self._queue.cron_state(entry.job.id)
-        self._replan(entry, now, _parse_ms(state.get("last_fire")))
-        entry.planned = True
-        self._announce(entry)
+        state = self._queue.cron_state(job.id)
+        plan = self._replan(
+            job,
+            now,
+            _parse_ms(state.get("last_fire")),
+            _parse_ms(state.get("next_run")),
+            entry.resumed,
+        )
+        with self._lock:
+            if self._current(entry, job):
+                entry.next_fire, entry.catch_up, entry.ttl = plan.next_fire, plan.catch_up, plan.ttl
+                entry.planned = True
+                self._announce(entry)
 
-    def _plan_best_effort(self, entry: _Entry, now: datetime) -> None:
+    def _plan_best_effort(self, entry: _Entry, job: CronJob, now: datetime) -> None:
         try:
-            self._plan(entry, now)
+            self._guarded(entry, job, now, self._plan)
         except (redis.RedisError, RedisUnavailable) as exc:
-            # The thread plans it again from Redis; until then next_run shows this plan.
-            self._replan(entry, now, None)
-            entry.planned = False
+            extra = {**self._extra, "job_type": job.job_type}
+            try:
+                plan = self._replan(job, now, None, None, entry.resumed)
+            except Exception as schedule_exc:
+                self._failed(entry, job, now, schedule_exc)
+                return
+            with self._lock:
+                if self._current(entry, job) and not entry.planned:
+                    # The thread plans it again from Redis; until then next_run shows this.
+                    entry.next_fire, entry.catch_up, entry.ttl = (
+                        plan.next_fire,
+                        plan.catch_up,
+                        plan.ttl,
+                    )
             self._logger.warning(
                 "cron job %r: cannot read its state (%s: %s); planned from its schedule alone",
-                entry.job.id,
+                job.id,
                 type(exc).__name__,
                 exc,
-                extra={**self._extra, "job_type": entry.job.job_type},
+                extra=extra,
             )
 
-    def _replan(self, entry: _Entry, now: datetime, last_fire_ms: int | None) -> None:
+    def _replan(
+        self,
+        job: CronJob,
+        now: datetime,
+        last_fire_ms: int | None,
+        announced_ms: int | None,
+        resumed: datetime | None,
+    ) -> _Plan:
+        """The plan from the claim (or the announced first fire time), without the lock."""
         if last_fire_ms is not None:
-            entry.next_fire = self._next(entry, _from_ms(last_fire_ms))
+            first = self._next(job, _from_ms(last_fire_ms))
         else:
             # A brand-new cron job fires at most its latest fire time within the grace
             # window (Daily(2, 0) first started at 02:00:03 still runs today), never a
             # burst of every one of them (Every(1) would enqueue ten at once).
-            first = self._next(entry, now - self.misfire_grace - _US)
+            first = self._next(job, now - self.misfire_grace - _US)
             if first is not None and first <= now:
-                first, _ = self._latest_before(entry, first, now + _US)
-            entry.next_fire = first
-        entry.catch_up = False
-        self._resolve_missed(entry, now)
-        first = entry.next_fire
-        following = None if first is None else self._next(entry, first)
+                first, _ = self._latest_before(job, first, now + _US)
+            # Never fired, but a scheduler announced an earlier first fire time: the fire
+            # times from there on were owed, a missed one included (run_once catches it up).
+            owed = None if announced_ms is None else self._next(job, _from_ms(announced_ms) - _US)
+            if owed is not None and (first is None or owed < first):
+                first = owed
+        if resumed is not None and first is not None and first < resumed:
+            latest, count = self._latest_before(job, first, resumed)
+            self._logger.info(
+                "cron job %r enabled again: %s fire time(s) from %s to %s, missed while it "
+                "was disabled, skipped",
+                job.id,
+                count if count is not None else f"more than {_MISSED_WALK}",
+                first.isoformat(),
+                latest.isoformat(),
+                extra={**self._extra, "job_type": job.job_type},
+            )
+            first = self._next(job, latest)
+        first, catch_up = self._resolve_missed(job, first, False, now)
+        following = None if first is None else self._next(job, first)
         period = (following - first) if first is not None and following is not None else None
-        entry.ttl = max(STATE_TTL, 3 * period) if period is not None else STATE_TTL
+        ttl = max(STATE_TTL, 3 * period) if period is not None else STATE_TTL
+        return _Plan(first, catch_up, ttl)
 
-    def _resolve_missed(self, entry: _Entry, now: datetime) -> None:
-        """Apply the misfire policy if ``next_fire`` is more than the grace late."""
-        first = entry.next_fire
+    def _resolve_missed(
+        self, job: CronJob, first: datetime | None, catch_up: bool, now: datetime
+    ) -> tuple[datetime | None, bool]:
+        """Apply the misfire policy if ``first`` is more than the grace late."""
         cutoff = now - self.misfire_grace - WAKE_SLACK
         if first is None or first >= cutoff:
-            return
-        latest, count = self._latest_before(entry, first, cutoff)
+            return first, catch_up
+        latest, count = self._latest_before(job, first, cutoff)
         how_many = f"{count}" if count is not None else f"more than {_MISSED_WALK}"
-        extra = {**self._extra, "job_type": entry.job.job_type}
-        if entry.job.misfire == "run_once":
-            if not entry.catch_up or latest != first:
+        extra = {**self._extra, "job_type": job.job_type}
+        if job.misfire == "run_once":
+            if not catch_up or latest != first:
                 self._logger.info(
                     "cron job %r: %s fire time(s) missed from %s to %s; "
                     "enqueueing one catch-up for %s",
-                    entry.job.id,
+                    job.id,
                     how_many,
                     first.isoformat(),
                     latest.isoformat(),
                     latest.isoformat(),
                     extra=extra,
                 )
-            entry.next_fire, entry.catch_up = latest, True
-        else:
-            entry.next_fire = self._next(entry, latest)
-            self._logger.info(
-                "cron job %r: skipped %s missed fire time(s) from %s to %s",
-                entry.job.id,
-                how_many,
-                first.isoformat(),
-                latest.isoformat(),
-                extra=extra,
-            )
+            return latest, True
+        self._logger.info(
+            "cron job %r: skipped %s missed fire time(s) from %s to %s",
+            job.id,
+            how_many,
+            first.isoformat(),
+            latest.isoformat(),
+            extra=extra,
+        )
+        return self._next(job, latest), False
 
     def _latest_before(
-        self, entry: _Entry, first: datetime, cutoff: datetime
+        self, job: CronJob, first: datetime, cutoff: datetime
     ) -> tuple[datetime, int | None]:
         """The last fire time before ``cutoff`` from ``first`` on, and how many (if few)."""
         latest, count = first, 1
         for _ in range(_MISSED_WALK):
-            found = self._next(entry, latest)
+            found = self._next(job, latest)
             if found is None or found >= cutoff:
                 return latest, count
             latest, count = found, count + 1
-        found = self._next(entry, latest)
+        found = self._next(job, latest)
         if found is None or found >= cutoff:
             return latest, None
         # Many missed (a long outage of a frequent schedule): next_after is monotonic, so
@@ -528,44 +741,42 @@ class Scheduler:
         lo, hi = latest, cutoff - _US
         while hi - lo > _US:
             mid = lo + (hi - lo) // 2
-            found = self._next(entry, mid)
+            found = self._next(job, mid)
             if found is not None and found < cutoff:
                 lo = mid
             else:
                 hi = mid
-        result = self._next(entry, lo)
+        result = self._next(job, lo)
         assert result is not None  # the bisection keeps next(lo) before the cutoff
         return result, None
 
-    def _fire_due(self, entry: _Entry, now: datetime) -> None:
-        job = entry.job
+    def _fire_due(self, entry: _Entry, job: CronJob, now: datetime) -> None:
         extra: dict[str, object] = {**self._extra, "job_type": job.job_type}
-        while entry.next_fire is not None and entry.next_fire <= now:
-            self._resolve_missed(entry, now)
-            fire = entry.next_fire
-            if fire is None or fire > now:
+        while True:
+            with self._lock:
+                if not self._current(entry, job):
+                    return
+                planned, catch_up = entry.next_fire, entry.catch_up
+            if planned is None or planned > now:
                 break
-            following = self._next(entry, fire)
-            fire_ms = _to_ms(fire)
-            job_id = f"cron:{job.id}:{fire_ms}"
-            extra["job_id"] = job_id
-            try:
-                fired, last_ms = self._queue.fire_cron(
-                    job.id,
-                    fire_ms,
-                    None if following is None else _to_ms(following),
-                    (job_id, job.job_type, entry.payload, job.config or JobConfig()),
-                    entry.ttl,
-                )
-            except ReplicationError as exc:  # written on the master: it did fire
-                fired, last_ms = True, fire_ms
-                self._logger.warning("cron job %r: %s", job.id, exc, extra=extra)
+            # The schedule is computed without the lock (it may be slow); the fire is
+            # claimed under it, and only if the registration did not change meanwhile.
+            fire, catch_up = self._resolve_missed(job, planned, catch_up, now)
+            following = None if fire is None or fire > now else self._next(job, fire)
+            with self._lock:
+                if not self._current(entry, job) or entry.next_fire != planned:
+                    return
+                if fire is None or fire > now:
+                    entry.next_fire, entry.catch_up = fire, catch_up
+                    break
+                fired, last_ms = self._fire(job, entry, fire, following, extra)
+                entry.next_fire, entry.catch_up = following, False
             if fired:
                 self._logger.debug(
                     "cron job %r fired for %s%s",
                     job.id,
                     fire.isoformat(),
-                    " (catch-up)" if entry.catch_up else "",
+                    " (catch-up)" if catch_up else "",
                     extra=extra,
                 )
             else:
@@ -576,11 +787,39 @@ class Scheduler:
                     _from_ms(last_ms).isoformat(),
                     extra=extra,
                 )
-            entry.catch_up = False
             last = _from_ms(last_ms)
-            entry.next_fire = following if last <= fire else self._next(entry, last)
-        if entry.next_fire is None:  # the schedule ended: take it off the listing
-            self._announce(entry)
+            if last > fire:  # a peer is ahead: go on from its last fire
+                ahead = self._next(job, last)
+                with self._lock:
+                    if self._current(entry, job) and entry.next_fire == following:
+                        entry.next_fire = ahead
+        with self._lock:
+            if self._current(entry, job) and entry.next_fire is None:
+                self._announce(entry)  # the schedule ended: take it off the listing
+
+    def _fire(
+        self,
+        job: CronJob,
+        entry: _Entry,
+        fire: datetime,
+        following: datetime | None,
+        extra: dict[str, object],
+    ) -> tuple[bool, int]:
+        """Claim ``fire`` and enqueue its job in Redis (under the lock)."""
+        fire_ms = _to_ms(fire)
+        job_id = f"cron:{job.id}:{fire_ms}"
+        extra["job_id"] = job_id
+        try:
+            return self._queue.fire_cron(
+                job.id,
+                fire_ms,
+                None if following is None else _to_ms(following),
+                (job_id, job.job_type, entry.payload, job.config or JobConfig()),
+                entry.ttl,
+            )
+        except ReplicationError as exc:  # written on the master: it did fire
+            self._logger.warning("cron job %r: %s", job.id, exc, extra=extra)
+            return True, fire_ms
 
     def _announce(self, entry: _Entry) -> None:
         job = entry.job

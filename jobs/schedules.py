@@ -27,14 +27,31 @@ fire. In short, a job scheduled "at 02:30" runs once every day, while a job sche
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, tzinfo
-from typing import Any, Protocol, TypeAlias
+from typing import Any, Protocol, TypeAlias, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attrs
 from dateutil.relativedelta import weekday as _weekday_base
-from dateutil.rrule import FR, MO, SA, SU, TH, TU, WE, rrule, rrulebase, rruleset
+from dateutil.rrule import (
+    DAILY,
+    FR,
+    HOURLY,
+    MINUTELY,
+    MO,
+    SA,
+    SECONDLY,
+    SU,
+    TH,
+    TU,
+    WE,
+    WEEKLY,
+    YEARLY,
+    rrule,
+    rrulebase,
+    rruleset,
+)
 from dateutil.rrule import weekday as _Weekday
 from dateutil.rrule import weekdays as _WEEKDAYS
 
@@ -52,6 +69,7 @@ _WallNext: TypeAlias = Callable[[datetime, bool], "datetime | None"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
+_MILLISECOND = timedelta(milliseconds=1)
 # Offset changes are searched by probing at this step: real zones never change their
 # offset twice within it, so no change can hide between two probes.
 _PROBE_STEP = timedelta(hours=6)
@@ -220,6 +238,17 @@ def _to_interval(value: object) -> timedelta:
         raise ConfigError(f"interval must be a finite number of seconds, got {value!r}") from None
 
 
+def _at_least_a_millisecond(inst: object, field: attrs.Attribute[Any], value: timedelta) -> None:
+    # A fire time is claimed in Redis as whole milliseconds since the epoch: two fire
+    # times within one millisecond would claim the same value, and the second would be
+    # refused as "already fired", silently.
+    if value < _MILLISECOND:
+        raise ConfigError(
+            f"{field.name} must be at least 1 ms (fire times are claimed in whole "
+            f"milliseconds), got {value.total_seconds()!r} s"
+        )
+
+
 @attrs.frozen
 class Every:
     """Fire every ``interval``, at the multiples of it since the Unix epoch (UTC).
@@ -232,12 +261,15 @@ class Every:
         jobs.Every(timedelta(minutes=5)).next_after(now)
 
     Args:
-        interval: seconds (int or float) or a timedelta; > 0, at least one microsecond.
+        interval: seconds (int or float) or a timedelta, at least 1 ms (``Every(0.001)``);
+            a shorter one raises `ConfigError`.
 
     .. versionadded:: 1.0
     """
 
-    interval: timedelta = attrs.field(converter=_to_interval, validator=positive_duration)
+    interval: timedelta = attrs.field(
+        converter=_to_interval, validator=[positive_duration, _at_least_a_millisecond]
+    )
 
     def next_after(self, dt: datetime, *, default_tz: tzinfo | None = None) -> datetime | None:
         """The first multiple of ``interval`` since the epoch strictly after ``dt``, in UTC.
@@ -391,6 +423,119 @@ def _rule_hours(rule: rrulebase) -> set[int] | None:
     return None if byhour is None else set(byhour)
 
 
+# What the occurrences of a dateutil rrule depend on besides where it starts, as its
+# constructor normalised them (the defaults taken from dtstart filled in). dateutil has
+# no public accessor for them; a missing one only means the rule is replayed from dtstart.
+_RULE_PARTS = (
+    "_freq",
+    "_interval",
+    "_wkst",
+    "_count",
+    "_until",
+    "_tzinfo",
+    "_bysetpos",
+    "_bymonth",
+    "_byyearday",
+    "_byweekno",
+    "_byweekday",
+    "_bynweekday",
+    "_bymonthday",
+    "_bynmonthday",
+    "_byeaster",
+    "_byhour",
+    "_byminute",
+    "_bysecond",
+    "_timeset",
+)
+_FIXED_PERIODS = {
+    WEEKLY: timedelta(weeks=1),
+    DAILY: timedelta(days=1),
+    HOURLY: timedelta(hours=1),
+    MINUTELY: timedelta(minutes=1),
+    SECONDLY: timedelta(seconds=1),
+}
+_NO_PART = object()
+
+
+def _rule_parts(rule: rrule) -> dict[str, Any] | None:
+    parts = {name: getattr(rule, name, _NO_PART) for name in _RULE_PARTS}
+    return None if any(value is _NO_PART for value in parts.values()) else parts
+
+
+def _later_starts(freq: int, interval: int, start: datetime, wall: datetime) -> Iterator[datetime]:
+    """``start`` moved forward by whole intervals of the rule's period, to at most ``wall``.
+
+    Latest first; naive wall-clock times.
+    """
+    fixed = _FIXED_PERIODS.get(freq)
+    if fixed is not None:
+        times = (wall - start) // (fixed * interval)
+        if times > 0:
+            yield start + fixed * interval * times
+        return
+    months = (12 if freq == YEARLY else 1) * interval
+    times = ((wall.year - start.year) * 12 + wall.month - start.month) // months
+    # The day of dtstart (the 31st, Feb 29) is missing from some periods: try earlier ones.
+    for back in range(times, max(times - 13, 0), -1):
+        total = start.month - 1 + back * months
+        try:
+            moved = start.replace(year=start.year + total // 12, month=total % 12 + 1)
+        except ValueError:
+            continue
+        if moved <= wall:
+            yield moved
+
+
+def _restart_rrule(rule: rrule, wall: datetime) -> rrule:
+    dtstart = getattr(rule, "_dtstart", None)
+    parts = _rule_parts(rule)
+    # With a count, the occurrences before the new start would no longer be counted.
+    if not isinstance(dtstart, datetime) or parts is None or parts["_count"] is not None:
+        return rule
+    if dtstart.tzinfo is not wall.tzinfo:  # compare like dateutil: wall times in one zone
+        return rule
+    naive_start, naive_wall = dtstart.replace(tzinfo=None), wall.replace(tzinfo=None)
+    for moved in _later_starts(parts["_freq"], parts["_interval"], naive_start, naive_wall):
+        try:
+            restarted = rule.replace(dtstart=moved.replace(tzinfo=dtstart.tzinfo))
+        except (ValueError, OverflowError):
+            continue
+        if _rule_parts(restarted) == parts:
+            return restarted
+    return rule
+
+
+def _restart(rule: rrulebase, wall: datetime) -> rrulebase:
+    """A rule with the same occurrences as ``rule`` from ``wall`` on, starting near it.
+
+    dateutil computes ``after(wall)`` by replaying every occurrence from dtstart (for a
+    minutely rule started a year ago, half a million of them on each call). Moving
+    dtstart forward by a whole number of the rule's periods (``interval`` days, weeks,
+    months ...) keeps every occurrence from there on: each period's occurrences, BYSETPOS
+    included, depend only on the period and the rule's parts. The move is kept only when
+    the rule's normalised parts stay the same (defaults such as BYMONTHDAY come from
+    dtstart), and never for a rule with COUNT.
+    """
+    if isinstance(rule, rrule):
+        return _restart_rrule(rule, wall)
+    if isinstance(rule, rruleset):
+        found = [getattr(rule, name, None) for name in ("_rrule", "_rdate", "_exrule", "_exdate")]
+        if not all(isinstance(items, list) for items in found):
+            return rule
+        rules, rdates, exrules, exdates = cast("list[list[Any]]", found)
+        restarted = rruleset()
+        for sub in rules:
+            restarted.rrule(_restart_rrule(sub, wall) if isinstance(sub, rrule) else sub)
+        for sub in exrules:
+            restarted.exrule(_restart_rrule(sub, wall) if isinstance(sub, rrule) else sub)
+        for day in rdates:
+            restarted.rdate(day)
+        for day in exdates:
+            restarted.exdate(day)
+        return restarted
+    return rule
+
+
 @attrs.frozen
 class RRule:
     """Fire at the occurrences of a ``dateutil.rrule`` rule (an ``rrule`` or ``rruleset``).
@@ -398,6 +543,8 @@ class RRule:
     Occurrences are wall-clock times: in the rule's own zone when its ``dtstart`` is
     aware, else in ``tz`` (or the scheduler's zone, or UTC). A rule whose occurrences all
     share one hour of the day is fixed-hour for DST purposes (see the module docstring).
+    A call costs the same however old the rule's ``dtstart`` (dateutil alone replays every
+    occurrence since), unless the rule has a ``count``.
 
     Example::
 
@@ -431,7 +578,8 @@ class RRule:
 
         def wall_next(wall: datetime, inclusive: bool) -> datetime | None:
             # Attaching the rule's own tzinfo object makes Python compare wall times.
-            found = self.rule.after(wall.replace(tzinfo=rule_tz), inc=inclusive)
+            at = wall.replace(tzinfo=rule_tz)
+            found = _restart(self.rule, at).after(at, inc=inclusive)
             if found is None:
                 return None
             if rule_tz is not None and found.tzinfo is not rule_tz:

@@ -19,6 +19,9 @@
 -- counts as no claim: the deterministic job id still keeps a fire time from enqueueing
 -- twice while its job's record lives, and the claim is written afresh. Refusing instead
 -- would stop the cron job for good.
+--
+-- Sets 'enabled' to 1: the caller runs the cron job, whatever a peer that disabled it
+-- announced, and the listing (the crons index) shows it again.
 
 local state, crons = KEYS[6], KEYS[7]
 local cron_id, fire = ARGV[2], tonumber(ARGV[3])
@@ -45,6 +48,7 @@ if fire > last then
   last = fire
   fired = 1
 end
+redis.call('HSET', state, 'enabled', '1')
 if ARGV[4] ~= '' then
   redis.call('HSET', state, 'next_run', ARGV[4])
   -- Only a listing (python -m jobs crons): a damaged one must not fail the fire.

@@ -181,6 +181,24 @@ def test_next_run_matches_the_state_in_redis(redis_url: str) -> None:
         assert [c["id"] for c in client.queue.crons()] == ["daily"]
 
 
+def test_a_cron_job_one_scheduler_disabled_is_listed_enabled_while_another_fires_it(
+    redis_url: str,
+) -> None:
+    with producer(redis_url) as client:
+        clock = Clock(at("2026-03-01T12:00:00.100"))
+        a, b = jobs.Scheduler(client, clock=clock), jobs.Scheduler(client, clock=clock)
+        for s in (a, b):
+            s.register(jobs.CronJob(id="tick", schedule=jobs.Every(60), job_type="t"))
+            s.run_once()
+        a.disable("tick")
+        clock.now = at("2026-03-01T12:01:00.100")
+        b.run_once()
+        (listed,) = client.queue.crons()
+        assert (listed["id"], listed["enabled"]) == ("tick", "1")
+        assert listed["last_job_id"] == f"cron:tick:{ms(at('2026-03-01T12:01:00'))}"
+        assert listed["next_run"] == str(ms(at("2026-03-01T12:02:00")))
+
+
 def test_scheduler_zone_applies_to_daily_schedules(redis_url: str) -> None:
     with producer(redis_url) as client:
         clock = Clock(at("2024-07-01T12:00:00"))
@@ -233,6 +251,28 @@ def test_every_second_fires_once_a_second(redis_url: str) -> None:
             # Never early: enqueued at or after its fire time, on the Redis clock.
             assert ms(job.created_at) >= fire_ms(job_id) - 5
         assert client.stats().total_jobs == len(ids)
+
+
+def test_the_thread_keeps_firing_through_a_host_clock_stepped_back(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # NTP or a resumed VM steps time.time() back 25 s: the thread must neither go quiet
+    # for 25 s nor skip those fires as missed afterwards.
+    step = [0.0]
+    real = time.time
+    monkeypatch.setattr(
+        "jobs.scheduler.time",
+        SimpleNamespace(time=lambda: real() - step[0], monotonic=time.monotonic),
+    )
+    with producer(redis_url) as client:
+        s = jobs.Scheduler(client, misfire_grace=0)
+        s.register(jobs.CronJob(id="tick", schedule=jobs.Every(1), job_type="t"))
+        with s:
+            wait_until(lambda: len(cron_ids(client)) >= 1, timeout=5)
+            step[0] = 25.0
+            before = len(cron_ids(client))
+            wait_until(lambda: len(cron_ids(client)) >= before + 3, timeout=8)
+        assert_each_second_once(cron_ids(client))
 
 
 def test_restart_right_after_a_fire_does_not_fire_it_again(redis_url: str) -> None:

@@ -211,6 +211,20 @@ def test_next_wall_leap_day_skips_century() -> None:
     assert nw("0 0 29 2 *", datetime(2097, 1, 1)) == datetime(2104, 2, 29)
 
 
+def test_next_wall_finds_the_rarest_days_across_a_non_leap_century() -> None:
+    # Feb 29 on a Sunday: 2088, then 2128 (2100 is no leap year). The longest wait of any
+    # valid expression is 40 years; the search covers the whole 400-year cycle.
+    assert nw("0 0 29 2 */7", datetime(2089, 1, 1)) == datetime(2128, 2, 29)
+    for weekday in range(7):
+        fields = CronFields(
+            frozenset({0}), frozenset({0}), frozenset({29}), frozenset({2}), frozenset({weekday})
+        )
+        expected = next(
+            y for y in range(2104, 2400, 4) if y % 100 and date(y, 2, 29).weekday() == weekday
+        )
+        assert fields.next_wall(datetime(2097, 3, 1)) == datetime(expected, 2, 29)
+
+
 def test_next_wall_skips_short_months() -> None:
     assert nw("0 0 31 * *", datetime(2024, 4, 1)) == datetime(2024, 5, 31)
     assert nw("0 0 30 * *", datetime(2023, 1, 31)) == datetime(2023, 3, 30)

@@ -537,3 +537,272 @@ def test_a_clock_returning_naive_datetimes_is_rejected() -> None:
     s = jobs.Scheduler(cast("jobs.RedisQueue", FakeQueue()), clock=lambda: datetime(2024, 1, 1))
     with pytest.raises(jobs.ConfigError, match="clock"):
         s.run_once()
+
+
+# -- the clock -----------------------------------------------------------------------
+
+
+class HostTime:
+    """Stands for the ``time`` module in jobs.scheduler: a wall clock that can be stepped."""
+
+    def __init__(self, wall: float) -> None:
+        self.wall = wall
+        self.mono = 1000.0
+
+    def time(self) -> float:
+        return self.wall
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def advance(self, seconds: float) -> None:
+        self.wall += seconds
+        self.mono += seconds
+
+
+class RedisTime(FakeQueue):
+    def __init__(self, now: datetime) -> None:
+        super().__init__()
+        self.now = now
+        self.time_calls = 0
+
+    def server_time_ms(self) -> int:
+        self.time_calls += 1
+        return ms(self.now)
+
+
+@pytest.mark.parametrize("step", [-25.0, -3600.0, 3600.0])
+def test_a_host_clock_step_changes_nothing(
+    step: float, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An NTP step or a VM resume moves time.time(): the scheduler plans on Redis time
+    # carried forward by the monotonic clock, so it neither goes quiet for the step (and
+    # then skips the fires as missed) nor fires early.
+    host = HostTime(utc(12, 0, 0, 500_000).timestamp())
+    monkeypatch.setattr("jobs.scheduler.time", host)
+    queue = RedisTime(utc(12, 0, 0, 500_000))
+    s = jobs.Scheduler(cast("jobs.RedisQueue", queue))
+    s.register(cron(schedule=jobs.Every(1)))
+    assert s.run_once() == pytest.approx(0.5)
+    host.wall += step
+    for _ in range(3):
+        host.advance(1.0)
+        queue.now += timedelta(seconds=1)
+        with caplog.at_level("INFO", logger="jobs.scheduler"):
+            assert s.run_once() == pytest.approx(0.5)
+    assert queue.job_ids() == [job_id("c", utc(12, 0, second)) for second in range(4)]
+    assert "missed" not in caplog.text
+    assert s.next_run("c") == utc(12, 0, 4)
+
+
+def test_a_suspended_host_is_noticed_without_a_fire_being_due(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The monotonic clock stops while a host sleeps; the wall clock does not: when they
+    # disagree, the scheduler asks Redis for the time again before planning.
+    host = HostTime(utc(12).timestamp())
+    monkeypatch.setattr("jobs.scheduler.time", host)
+    queue = RedisTime(utc(12))
+    s = jobs.Scheduler(cast("jobs.RedisQueue", queue))
+    s.register(cron(schedule=jobs.Every(3600)))
+    s.run_once()
+    calls = queue.time_calls
+    host.advance(10.0)
+    queue.now += timedelta(seconds=10)
+    assert s.run_once() == MAX_WAIT
+    assert queue.time_calls == calls  # nothing due, clocks agree: no round trip
+    host.wall += 3600.0  # suspended for an hour: the monotonic clock stood still
+    queue.now += timedelta(seconds=3600)
+    s.run_once()
+    assert queue.time_calls == calls + 1
+    assert queue.job_ids() == [job_id("c", utc(12)), job_id("c", utc(13))]
+
+
+# -- one cron job's failure ----------------------------------------------------------------
+
+
+class Flaky:
+    """A custom schedule (any object with next_after will do) that can be made to fail."""
+
+    def __init__(self, error: BaseException | None = None) -> None:
+        self.error = error
+
+    def next_after(self, dt: datetime, *, default_tz: Any = None) -> datetime | None:
+        if self.error is not None:
+            raise self.error
+        return jobs.Every(60).next_after(dt)
+
+
+def test_a_failing_schedule_is_logged_once_and_skipped_while_the_others_fire(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    queue, clock = FakeQueue(), Clock(utc(12))
+    flaky = Flaky()
+    s = scheduler(queue, clock)
+    s.register(cron("flaky", schedule=flaky))
+    s.register(cron("tick"))
+    s.run_once(utc(12))
+    flaky.error = KeyError("no holiday calendar for 2027")
+    with caplog.at_level("DEBUG", logger="jobs.scheduler"):
+        for minute in (1, 2, 3):
+            delay = s.run_once(utc(12, minute))
+            assert 0 < delay <= MAX_WAIT  # no busy loop on the failing one
+    assert queue.job_ids() == sorted(
+        [job_id("flaky", utc(12))] + [job_id("tick", utc(12, m)) for m in range(4)]
+    )
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1, [r.getMessage() for r in errors]
+    assert "'flaky'" in errors[0].getMessage()
+    assert "no holiday calendar for 2027" in errors[0].getMessage()
+    assert errors[0].exc_info is not None
+    flaky.error = ValueError("another one")
+    with caplog.at_level("ERROR", logger="jobs.scheduler"):
+        s.run_once(utc(12, 4))
+    assert "another one" in caplog.text  # a new error is logged again
+    flaky.error = None
+    s.run_once(utc(12, 5))
+    s.run_once(utc(12, 6))
+    # Back: the fire times missed while it failed are handled as misfires (skipped).
+    assert [i for i in queue.job_ids() if i.startswith("cron:flaky:")] == [
+        job_id("flaky", t) for t in (utc(12), utc(12, 5), utc(12, 6))
+    ]
+
+
+def test_an_error_reply_about_one_cron_job_does_not_stop_the_others() -> None:
+    class DamagedState(FakeQueue):
+        def cron_state(self, cron_id: str) -> dict[str, str]:
+            if cron_id == "damaged":
+                raise redis.ResponseError("WRONGTYPE Operation against a key of the wrong kind")
+            return super().cron_state(cron_id)
+
+    queue, clock = DamagedState(), Clock(utc(12))
+    s = scheduler(queue, clock)
+    s.register(cron("damaged"))
+    s.register(cron("tick"))
+    s.run_once(utc(12))
+    s.run_once(utc(12, 1))
+    assert queue.job_ids() == [job_id("tick", utc(12)), job_id("tick", utc(12, 1))]
+
+
+def test_a_base_exception_in_the_thread_is_logged_loudly_and_next_run_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    queue, clock = FakeQueue(), Clock(utc(12))
+    exits = Flaky()
+    s = scheduler(queue, clock)
+    s.register(cron("exits", schedule=exits))
+    s.register(cron("tick"))
+    with caplog.at_level("INFO", logger="jobs.scheduler"):
+        s.start()
+        try:
+            wait_until(lambda: len(queue.job_ids()) == 2, timeout=5)
+            exits.error = SystemExit("a library called sys.exit()")
+            clock.now = utc(12, 1)
+            s.register(cron("other", enabled=False))  # wakes the thread
+            wait_until(lambda: scheduler_threads() == [], timeout=5)
+            (death,) = [r for r in caplog.records if r.levelname == "CRITICAL"]
+            assert "SystemExit" in death.getMessage()
+            assert "start()" in death.getMessage()
+            with pytest.raises(jobs.JobsError, match="died"):
+                s.next_run("tick")
+            exits.error = None
+            s.start()
+            wait_until(lambda: job_id("tick", utc(12, 1)) in queue.job_ids(), timeout=5)
+            assert s.next_run("tick") == utc(12, 2)
+        finally:
+            s.stop()
+
+
+# -- misfires across restarts and pauses ---------------------------------------------------
+
+
+@pytest.mark.parametrize("misfire", ["skip", "run_once"])
+def test_the_first_fire_of_a_cron_job_that_never_fired_is_a_misfire_like_any(
+    misfire: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Registered at 12:00 (announcing 14:30), the scheduler died at 13:00 and came back
+    # at 15:00: 14:30 was missed, though the cron job had never fired.
+    queue = FakeQueue()
+    first = scheduler(queue, Clock(utc(12)))
+    first.register(cron(schedule=jobs.Daily(14, 30), misfire=misfire))
+    first.run_once(utc(12))
+    assert queue.state["c"]["next_run"] == str(ms(utc(14, 30)))
+    restarted = scheduler(queue, Clock(utc(15)))
+    with caplog.at_level("INFO", logger="jobs.scheduler"):
+        restarted.register(cron(schedule=jobs.Daily(14, 30), misfire=misfire))
+        restarted.run_once(utc(15))
+    assert "14:30" in caplog.text
+    assert queue.job_ids() == ([job_id("c", utc(14, 30))] if misfire == "run_once" else [])
+    assert restarted.next_run("c") == datetime(2024, 1, 16, 14, 30, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("redis_down", [False, True])
+def test_enable_skips_the_fire_times_missed_while_disabled(
+    redis_down: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Pausing a billing job and resuming it does not bill at once, even with run_once.
+    queue, clock = FakeQueue(), Clock(utc(2, 0, 1))
+    s = scheduler(queue, clock)
+    s.register(cron(schedule=jobs.Daily(2, 0), misfire="run_once"))
+    s.run_once(clock.now)
+    clock.now = utc(9)
+    s.disable("c")
+    clock.now = datetime(2024, 1, 17, 9, tzinfo=UTC)
+    queue.fail = redis_down
+    with caplog.at_level("INFO", logger="jobs.scheduler"):
+        s.enable("c")
+        queue.fail = False
+        s.run_once(clock.now)
+        s.start()  # planning again from Redis keeps the pause
+        s.stop()
+        s.run_once(clock.now)
+    assert queue.job_ids() == [job_id("c", utc(2))]
+    assert s.next_run("c") == datetime(2024, 1, 18, 2, tzinfo=UTC)
+    assert "disabled" in caplog.text
+    clock.now = datetime(2024, 1, 18, 2, 0, 1, tzinfo=UTC)
+    s.run_once(clock.now)
+    assert queue.job_ids() == [job_id("c", utc(2)), f"cron:c:{ms(clock.now) - 1000}"]
+
+
+# -- the lock ------------------------------------------------------------------------------
+
+
+class Blocking:
+    """A schedule whose next_after blocks, once armed, until released."""
+
+    def __init__(self) -> None:
+        self.armed = False
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def next_after(self, dt: datetime, *, default_tz: Any = None) -> datetime | None:
+        if self.armed:
+            self.entered.set()
+            assert self.release.wait(10)
+        return jobs.Every(60).next_after(dt)
+
+
+def test_registrations_are_answered_while_a_schedule_is_being_computed() -> None:
+    queue, clock = FakeQueue(), Clock(utc(12))
+    slow = Blocking()
+    s = scheduler(queue, clock)
+    s.register(cron("slow", schedule=slow))
+    s.register(cron("tick"))
+    slow.armed = True
+    round_ = threading.Thread(target=s.run_once, args=(utc(12),))
+    round_.start()
+    try:
+        assert slow.entered.wait(5)
+        answers: list[object] = []
+        other = threading.Thread(
+            target=lambda: answers.extend([s.list(), s.next_run("tick"), s.disable("slow")])
+        )
+        other.start()
+        other.join(5)
+        assert not other.is_alive(), "list() waited for the schedule"
+        assert answers[1:] == [utc(12), True]
+    finally:
+        slow.release.set()
+        round_.join(5)
+    # disable() returned while the schedule computed the fire's successor: it never fires.
+    assert queue.job_ids() == [job_id("tick", utc(12))]

@@ -11,7 +11,18 @@ from zoneinfo import ZoneInfo
 import dateutil.relativedelta
 import dateutil.tz
 import pytest
-from dateutil.rrule import DAILY, HOURLY, MINUTELY, MONTHLY, rrule, rruleset
+from dateutil.rrule import (
+    DAILY,
+    FR,
+    HOURLY,
+    MINUTELY,
+    MO,
+    MONTHLY,
+    WEEKLY,
+    YEARLY,
+    rrule,
+    rruleset,
+)
 
 from jobs.errors import ConfigError
 from jobs.schedules import (
@@ -127,6 +138,30 @@ def test_every_past_the_end_of_time() -> None:
 def test_every_rejects_non_positive(interval: object) -> None:
     with pytest.raises(ConfigError, match="interval must be"):
         Every(interval)
+
+
+@pytest.mark.parametrize(
+    "interval", [0.0009, 0.0004, timedelta(microseconds=999), timedelta(microseconds=1)]
+)
+def test_every_rejects_intervals_below_a_millisecond(interval: object) -> None:
+    # Fire times are claimed in whole milliseconds: two in one millisecond would be one.
+    with pytest.raises(ConfigError, match=r"interval must be at least 1 ms"):
+        Every(interval)
+
+
+def test_every_accepts_a_millisecond_and_odd_fractions_of_one() -> None:
+    assert Every(0.001).interval == timedelta(milliseconds=1)
+    # 1.5 ms: fire times at 0, 1.5, 3, 4.5 ms claim 0, 1, 3, 4 ms (still all distinct).
+    every = Every(0.0015)
+    t = datetime(2024, 1, 1, tzinfo=UTC)
+    fires = []
+    for _ in range(4):
+        found = every.next_after(t)
+        assert found is not None
+        fires.append(found)
+        t = found
+    claims = [(f - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1) for f in fires]
+    assert len(set(claims)) == len(claims)
 
 
 @pytest.mark.parametrize("interval", [True, "300", None, float("inf"), 1e20])
@@ -410,6 +445,71 @@ def test_rrule_count_runs_out() -> None:
     schedule = RRule(rrule(DAILY, count=2, dtstart=datetime(2024, 1, 1, 9)))
     assert fires(schedule, utc(2023, 1, 1), 2) == [utc(2024, 1, 1, 9), utc(2024, 1, 2, 9)]
     assert schedule.next_after(utc(2024, 1, 2, 9)) is None
+
+
+@pytest.fixture
+def generated(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the occurrences every dateutil rule generates (the work of ``after``)."""
+    count = [0]
+    real = vars(rrule)["_iter"]
+
+    def counting(self: rrule) -> Any:
+        for occurrence in real(self):
+            count[0] += 1
+            yield occurrence
+
+    monkeypatch.setattr(rrule, "_iter", counting)
+    return count
+
+
+OLD_WEDNESDAY = datetime(1990, 1, 3)
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        rrule(MINUTELY, dtstart=datetime(2024, 1, 1)),
+        rrule(MINUTELY, interval=7, bysecond=(5, 35), dtstart=datetime(2020, 1, 1, 0, 3)),
+        rrule(HOURLY, interval=5, byminute=(0, 30), dtstart=datetime(2000, 1, 1, 2)),
+        rrule(DAILY, interval=3, byhour=(1, 13), byminute=15, dtstart=datetime(2000, 1, 1)),
+        rrule(WEEKLY, interval=2, byweekday=(MO, FR), byhour=range(24), dtstart=OLD_WEDNESDAY),
+        rrule(MONTHLY, bymonthday=(1, -1), byhour=range(0, 24, 2), dtstart=datetime(1980, 1, 31)),
+        rrule(MONTHLY, interval=2, byweekday=FR(-1), bysetpos=1, dtstart=datetime(1980, 3, 1)),
+        rrule(YEARLY, byyearday=range(1, 367), byhour=12, dtstart=datetime(1960, 2, 29)),
+    ],
+)
+def test_rrule_cost_does_not_grow_with_the_age_of_dtstart(
+    rule: rrule, generated: list[int]
+) -> None:
+    # dateutil replays every occurrence from dtstart on each call: 740,000 for a minutely
+    # rule started 17 months ago. The schedule starts near the asked time instead.
+    schedule = RRule(rule)
+    start = utc(2025, 6, 1, 12, 0, 5)
+    generated[0] = 0
+    found = fires(schedule, start, 3)
+    assert generated[0] < 3 * 800, generated[0]
+    later = (o for o in rule if o > start.replace(tzinfo=None))
+    assert found == [o.replace(tzinfo=UTC) for o in itertools.islice(later, 3)]
+
+
+def test_rruleset_cost_does_not_grow_with_the_age_of_dtstart(generated: list[int]) -> None:
+    rules = rruleset()
+    rules.rrule(rrule(MINUTELY, interval=10, dtstart=datetime(2023, 1, 1)))
+    rules.exrule(rrule(HOURLY, byminute=0, dtstart=datetime(2023, 1, 1)))
+    rules.rdate(datetime(2025, 6, 1, 12, 5, 30))
+    generated[0] = 0
+    assert fires(RRule(rules), utc(2025, 6, 1, 11, 55), 3) == [
+        utc(2025, 6, 1, 12, 5, 30),
+        utc(2025, 6, 1, 12, 10),
+        utc(2025, 6, 1, 12, 20),
+    ]
+    assert generated[0] < 100, generated[0]
+
+
+def test_rrule_with_count_still_counts_from_dtstart() -> None:
+    schedule = RRule(rrule(MINUTELY, count=100, dtstart=datetime(2024, 1, 1)))
+    assert schedule.next_after(utc(2024, 1, 1, 1, 38)) == utc(2024, 1, 1, 1, 39)
+    assert schedule.next_after(utc(2024, 1, 1, 1, 39)) is None
 
 
 def test_rruleset_with_exdate() -> None:
