@@ -58,6 +58,17 @@ class Attempt:
     started: float = 0.0
     #: When (time.monotonic) the running attempt times out; inf without a timeout.
     deadline: float = math.inf
+    #: Progress the handler reported since the last heartbeat took it (JSON), or None.
+    progress: str | None = None
+
+    def report_progress(self, fraction: float, message: str | None) -> None:
+        """Keep the handler's latest progress for the next heartbeat to store."""
+        self.progress = json.dumps([fraction, message])
+
+    def take_progress(self) -> str:
+        """The progress to send with this beat ('' for none), forgetting it."""
+        progress, self.progress = self.progress, None
+        return progress or ""
 
     @classmethod
     def from_leased(cls, leased: Leased, queue: RedisQueue, lease_until: float) -> Attempt:
@@ -222,7 +233,7 @@ def run(attempt: Attempt, registry: Registry) -> Outcome:
     except BaseException as exc:  # a PayloadError, or whatever the payload class raised
         return fail(attempt, exc, permanent=True)  # the same payload will never fit
     attempt.started = time.monotonic()
-    ctx = JobContext(job, attempt.token, job_logger)
+    ctx = JobContext(job, attempt.token, job_logger, attempt.report_progress)
     try:
         value = handler.func(ctx, payload)
     except PermanentError as exc:

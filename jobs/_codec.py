@@ -209,6 +209,26 @@ _STATUSES: dict[str | bytes, JobStatus] = {
 }
 
 
+def _progress(raw: str | bytes | None) -> tuple[float, str | None] | None:
+    """A stored progress, ``[fraction, message]`` as JSON (see heartbeat.lua)."""
+    if not raw:
+        return None
+    try:
+        fraction, message = json.loads(raw)
+    except (TypeError, ValueError, RecursionError):
+        raise ValueError("progress is not [fraction, message]") from None
+    if not isinstance(fraction, int | float) or not (message is None or isinstance(message, str)):
+        raise ValueError("progress is not [fraction, message]")
+    return float(fraction), message
+
+
+def _lenient_progress(raw: str | bytes | None) -> tuple[float, str | None] | None:
+    try:
+        return _progress(raw)
+    except ValueError:
+        return None
+
+
 def _ms(raw: str | bytes | None) -> datetime | None:
     return datetime.fromtimestamp(int(raw) / 1000, tz=UTC) if raw else None
 
@@ -240,6 +260,7 @@ def _decode_fast(fields: Mapping[str, Any], queue: str) -> Job:
         completed_at=_ms(get("completed_at")),
         error=(error.decode() if type(error) is bytes else error) if error else None,
         traceback=(trace.decode() if type(trace) is bytes else trace) if trace else None,
+        progress=_progress(get("progress")),
         result=None if result is None else json.loads(result),
         metadata=metadata,
         timeout=timedelta(milliseconds=timeout_ms) if timeout_ms > 0 else None,
@@ -280,6 +301,7 @@ def _decode_checked(fields: Mapping[str, Any], queue: str) -> Job:
             completed_at=from_ms(fields.get("completed_at")),
             error=_str(fields, "error"),
             traceback=_str(fields, "traceback"),
+            progress=_progress(fields.get("progress")),
             result=None if result is None else loads(result, "result"),
             metadata=metadata,
             timeout=timedelta(milliseconds=timeout_ms) if timeout_ms > 0 else None,
@@ -336,6 +358,7 @@ def _decode_lenient(fields: Mapping[str, Any], queue: str) -> Job:
         completed_at=instant("completed_at"),
         error=_str(fields, "error"),
         traceback=_str(fields, "traceback"),
+        progress=_lenient_progress(fields.get("progress")),
         result=json_or_text("result"),
         metadata=metadata if isinstance(metadata, dict) else {},
         timeout=timedelta(milliseconds=timeout_ms) if timeout_ms > 0 else None,

@@ -119,16 +119,24 @@ class Heartbeat:
             self._trim_due = now + TRIM_INTERVAL
         for queue in self._queues:
             mine = [a for a in held if a.queue is queue]
+            progress = [a.take_progress() for a in mine]
             sent = time.monotonic()
-            now_ms, codes, next_expiry_ms = queue.heartbeat(
-                self._pool_id,
-                self._info,
-                self._record_ttl,
-                [a.held for a in mine],
-                self._lease,
-                first=first,
-                trim=trim,
-            )
+            try:
+                now_ms, codes, next_expiry_ms = queue.heartbeat(
+                    self._pool_id,
+                    self._info,
+                    self._record_ttl,
+                    [a.held for a in mine],
+                    self._lease,
+                    first=first,
+                    trim=trim,
+                    progress=progress,
+                )
+            except BaseException:
+                for attempt, value in zip(mine, progress, strict=True):
+                    if value and attempt.progress is None:
+                        attempt.progress = value  # not stored: the next beat sends it
+                raise
             lease_until = sent + self._lease.total_seconds()
             for attempt, code in zip(mine, codes, strict=True):
                 if code == 1:

@@ -19,6 +19,7 @@ from .log import JobLoggerAdapter
 
 if TYPE_CHECKING:
     import logging
+    from collections.abc import Callable
     from datetime import timedelta
 
     from .job import Job
@@ -112,13 +113,39 @@ class JobContext:
     .. versionadded:: 1.0
     """
 
-    __slots__ = ("_logger", "_token", "job")
+    __slots__ = ("_logger", "_report", "_token", "job")
 
-    def __init__(self, job: Job, token: CancellationToken, logger: logging.Logger) -> None:
+    def __init__(
+        self,
+        job: Job,
+        token: CancellationToken,
+        logger: logging.Logger,
+        report: Callable[[float, str | None], None] | None = None,
+    ) -> None:
         #: The job as leased; ``job.attempts`` is this attempt's number (1-based).
         self.job = job
         self._token = token
         self._logger = logger
+        self._report = report
+
+    def progress(self, fraction: float, message: str | None = None) -> None:
+        """Say how far the attempt got: ``fraction`` in 0..1, and an optional message.
+
+        Costs no round trip: the pool's next heartbeat (within half a second) stores the
+        latest value, readable as ``Job.progress`` from any process. A retry starts with
+        none.
+
+        Raises:
+            ValueError: ``fraction`` is not a number in 0..1, or ``message`` not a str.
+        """
+        if isinstance(fraction, bool) or not isinstance(fraction, int | float):
+            raise ValueError(f"progress fraction must be a number in 0..1, got {fraction!r}")
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"progress fraction must be in 0..1, got {fraction!r}")
+        if message is not None and not isinstance(message, str):
+            raise ValueError(f"progress message must be a str or None, got {message!r}")
+        if self._report is not None:
+            self._report(float(fraction), message)
 
     @property
     def cancelled(self) -> bool:

@@ -64,6 +64,8 @@ class Job:
         completed_at: when it reached a final state (completed, failed or cancelled).
         error: ``"ExcType: message"`` of the last failed attempt, or None.
         traceback: the formatted traceback of the last failed attempt, or None.
+        progress: ``(fraction, message)`` as the running attempt last reported it with
+            `JobContext.progress` (stored with the pool's heartbeat), or None.
         result: what the handler returned (JSON), for a completed job.
         metadata: the JSON object given in `JobConfig.metadata`.
         timeout: the per-attempt timeout, or None.
@@ -87,6 +89,7 @@ class Job:
     error: str | None = None
     result: Any = None
     traceback: str | None = None
+    progress: tuple[float, str | None] | None = None
     metadata: Mapping[str, Any] = attrs.field(factory=dict, hash=False)
     timeout: timedelta | None = None
     lost_leases: int = 0

@@ -848,11 +848,13 @@ class RedisQueue:
         reap: bool = True,
         first: bool = False,
         trim: bool = False,
+        progress: Sequence[str] = (),
     ) -> tuple[int, list[int], int | None]:
         """Refresh the pool's record, extend its leases and (optionally) reap, in one round trip.
 
         ``first``: the pool's first beat (it also prunes the records of dead pools).
         ``trim``: the reap also drops index entries of expired finished records.
+        ``progress``: per held job, its new progress (JSON) to store, or '' for none.
 
         Returns the Redis time (ms), each held job's code (1 extended, 2 cancelled, 0 lease
         lost) and the earliest lease deadline left in the queue after reaping (Redis ms), or
@@ -867,8 +869,8 @@ class RedisQueue:
             json.dumps(info),
             "1" if first else "0",
         ]
-        for job in held:
-            args += (job.job_id, job.token)
+        for index, job in enumerate(held):
+            args += (job.job_id, job.token, progress[index] if progress else "")
         calls: list[tuple[Script, Sequence[str], Sequence[Arg]]] = [
             (self._scripts.heartbeat, (k.processing, k.workers, k.worker(pool_id)), args)
         ]

@@ -186,6 +186,8 @@ local function make_ready(job_key, id, pending_key, seq_key)
   local score = ready_score(priority, take(seq_key, 1))
   redis.call('ZADD', pending_key, int(score), id)
   redis.call('HSET', job_key, 'status', 'pending', 'score', int(score))
+  -- A new attempt starts with no progress (the last one's was JobContext.progress's).
+  redis.call('HDEL', job_key, 'progress')
 end
 
 -- Put a job back at the front of its priority: its previous position is ahead of every
@@ -197,6 +199,7 @@ local function make_ready_front(job_key, id, pending_key, seq_key)
   end
   redis.call('ZADD', pending_key, score, id)
   redis.call('HSET', job_key, 'status', 'pending')
+  redis.call('HDEL', job_key, 'progress')
 end
 
 -- Make due scheduled jobs (delayed, or waiting out a retry backoff) ready, earliest

@@ -5,7 +5,8 @@
 -- ARGV[1] job key prefix   ARGV[2] lease_ms   ARGV[3] record ttl_ms ('0' = no record)
 -- ARGV[4] pool id   ARGV[5] record JSON (hostname, pid, num_workers, in_flight)
 -- ARGV[6] '1' on the pool's first beat, else '0'
--- ARGV[7..] 2 values per held job: id, lease token
+-- ARGV[7..] 3 values per held job: id, lease token, progress (JSON [fraction, message]
+--           to store, '' for no change: JobContext.progress, coalesced into the beat)
 -- Returns {now_ms, code_1, ..., code_n}: 1 extended; 2 the job was cancelled (stop it);
 -- 0 the lease is lost (expired and re-delivered, or the record is gone): stop it, its
 -- result would be rejected anyway.
@@ -29,11 +30,14 @@ end
 
 local out = {now}
 local deadline = now + lease_ms
-for b = 7, #ARGV, 2 do
+for b = 7, #ARGV, 3 do
   local id = ARGV[b]
   local job_key = job_prefix .. id
   if holds_lease(job_key, ARGV[b + 1]) then
     redis.call('ZADD', processing, 'XX', deadline, id)
+    if ARGV[b + 2] ~= '' then
+      redis.call('HSET', job_key, 'progress', ARGV[b + 2])
+    end
     out[#out + 1] = 1
   elseif field_of(job_key, 'status') == 'cancelled' then
     out[#out + 1] = 2

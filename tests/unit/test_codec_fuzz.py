@@ -20,7 +20,7 @@ from jobs import Job, JobStatus
 from jobs._codec import FETCHED_FIELDS, CorruptRecord, decode_job, dumps
 
 #: The fields a real record has: those a fetch reads, and those only the record keeps.
-FIELDS = (*FETCHED_FIELDS, "score", "traceback", "written_by")
+FIELDS = (*FETCHED_FIELDS, "score", "traceback", "written_by", "progress")
 
 #: Values that are each a plausible way for one field to be wrong.
 _tricky_text = st.sampled_from(
