@@ -24,7 +24,7 @@ import redis
 from . import _cli_format as fmt
 from ._cli_load import check_type, load_object, load_registry, load_scheduler
 from ._cli_serve import exit_now, serve
-from ._supervisor import supervise
+from ._supervisor import SUPERVISED_ENV, supervise
 from .client import Client
 from .config import ClientConfig, JobConfig, WorkerPoolConfig
 from .errors import CliError, ConfigError, JobNotFound, PayloadError, RedisUnavailable, UsageError
@@ -40,6 +40,13 @@ logger = logging.getLogger("jobs.cli")
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # No abbreviations: ``--proc`` once meant ``--processes`` here but not in the
+        # code that edited the children's command line, and every option added later
+        # would silently change what an abbreviation in someone's unit file means.
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         # argparse would print the whole usage block; one line says more.
         raise UsageError(f"{message} (see '{self.prog} --help')")
@@ -230,12 +237,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
     """Run a worker pool (and optionally a scheduler) until SIGINT/SIGTERM."""
     fmt.configure_logging(args.log_level, args.log_format)
     if args.processes is not None:
+        if args.supervised:
+            # Whatever the command line says, a supervised child never forks a tree of its own.
+            raise UsageError("--processes: a worker started by a supervisor cannot supervise")
         if args.processes < 1:
             raise UsageError(f"--processes must be at least 1, got {args.processes}")
         # Check what the children will load, so a typo fails once here, not N times.
         load_registry(args.registry)
         _ping(open_queue(args))
-        return supervise(_without_processes(args.argv), args.processes)
+        return supervise(_child_argv(args), args.processes, _redis_url(args))
     registry = load_registry(args.registry)
     queue = open_queue(args)
     client = Client(
@@ -254,18 +264,28 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return serve(client, scheduler, "worker", supervised=args.supervised)
 
 
-def _without_processes(argv: list[str]) -> list[str]:
-    """The command line minus ``--processes N``: what each supervised child runs."""
-    kept: list[str] = []
-    skip = False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == "--processes":
-            skip = True
-        elif not arg.startswith("--processes="):
-            kept.append(arg)
-    return kept
+def _child_argv(args: argparse.Namespace) -> list[str]:
+    """What each supervised child runs: this worker's parsed options, without ``--processes``.
+
+    Rebuilt from the parsed options rather than edited from the command line, so that no
+    spelling of ``--processes`` can reach a child. ``OPTION=VALUE`` keeps a value that
+    starts with ``-`` a value. The Redis URL goes by environment (see `supervise`), out of
+    the process list that any local user can read.
+    """
+    argv = [
+        "worker",
+        args.registry,
+        f"--queue={args.queue}",
+        f"--prefix={args.prefix}",
+        f"--log-level={args.log_level}",
+        f"--log-format={args.log_format}",
+    ]
+    options = ("workers", "scheduler", "pool_config", "shutdown_timeout", "lease", "poll_interval")
+    for option in options:
+        value = getattr(args, option)
+        if value is not None:
+            argv.append(f"--{option.replace('_', '-')}={value}")
+    return argv
 
 
 def cmd_scheduler(args: argparse.Namespace) -> int:
@@ -352,7 +372,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="run N worker processes (for CPU-bound handlers), restarting any that dies",
     )
-    p.add_argument("--supervised", action="store_true", help=argparse.SUPPRESS)
     p.add_argument(
         "--scheduler",
         metavar="MODULE:SCHEDULER",
@@ -445,8 +464,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (``worker`` and ``scheduler`` exit)."""
     args: argparse.Namespace | None = None
     try:
+        # Read once and removed, so that no process a handler starts inherits the mark.
+        supervised = os.environ.pop(SUPERVISED_ENV, None) is not None
         args = build_parser().parse_args(argv)
-        args.argv = list(sys.argv[1:] if argv is None else argv)
+        args.supervised = supervised
         args.queue = getattr(args, "queue", "default")
         args.prefix = getattr(args, "prefix", "jobs")
         code = _run(args)

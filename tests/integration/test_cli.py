@@ -8,6 +8,7 @@ their traces in Redis lists (``t:*``), and their log goes to a file the test pol
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pty
@@ -24,7 +25,7 @@ import pytest
 
 import jobs
 from tests.helpers import free_port, wait_until
-from tests.integration._clients import make_client, wait_for_status
+from tests.integration._clients import make_client, unique_name, wait_for_status
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -796,3 +797,110 @@ def test_worker_processes_stop_when_their_supervisor_dies(
 def test_processes_must_be_positive(redis_url: str, app_dir: Path) -> None:
     proc = cli("worker", "cliapp:registry", "--processes", "0", redis_url=redis_url, cwd=app_dir)
     assert_one_line_error(proc, 2, "--processes must be at least 1")
+
+
+# -- the supervisor's process tree ---------------------------------------------------
+
+
+def _children_of() -> dict[int, list[int]]:
+    """Every live process's children, by parent pid, from /proc."""
+    tree: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rpartition(")")[2].split()
+        except OSError:
+            continue  # it exited meanwhile
+        if fields[0] != "Z":
+            tree.setdefault(int(fields[1]), []).append(int(entry))
+    return tree
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid``: supervised children run in sessions of their own,
+    so killing the top's process group would miss them."""
+    tree, found, todo = _children_of(), [], [pid]
+    while todo:
+        below = tree.get(todo.pop(), [])
+        found += below
+        todo += below
+    return found
+
+
+@contextmanager
+def process_tree(
+    args: list[str], env: dict[str, str], cwd: Path
+) -> Iterator[subprocess.Popen[str]]:
+    """``python -m jobs ARGS``, with every process below it SIGKILLed at exit."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jobs", *args],
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        yield proc
+    finally:
+        # Freeze the whole tree first (a stopped process forks nothing and, alive, keeps
+        # its children in the tree), then kill every process of it.
+        frozen = [proc.pid]
+        while True:
+            for pid in frozen:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGSTOP)
+            more = [pid for pid in descendants(proc.pid) if pid not in frozen]
+            if not more:
+                break
+            frozen += more
+        for pid in frozen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        proc.communicate()
+
+
+@pytest.mark.parametrize("spelling", [["--proc", "1"], ["--proc=1"], ["--process", "1"]])
+def test_an_abbreviated_processes_option_is_refused_and_forks_nothing(
+    spelling: list[str], redis_url: str, app_dir: Path
+) -> None:
+    # It once made every child a supervisor again: an unbounded chain of processes.
+    args = ["worker", "cliapp:registry", "--queue", unique_name(), *spelling]
+    with process_tree(args, _env(redis_url), app_dir) as proc:
+        out, err = proc.communicate(timeout=20)
+    result = subprocess.CompletedProcess(args, proc.returncode, out, err)
+    assert_one_line_error(result, 2, "unrecognized arguments", spelling[0])
+
+
+def test_a_supervised_worker_cannot_supervise(redis_url: str, app_dir: Path) -> None:
+    env = {**_env(redis_url), "JOBS_SUPERVISED_BY": "1"}
+    args = ["worker", "cliapp:registry", "--queue", unique_name(), "--processes", "1"]
+    with process_tree(args, env, app_dir) as proc:
+        out, err = proc.communicate(timeout=20)
+    result = subprocess.CompletedProcess(args, proc.returncode, out, err)
+    assert_one_line_error(result, 2, "started by a supervisor cannot supervise")
+
+
+def test_the_supervised_tree_is_the_supervisor_and_n_workers(redis_url: str, app_dir: Path) -> None:
+    name = unique_name()
+    args = ["worker", "cliapp:registry", *FAST, "--queue", name, "--processes", "2"]
+    with (
+        make_client(redis_url, name=name) as watcher,
+        process_tree(args, _env(redis_url), app_dir) as proc,
+    ):
+        wait_until(lambda: len(watcher.workers()) == 2, timeout=30)
+        below = descendants(proc.pid)
+        # Exactly two children, each a worker: none supervises a tree of its own.
+        assert sorted(below) == sorted(w.pid for w in watcher.workers()), below
+        for pid in below:
+            with open(f"/proc/{pid}/cmdline") as cmdline:
+                argv = cmdline.read().split("\0")
+            assert not [a for a in argv if a.startswith("--proc")], argv
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        wait_until(lambda: not any(os.path.exists(f"/proc/{pid}") for pid in below), timeout=10)
+        assert watcher.workers() == []
