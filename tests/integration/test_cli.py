@@ -215,6 +215,9 @@ def test_help_on_every_level(command: str | None) -> None:
         (["stats", "--log-level", "loud"], "unrecognized arguments"),
         (["stats", "--redis-url", "http://example.com"], "redis://"),
         (["stats", "--queue", ""], "name"),
+        (["stats", "--queue", "eu:default"], "name must not contain"),
+        (["stats", "--prefix", "acme:eu"], "prefix must not contain"),
+        (["worker", "cliapp:registry", "--prefix", "acme*"], "prefix must not contain"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(
