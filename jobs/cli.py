@@ -25,6 +25,7 @@ from . import _cli_format as fmt
 from ._cli_load import check_type, load_object, load_registry, load_scheduler
 from ._cli_serve import exit_now, serve
 from ._supervisor import SUPERVISED_ENV, supervise
+from ._urls import redacted, scrub
 from .client import Client
 from .config import ClientConfig, JobConfig, WorkerPoolConfig
 from .errors import CliError, ConfigError, JobNotFound, PayloadError, RedisUnavailable, UsageError
@@ -68,7 +69,7 @@ def open_queue(args: argparse.Namespace) -> RedisQueue:
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     except ValueError as exc:  # redis-py's URL parser
-        raise UsageError(f"--redis-url {url!r}: {exc}") from None
+        raise UsageError(f"--redis-url {redacted(url)!r}: {scrub(str(exc), url)}") from None
 
 
 def _ping(queue: RedisQueue) -> None:

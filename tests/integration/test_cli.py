@@ -907,3 +907,17 @@ def test_the_supervised_tree_is_the_supervisor_and_n_workers(redis_url: str, app
         assert proc.wait(timeout=30) == 0
         wait_until(lambda: not any(os.path.exists(f"/proc/{pid}") for pid in below), timeout=10)
         assert watcher.workers() == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis+cluster://admin:Sup3rS3cret@[10.0.0.1:7000",
+        "redis://10.0.0.1:6379/0?password=Sup3rS3cret&socket_timeout=x",
+        "redis+sentinel://s1/m?sentinel_password=Sup3rS3cret&socket_timeout=5s",
+    ],
+)
+def test_a_bad_redis_url_is_one_line_without_its_password(url: str) -> None:
+    proc = cli("stats", "--redis-url", url, redis_url=None)
+    assert_one_line_error(proc, 2, "***")
+    assert "Sup3rS3cret" not in proc.stderr
