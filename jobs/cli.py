@@ -99,7 +99,7 @@ def _json_arg(text: str, what: str) -> Any:
 
 def _print(args: argparse.Namespace, data: Any, lines: list[str], empty: str) -> None:
     if args.json:
-        print(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+        print(fmt.json_text(json.dumps(data, ensure_ascii=False, indent=2, default=str)))
     else:
         print("\n".join(lines) if lines else empty)
 

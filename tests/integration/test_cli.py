@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import pty
 import re
@@ -921,3 +922,67 @@ def test_a_bad_redis_url_is_one_line_without_its_password(url: str) -> None:
     proc = cli("stats", "--redis-url", url, redis_url=None)
     assert_one_line_error(proc, 2, "***")
     assert "Sup3rS3cret" not in proc.stderr
+
+
+# -- control characters from jobs ----------------------------------------------------
+
+#: A handler's error as an attacker upstream could shape it: retitle the window (OSC),
+#: clear the screen (ESC [ and C1 CSI), reorder the line (RLO), and forge a log line.
+HOSTILE = (
+    "upstream said: \x1b]0;pwned\x07\x1b[2J\x9b31m\u202eFAKE\r\n"
+    "2026-01-01 00:00:00.000 INFO jobs.worker: job 42 completed  queue=x"
+)
+#: What a terminal acts on instead of showing: no output of the CLI may hold one.
+TERMINAL_CONTROLS = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def _failed_hostile_job(redis_url: str, name: str) -> str:
+    def fail(ctx: jobs.JobContext, payload: object) -> None:
+        raise jobs.PermanentError(HOSTILE)
+
+    registry = jobs.Registry()
+    registry.register_func("fetch\x1b[2J", fail)
+    with make_client(redis_url, registry, name=name) as client:
+        job_id = client.enqueue("fetch\x1b[2J", {"body": "\x9b2J"})
+        wait_for_status(client, job_id, jobs.JobStatus.FAILED)
+    return job_id
+
+
+def test_get_and_list_never_print_control_characters(redis_url: str) -> None:
+    name = unique_name()
+    job_id = _failed_hostile_job(redis_url, name)
+    for args in (["get", job_id], ["list", "--status", "failed"]):
+        for json_flag in ([], ["--json"]):
+            proc = cli(*args, *json_flag, "--queue", name, redis_url=redis_url)
+            assert proc.returncode == 0, proc.stderr
+            assert not TERMINAL_CONTROLS.search(proc.stdout), (args, json_flag, proc.stdout)
+            if json_flag:
+                # Escaped as JSON escapes: the same data comes back.
+                data = json.loads(proc.stdout)
+                job = data if isinstance(data, dict) else data[0]
+                assert (job["error"], job["type"]) == (f"PermanentError: {HOSTILE}", "fetch\x1b[2J")
+                assert job["payload"] == {"body": "\x9b2J"}
+    text = cli("get", job_id, "--queue", name, redis_url=redis_url).stdout
+    assert "error: PermanentError: upstream said: \\x1b]0;pwned\\x07\\x1b[2J\\x9b31m" in text
+    assert not [line for line in text.splitlines() if line.startswith("2026-01-01")]
+
+
+def test_text_log_lines_cannot_be_forged_by_a_job(redis_url: str, app_dir: Path) -> None:
+    from jobs._cli_format import TextFormatter
+
+    name = unique_name()
+    _failed_hostile_job(redis_url, name)
+    try:
+        raise jobs.PermanentError(HOSTILE)
+    except jobs.PermanentError as exc:
+        record = logging.getLogger("jobs.worker").makeRecord(
+            "jobs.worker", logging.ERROR, __file__, 1, "job %s failed for good: %s",
+            ("j1", str(exc)), sys.exc_info(), extra={"job_type": "fetch\x1b[2J\nx"},
+        )  # fmt: skip
+    text = TextFormatter().format(record)
+    assert not TERMINAL_CONTROLS.search(text), text
+    lines = text.splitlines()
+    # One record: only its first line starts at the margin; the traceback is indented.
+    assert [line for line in lines if not line.startswith(" ")] == lines[:1]
+    assert lines[0].endswith("job_type=fetch\\x1b[2J\\nx")
+    assert "\\x1b]0;pwned\\x07" in lines[0] and "\\r\\n2026-01-01" in lines[0]
