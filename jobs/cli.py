@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -22,6 +23,7 @@ import attrs
 import redis
 
 from . import _cli_format as fmt
+from ._acl import missing_permissions
 from ._cli_load import check_type, load_object, load_registry, load_scheduler
 from ._cli_serve import exit_now, serve
 from ._supervisor import SUPERVISED_ENV, supervise
@@ -73,10 +75,27 @@ def open_queue(args: argparse.Namespace) -> RedisQueue:
 
 
 def _ping(queue: RedisQueue) -> None:
-    try:
+    # The queue's own mapping: refused credentials are said to be, not "cannot reach".
+    with queue._unavailable_as_error():
         queue.client.ping()
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise RedisUnavailable(f"cannot reach Redis at {queue.address}: {exc}") from exc
+
+
+def _check_access(queue: RedisQueue, names: Sequence[str] = ()) -> None:
+    """Reach Redis, and make sure its user may run everything on the queues it will serve.
+
+    ``names``: those queues (default: ``queue`` alone). A missing permission is one line
+    and exit 1 now, rather than NOPERM retried for ever once running.
+    """
+    _ping(queue)
+    for name in names or [queue.name]:
+        served = queue if name == queue.name else RedisQueue(attrs.evolve(queue.config, name=name))
+        missing = missing_permissions(served)
+        if missing:
+            raise CliError(
+                f"the Redis user at {queue.address} lacks what queue {name!r} "
+                f"(prefix {queue.config.prefix!r}) needs: {' '.join(missing)} "
+                "(see the ACL rule in the README's Security section)"
+            )
 
 
 @contextlib.contextmanager
@@ -245,14 +264,17 @@ def cmd_worker(args: argparse.Namespace) -> int:
             raise UsageError(f"--processes must be at least 1, got {args.processes}")
         # Check what the children will load, so a typo fails once here, not N times.
         load_registry(args.registry)
-        _ping(open_queue(args))
+        queue = open_queue(args)
+        try:
+            _check_access(queue, [name for name, _ in _pool_config(args).queues])
+        finally:
+            queue.close()
         return supervise(_child_argv(args), args.processes, _redis_url(args))
     registry = load_registry(args.registry)
     queue = open_queue(args)
-    client = Client(
-        ClientConfig(queue=queue, registry=registry, worker_pool_config=_pool_config(args))
-    )
-    _ping(queue)
+    pool_config = _pool_config(args)
+    client = Client(ClientConfig(queue=queue, registry=registry, worker_pool_config=pool_config))
+    _check_access(queue, [name for name, _ in pool_config.queues])
     scheduler = None if args.scheduler is None else load_scheduler(args.scheduler, client)
     logger.info(
         "worker for queue %r at %s: job types %s%s",
@@ -294,7 +316,7 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     fmt.configure_logging(args.log_level, args.log_format)
     queue = open_queue(args)
     client = Client(ClientConfig(queue=queue))
-    _ping(queue)
+    _check_access(queue)
     scheduler = load_scheduler(args.spec, client)
     logger.info("scheduler %s for queue %r at %s", args.spec, queue.name, queue.address)
     return serve(None, scheduler, "scheduler")
@@ -310,6 +332,27 @@ def _timeout_arg(text: str) -> float | str:
 
 
 _timeout_arg.__name__ = "seconds or 'none'"  # argparse names the type in its message
+
+
+def _interval_arg(text: str) -> float:
+    # 0 would redraw as fast as Redis answers; a negative one crashed in time.sleep.
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text!r}")
+    return value
+
+
+def _count_arg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -445,8 +488,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print JSON (one object per line with --watch)"
     )
     p.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
-    p.add_argument("--interval", type=float, default=1.0, metavar="SECONDS", help="default: 1")
-    p.add_argument("--count", type=int, metavar="N", help="with --watch: stop after N refreshes")
+    p.add_argument(
+        "--interval", type=_interval_arg, default=1.0, metavar="SECONDS", help="> 0, default: 1"
+    )
+    p.add_argument(
+        "--count", type=_count_arg, metavar="N", help="with --watch: stop after N refreshes"
+    )
 
     p = add("workers", cmd_workers, "List the live worker pools of the queue.")
     p.add_argument("--json", action="store_true", help="print JSON")

@@ -27,6 +27,7 @@ import pytest
 import jobs
 from tests.helpers import free_port, wait_until
 from tests.integration._clients import make_client, unique_name, wait_for_status
+from tests.integration.test_security import WORKER_ACL, acl_setuser
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -986,3 +987,105 @@ def test_text_log_lines_cannot_be_forged_by_a_job(redis_url: str, app_dir: Path)
     assert [line for line in lines if not line.startswith(" ")] == lines[:1]
     assert lines[0].endswith("job_type=fetch\\x1b[2J\\nx")
     assert "\\x1b]0;pwned\\x07" in lines[0] and "\\r\\n2026-01-01" in lines[0]
+
+
+# -- Redis users, and what the command line names ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["worker", "cliapp:registry"], "refused the credentials"),
+        (["worker", "cliapp:registry", "--processes", "2"], "refused the credentials"),
+        (["scheduler", "crons:cron_jobs"], "refused the credentials"),
+    ],
+)
+def test_a_wrong_password_is_said_to_be_refused(
+    args: list[str], needle: str, redis_client: redis.Redis, redis_url: str, app_dir: Path
+) -> None:
+    user = unique_name("user")
+    acl_setuser(redis_client, user, "right", WORKER_ACL)
+    url = redis_url.replace("redis://", f"redis://{user}:wrong@")
+    proc = cli(*args, "--redis-url", url, redis_url=url, cwd=app_dir)
+    assert_one_line_error(proc, 1, needle)
+    assert "cannot reach" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["worker", "cliapp:registry"],
+        ["worker", "cliapp:registry", "--processes", "2"],
+        ["scheduler", "crons:cron_jobs"],
+    ],
+)
+def test_a_user_without_a_needed_command_fails_at_start(
+    args: list[str], redis_client: redis.Redis, redis_url: str, app_dir: Path
+) -> None:
+    # It once started, then retried NOPERM for ever at its first fetch.
+    user = unique_name("user")
+    acl_setuser(redis_client, user, "pw", " ".join(WORKER_ACL.split()).replace(" +zpopmin", ""))
+    url = redis_url.replace("redis://", f"redis://{user}:pw@")
+    proc = cli(*args, "--redis-url", url, redis_url=url, cwd=app_dir)
+    assert_one_line_error(proc, 1, "lacks what queue 'default' (prefix 'jobs') needs: +zpopmin")
+
+
+def test_a_least_privilege_user_passes_the_start_check(
+    redis_client: redis.Redis, redis_url: str, app_dir: Path, producer: jobs.Client
+) -> None:
+    user = unique_name("user")
+    acl_setuser(redis_client, user, "pw", WORKER_ACL)
+    url = redis_url.replace("redis://", f"redis://{user}:pw@")
+    with background(["worker", "cliapp:registry", *FAST, "--redis-url", url], url, app_dir) as (
+        proc,
+        log,
+    ):
+        wait_for_log(log, READY)
+        job_id = producer.enqueue("echo", {"n": 1})
+        assert wait_for_status(producer, job_id, jobs.JobStatus.COMPLETED).result == {"n": 1}
+        proc.send_signal(signal.SIGTERM)
+        assert finish(proc) == 0, log.read_text()
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["stats", "--watch", "--interval", "-1"], "--interval: must be a number of seconds > 0"),
+        (["stats", "--watch", "--interval", "0"], "--interval: must be a number of seconds > 0"),
+        (["stats", "--watch", "--interval", "nan"], "--interval: must be a number of seconds"),
+        (["stats", "--watch", "--count", "0"], "--count: must be a whole number >= 1"),
+    ],
+)
+def test_watch_interval_and_count_are_checked(args: list[str], needle: str, redis_url: str) -> None:
+    # -1 crashed in time.sleep; 0 redrew as fast as Redis answered.
+    assert_one_line_error(cli(*args, redis_url=redis_url), 2, needle)
+
+
+BOUND_SCHEDULER = """
+import os
+
+import jobs
+
+queue = jobs.RedisQueue.from_url(os.environ["REDIS_URL"], name="reports")
+scheduler = jobs.Scheduler(queue)
+scheduler.register(jobs.CronJob(id="tick", schedule=jobs.Every(1), job_type="echo"))
+"""
+
+
+@pytest.mark.parametrize("command", [["scheduler"], ["worker", "cliapp:registry", "--scheduler"]])
+def test_a_scheduler_bound_to_another_queue_is_refused(
+    command: list[str], redis_url: str, app_dir: Path
+) -> None:
+    # It once ran on its own queue while the log named the command line's.
+    (app_dir / "bound.py").write_text(BOUND_SCHEDULER)
+    proc = cli(*command, "bound:scheduler", "--queue", "emails", redis_url=redis_url, cwd=app_dir)
+    assert_one_line_error(
+        proc, 2, "bound to queue 'reports'", "names queue 'emails'", "function(client)"
+    )
+    with background([*command, "bound:scheduler", "--queue", "reports"], redis_url, app_dir) as (
+        proc2,
+        log,
+    ):
+        wait_for_log(log, "scheduler started")
+        proc2.send_signal(signal.SIGTERM)
+        assert finish(proc2) == 0, log.read_text()

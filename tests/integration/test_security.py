@@ -29,6 +29,7 @@ import pytest
 import redis
 
 import jobs
+from jobs import _acl
 from jobs.client import new_job_id
 from tests.helpers import checkout_connection, free_port, wait_until
 from tests.integration._clients import make_client, wait_for_status
@@ -230,6 +231,37 @@ def test_a_user_of_another_prefix_cannot_touch_this_queue(
             job = owner.get(job_id)
             assert job.status is jobs.JobStatus.PENDING
             assert owner.stats().total_jobs == 1
+
+
+def _rule_without(*commands: str) -> str:
+    return " ".join(t for t in WORKER_ACL.split() if t not in commands)
+
+
+def test_the_start_check_probes_exactly_the_rules_commands() -> None:
+    probed = {f"+{name}" for name, _ in _acl._calls("k", wait=True)}
+    assert probed == {t for t in WORKER_ACL.split() if t.startswith("+")}
+
+
+def test_the_start_check_names_what_the_acl_user_lacks(
+    redis_factory: Callable[..., RedisServer],
+) -> None:
+    # A worker once met NOPERM only when the command's moment came, and retried it for
+    # ever; `python -m jobs worker` now runs this check before it starts.
+    server = redis_factory()
+    with admin_client(server) as admin:
+        acl_setuser(admin, "full", "pw", WORKER_ACL)
+        acl_setuser(admin, "nozpop", "pw", _rule_without("+zpopmin", "+hincrby"))
+        acl_setuser(admin, "other", "pw", WORKER_ACL.replace("~{jobs:*", "~{other:*"))
+        command(admin, "ACL", "LOG", "RESET")
+        with make_client(user_url(server, "full", "pw"), start=False) as client:
+            assert _acl.missing_permissions(client.queue) == []
+        assert acl_denials(admin) == []
+        with make_client(user_url(server, "nozpop", "pw"), start=False) as client:
+            assert _acl.missing_permissions(client.queue) == ["+hincrby", "+zpopmin"]
+        with make_client(user_url(server, "other", "pw"), start=False) as client:
+            assert _acl.missing_permissions(client.queue) == [f"~{client.queue.keys.base}*"]
+        # The probe leaves no key behind.
+        assert command(admin, "DBSIZE") == 0
 
 
 # -- TLS ----------------------------------------------------------------------------------
