@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TextIO
@@ -50,9 +51,44 @@ def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str, separators=(", ", ": "))
 
 
+#: What a terminal may act on rather than show: C0 and C1 control characters (ESC starts
+#: the sequences that retitle a window or clear the screen, and a line break would let a
+#: job's error forge a log line), DEL, and the bidirectional marks that reorder a line.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# json.dumps escapes C0 controls inside strings itself; outside strings, "\n" is layout.
+_UNSAFE_IN_JSON = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+#: Every line of a traceback is indented, so only a record's first line starts at the margin.
+TRACEBACK_INDENT = "  "
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group(0)
+    code = ord(char)
+    return _NAMED.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
 def one_line(text: str) -> str:
-    """``text`` with line breaks escaped, so that a field or message stays on one line."""
-    return text.replace("\r", "\\r").replace("\n", "\\n")
+    """``text`` safe to print as one line: line breaks and other control characters escaped.
+
+    Job errors, types and results come from handlers and producers; printed raw, an
+    escape sequence in one would act on the reader's terminal.
+    """
+    return _UNSAFE.sub(_escape, text)
+
+
+def json_text(text: str) -> str:
+    """JSON text with every character `one_line` escapes written as a JSON escape.
+
+    For ``json.dumps(..., ensure_ascii=False)`` output, which escapes C0 controls but not
+    DEL, C1 or bidirectional marks: the result is valid JSON of the same data.
+    """
+    return _UNSAFE_IN_JSON.sub(lambda m: f"\\u{ord(m.group(0)):04x}", text)
+
+
+def indented(text: str) -> str:
+    """A traceback or stack for a text log: each line escaped and indented."""
+    return "\n".join(TRACEBACK_INDENT + one_line(line) for line in text.split("\n"))
 
 
 def job_dict(job: Job) -> dict[str, Any]:
@@ -86,7 +122,7 @@ def job_lines(job: Job) -> list[str]:
         if value is None:
             text = NONE
         elif name in ("result", "payload", "metadata"):
-            text = _json(value)
+            text = json_text(_json(value))
         elif name == "timeout":
             text = f"{value:g} s"
         else:
@@ -151,7 +187,7 @@ class StatsView:
 
 
 def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
-    rows = [list(header), *(list(row) for row in rows)]
+    rows = [list(header), *([one_line(cell) for cell in row] for row in rows)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     return [
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
@@ -238,14 +274,25 @@ class TextFormatter(logging.Formatter):
         self.datefmt = "%Y-%m-%d %H:%M:%S"
 
     def format(self, record: logging.LogRecord) -> str:
-        """The record as one line, then its traceback (if any) on the lines after."""
-        text = super().format(record)
+        """The record as one line, then its traceback (if any) on indented lines after.
+
+        Control characters are escaped throughout, and nothing but the first line starts
+        at the margin: text from a job (its error, its type) cannot forge a record.
+        """
+        record.message = record.getMessage()
+        record.asctime = self.formatTime(record, self.datefmt)
+        head = one_line(self.formatMessage(record))
         extras = _extras(record)
-        if not extras:
-            return text
-        head, sep, rest = text.partition("\n")
-        pairs = " ".join(f"{k}={v}" for k, v in extras.items())
-        return f"{head}  {pairs}{sep}{rest}"
+        if extras:
+            head += "  " + " ".join(f"{k}={one_line(str(v))}" for k, v in extras.items())
+        tail = []
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            tail.append(record.exc_text)
+        if record.stack_info:
+            tail.append(self.formatStack(record.stack_info))
+        return "\n".join([head, *(indented(text) for text in tail)])
 
 
 class JsonFormatter(logging.Formatter):
@@ -269,7 +316,7 @@ class JsonFormatter(logging.Formatter):
             data["exc_info"] = record.exc_text
         if record.stack_info:
             data["stack_info"] = self.formatStack(record.stack_info)
-        return json.dumps(data, ensure_ascii=False, default=str)
+        return json_text(json.dumps(data, ensure_ascii=False, default=str))
 
 
 def configure_logging(level: str, fmt: str, stream: TextIO | None = None) -> None:

@@ -82,10 +82,31 @@ def load_registry(spec: str) -> Registry:
     return obj
 
 
+def _check_bound_queue(scheduler: Scheduler, spec: str, client: Client) -> None:
+    """Refuse a ready-made Scheduler bound to a queue other than the command line's.
+
+    Its queue was fixed when its module built it, so ``--redis-url``, ``--queue`` and
+    ``--prefix`` cannot apply to it; run silently on its own queue, it would fire where
+    the operator did not ask, while the log named the queue asked for.
+    """
+    own, asked = scheduler._queue, client.queue
+    where = (own.name, own.config.prefix, own.address)
+    if where == (asked.name, asked.config.prefix, asked.address):
+        return
+    raise UsageError(
+        f"MODULE:SCHEDULER {spec!r} is a Scheduler bound to queue {own.name!r} (prefix "
+        f"{own.config.prefix!r}) at {own.address}, but the command line names queue "
+        f"{asked.name!r} (prefix {asked.config.prefix!r}) at {asked.address}: give the "
+        "matching --redis-url/--queue/--prefix, or name a list of jobs.CronJob or a "
+        "function(client) instead, which run on the command line's queue"
+    )
+
+
 def load_scheduler(spec: str, client: Client) -> Scheduler:
     """A `jobs.Scheduler` from ``spec``: a Scheduler, a list of CronJobs, or a factory(client)."""
     obj = load_object(spec, "MODULE:SCHEDULER")
     if isinstance(obj, Scheduler):
+        _check_bound_queue(obj, spec, client)
         return obj
     if isinstance(obj, list | tuple) and all(isinstance(c, CronJob) for c in obj):
         scheduler = Scheduler(client)

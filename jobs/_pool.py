@@ -689,8 +689,10 @@ class WorkerPool:
                 self._hooks.call(lambda: hook(job))
             return
         if written.status == "failed":
+            # %r: the error is a handler's text, and a control character or line break
+            # in it would act on a terminal or forge a log line under any formatter.
             logger.error(
-                "job %s failed for good: %s",
+                "job %s failed for good: %r",
                 attempt.held.job_id,
                 outcome.failure.error,
                 exc_info=outcome.exc,
@@ -698,7 +700,7 @@ class WorkerPool:
             )
         else:
             logger.warning(
-                "job %s attempt %d failed, will retry: %s",
+                "job %s attempt %d failed, will retry: %r",
                 attempt.held.job_id,
                 attempt.number,
                 outcome.failure.error,

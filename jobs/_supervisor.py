@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -27,6 +28,9 @@ from ._cli_serve import _SignalPipe
 
 logger = logging.getLogger("jobs.cli")
 
+#: Set in every child's environment (to the supervisor's pid): the child's stdin is its
+#: supervisor's lifeline, and it refuses ``--processes``, so that no child supervises.
+SUPERVISED_ENV = "JOBS_SUPERVISED_BY"
 #: A child that dies sooner than this after starting is restarted with a growing delay.
 STABLE_AFTER = 10.0
 #: The longest delay before restarting a child that keeps dying.
@@ -45,18 +49,24 @@ class _Child:
     exit_code: int | None = None
 
 
-def supervise(argv: list[str], processes: int) -> int:
+def supervise(argv: list[str], processes: int, redis_url: str | None = None) -> int:
     """Run ``python -m jobs *argv`` in ``processes`` children until SIGTERM/SIGINT.
+
+    ``redis_url``, when given, reaches the children as ``$REDIS_URL``: a password on
+    their command line would show in every local user's process list.
 
     Returns:
         0 when every child stopped cleanly (exit code 0) after the stop, else 1.
     """
-    command = [sys.executable, "-m", "jobs", *argv, "--supervised"]
+    command = [sys.executable, "-m", "jobs", *argv]
+    env = {**os.environ, SUPERVISED_ENV: str(os.getpid())}
+    if redis_url is not None:
+        env["REDIS_URL"] = redis_url
     children = [_Child(number) for number in range(1, processes + 1)]
     stops = 0
     with _SignalPipe() as pipe:
         for child in children:
-            _start(child, command)
+            _start(child, command, env)
         logger.info("supervising %d worker processes; stop with Ctrl-C or SIGTERM", processes)
         while True:
             signum = pipe.next(timeout=CHECK_INTERVAL)
@@ -65,7 +75,7 @@ def supervise(argv: list[str], processes: int) -> int:
                 _stop(children, stops, signum)
             now = time.monotonic()
             for child in children:
-                _check(child, command, now, stopping=stops > 0)
+                _check(child, command, env, now, stopping=stops > 0)
             if stops and all(c.process is None for c in children):
                 break
     codes = [c.exit_code for c in children]
@@ -73,8 +83,10 @@ def supervise(argv: list[str], processes: int) -> int:
     return 0 if all(code == 0 for code in codes) else 1
 
 
-def _start(child: _Child, command: list[str]) -> None:
-    child.process = subprocess.Popen(command, stdin=subprocess.PIPE, start_new_session=True)
+def _start(child: _Child, command: list[str], env: dict[str, str]) -> None:
+    child.process = subprocess.Popen(
+        command, stdin=subprocess.PIPE, env=env, start_new_session=True
+    )
     child.started = time.monotonic()
     logger.info("worker process %d started (pid %d)", child.number, child.process.pid)
 
@@ -97,11 +109,13 @@ def _stop(children: list[_Child], stops: int, signum: int) -> None:
                 process.send_signal(signal.SIGINT)
 
 
-def _check(child: _Child, command: list[str], now: float, *, stopping: bool) -> None:
+def _check(
+    child: _Child, command: list[str], env: dict[str, str], now: float, *, stopping: bool
+) -> None:
     process = child.process
     if process is None:
         if not stopping and child.restart_at and now >= child.restart_at:
-            _start(child, command)
+            _start(child, command, env)
         return
     code = process.poll()
     if code is None:

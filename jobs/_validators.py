@@ -114,12 +114,23 @@ def require_text(name: str, value: object) -> None:
         ) from None
 
 
+#: What a queue name or key prefix must not contain. A queue's keys start with
+#: ``{prefix:name}:``, so a ``:`` in either would let two (prefix, name) pairs share
+#: keys (prefix "acme", queue "eu:default" read prefix "acme:eu"'s jobs); braces would
+#: break the hash tag; and an ACL key pattern (``~{PREFIX:*``) would read ``* ? [ ] \``
+#: as wildcards, granting one tenant's user other tenants' keys.
+NAME_FORBIDDEN = ":{}*?[]\\"
+
+
 def name_like(inst: object, field: attrs.Attribute[Any], value: object) -> None:
-    """Validator: a non-empty str without braces (they would break the key's hash tag)."""
+    """Validator: a non-empty str without whitespace or any of `NAME_FORBIDDEN`."""
     require_text(field.name, value)
     value = cast("str", value)
-    if any(c in value for c in "{}") or any(c.isspace() for c in value):
-        raise ConfigError(f"{field.name} must not contain braces or whitespace, got {value!r}")
+    if any(c in NAME_FORBIDDEN or c.isspace() or not c.isprintable() for c in value):
+        raise ConfigError(
+            f"{field.name} must not contain whitespace, control characters or any of "
+            f"{NAME_FORBIDDEN!r} (they would mix up key names and ACL patterns), got {value!r}"
+        )
 
 
 def to_seconds(value: timedelta | float | int) -> float:

@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -22,9 +23,11 @@ import attrs
 import redis
 
 from . import _cli_format as fmt
+from ._acl import missing_permissions
 from ._cli_load import check_type, load_object, load_registry, load_scheduler
 from ._cli_serve import exit_now, serve
-from ._supervisor import supervise
+from ._supervisor import SUPERVISED_ENV, supervise
+from ._urls import redacted, scrub
 from .client import Client
 from .config import ClientConfig, JobConfig, WorkerPoolConfig
 from .errors import CliError, ConfigError, JobNotFound, PayloadError, RedisUnavailable, UsageError
@@ -40,6 +43,13 @@ logger = logging.getLogger("jobs.cli")
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # No abbreviations: ``--proc`` once meant ``--processes`` here but not in the
+        # code that edited the children's command line, and every option added later
+        # would silently change what an abbreviation in someone's unit file means.
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         # argparse would print the whole usage block; one line says more.
         raise UsageError(f"{message} (see '{self.prog} --help')")
@@ -61,14 +71,31 @@ def open_queue(args: argparse.Namespace) -> RedisQueue:
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     except ValueError as exc:  # redis-py's URL parser
-        raise UsageError(f"--redis-url {url!r}: {exc}") from None
+        raise UsageError(f"--redis-url {redacted(url)!r}: {scrub(str(exc), url)}") from None
 
 
 def _ping(queue: RedisQueue) -> None:
-    try:
+    # The queue's own mapping: refused credentials are said to be, not "cannot reach".
+    with queue._unavailable_as_error():
         queue.client.ping()
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise RedisUnavailable(f"cannot reach Redis at {queue.address}: {exc}") from exc
+
+
+def _check_access(queue: RedisQueue, names: Sequence[str] = ()) -> None:
+    """Reach Redis, and make sure its user may run everything on the queues it will serve.
+
+    ``names``: those queues (default: ``queue`` alone). A missing permission is one line
+    and exit 1 now, rather than NOPERM retried for ever once running.
+    """
+    _ping(queue)
+    for name in names or [queue.name]:
+        served = queue if name == queue.name else RedisQueue(attrs.evolve(queue.config, name=name))
+        missing = missing_permissions(served)
+        if missing:
+            raise CliError(
+                f"the Redis user at {queue.address} lacks what queue {name!r} "
+                f"(prefix {queue.config.prefix!r}) needs: {' '.join(missing)} "
+                "(see the ACL rule in the README's Security section)"
+            )
 
 
 @contextlib.contextmanager
@@ -91,7 +118,7 @@ def _json_arg(text: str, what: str) -> Any:
 
 def _print(args: argparse.Namespace, data: Any, lines: list[str], empty: str) -> None:
     if args.json:
-        print(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+        print(fmt.json_text(json.dumps(data, ensure_ascii=False, indent=2, default=str)))
     else:
         print("\n".join(lines) if lines else empty)
 
@@ -230,18 +257,24 @@ def cmd_worker(args: argparse.Namespace) -> int:
     """Run a worker pool (and optionally a scheduler) until SIGINT/SIGTERM."""
     fmt.configure_logging(args.log_level, args.log_format)
     if args.processes is not None:
+        if args.supervised:
+            # Whatever the command line says, a supervised child never forks a tree of its own.
+            raise UsageError("--processes: a worker started by a supervisor cannot supervise")
         if args.processes < 1:
             raise UsageError(f"--processes must be at least 1, got {args.processes}")
         # Check what the children will load, so a typo fails once here, not N times.
         load_registry(args.registry)
-        _ping(open_queue(args))
-        return supervise(_without_processes(args.argv), args.processes)
+        queue = open_queue(args)
+        try:
+            _check_access(queue, [name for name, _ in _pool_config(args).queues])
+        finally:
+            queue.close()
+        return supervise(_child_argv(args), args.processes, _redis_url(args))
     registry = load_registry(args.registry)
     queue = open_queue(args)
-    client = Client(
-        ClientConfig(queue=queue, registry=registry, worker_pool_config=_pool_config(args))
-    )
-    _ping(queue)
+    pool_config = _pool_config(args)
+    client = Client(ClientConfig(queue=queue, registry=registry, worker_pool_config=pool_config))
+    _check_access(queue, [name for name, _ in pool_config.queues])
     scheduler = None if args.scheduler is None else load_scheduler(args.scheduler, client)
     logger.info(
         "worker for queue %r at %s: job types %s%s",
@@ -254,18 +287,28 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return serve(client, scheduler, "worker", supervised=args.supervised)
 
 
-def _without_processes(argv: list[str]) -> list[str]:
-    """The command line minus ``--processes N``: what each supervised child runs."""
-    kept: list[str] = []
-    skip = False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == "--processes":
-            skip = True
-        elif not arg.startswith("--processes="):
-            kept.append(arg)
-    return kept
+def _child_argv(args: argparse.Namespace) -> list[str]:
+    """What each supervised child runs: this worker's parsed options, without ``--processes``.
+
+    Rebuilt from the parsed options rather than edited from the command line, so that no
+    spelling of ``--processes`` can reach a child. ``OPTION=VALUE`` keeps a value that
+    starts with ``-`` a value. The Redis URL goes by environment (see `supervise`), out of
+    the process list that any local user can read.
+    """
+    argv = [
+        "worker",
+        args.registry,
+        f"--queue={args.queue}",
+        f"--prefix={args.prefix}",
+        f"--log-level={args.log_level}",
+        f"--log-format={args.log_format}",
+    ]
+    options = ("workers", "scheduler", "pool_config", "shutdown_timeout", "lease", "poll_interval")
+    for option in options:
+        value = getattr(args, option)
+        if value is not None:
+            argv.append(f"--{option.replace('_', '-')}={value}")
+    return argv
 
 
 def cmd_scheduler(args: argparse.Namespace) -> int:
@@ -273,7 +316,7 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     fmt.configure_logging(args.log_level, args.log_format)
     queue = open_queue(args)
     client = Client(ClientConfig(queue=queue))
-    _ping(queue)
+    _check_access(queue)
     scheduler = load_scheduler(args.spec, client)
     logger.info("scheduler %s for queue %r at %s", args.spec, queue.name, queue.address)
     return serve(None, scheduler, "scheduler")
@@ -289,6 +332,27 @@ def _timeout_arg(text: str) -> float | str:
 
 
 _timeout_arg.__name__ = "seconds or 'none'"  # argparse names the type in its message
+
+
+def _interval_arg(text: str) -> float:
+    # 0 would redraw as fast as Redis answers; a negative one crashed in time.sleep.
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text!r}")
+    return value
+
+
+def _count_arg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -352,7 +416,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="run N worker processes (for CPU-bound handlers), restarting any that dies",
     )
-    p.add_argument("--supervised", action="store_true", help=argparse.SUPPRESS)
     p.add_argument(
         "--scheduler",
         metavar="MODULE:SCHEDULER",
@@ -425,8 +488,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print JSON (one object per line with --watch)"
     )
     p.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
-    p.add_argument("--interval", type=float, default=1.0, metavar="SECONDS", help="default: 1")
-    p.add_argument("--count", type=int, metavar="N", help="with --watch: stop after N refreshes")
+    p.add_argument(
+        "--interval", type=_interval_arg, default=1.0, metavar="SECONDS", help="> 0, default: 1"
+    )
+    p.add_argument(
+        "--count", type=_count_arg, metavar="N", help="with --watch: stop after N refreshes"
+    )
 
     p = add("workers", cmd_workers, "List the live worker pools of the queue.")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -445,8 +512,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (``worker`` and ``scheduler`` exit)."""
     args: argparse.Namespace | None = None
     try:
+        # Read once and removed, so that no process a handler starts inherits the mark.
+        supervised = os.environ.pop(SUPERVISED_ENV, None) is not None
         args = build_parser().parse_args(argv)
-        args.argv = list(sys.argv[1:] if argv is None else argv)
+        args.supervised = supervised
         args.queue = getattr(args, "queue", "default")
         args.prefix = getattr(args, "prefix", "jobs")
         code = _run(args)

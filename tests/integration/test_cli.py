@@ -8,7 +8,9 @@ their traces in Redis lists (``t:*``), and their log goes to a file the test pol
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import pty
 import re
@@ -24,7 +26,8 @@ import pytest
 
 import jobs
 from tests.helpers import free_port, wait_until
-from tests.integration._clients import make_client, wait_for_status
+from tests.integration._clients import make_client, unique_name, wait_for_status
+from tests.integration.test_security import WORKER_ACL, acl_setuser
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -214,6 +217,9 @@ def test_help_on_every_level(command: str | None) -> None:
         (["stats", "--log-level", "loud"], "unrecognized arguments"),
         (["stats", "--redis-url", "http://example.com"], "redis://"),
         (["stats", "--queue", ""], "name"),
+        (["stats", "--queue", "eu:default"], "name must not contain"),
+        (["stats", "--prefix", "acme:eu"], "prefix must not contain"),
+        (["worker", "cliapp:registry", "--prefix", "acme*"], "prefix must not contain"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(
@@ -796,3 +802,290 @@ def test_worker_processes_stop_when_their_supervisor_dies(
 def test_processes_must_be_positive(redis_url: str, app_dir: Path) -> None:
     proc = cli("worker", "cliapp:registry", "--processes", "0", redis_url=redis_url, cwd=app_dir)
     assert_one_line_error(proc, 2, "--processes must be at least 1")
+
+
+# -- the supervisor's process tree ---------------------------------------------------
+
+
+def _children_of() -> dict[int, list[int]]:
+    """Every live process's children, by parent pid, from /proc."""
+    tree: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rpartition(")")[2].split()
+        except OSError:
+            continue  # it exited meanwhile
+        if fields[0] != "Z":
+            tree.setdefault(int(fields[1]), []).append(int(entry))
+    return tree
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid``: supervised children run in sessions of their own,
+    so killing the top's process group would miss them."""
+    tree, found, todo = _children_of(), [], [pid]
+    while todo:
+        below = tree.get(todo.pop(), [])
+        found += below
+        todo += below
+    return found
+
+
+@contextmanager
+def process_tree(
+    args: list[str], env: dict[str, str], cwd: Path
+) -> Iterator[subprocess.Popen[str]]:
+    """``python -m jobs ARGS``, with every process below it SIGKILLed at exit."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jobs", *args],
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        yield proc
+    finally:
+        # Freeze the whole tree first (a stopped process forks nothing and, alive, keeps
+        # its children in the tree), then kill every process of it.
+        frozen = [proc.pid]
+        while True:
+            for pid in frozen:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGSTOP)
+            more = [pid for pid in descendants(proc.pid) if pid not in frozen]
+            if not more:
+                break
+            frozen += more
+        for pid in frozen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        proc.communicate()
+
+
+@pytest.mark.parametrize("spelling", [["--proc", "1"], ["--proc=1"], ["--process", "1"]])
+def test_an_abbreviated_processes_option_is_refused_and_forks_nothing(
+    spelling: list[str], redis_url: str, app_dir: Path
+) -> None:
+    # It once made every child a supervisor again: an unbounded chain of processes.
+    args = ["worker", "cliapp:registry", "--queue", unique_name(), *spelling]
+    with process_tree(args, _env(redis_url), app_dir) as proc:
+        out, err = proc.communicate(timeout=20)
+    result = subprocess.CompletedProcess(args, proc.returncode, out, err)
+    assert_one_line_error(result, 2, "unrecognized arguments", spelling[0])
+
+
+def test_a_supervised_worker_cannot_supervise(redis_url: str, app_dir: Path) -> None:
+    env = {**_env(redis_url), "JOBS_SUPERVISED_BY": "1"}
+    args = ["worker", "cliapp:registry", "--queue", unique_name(), "--processes", "1"]
+    with process_tree(args, env, app_dir) as proc:
+        out, err = proc.communicate(timeout=20)
+    result = subprocess.CompletedProcess(args, proc.returncode, out, err)
+    assert_one_line_error(result, 2, "started by a supervisor cannot supervise")
+
+
+def test_the_supervised_tree_is_the_supervisor_and_n_workers(redis_url: str, app_dir: Path) -> None:
+    name = unique_name()
+    args = ["worker", "cliapp:registry", *FAST, "--queue", name, "--processes", "2"]
+    with (
+        make_client(redis_url, name=name) as watcher,
+        process_tree(args, _env(redis_url), app_dir) as proc,
+    ):
+        wait_until(lambda: len(watcher.workers()) == 2, timeout=30)
+        below = descendants(proc.pid)
+        # Exactly two children, each a worker: none supervises a tree of its own.
+        assert sorted(below) == sorted(w.pid for w in watcher.workers()), below
+        for pid in below:
+            with open(f"/proc/{pid}/cmdline") as cmdline:
+                argv = cmdline.read().split("\0")
+            assert not [a for a in argv if a.startswith("--proc")], argv
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        wait_until(lambda: not any(os.path.exists(f"/proc/{pid}") for pid in below), timeout=10)
+        assert watcher.workers() == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis+cluster://admin:Sup3rS3cret@[10.0.0.1:7000",
+        "redis://10.0.0.1:6379/0?password=Sup3rS3cret&socket_timeout=x",
+        "redis+sentinel://s1/m?sentinel_password=Sup3rS3cret&socket_timeout=5s",
+    ],
+)
+def test_a_bad_redis_url_is_one_line_without_its_password(url: str) -> None:
+    proc = cli("stats", "--redis-url", url, redis_url=None)
+    assert_one_line_error(proc, 2, "***")
+    assert "Sup3rS3cret" not in proc.stderr
+
+
+# -- control characters from jobs ----------------------------------------------------
+
+#: A handler's error as an attacker upstream could shape it: retitle the window (OSC),
+#: clear the screen (ESC [ and C1 CSI), reorder the line (RLO), and forge a log line.
+HOSTILE = (
+    "upstream said: \x1b]0;pwned\x07\x1b[2J\x9b31m\u202eFAKE\r\n"
+    "2026-01-01 00:00:00.000 INFO jobs.worker: job 42 completed  queue=x"
+)
+#: What a terminal acts on instead of showing: no output of the CLI may hold one.
+TERMINAL_CONTROLS = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def _failed_hostile_job(redis_url: str, name: str) -> str:
+    def fail(ctx: jobs.JobContext, payload: object) -> None:
+        raise jobs.PermanentError(HOSTILE)
+
+    registry = jobs.Registry()
+    registry.register_func("fetch\x1b[2J", fail)
+    with make_client(redis_url, registry, name=name) as client:
+        job_id = client.enqueue("fetch\x1b[2J", {"body": "\x9b2J"})
+        wait_for_status(client, job_id, jobs.JobStatus.FAILED)
+    return job_id
+
+
+def test_get_and_list_never_print_control_characters(redis_url: str) -> None:
+    name = unique_name()
+    job_id = _failed_hostile_job(redis_url, name)
+    for args in (["get", job_id], ["list", "--status", "failed"]):
+        for json_flag in ([], ["--json"]):
+            proc = cli(*args, *json_flag, "--queue", name, redis_url=redis_url)
+            assert proc.returncode == 0, proc.stderr
+            assert not TERMINAL_CONTROLS.search(proc.stdout), (args, json_flag, proc.stdout)
+            if json_flag:
+                # Escaped as JSON escapes: the same data comes back.
+                data = json.loads(proc.stdout)
+                job = data if isinstance(data, dict) else data[0]
+                assert (job["error"], job["type"]) == (f"PermanentError: {HOSTILE}", "fetch\x1b[2J")
+                assert job["payload"] == {"body": "\x9b2J"}
+    text = cli("get", job_id, "--queue", name, redis_url=redis_url).stdout
+    assert "error: PermanentError: upstream said: \\x1b]0;pwned\\x07\\x1b[2J\\x9b31m" in text
+    assert not [line for line in text.splitlines() if line.startswith("2026-01-01")]
+
+
+def test_text_log_lines_cannot_be_forged_by_a_job(redis_url: str, app_dir: Path) -> None:
+    from jobs._cli_format import TextFormatter
+
+    name = unique_name()
+    _failed_hostile_job(redis_url, name)
+    try:
+        raise jobs.PermanentError(HOSTILE)
+    except jobs.PermanentError as exc:
+        record = logging.getLogger("jobs.worker").makeRecord(
+            "jobs.worker", logging.ERROR, __file__, 1, "job %s failed for good: %s",
+            ("j1", str(exc)), sys.exc_info(), extra={"job_type": "fetch\x1b[2J\nx"},
+        )  # fmt: skip
+    text = TextFormatter().format(record)
+    assert not TERMINAL_CONTROLS.search(text), text
+    lines = text.splitlines()
+    # One record: only its first line starts at the margin; the traceback is indented.
+    assert [line for line in lines if not line.startswith(" ")] == lines[:1]
+    assert lines[0].endswith("job_type=fetch\\x1b[2J\\nx")
+    assert "\\x1b]0;pwned\\x07" in lines[0] and "\\r\\n2026-01-01" in lines[0]
+
+
+# -- Redis users, and what the command line names ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["worker", "cliapp:registry"], "refused the credentials"),
+        (["worker", "cliapp:registry", "--processes", "2"], "refused the credentials"),
+        (["scheduler", "crons:cron_jobs"], "refused the credentials"),
+    ],
+)
+def test_a_wrong_password_is_said_to_be_refused(
+    args: list[str], needle: str, redis_client: redis.Redis, redis_url: str, app_dir: Path
+) -> None:
+    user = unique_name("user")
+    acl_setuser(redis_client, user, "right", WORKER_ACL)
+    url = redis_url.replace("redis://", f"redis://{user}:wrong@")
+    proc = cli(*args, "--redis-url", url, redis_url=url, cwd=app_dir)
+    assert_one_line_error(proc, 1, needle)
+    assert "cannot reach" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["worker", "cliapp:registry"],
+        ["worker", "cliapp:registry", "--processes", "2"],
+        ["scheduler", "crons:cron_jobs"],
+    ],
+)
+def test_a_user_without_a_needed_command_fails_at_start(
+    args: list[str], redis_client: redis.Redis, redis_url: str, app_dir: Path
+) -> None:
+    # It once started, then retried NOPERM for ever at its first fetch.
+    user = unique_name("user")
+    acl_setuser(redis_client, user, "pw", " ".join(WORKER_ACL.split()).replace(" +zpopmin", ""))
+    url = redis_url.replace("redis://", f"redis://{user}:pw@")
+    proc = cli(*args, "--redis-url", url, redis_url=url, cwd=app_dir)
+    assert_one_line_error(proc, 1, "lacks what queue 'default' (prefix 'jobs') needs: +zpopmin")
+
+
+def test_a_least_privilege_user_passes_the_start_check(
+    redis_client: redis.Redis, redis_url: str, app_dir: Path, producer: jobs.Client
+) -> None:
+    user = unique_name("user")
+    acl_setuser(redis_client, user, "pw", WORKER_ACL)
+    url = redis_url.replace("redis://", f"redis://{user}:pw@")
+    with background(["worker", "cliapp:registry", *FAST, "--redis-url", url], url, app_dir) as (
+        proc,
+        log,
+    ):
+        wait_for_log(log, READY)
+        job_id = producer.enqueue("echo", {"n": 1})
+        assert wait_for_status(producer, job_id, jobs.JobStatus.COMPLETED).result == {"n": 1}
+        proc.send_signal(signal.SIGTERM)
+        assert finish(proc) == 0, log.read_text()
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["stats", "--watch", "--interval", "-1"], "--interval: must be a number of seconds > 0"),
+        (["stats", "--watch", "--interval", "0"], "--interval: must be a number of seconds > 0"),
+        (["stats", "--watch", "--interval", "nan"], "--interval: must be a number of seconds"),
+        (["stats", "--watch", "--count", "0"], "--count: must be a whole number >= 1"),
+    ],
+)
+def test_watch_interval_and_count_are_checked(args: list[str], needle: str, redis_url: str) -> None:
+    # -1 crashed in time.sleep; 0 redrew as fast as Redis answered.
+    assert_one_line_error(cli(*args, redis_url=redis_url), 2, needle)
+
+
+BOUND_SCHEDULER = """
+import os
+
+import jobs
+
+queue = jobs.RedisQueue.from_url(os.environ["REDIS_URL"], name="reports")
+scheduler = jobs.Scheduler(queue)
+scheduler.register(jobs.CronJob(id="tick", schedule=jobs.Every(1), job_type="echo"))
+"""
+
+
+@pytest.mark.parametrize("command", [["scheduler"], ["worker", "cliapp:registry", "--scheduler"]])
+def test_a_scheduler_bound_to_another_queue_is_refused(
+    command: list[str], redis_url: str, app_dir: Path
+) -> None:
+    # It once ran on its own queue while the log named the command line's.
+    (app_dir / "bound.py").write_text(BOUND_SCHEDULER)
+    proc = cli(*command, "bound:scheduler", "--queue", "emails", redis_url=redis_url, cwd=app_dir)
+    assert_one_line_error(
+        proc, 2, "bound to queue 'reports'", "names queue 'emails'", "function(client)"
+    )
+    with background([*command, "bound:scheduler", "--queue", "reports"], redis_url, app_dir) as (
+        proc2,
+        log,
+    ):
+        wait_for_log(log, "scheduler started")
+        proc2.send_signal(signal.SIGTERM)
+        assert finish(proc2) == 0, log.read_text()

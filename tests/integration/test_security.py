@@ -29,6 +29,7 @@ import pytest
 import redis
 
 import jobs
+from jobs import _acl
 from jobs.client import new_job_id
 from tests.helpers import checkout_connection, free_port, wait_until
 from tests.integration._clients import make_client, wait_for_status
@@ -59,6 +60,10 @@ def command(client: redis.Redis, *args: str) -> Any:
     """Any Redis command, raw (redis-py leaves execute_command untyped)."""
     run: Callable[..., Any] = client.execute_command
     return run(*args)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def acl_setuser(admin: redis.Redis, user: str, password: str, rule: str) -> None:
@@ -235,6 +240,37 @@ def test_a_user_of_another_prefix_cannot_touch_this_queue(
             assert owner.stats().total_jobs == 1
 
 
+def _rule_without(*commands: str) -> str:
+    return " ".join(t for t in WORKER_ACL.split() if t not in commands)
+
+
+def test_the_start_check_probes_exactly_the_rules_commands() -> None:
+    probed = {f"+{name}" for name, _ in _acl._calls("k", wait=True)}
+    assert probed == {t for t in WORKER_ACL.split() if t.startswith("+")} - _acl.OPTIONAL
+
+
+def test_the_start_check_names_what_the_acl_user_lacks(
+    redis_factory: Callable[..., RedisServer],
+) -> None:
+    # A worker once met NOPERM only when the command's moment came, and retried it for
+    # ever; `python -m jobs worker` now runs this check before it starts.
+    server = redis_factory()
+    with admin_client(server) as admin:
+        acl_setuser(admin, "full", "pw", WORKER_ACL)
+        acl_setuser(admin, "nozpop", "pw", _rule_without("+zpopmin", "+hincrby"))
+        acl_setuser(admin, "other", "pw", WORKER_ACL.replace("~{jobs:*", "~{other:*"))
+        command(admin, "ACL", "LOG", "RESET")
+        with make_client(user_url(server, "full", "pw"), start=False) as client:
+            assert _acl.missing_permissions(client.queue) == []
+        assert acl_denials(admin) == []
+        with make_client(user_url(server, "nozpop", "pw"), start=False) as client:
+            assert _acl.missing_permissions(client.queue) == ["+hincrby", "+zpopmin"]
+        with make_client(user_url(server, "other", "pw"), start=False) as client:
+            assert _acl.missing_permissions(client.queue) == [f"~{client.queue.keys.base}*"]
+        # The probe leaves no key behind.
+        assert command(admin, "DBSIZE") == 0
+
+
 # -- TLS ----------------------------------------------------------------------------------
 
 
@@ -263,12 +299,25 @@ def make_certificates(directory: Path) -> dict[str, Path]:
 @pytest.fixture
 def tls_server(redis_binary: str, tmp_path: Path) -> Iterator[tuple[int, Path]]:
     """A redis-server listening on a TLS port only; yields (port, CA certificate)."""
+    with _tls_server(redis_binary, tmp_path) as (port, certs):
+        yield port, certs["ca"]
+
+
+@contextlib.contextmanager
+def _tls_server(
+    redis_binary: str, tmp_path: Path, *extra: str
+) -> Iterator[tuple[int, dict[str, Path]]]:
+    """A TLS-only redis-server with ``extra`` arguments; yields (port, certificate files).
+
+    The server's certificate and key double as a client certificate (it has no extended
+    key usage that would forbid it), for servers told to require one.
+    """
     if shutil.which("openssl") is None:
         pytest.skip("no openssl binary to make certificates with")
     certs = make_certificates(tmp_path)
     port = free_port()
     log = tmp_path / "redis.log"
-    command = [
+    server_argv = [
         redis_binary,
         "--port", "0",
         "--tls-port", str(port),
@@ -276,18 +325,20 @@ def tls_server(redis_binary: str, tmp_path: Path) -> Iterator[tuple[int, Path]]:
         "--tls-cert-file", str(certs["cert"]),
         "--tls-key-file", str(certs["key"]),
         "--tls-ca-cert-file", str(certs["ca"]),
-        "--tls-auth-clients", "no",
+        *(() if "--tls-auth-clients" in extra else ("--tls-auth-clients", "no")),
         "--save", "",
         "--appendonly", "no",
         "--dir", str(tmp_path),
         "--logfile", str(log),
+        *extra,
     ]  # fmt: skip
     with log.open("ab") as err:
-        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
+        proc = subprocess.Popen(server_argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
     probe = redis.Redis(
         host="127.0.0.1",
         port=port, ssl=True, ssl_ca_certs=str(certs["ca"]), socket_timeout=0.5,
-        socket_connect_timeout=0.5,
+        socket_connect_timeout=0.5, ssl_certfile=str(certs["cert"]),
+        ssl_keyfile=str(certs["key"]),
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 10
@@ -302,7 +353,14 @@ def tls_server(redis_binary: str, tmp_path: Path) -> Iterator[tuple[int, Path]]:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.02)
-        yield port, certs["ca"]
+        if "--cluster-enabled" in extra:
+            # One node holding every slot: the smallest Redis Cluster there is.
+            command(probe, "CLUSTER", "ADDSLOTSRANGE", "0", "16383")
+            wait_until(
+                lambda: "cluster_state:ok" in _text(command(probe, "CLUSTER", "INFO")),
+                timeout=10,
+            )
+        yield port, certs
     finally:
         probe.close()
         if proc.poll() is None:
@@ -335,6 +393,35 @@ def test_tls_refuses_plaintext_and_unknown_certificates(tls_server: tuple[int, P
             pytest.raises(redis.ConnectionError),
         ):
             client.enqueue("ok", {})
+
+
+def test_a_tls_cluster_url_carries_a_ca_and_a_client_certificate(
+    redis_binary: str, tmp_path: Path
+) -> None:
+    # A private CA and mutual TLS, from the URL alone: what the command line can give.
+    cluster = ("--cluster-enabled", "yes", "--tls-cluster", "yes", "--tls-auth-clients", "yes")
+    with _tls_server(redis_binary, tmp_path, *cluster) as (port, certs):
+        options = "&".join(
+            f"{name}={quote(str(certs[key]))}"
+            for name, key in (
+                ("ssl_ca_certs", "ca"),
+                ("ssl_certfile", "cert"),
+                ("ssl_keyfile", "key"),
+            )
+        )
+        url = f"rediss+cluster://127.0.0.1:{port}?{options}&ssl_check_hostname=true"
+        registry = jobs.Registry()
+        registry.register_func("ok", lambda ctx, payload: payload)
+        with make_client(url, registry) as client:
+            assert isinstance(client.queue.client, redis.cluster.RedisCluster)
+            job_id = client.enqueue("ok", {"over": "mtls"})
+            assert wait_for_status(client, job_id, jobs.JobStatus.COMPLETED).result == {
+                "over": "mtls"
+            }
+        # Without the client certificate the server refuses the handshake.
+        no_cert = f"rediss+cluster://127.0.0.1:{port}?ssl_ca_certs={quote(str(certs['ca']))}"
+        with pytest.raises((redis.RedisError, redis.exceptions.RedisClusterException)):
+            jobs.RedisQueue.from_url(no_cert + "&socket_timeout=2&socket_connect_timeout=2")
 
 
 # -- tenants and ids ----------------------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis
@@ -21,6 +21,9 @@ from jobs.errors import ConfigError
 from tests.helpers import wait_until
 from tests.integration._clients import make_client, recorder, wait_for_status
 from tests.integration._topologies import SentinelTopology, drive_failover
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def test_a_sentinel_url_reaches_the_master(sentinel: SentinelTopology) -> None:
@@ -160,3 +163,91 @@ def test_a_bad_url_never_shows_its_password() -> None:
         _urls.connect("redis+sentinel://user:hunter2@h1/svc?nope=1")
     assert "hunter2" not in str(caught.value)
     assert "user:***@h1" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis+cluster://admin:Sup3rS3cret@[10.0.0.1:7000",
+        "redis+sentinel://admin:Sup3rS3cret@[fe80::1/mymaster",
+        "redis://admin:Sup3rS3cret@[::1:6379/0",
+        "redis+cluster://10.0.0.1:7000/?password=Sup3rS3cret",
+        "redis://10.0.0.1:6379/0?password=Sup3rS3cret&socket_timeout=x",
+        "redis+sentinel://s1:26379,s2:2637x/mymaster?sentinel_password=Sup3rS3cret",
+        "redis+sentinel://s1/mymaster?sentinel_password=Sup3rS3cret&socket_timeout=5s",
+        "redis+sentinel://u:Sup3r@S3cret@s1/m?socket_timeout=5s",
+        "redis://u:Sup3r/S3cret@h:1/0?ssl_ca_certs=/nowhere",
+        "redis://u:Sup3rS3cret@h:x/0",
+        "redis://u:pa:Sup3rS3cret@h:1/0?db=x",
+        "rediss://h/0?ssl_keyfile_password=Sup3rS3cret&ssl_cert_reqs=maybe",
+    ],
+)
+def test_no_url_error_shows_a_password(url: str) -> None:
+    # Messages reach logs and terminals. A malformed host ("[") raised a bare ValueError
+    # that the command line printed with the whole URL.
+    with pytest.raises(ConfigError) as caught:
+        _urls.connect(url)
+    text = str(caught.value)
+    assert "Sup3r" not in text and "S3cret" not in text, text
+    assert "***" in text, text
+
+
+def test_tls_options_reach_the_sentinels_and_the_master(tmp_path: Path) -> None:
+    files = {name: tmp_path / f"{name}.pem" for name in ("ca", "cert", "key")}
+    for path in files.values():
+        path.write_text("not read until a connection is made\n")
+    connection = _urls.connect(
+        f"rediss+sentinel://h1/svc?ssl_ca_certs={files['ca']}&ssl_certfile={files['cert']}"
+        f"&ssl_keyfile={files['key']}&ssl_cert_reqs=optional&ssl_check_hostname=false"
+    )
+    expected = {
+        "ssl_ca_certs": str(files["ca"]),
+        "ssl_certfile": str(files["cert"]),
+        "ssl_keyfile": str(files["key"]),
+        "ssl_cert_reqs": "optional",
+        "ssl_check_hostname": False,
+    }
+    try:
+        client = connection.client
+        assert isinstance(client, redis.Redis)
+        kwargs = client.connection_pool.connection_kwargs
+        assert expected.items() <= kwargs.items()
+        assert issubclass(client.connection_pool.connection_class, redis.SSLConnection)
+        assert connection.sentinel is not None
+        for sentinel in connection.sentinel.sentinels:
+            pool = sentinel.connection_pool
+            assert expected.items() <= pool.connection_kwargs.items()
+            assert issubclass(pool.connection_class, redis.SSLConnection)
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize(
+    ("query", "option", "message"),
+    [
+        ("ssl_cert_reqs=maybe", "ssl_cert_reqs", "must be one of required, optional, none"),
+        ("ssl_check_hostname=perhaps", "ssl_check_hostname", "must be true or false"),
+        ("ssl_ca_certs=/no/such/ca.pem", "ssl_ca_certs", "no such file"),
+        ("ssl_certfile=/no/such/cert.pem", "ssl_certfile", "no such file"),
+        ("ssl_keyfile={file}", "ssl_keyfile", "needs ssl_certfile"),
+    ],
+)
+@pytest.mark.parametrize(
+    "scheme", ["rediss+sentinel://h1/svc", "rediss+cluster://h1:1", "rediss://h1:1/0"]
+)
+def test_bad_tls_options_raise_config_error_naming_them(
+    scheme: str, query: str, option: str, message: str, tmp_path: Path
+) -> None:
+    (tmp_path / "key.pem").write_text("")
+    url = f"{scheme}?{query.format(file=tmp_path / 'key.pem')}"
+    with pytest.raises(ConfigError, match=rf"{option}\b.*{message}"):
+        _urls.connect(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["redis+sentinel://h1/svc?ssl_cert_reqs=none", "redis+cluster://h1:1?ssl_cert_reqs=none"],
+)
+def test_tls_options_need_a_tls_url(url: str) -> None:
+    with pytest.raises(ConfigError, match="ssl_cert_reqs needs a TLS URL"):
+        _urls.connect(url)

@@ -233,6 +233,31 @@ def test_log_records_carry_job_fields(redis_url: str, caplog: pytest.LogCaptureF
     assert lifecycle[0].__dict__["queue"] == name
 
 
+def test_a_jobs_error_reaches_log_messages_escaped(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Under any formatter (the application's own, not only the command line's), a
+    # handler's error must not act on a terminal nor start a line of its own.
+    caplog.set_level(logging.DEBUG, logger="jobs")
+    hostile = "\x1b]0;pwned\x07\x9b2J\nINFO forged"
+
+    def fail(ctx: jobs.JobContext, payload: Any) -> None:
+        raise ValueError(hostile)
+
+    registry = jobs.Registry()
+    registry.register_func("fail", fail)
+    config = jobs.JobConfig(max_retries=1, retry_backoff=jobs.NoBackoff())
+    with make_client(redis_url, registry) as client:
+        job_id = client.enqueue("fail", None, config)
+        wait_for_status(client, job_id, jobs.JobStatus.FAILED)
+    about = [r.getMessage() for r in _jobs_records(caplog) if r.__dict__.get("job_id") == job_id]
+    told = [m for m in about if "pwned" in m]
+    assert len(told) == 2, about  # the retry, then the final failure
+    for message in told:
+        assert not any(c in message for c in "\x1b\x07\x9b\n"), message
+        assert "\\x1b]0;pwned\\x07\\x9b2J\\nINFO forged" in message
+
+
 def test_ctx_logger_adds_job_fields_and_merges_extra(
     redis_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -95,6 +95,7 @@ INVALID: list[tuple[str, Callable[[], object]]] = [
     ("lease", lambda: jobs.WorkerPoolConfig(lease=-1)),
     ("lease", lambda: jobs.WorkerPoolConfig(lease="30")),
     ("poll_interval", lambda: jobs.WorkerPoolConfig(poll_interval=0)),
+    ("queues", lambda: jobs.WorkerPoolConfig(queues=["default", "eu:default"])),
     ("shutdown_timeout", lambda: jobs.WorkerPoolConfig(shutdown_timeout=-1)),
     ("shutdown_timeout", lambda: jobs.WorkerPoolConfig(shutdown_timeout=None)),
     ("error_handler", lambda: jobs.WorkerPoolConfig(error_handler=3)),  # type: ignore[arg-type]
@@ -139,6 +140,15 @@ def test_invalid_config_raises_config_error_naming_the_field(
         ("prefix", "{jobs"),
         ("name", "q\udc80"),  # a lone surrogate has no UTF-8 form
         ("prefix", "\ud800"),
+        # "{acme:eu:default}" would be both (acme, eu:default) and (acme:eu, default).
+        ("name", "eu:default"),
+        ("prefix", "acme:eu"),
+        # ACL key patterns are globs: "~{acme*:*" would cover tenant "acme-corp" too.
+        ("prefix", "acme*"),
+        ("prefix", "acm?"),
+        ("name", "q[12]"),
+        ("prefix", "a\\b"),
+        ("name", "a\x1b]0;x\x07"),
         ("max_lost_leases", 0),
         ("max_payload_bytes", 0),
     ],
@@ -174,8 +184,8 @@ def test_boundary_values_are_accepted(offline_redis: redis.Redis) -> None:
     assert jobs.WorkerPoolConfig(lease=0.5).lease == timedelta(seconds=0.5)
     assert jobs.WorkerPoolConfig(shutdown_timeout=0).shutdown_timeout == timedelta(0)
     assert jobs.WorkerPoolConfig(lease=1.5) == jobs.WorkerPoolConfig(lease=timedelta(seconds=1.5))
-    config = jobs.RedisQueueConfig(client=offline_redis, name="emails", prefix="app:jobs")
-    assert (config.name, config.prefix) == ("emails", "app:jobs")
+    config = jobs.RedisQueueConfig(client=offline_redis, name="e-mails.eu", prefix="app_jobs")
+    assert (config.name, config.prefix) == ("e-mails.eu", "app_jobs")
 
 
 def test_registry_rejects_bad_registrations() -> None:
