@@ -108,9 +108,11 @@ def job_dict(job: Job) -> dict[str, Any]:
         "started_at": iso(job.started_at),
         "completed_at": iso(job.completed_at),
         "error": job.error,
+        "progress": None if job.progress is None else list(job.progress),
         "result": job.result,
         "payload": job.payload,
         "metadata": dict(job.metadata),
+        "traceback": job.traceback,
     }
 
 
@@ -125,6 +127,14 @@ def job_lines(job: Job) -> list[str]:
             text = json_text(_json(value))
         elif name == "timeout":
             text = f"{value:g} s"
+        elif name == "progress":
+            fraction, message = value
+            text = f"{fraction:.0%}" + ("" if message is None else f" {one_line(message)}")
+        elif name == "traceback":
+            # Last: its lines follow, indented, each escaped like any other value.
+            lines.append("traceback:")
+            lines += ["  " + one_line(line) for line in str(value).rstrip("\n").split("\n")]
+            continue
         else:
             text = one_line(str(value))
         lines.append(f"{name}: {text}")

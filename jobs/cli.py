@@ -163,7 +163,20 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
-    """Put a failed or cancelled job back in the queue; exit 1 if it is neither."""
+    """Put a failed or cancelled job back in the queue; exit 1 if it is neither.
+
+    With ``--all-failed`` (and optionally ``--type``): every failed job, in batches.
+    """
+    if args.all_failed == (args.job_id is not None):
+        raise UsageError("retry takes a JOB_ID or --all-failed (not both)")
+    if args.type is not None and not args.all_failed:
+        raise UsageError("--type goes with --all-failed")
+    if args.all_failed:
+        with _producer(args) as client:
+            count = client.retry_failed(job_type=args.type)
+        kind = "" if args.type is None else f" {fmt.one_line(args.type)}"
+        print(f"retrying {count} failed{kind} job{'' if count == 1 else 's'}")
+        return 0
     with _producer(args) as client:
         if client.retry(args.job_id):
             print(f"retrying {args.job_id}: pending again, with a fresh retry budget")
@@ -469,7 +482,14 @@ def build_parser() -> argparse.ArgumentParser:
         ("retry", cmd_retry, "Put a failed or cancelled job back in the queue."),
     ):
         p = add(name, func, text)
-        p.add_argument("job_id", metavar="JOB_ID")
+        if name == "retry":
+            p.add_argument("job_id", metavar="JOB_ID", nargs="?")
+            p.add_argument(
+                "--all-failed", action="store_true", help="every failed job (instead of JOB_ID)"
+            )
+            p.add_argument("--type", metavar="TYPE", help="with --all-failed: only this type")
+        else:
+            p.add_argument("job_id", metavar="JOB_ID")
         if name == "get":
             p.add_argument("--json", action="store_true", help="print JSON")
 

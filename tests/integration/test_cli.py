@@ -18,6 +18,7 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -1089,3 +1090,61 @@ def test_a_scheduler_bound_to_another_queue_is_refused(
         wait_for_log(log, "scheduler started")
         proc2.send_signal(signal.SIGTERM)
         assert finish(proc2) == 0, log.read_text()
+
+
+def _fail_for_good(redis_url: str, queue: str, counts: dict[str, int]) -> list[str]:
+    """Run ``counts[type]`` jobs of each type to failure on ``queue``; their ids."""
+
+    def boom(ctx: jobs.JobContext, payload: object) -> object:
+        raise ValueError("bad <input>")
+
+    registry = jobs.Registry()
+    for job_type in counts:
+        registry.register_func(job_type, boom)
+    once = jobs.JobConfig(max_retries=0)
+    with make_client(redis_url, registry, name=queue) as client:
+        ids = [i for t, n in counts.items() for i in client.enqueue_many(t, range(n), once)]
+        client.wait_all(ids, timeout=20)
+    return ids
+
+
+def test_get_shows_the_traceback_and_retry_all_failed_by_type(
+    redis_url: str, producer: jobs.Client
+) -> None:
+    ids = _fail_for_good(redis_url, producer.queue.name, {"a": 3, "b": 2})
+    proc = cli("get", ids[0], redis_url=redis_url)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert "error: ValueError: bad <input>" in lines
+    at = lines.index("traceback:")
+    assert lines[at + 1].startswith("  Traceback (most recent call last):")
+    assert any("raise ValueError" in line for line in lines[at:])
+    data = json.loads(cli("get", ids[0], "--json", redis_url=redis_url).stdout)
+    assert "raise ValueError" in data["traceback"]
+
+    proc = cli("retry", "--all-failed", "--type", "b", redis_url=redis_url)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "retrying 2 failed b jobs"
+    assert {producer.get(i).status for i in ids[3:]} == {jobs.JobStatus.PENDING}
+    proc = cli("retry", "--all-failed", redis_url=redis_url)
+    assert proc.stdout.strip() == "retrying 3 failed jobs"
+    assert_one_line_error(cli("retry", redis_url=redis_url), 2, "JOB_ID or --all-failed")
+    assert_one_line_error(cli("retry", ids[0], "--type", "a", redis_url=redis_url), 2, "--type")
+
+
+def test_get_shows_progress(redis_url: str, producer: jobs.Client) -> None:
+    release = threading.Event()
+
+    def slow(ctx: jobs.JobContext, payload: object) -> object:
+        ctx.progress(0.4, "4 of 10")
+        release.wait(20)
+        return None
+
+    registry = jobs.Registry()
+    registry.register_func("slow", slow)
+    with make_client(redis_url, registry, name=producer.queue.name) as client:
+        job_id = client.enqueue("slow")
+        wait_until(lambda: client.get(job_id).progress is not None, 5)
+        proc = cli("get", job_id, redis_url=redis_url)
+        release.set()
+    assert "progress: 40% 4 of 10" in proc.stdout.splitlines()
