@@ -10,8 +10,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-import attrs
-
+from ._typed import is_typed, unstructure
 from .errors import JobsError, PayloadError
 from .job import Job, JobStatus
 
@@ -53,8 +52,8 @@ class CorruptRecord(JobsError):
 
 
 def _attrs_default(value: object) -> object:
-    if attrs.has(type(value)):
-        return attrs.asdict(value)  # type: ignore[arg-type]
+    if is_typed(type(value)):
+        return unstructure(value)
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 

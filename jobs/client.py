@@ -15,6 +15,7 @@ from .config import ClientConfig, JobConfig
 from .errors import ConfigError, JobCancelled, JobFailed, PayloadError
 from .handle import JobHandle
 from .job import JobStatus
+from .registry import structure
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
@@ -125,8 +126,15 @@ class Client:
         elif not isinstance(config, JobConfig):
             raise ConfigError(f"config must be a JobConfig, got {type(config).__name__}")
         limit = self.queue.config.max_payload_bytes
+        registry = self.config.registry
+        handler = registry.get(job_type) if registry is not None else None
+        typed = handler.payload_type if handler is not None else None
         encoded = []
         for index, payload in enumerate(payloads):
+            if typed is not None and not isinstance(payload, typed):
+                # This producer knows the class: a payload that does not fit it fails
+                # here, not on a worker after a round trip.
+                structure(typed, payload)
             data = _codec.dumps(payload)
             if len(data) > limit:
                 raise PayloadError(

@@ -1,80 +1,29 @@
-"""`Registry`: job type name -> handler, with optional typed (attrs) payloads."""
+"""`Registry`: job type name -> handler, with optional typed payloads (see `jobs._typed`)."""
 
 from __future__ import annotations
 
-import functools
-import types
-import typing
 from collections.abc import Callable
-from typing import Any, TypeVar, get_args, get_origin
+from typing import Any, TypeVar
 
 import attrs
 
-from ._codec import describe
+from . import _typed
 from ._validators import require_text
 from .context import JobContext
-from .errors import ConfigError, PayloadError
+from .errors import ConfigError
 
 Handler = Callable[[JobContext, Any], Any]
 H = TypeVar("H", bound=Callable[..., Any])
 
 
-@functools.cache
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
 def structure(cls: type, value: Any) -> Any:
-    """Build an instance of the attrs class ``cls`` from decoded JSON.
-
-    Nested attrs classes, and lists, tuples and dicts of them, are built too; other
-    fields are passed as decoded. attrs validators on ``cls`` run as usual.
+    """Build an instance of ``cls`` (attrs, dataclass or pydantic) from decoded JSON.
 
     Raises:
-        PayloadError: ``value`` does not fit ``cls``; whatever the class's own code
-            raised (a validator, a converter, ``__attrs_post_init__``) is its cause.
+        PayloadError: ``value`` does not fit ``cls``, naming the field; whatever the
+            class's own code raised (a validator, a converter) is its cause.
     """
-    try:
-        return _structure(cls, value)
-    except PayloadError:
-        raise
-    except Exception as exc:  # a converter may raise anything (decimal.InvalidOperation)
-        raise PayloadError(f"payload does not fit {cls.__name__}: {describe(exc)}") from exc
-
-
-def _structure(tp: Any, value: Any) -> Any:
-    if isinstance(tp, type) and attrs.has(tp):
-        if not isinstance(value, dict):
-            raise PayloadError(f"{tp.__name__} expects a JSON object, got {type(value).__name__}")
-        hints = _hints(tp)
-        kwargs = {}
-        known: set[str] = set()
-        for field in attrs.fields(tp):
-            # Stored under the attribute name (attrs.asdict), passed under the __init__
-            # name: they differ for private fields (``_token`` -> ``token``).
-            alias = field.alias or field.name
-            known.update((field.name, alias))
-            if not field.init:
-                continue
-            stored = field.name if field.name in value else alias
-            if stored in value:
-                kwargs[alias] = _structure(hints.get(field.name, Any), value[stored])
-        unknown = set(value) - known
-        if unknown:
-            raise PayloadError(f"{tp.__name__} has no field(s) {', '.join(sorted(unknown))}")
-        return tp(**kwargs)
-    origin, args = get_origin(tp), get_args(tp)
-    if origin in (list, tuple) and args and isinstance(value, list):
-        item = args[0]
-        built = [_structure(item, v) for v in value]
-        return built if origin is list else tuple(built)
-    if origin is dict and len(args) == 2 and isinstance(value, dict):
-        return {k: _structure(args[1], v) for k, v in value.items()}
-    if origin in (typing.Union, types.UnionType) and value is not None:
-        for option in args:
-            if isinstance(option, type) and attrs.has(option) and isinstance(value, dict):
-                return _structure(option, value)
-    return value
+    return _typed.structure(cls, value)
 
 
 @attrs.frozen
@@ -125,22 +74,27 @@ class Registry:
         Args:
             name: the job type, as given to ``Client.enqueue``.
             handler: ``handler(ctx, payload) -> result``.
-            payload_type: an attrs class; the payload then arrives as an instance of it.
+            payload_type: an attrs class, a dataclass or a pydantic model; the payload
+                then arrives as an instance of it (nested classes, ``Optional``, lists,
+                dicts, ``datetime``, ``date``, ``Enum``, ``UUID`` and ``Decimal`` fields
+                included).
                 Building it must not depend on anything but the payload: an exception
                 from its validators or converters fails the job for good (retrying the
                 same payload cannot help).
 
         Raises:
             ConfigError: an empty name, a handler that is not callable, or a payload type
-                that is not an attrs class.
+                that is none of those.
         """
         require_text("name", name)
         if not callable(handler):
             raise ConfigError(f"handler for {name!r} must be callable")
         if payload_type is not None and not (
-            isinstance(payload_type, type) and attrs.has(payload_type)
+            isinstance(payload_type, type) and _typed.is_typed(payload_type)
         ):
-            raise ConfigError(f"payload_type for {name!r} must be an attrs class")
+            raise ConfigError(
+                f"payload_type for {name!r} must be an attrs class, a dataclass or a pydantic model"
+            )
         self._handlers[name] = RegisteredHandler(name, handler, payload_type)
 
     def register_func(self, name: str, handler: Handler) -> None:

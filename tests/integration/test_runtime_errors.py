@@ -149,7 +149,9 @@ def test_a_payload_class_that_raises_fails_the_job_for_good(
     registry.register_func("ok", lambda ctx, payload: ran.append(payload))
     config = jobs.JobConfig(timeout=timeout, max_retries=3)
     with make_client(redis_url, registry, start=False, num_workers=1) as client:
-        bad = client.enqueue("order", {"amount": "12,50"}, config)  # InvalidOperation
+        # From a producer that does not know the class (one that does refuses it at once).
+        producer = jobs.Client(jobs.ClientConfig(queue=client.queue))
+        bad = producer.enqueue("order", {"amount": "12,50"}, config)  # InvalidOperation
         after = client.enqueue("ok", "after")
         client.start()
         failed = wait_for_status(client, bad, jobs.JobStatus.FAILED)

@@ -6,12 +6,20 @@ the decorator) and the rule that an attrs payload is stored as its fields.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
+import decimal
+import enum
+import json
+import uuid
 from typing import Any
 
 import attrs
+import pydantic
 import pytest
 
 import jobs
+from jobs import _codec
 from tests.integration._clients import make_client, wait_for_status
 
 
@@ -147,11 +155,120 @@ def test_typed_payload_with_a_private_field(redis_url: str) -> None:
 def test_typed_payload_that_does_not_fit_fails_for_good(redis_url: str) -> None:
     registry = jobs.Registry()
     registry.register("send_email", lambda ctx, payload: None, payload_type=Email)
+    bad = {"to": "x", "bogus": 1}
     with make_client(redis_url, registry) as client:
-        job_id = client.enqueue(
-            "send_email", {"to": "x", "bogus": 1}, jobs.JobConfig(max_retries=3)
-        )
+        # A producer with the registry refuses it at once ...
+        with pytest.raises(jobs.PayloadError, match="bogus"):
+            client.enqueue("send_email", bad)
+        # ... one without (a web app that knows only the type's name) cannot: the worker
+        # fails the job for good, naming the fields.
+        producer = jobs.Client(jobs.ClientConfig(queue=client.queue))
+        job_id = producer.enqueue("send_email", bad, jobs.JobConfig(max_retries=3))
         job = wait_for_status(client, job_id, jobs.JobStatus.FAILED)
     assert job.attempts == 1
     assert job.error is not None
     assert job.error.startswith("PayloadError: ")
+    assert "payload.subject" in job.error and "bogus" in job.error
+
+
+# -- real classes: cattrs ------------------------------------------------------------------
+
+
+class Color(enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+@attrs.frozen
+class Line:
+    sku: uuid.UUID
+    price: decimal.Decimal
+    colors: list[Color]
+
+
+@attrs.frozen
+class Invoice:
+    number: int
+    issued: datetime.datetime
+    due: datetime.date
+    lines: list[Line]
+    notes: dict[str, str]
+    paid_on: datetime.date | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Ping:
+    host: str
+    at: datetime.datetime
+
+
+def _invoice() -> Invoice:
+    return Invoice(
+        number=7,
+        issued=datetime.datetime(2026, 12, 4, 9, 30, tzinfo=datetime.UTC),
+        due=datetime.date(2027, 1, 4),
+        lines=[Line(uuid.uuid4(), decimal.Decimal("19.99"), [Color.RED, Color.BLUE])],
+        notes={"po": "A-1"},
+    )
+
+
+def test_dates_enums_uuids_and_decimals_round_trip(redis_url: str) -> None:
+    got: list[Invoice] = []
+
+    def bill(ctx: jobs.JobContext, invoice: Invoice) -> Invoice:
+        got.append(invoice)
+        return attrs.evolve(invoice, paid_on=datetime.date(2026, 12, 5))
+
+    registry = jobs.Registry()
+    registry.register("bill", bill, payload_type=Invoice)
+    invoice = _invoice()
+    with make_client(redis_url, registry) as client:
+        result = client.enqueue("bill", invoice).result(timeout=10)
+    assert got == [invoice]  # enums back as enums, exact decimals, aware datetimes
+    assert got[0].lines[0].colors[0] is Color.RED
+    # The result is stored as JSON data: ISO dates, enum values, UUIDs and Decimals as text.
+    assert result["paid_on"] == "2026-12-05"
+    assert result["lines"][0]["price"] == "19.99"
+    assert result["lines"][0]["colors"] == ["red", "blue"]
+
+
+def test_dataclass_payloads(redis_url: str) -> None:
+    registry = jobs.Registry()
+    registry.register("ping", lambda ctx, p: [p.host, p.at.isoformat()], payload_type=Ping)
+    at = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+    with make_client(redis_url, registry) as client:
+        assert client.enqueue("ping", Ping("db1", at)).result(timeout=10) == [
+            "db1",
+            "2026-01-01T00:00:00+00:00",
+        ]
+
+
+def test_a_producer_that_knows_the_class_refuses_a_payload_that_does_not_fit(
+    redis_url: str,
+) -> None:
+    registry = jobs.Registry()
+    registry.register("bill", lambda ctx, p: None, payload_type=Invoice)
+    with make_client(redis_url, registry, start=False) as client:
+        data = json.loads(_codec.dumps(_invoice()))
+        data["lines"][0]["price"] = 19.99  # a float: not exact, refused
+        with pytest.raises(jobs.PayloadError, match=r"payload\.lines\[0\]\.price"):
+            client.enqueue("bill", data)
+        del data["number"]
+        with pytest.raises(jobs.PayloadError, match="number"):
+            client.enqueue("bill", data)
+        assert client.stats().total_jobs == 0
+
+
+class Signup(pydantic.BaseModel):
+    email: str
+    at: datetime.datetime
+
+
+def test_pydantic_models(redis_url: str) -> None:
+    registry = jobs.Registry()
+    registry.register("signup", lambda ctx, s: [s.email, s.at.year], payload_type=Signup)
+    signup = Signup(email="a@example.com", at=datetime.datetime(2026, 5, 1, tzinfo=datetime.UTC))
+    with make_client(redis_url, registry) as client:
+        assert client.enqueue("signup", signup).result(timeout=10) == ["a@example.com", 2026]
+        with pytest.raises(jobs.PayloadError, match="email"):
+            client.enqueue("signup", {"at": "2026-05-01T00:00:00Z"})
