@@ -24,7 +24,7 @@ from .context import CancelReason
 
 if TYPE_CHECKING:
     import logging
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     from ._attempt import Attempt
     from .redis_queue import RedisQueue
@@ -49,8 +49,12 @@ class Heartbeat:
         held: Callable[[], Sequence[Attempt]],
         on_lost: Callable[[Attempt, CancelReason], None],
         logger: logging.Logger,
+        declarations: Mapping[str, str] | None = None,
     ) -> None:
         self._queues = queues
+        # The pool's job types and their declared settings, published on the first
+        # beat that reaches Redis (for producers without the registry: enqueue.lua).
+        self._declarations = dict(declarations or {})
         self._pool_id = pool_id
         self._lease = lease
         self._held = held
@@ -111,6 +115,10 @@ class Heartbeat:
             # The queues a pool serves share one server.
             self._policy_checked = True
             self._queues[0].warn_if_evicting(self._logger)
+        if self._declarations:
+            for queue in self._queues:
+                queue.declare_types(self._declarations)
+            self._declarations = {}
         self._info["in_flight"] = len(held)
         delay = self._busy if held else self._idle
         first = self._first

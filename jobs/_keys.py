@@ -30,6 +30,7 @@ class QueueKeys:
     cron_prefix: str
     crons: str
     finished: str
+    types: str
 
     @classmethod
     def for_queue(cls, prefix: str, name: str) -> QueueKeys:
@@ -54,6 +55,7 @@ class QueueKeys:
             crons=base + "crons",
             # A pub/sub channel, not a key: see announce_finished in _lib.lua.
             finished=base + "finished",
+            types=base + "types",
         )
 
     def job(self, job_id: str) -> str:

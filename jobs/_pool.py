@@ -127,6 +127,7 @@ class WorkerPool:
             self._held_now,
             self._abandon,
             logger,
+            registry.declarations(),
         )
         self._watchdog = Watchdog(self._running, self._lock, self._on_timeout, logger)
         self._outbox = Outbox(self.queues[0].name, self._on_written, self._on_dropped, logger)

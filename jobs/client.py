@@ -12,7 +12,7 @@ from . import _codec
 from ._pool import WorkerPool
 from ._validators import require_text, to_seconds
 from .config import ClientConfig, JobConfig
-from .errors import ConfigError, JobCancelled, JobFailed, PayloadError
+from .errors import ConfigError, JobCancelled, JobFailed, PayloadError, UnknownJobType
 from .handle import JobHandle
 from .job import JobStatus
 from .registry import structure
@@ -128,6 +128,12 @@ class Client:
         limit = self.queue.config.max_payload_bytes
         registry = self.config.registry
         handler = registry.get(job_type) if registry is not None else None
+        if handler is not None:
+            config = handler.apply(config)
+        elif registry is not None and self.config.strict_types:
+            raise UnknownJobType(
+                f"job type {job_type!r} is not in this client's registry (strict_types)"
+            )
         typed = handler.payload_type if handler is not None else None
         encoded = []
         for index, payload in enumerate(payloads):
@@ -144,7 +150,15 @@ class Client:
         if not encoded:
             return []
         ids = new_job_ids(len(encoded))
-        ids = self.queue.enqueue(job_type, ids, encoded, config)
+        ids = self.queue.enqueue(
+            job_type,
+            ids,
+            encoded,
+            config,
+            # The registry's own declarations are applied: no lookup in Redis.
+            declared=handler is None,
+            strict=registry is None and self.config.strict_types,
+        )
         logger.debug(
             "enqueued %d %r jobs",
             len(ids),

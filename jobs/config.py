@@ -76,6 +76,23 @@ def _unique_for(inst: object, field: attrs.Attribute[Any], value: object) -> Non
         raise ConfigError(f"{field.name} needs unique_key")
 
 
+class _DefaultInt(int):
+    """An int default that `JobConfig.defaulted` tells apart from the same int given."""
+
+    __slots__ = ()
+
+
+# The defaults themselves, compared by identity: a field still holding one of these was
+# not given, so a job type's declared default (`Registry.job`) may take its place.
+_DEFAULT_MAX_RETRIES = _DefaultInt(3)
+_DEFAULT_PRIORITY = _DefaultInt(0)
+_DEFAULT_TIMEOUT = timedelta(minutes=30)
+_DEFAULT_BACKOFF = ExponentialBackoff()
+
+#: The `JobConfig` fields a job type may declare defaults for (`Registry.job`).
+DECLARABLE = ("max_retries", "retry_backoff", "timeout", "priority")
+
+
 #: Longest `JobConfig.unique_key`: it is part of a Redis key name.
 MAX_UNIQUE_KEY = 512
 
@@ -107,12 +124,14 @@ class JobConfig:
     .. versionchanged:: 1.1 ``unique_key`` and ``unique_for``.
     """
 
-    max_retries: int = attrs.field(default=3, validator=int_in_range(0))
-    retry_backoff: Backoff = attrs.field(factory=ExponentialBackoff, validator=_backoff)
+    max_retries: int = attrs.field(default=_DEFAULT_MAX_RETRIES, validator=int_in_range(0))
+    retry_backoff: Backoff = attrs.field(default=_DEFAULT_BACKOFF, validator=_backoff)
     timeout: timedelta | None = attrs.field(
-        default=timedelta(minutes=30), converter=optional_duration, validator=positive_duration
+        default=_DEFAULT_TIMEOUT, converter=optional_duration, validator=positive_duration
     )
-    priority: int = attrs.field(default=0, validator=int_in_range(MIN_PRIORITY, MAX_PRIORITY))
+    priority: int = attrs.field(
+        default=_DEFAULT_PRIORITY, validator=int_in_range(MIN_PRIORITY, MAX_PRIORITY)
+    )
     delay: timedelta = attrs.field(
         default=timedelta(0),
         converter=duration_or_zero,
@@ -125,6 +144,23 @@ class JobConfig:
     unique_for: timedelta | None = attrs.field(
         default=None, converter=optional_duration, validator=_unique_for
     )
+
+    def defaulted(self) -> frozenset[str]:
+        """The declarable fields left at the library's default (not given explicitly).
+
+        A job type's declared defaults (`Registry.job`) fill exactly these: an explicit
+        value wins field by field, even one equal to the library default.
+        """
+        left = set()
+        if type(self.max_retries) is _DefaultInt:
+            left.add("max_retries")
+        if self.retry_backoff is _DEFAULT_BACKOFF:
+            left.add("retry_backoff")
+        if self.timeout is _DEFAULT_TIMEOUT:
+            left.add("timeout")
+        if type(self.priority) is _DefaultInt:
+            left.add("priority")
+        return frozenset(left)
 
 
 def DefaultJobConfig() -> JobConfig:
@@ -304,6 +340,11 @@ class ClientConfig:
         queue: the `RedisQueue` to enqueue to and work from.
         registry: the job handlers; a producer-only client needs none.
         worker_pool_config: how `Client.start` runs the pool.
+        strict_types: refuse to enqueue a job type nobody handles, with `UnknownJobType`
+            and nothing written: one not in ``registry``, or, for a client without one,
+            one that no worker pool of the queue declared (pools publish their registry's
+            types as they start). Off by default: a queue may carry types another fleet
+            handles.
 
     .. versionadded:: 1.0
     """
@@ -315,3 +356,4 @@ class ClientConfig:
         converter=_pool_config,
         validator=instance_of(WorkerPoolConfig),
     )
+    strict_types: bool = attrs.field(default=False, validator=instance_of(bool))

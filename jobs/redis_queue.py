@@ -35,12 +35,19 @@ from ._wire import (
     socket_timeout,
 )
 from .config import JobConfig, RedisQueueConfig
-from .errors import ConfigError, JobNotFound, RedisUnavailable, ReplicationError, WaitTimeout
+from .errors import (
+    ConfigError,
+    JobNotFound,
+    RedisUnavailable,
+    ReplicationError,
+    UnknownJobType,
+    WaitTimeout,
+)
 from .job import Job, JobStatus, QueueStats, WorkerInfo
 
 if TYPE_CHECKING:
     import logging
-    from collections.abc import Callable, Iterator, Sequence
+    from collections.abc import Callable, Iterator, Mapping, Sequence
     from datetime import timedelta
 
 #: Due jobs promoted from the scheduled set per fetch; the rest follow on the next fetch.
@@ -49,6 +56,8 @@ PROMOTE_BATCH = 1000
 REAP_BATCH = 500
 #: Jobs per enqueue script call in `RedisQueue.enqueue`; chunks share one round trip.
 ENQUEUE_CHUNK = 1000
+#: enqueue.lua's letter for each declarable `JobConfig` setting.
+_LETTERS = {"priority": "p", "max_retries": "r", "timeout": "t", "retry_backoff": "b"}
 #: Records read per round trip by `RedisQueue.get_many` (and so by waits on many jobs).
 GET_BATCH = 500
 #: Failed jobs retried per round trip by `RedisQueue.retry_failed`.
@@ -211,12 +220,27 @@ class RedisQueue:
     # -- producers -------------------------------------------------------------------
 
     def enqueue(
-        self, job_type: str, ids: Sequence[str], payloads: Sequence[bytes], config: JobConfig
+        self,
+        job_type: str,
+        ids: Sequence[str],
+        payloads: Sequence[bytes],
+        config: JobConfig,
+        *,
+        declared: bool = True,
+        strict: bool = False,
     ) -> list[str]:
         """Write new jobs (payloads already encoded); the id each payload's job has.
 
         That is its own id, unless ``config.unique_key`` is held by a live job (or was,
         within ``unique_for``): then that job's id, and nothing is written for it.
+
+        ``declared``: the settings ``config`` left at the library default take the job
+        type's declared ones, as worker pools published them (`declare_types`); pass
+        False when they were applied already. ``strict``: refuse a type that no pool
+        declared.
+
+        Raises:
+            UnknownJobType: ``strict``, and no worker pool declared ``job_type``.
 
         Raises:
             RedisUnavailable: Redis cannot be reached.
@@ -230,8 +254,10 @@ class RedisQueue:
             *job_args(config),
             "" if config.unique_key is None else k.unique(config.unique_key),
             0 if config.unique_for is None else _codec.to_ms(config.unique_for),
+            "".join(_LETTERS[name] for name in sorted(config.defaulted())) if declared else "",
+            "1" if strict else "0",
         ]
-        keys = (k.pending, k.scheduled, k.seq, k.stats, k.wake)
+        keys = (k.pending, k.scheduled, k.seq, k.stats, k.wake, k.types)
         if len(ids) != len(payloads):
             raise ValueError(f"{len(ids)} ids for {len(payloads)} payloads")
         calls: list[tuple[Script, Sequence[str], Sequence[Arg]]] = []
@@ -241,7 +267,15 @@ class RedisQueue:
                 args += (ids[index], payloads[index])
             calls.append((self._scripts.enqueue, keys, args))
         with self._unavailable_as_error():
-            replies = self._execute_durably(calls, ids)
+            try:
+                replies = self._execute_durably(calls, ids)
+            except redis.ResponseError as exc:
+                if str(exc).startswith("UNKNOWN_TYPE"):
+                    raise UnknownJobType(
+                        f"no worker pool declared job type {job_type!r} on queue {self.name!r} "
+                        f"(a strict client refuses it: a typo, or no worker started yet)"
+                    ) from None
+                raise
         flags = [flag for reply in replies for flag in reply[1:]]
         return [
             job_id if isinstance(flag, int) else _codec.text(flag)
@@ -310,6 +344,13 @@ class RedisQueue:
         return _codec.decode_job(
             {_codec.text(k): v for k, v in fields.items()}, self.name, lenient=True
         )
+
+    def declare_types(self, declarations: Mapping[str, str]) -> None:
+        """Publish job types' declared settings (`Registry.declarations`) for producers."""
+        if declarations:
+            with self._unavailable_as_error():
+                hset: Any = self.client.hset  # its mapping type differs between releases
+                hset(self.keys.types, mapping=dict(declarations))
 
     def get_many(self, job_ids: Sequence[str]) -> list[Job | None]:
         """The records of ``job_ids`` (None for a missing one), `GET_BATCH` per round trip."""
@@ -737,8 +778,9 @@ class RedisQueue:
                 managed Redis that renamed CONFIG).
         """
         if isinstance(self.client, redis.cluster.RedisCluster):
-            node = self.client.get_node_from_key(self.keys.pending)  # type: ignore[no-untyped-call]
-            raw = self.client.config_get("maxmemory*", target_nodes=node)
+            cluster: Any = self.client  # untyped in some redis-py releases, typed in others
+            node = cluster.get_node_from_key(self.keys.pending)
+            raw = cluster.config_get("maxmemory*", target_nodes=node)
         else:
             raw = self.client.config_get("maxmemory*")
         found = {_codec.text(k): _codec.text(v) for k, v in cast("dict[Any, Any]", raw).items()}

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import enum
+import json
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
 from . import _typed
 from ._validators import require_text
+from ._wire import job_args
+from .config import JobConfig
 from .context import JobContext
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from datetime import timedelta
+
+    from .backoff import Backoff
 
 Handler = Callable[[JobContext, Any], Any]
 H = TypeVar("H", bound=Callable[..., Any])
@@ -26,16 +35,46 @@ def structure(cls: type, value: Any) -> Any:
     return _typed.structure(cls, value)
 
 
+class _NotSet(enum.Enum):
+    TOKEN = "not set"
+
+
+#: "Not declared" for `Registry.register`'s job settings (None is a value: no timeout).
+NOT_SET = _NotSet.TOKEN
+
+
 @attrs.frozen
 class RegisteredHandler:
-    """A handler and how to build its payload.
+    """A handler, how to build its payload, and the job settings its type declares.
 
     .. versionadded:: 1.0
+    .. versionchanged:: 1.1 ``defaults`` and ``declared``.
     """
 
     name: str
     func: Handler
     payload_type: type | None = None
+    #: The job type's declared settings (a `JobConfig` holding them), and their names.
+    defaults: JobConfig = attrs.field(factory=JobConfig)
+    declared: frozenset[str] = frozenset()
+
+    def apply(self, config: JobConfig) -> JobConfig:
+        """``config`` with the declared settings in every field it left at the default."""
+        fill = self.declared & config.defaulted()
+        if not fill:
+            return config
+        return attrs.evolve(config, **{name: getattr(self.defaults, name) for name in fill})
+
+    def declaration(self) -> str:
+        """The declared settings as enqueue.lua reads them from the queue's types hash.
+
+        JSON with string values under one-letter names (p priority, r max_retries,
+        t timeout_ms, b backoff spec), only for the declared ones.
+        """
+        priority, max_retries, timeout_ms, backoff, _, _ = job_args(self.defaults)
+        values = {"p": priority, "r": max_retries, "t": timeout_ms, "b": backoff}
+        names = {"priority": "p", "max_retries": "r", "timeout": "t", "retry_backoff": "b"}
+        return json.dumps({names[n]: str(values[names[n]]) for n in sorted(self.declared)})
 
     def payload(self, raw: Any) -> Any:
         """The payload as the handler wants it: ``raw``, or an instance of ``payload_type``.
@@ -68,8 +107,25 @@ class Registry:
     def __init__(self) -> None:
         self._handlers: dict[str, RegisteredHandler] = {}
 
-    def register(self, name: str, handler: Handler, payload_type: type | None = None) -> None:
-        """Register ``handler`` for jobs of type ``name``.
+    def register(
+        self,
+        name: str,
+        handler: Handler,
+        payload_type: type | None = None,
+        *,
+        max_retries: int | _NotSet = NOT_SET,
+        retry_backoff: Backoff | _NotSet = NOT_SET,
+        timeout: float | timedelta | _NotSet | None = NOT_SET,
+        priority: int | _NotSet = NOT_SET,
+    ) -> None:
+        """Register ``handler`` for jobs of type ``name``, declaring its job settings once.
+
+        The declared settings (``max_retries``, ``retry_backoff``, ``timeout``,
+        ``priority``, as in `JobConfig`) apply to every job of the type whose enqueue left
+        them at the library default: from a client that has this registry, and, once a
+        worker pool with it has started, from any producer of the queue (it publishes
+        them in Redis, where the enqueue script reads them). An explicit `JobConfig`
+        field wins.
 
         Args:
             name: the job type, as given to ``Client.enqueue``.
@@ -81,10 +137,14 @@ class Registry:
                 Building it must not depend on anything but the payload: an exception
                 from its validators or converters fails the job for good (retrying the
                 same payload cannot help).
+            max_retries: declared retries after the first attempt.
+            retry_backoff: declared delay before each retry.
+            timeout: declared per-attempt timeout (None: none).
+            priority: declared priority.
 
         Raises:
-            ConfigError: an empty name, a handler that is not callable, or a payload type
-                that is none of those.
+            ConfigError: an empty name, a handler that is not callable, a payload type
+                that is none of those, or an invalid setting (named).
         """
         require_text("name", name)
         if not callable(handler):
@@ -95,20 +155,43 @@ class Registry:
             raise ConfigError(
                 f"payload_type for {name!r} must be an attrs class, a dataclass or a pydantic model"
             )
-        self._handlers[name] = RegisteredHandler(name, handler, payload_type)
+        given = {
+            "max_retries": max_retries,
+            "retry_backoff": retry_backoff,
+            "timeout": timeout,
+            "priority": priority,
+        }
+        declared: dict[str, Any] = {k: v for k, v in given.items() if v is not NOT_SET}
+        defaults = JobConfig(**declared)  # validates them, naming the field
+        self._handlers[name] = RegisteredHandler(
+            name, handler, payload_type, defaults, frozenset(declared)
+        )
 
-    def register_func(self, name: str, handler: Handler) -> None:
-        """Register ``handler`` for ``name``; its payload arrives as decoded JSON."""
-        self.register(name, handler)
+    def register_func(self, name: str, handler: Handler, **settings: Any) -> None:
+        """Register ``handler`` for ``name``; its payload arrives as decoded JSON.
 
-    def job(self, name: str, payload_type: type | None = None) -> Callable[[H], H]:
-        """Decorator form of `register`; returns the function unchanged."""
+        ``settings``: the job settings to declare, as in `register`.
+        """
+        self.register(name, handler, **settings)
+
+    def job(self, name: str, payload_type: type | None = None, **settings: Any) -> Callable[[H], H]:
+        """Decorator form of `register`; returns the function unchanged.
+
+        Example::
+
+            @registry.job("resize", timeout=60, max_retries=5)
+            def resize(ctx: jobs.JobContext, payload: dict) -> dict: ...
+        """
 
         def decorate(func: H) -> H:
-            self.register(name, func, payload_type)
+            self.register(name, func, payload_type, **settings)
             return func
 
         return decorate
+
+    def declarations(self) -> dict[str, str]:
+        """Every registered type's declared settings, as a worker pool publishes them."""
+        return {name: handler.declaration() for name, handler in self._handlers.items()}
 
     def get(self, name: str) -> RegisteredHandler | None:
         """The handler registered for ``name``, or None."""

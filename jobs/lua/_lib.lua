@@ -21,6 +21,7 @@
 --   B..'cron:'..id    hash  one cron job's state: last_fire, last_job_id, next_run,
 --                           schedule, job_type, enabled (see cron_fire.lua)
 --   B..'unique:'..key str   the id of the job holding a unique key (see unique_holder)
+--   B..'types'        hash  job type -> its declared settings (JSON), by worker pools
 --   B..'finished'     pub/sub channel (not a key): a JSON array of the ids that reached
 --                     a final state in one script call (see announce_finished)
 --   B..'req:'..id     one request's record, so that a request sent again after its reply

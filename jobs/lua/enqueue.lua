@@ -1,14 +1,20 @@
 -- enqueue.lua: add one or many jobs atomically; an id that already exists is left alone.
 --
 -- KEYS[1] pending   KEYS[2] scheduled   KEYS[3] seq   KEYS[4] stats   KEYS[5] wake
+-- KEYS[6] types (job type -> its declared settings, published by worker pools)
 -- ARGV[1] job key prefix (B..'job:')
 -- ARGV[2..8] the batch's settings: type, priority, max_retries, timeout_ms ('' = none),
 --           backoff (JSON spec), metadata (JSON), delay_ms
 -- ARGV[9] the unique key's full name (B..'unique:'..key), '' for none
 -- ARGV[10] unique_for_ms: how long the key stays taken after the job finished
--- ARGV[11..] 2 values per job: id, payload (JSON)
+-- ARGV[11] the settings the producer left at the library default, as letters of
+--           'prtb' (priority, max_retries, timeout_ms, backoff): the type's declared
+--           ones replace them; '' to look nothing up
+-- ARGV[12] '1': refuse a type no worker pool declared (strict producers), else '0'
+-- ARGV[13..] 2 values per job: id, payload (JSON)
 -- Returns {now_ms, created_1, ..., created_n}: 1 written, 0 the id already existed, or
--- the id of the job that holds the unique key (nothing written).
+-- the id of the job that holds the unique key (nothing written); an error reply starting
+-- with UNKNOWN_TYPE when ARGV[12] is '1' and the type is not declared (nothing written).
 -- Scheduled jobs due by now are made ready first (promote_due in _lib.lua), so that they
 -- keep their place ahead of these in FIFO order.
 --
@@ -22,21 +28,41 @@ local job_prefix = ARGV[1]
 local now = now_ms()
 local out = {now}
 local created = 0
-local n = (#ARGV - 10) / 2
+local n = (#ARGV - 12) / 2
 local unique, unique_for = ARGV[9], ARGV[10]
+local priority, max_retries, timeout_ms, backoff = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+
+if ARGV[11] ~= '' or ARGV[12] == '1' then
+  local declared = field_of(KEYS[6], ARGV[2])
+  if not declared and ARGV[12] == '1' then
+    return redis.error_reply('UNKNOWN_TYPE no worker pool declared job type ' .. ARGV[2])
+  end
+  local ok, settings = pcall(cjson.decode, declared or '{}')
+  if ok and type(settings) == 'table' then
+    local function pick(letter, current)
+      local value = settings[letter]
+      if type(value) == 'string' and string.find(ARGV[11], letter, 1, true) then
+        return value
+      end
+      return current
+    end
+    priority, max_retries = pick('p', priority), pick('r', max_retries)
+    timeout_ms, backoff = pick('t', timeout_ms), pick('b', backoff)
+  end
+end
 -- Jobs due by now are ready before these (see promote_due).
 local promoted = promote_due(job_prefix, scheduled, pending, seq_key, stats, now, PROMOTE_ON_WRITE)
 -- One INCRBY for the whole batch keeps FIFO order and saves a call per job.
 local seq = take(seq_key, n) - n
 
 local adds = {pending = {}, scheduled = {}}
-for b = 11, #ARGV, 2 do
+for b = 13, #ARGV, 2 do
   seq = seq + 1
   local holder = unique ~= '' and unique_holder(unique, job_prefix, now)
   if holder then
     out[#out + 1] = holder
-  elseif add_job(job_prefix, adds, now, seq, ARGV[b], ARGV[2], ARGV[b + 1], ARGV[3], ARGV[4],
-                 ARGV[5], ARGV[6], ARGV[7], ARGV[8], true) then
+  elseif add_job(job_prefix, adds, now, seq, ARGV[b], ARGV[2], ARGV[b + 1], priority,
+                 max_retries, timeout_ms, backoff, ARGV[7], ARGV[8], true) then
     if unique ~= '' then
       take_unique(unique, job_prefix .. ARGV[b], ARGV[b], unique_for)
     end
