@@ -243,8 +243,9 @@ local function unique_holder(unique_key, job_prefix, now)
     return nil  -- free, or damaged: taken over
   end
   local fields = redis.pcall('HMGET', job_prefix .. holder, 'status', 'completed_at',
-    'unique_for')
-  if type(fields) ~= 'table' or fields.err or not fields[1] then
+    'unique_for', 'unique')
+  -- Gone, damaged, or a record made since under the same id without this key: free.
+  if type(fields) ~= 'table' or fields.err or not fields[1] or fields[4] ~= unique_key then
     return nil
   end
   if FINAL[fields[1]] then

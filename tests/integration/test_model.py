@@ -241,7 +241,7 @@ class Model:
     def unique_holder(self, key: str) -> str | None:
         """The live job (readable, not final) that holds a unique key, if any."""
         holder = self.unique.get(key)
-        if holder is None or not self.is_record(holder):
+        if holder is None or not self.is_record(holder) or self.jobs[holder].unique != key:
             return None
         return holder if self.jobs[holder].status not in FINAL else None
 
