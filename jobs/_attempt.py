@@ -19,7 +19,7 @@ from . import _codec
 from ._wire import Failure, HeldJob, Leased
 from .backoff import ExponentialBackoff, backoff_from_spec
 from .context import CancellationToken, JobContext
-from .errors import ConfigError, PermanentError, UnknownJobType
+from .errors import ConfigError, PayloadError, PermanentError, UnknownJobType
 from .job import Job, JobStatus
 
 if TYPE_CHECKING:
@@ -240,10 +240,17 @@ def run(attempt: Attempt, registry: Registry) -> Outcome:
         return fail(attempt, exc, permanent=True)
     except BaseException as exc:  # a handler's SystemExit must not kill the slot either
         return fail(attempt, exc, permanent=False)
+    # A result that cannot be stored fails the job for good: the handler ran, so a retry
+    # would repeat its side effects only to fail the same way.
     try:
-        return Completed(_codec.dumps(value, "result"), value)
+        data = _codec.dumps(value, "result")
     except BaseException as exc:  # a PayloadError, or an attrs result whose fields raised
-        return fail(attempt, exc, permanent=False)
+        return fail(attempt, exc, permanent=True)
+    limit = attempt.queue.config.max_result_bytes
+    if len(data) > limit:
+        too_big = PayloadError(f"result is {len(data)} bytes, over max_result_bytes ({limit})")
+        return fail(attempt, too_big, permanent=True)
+    return Completed(data, value)
 
 
 def recorded_job(

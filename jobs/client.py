@@ -126,6 +126,10 @@ class Client:
         elif not isinstance(config, JobConfig):
             raise ConfigError(f"config must be a JobConfig, got {type(config).__name__}")
         limit = self.queue.config.max_payload_bytes
+        if config.metadata:
+            size = len(_codec.dumps(dict(config.metadata), "metadata"))
+            if size > limit:
+                raise PayloadError(f"metadata is {size} bytes, over max_payload_bytes ({limit})")
         registry = self.config.registry
         handler = registry.get(job_type) if registry is not None else None
         if handler is not None:

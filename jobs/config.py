@@ -286,7 +286,11 @@ class RedisQueueConfig:
         failed_ttl: how long failed and cancelled jobs' records are kept.
         max_failed_jobs: at most this many failed (and, separately, cancelled) records
             are kept; the oldest are dropped first.
-        max_payload_bytes: the largest encoded payload `Client.enqueue` accepts.
+        max_payload_bytes: the largest encoded payload `Client.enqueue` accepts, and the
+            largest encoded ``JobConfig.metadata``.
+        max_result_bytes: the largest encoded result stored; a handler returning more
+            fails its job for good ("result is N bytes, over max_result_bytes"): keep
+            large results elsewhere and return where they are.
         wait_for_replicas: when > 0, enqueues (and cron fires) also wait, in the same
             round trip, until this many replicas have acknowledged the write (Redis
             ``WAIT``), and raise `ReplicationError` when fewer did within
@@ -310,6 +314,7 @@ class RedisQueueConfig:
     )
     max_failed_jobs: int = attrs.field(default=10_000, validator=int_in_range(1))
     max_payload_bytes: int = attrs.field(default=1 << 20, validator=int_in_range(1))
+    max_result_bytes: int = attrs.field(default=1 << 20, validator=int_in_range(1))
     wait_for_replicas: int = attrs.field(default=0, validator=int_in_range(0))
     wait_timeout: timedelta = attrs.field(
         default=timedelta(seconds=1), converter=duration, validator=positive_duration

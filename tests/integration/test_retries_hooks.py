@@ -241,14 +241,15 @@ def test_a_raising_hook_does_not_stop_the_pool(redis_url: str) -> None:
     assert calls == [first, second]
 
 
-def test_non_json_result_fails_the_attempt(redis_url: str) -> None:
+def test_non_json_result_fails_the_job_for_good(redis_url: str) -> None:
+    # Its side effects happened: a retry would repeat them only to fail the same way.
     hooks = Hooks()
     registry = jobs.Registry()
     registry.register_func("t", lambda ctx, payload: {"ids": {1, 2}})
     config = jobs.JobConfig(max_retries=1, retry_backoff=jobs.NoBackoff())
     with make_client(redis_url, registry, **hooks.pool_kwargs()) as client:
         job = wait_for_status(client, client.enqueue("t", 1, config), jobs.JobStatus.FAILED)
-    assert job.attempts == 2
+    assert job.attempts == 1
     assert job.result is None
     assert job.error is not None
     assert job.error.startswith("PayloadError: result is not JSON-serializable")
@@ -286,3 +287,26 @@ def test_system_exit_in_a_handler_fails_only_the_attempt(redis_url: str) -> None
         job = wait_for_status(client, client.enqueue("t", 1, config), jobs.JobStatus.COMPLETED)
     assert job.attempts == 2
     assert job.error == "SystemExit: 3"
+
+
+def test_an_oversized_result_fails_the_job_for_good_and_the_pool_goes_on(redis_url: str) -> None:
+    registry = jobs.Registry()
+    registry.register_func("big", lambda ctx, payload: "x" * payload)
+    config = jobs.JobConfig(max_retries=3)
+    options = {"max_result_bytes": 1000}
+    with make_client(redis_url, registry, queue_options=options, num_workers=1) as client:
+        big = client.enqueue("big", 5000, config)
+        small = client.enqueue("big", 10, config)
+        assert client.wait(small, timeout=10).result == "x" * 10
+        job = client.wait(big, timeout=10)
+    assert job.status is jobs.JobStatus.FAILED
+    assert job.attempts == 1
+    assert job.error == "PayloadError: result is 5002 bytes, over max_result_bytes (1000)"
+
+
+def test_oversized_metadata_is_refused_at_enqueue(redis_url: str) -> None:
+    options = {"max_payload_bytes": 100}
+    with make_client(redis_url, queue_options=options) as client:
+        with pytest.raises(jobs.PayloadError, match=r"metadata is .* over max_payload_bytes"):
+            client.enqueue("t", 1, jobs.JobConfig(metadata={"blob": "y" * 200}))
+        assert client.stats().total_jobs == 0
