@@ -30,6 +30,7 @@ class QueueKeys:
     cron_prefix: str
     crons: str
     finished: str
+    history_prefix: str
 
     @classmethod
     def for_queue(cls, prefix: str, name: str) -> QueueKeys:
@@ -54,6 +55,7 @@ class QueueKeys:
             crons=base + "crons",
             # A pub/sub channel, not a key: see announce_finished in _lib.lua.
             finished=base + "finished",
+            history_prefix=base + "history:",
         )
 
     def job(self, job_id: str) -> str:
@@ -67,6 +69,10 @@ class QueueKeys:
     def cron(self, cron_id: str) -> str:
         """The hash holding one cron job's shared state (its claim: the last fire time)."""
         return self.cron_prefix + cron_id
+
+    def history(self, minute: int) -> str:
+        """The hash counting what happened in one minute (ms since the epoch // 60000)."""
+        return f"{self.history_prefix}{minute}"
 
     def pool_wake(self, pool_id: str) -> str:
         """A list only one pool blocks on, so that stopping it is immediate."""

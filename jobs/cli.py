@@ -188,7 +188,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         shown = 0
         try:
             while args.count is None or shown < args.count:
-                view.show(client.stats(), datetime.now(UTC))
+                view.show(client.stats(), datetime.now(UTC), client.history(fmt.RATE_MINUTES + 1))
                 shown += 1
                 if args.count is None or shown < args.count:
                     time.sleep(args.interval)

@@ -36,7 +36,7 @@ from ._wire import (
 )
 from .config import JobConfig, RedisQueueConfig
 from .errors import ConfigError, JobNotFound, RedisUnavailable, ReplicationError, WaitTimeout
-from .job import Job, JobStatus, QueueStats, WorkerInfo
+from .job import Job, JobStatus, MinuteCounts, QueueHistory, QueueStats, WorkerInfo
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -52,6 +52,10 @@ ENQUEUE_CHUNK = 1000
 GET_BATCH = 500
 #: Failed jobs retried per round trip by `RedisQueue.retry_failed`.
 RETRY_BATCH = 500
+#: Minutes of per-minute history Redis keeps (HISTORY_MINUTES in _lib.lua, plus the
+#: current minute).
+HISTORY_MINUTES = 60
+_HISTORY_FIELDS = ("enqueued", "completed", "failed", "cancelled")
 
 
 class RedisQueue:
@@ -369,6 +373,30 @@ class RedisQueue:
             retried_attempts=count("retried"),
             lost_leases=count("lost_leases"),
             rejected_writes=count("rejected"),
+        )
+
+    def history(self, minutes: int = HISTORY_MINUTES) -> QueueHistory:
+        """Per-minute counts over the last ``minutes`` minutes, the current one last.
+
+        One round trip of ``minutes`` HMGETs, whatever the number of jobs.
+        """
+        if not 1 <= minutes <= HISTORY_MINUTES:
+            raise ConfigError(f"minutes must be in 1..{HISTORY_MINUTES}, got {minutes!r}")
+        with self._unavailable_as_error():
+            current = self.server_time_ms() // 60_000
+            first = current - minutes + 1
+            pipe = self.client.pipeline(transaction=False)
+            for minute in range(first, current + 1):
+                pipe.hmget(self.keys.history(minute), _HISTORY_FIELDS)
+            rows = pipe.execute()
+        return QueueHistory(
+            minutes=tuple(
+                MinuteCounts(
+                    minute=cast("Any", _codec.from_ms(minute * 60_000)),
+                    **{f: int(v or 0) for f, v in zip(_HISTORY_FIELDS, row, strict=True)},
+                )
+                for minute, row in zip(range(first, current + 1), rows, strict=True)
+            )
         )
 
     def workers(self) -> list[WorkerInfo]:

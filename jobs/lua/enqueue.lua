@@ -31,7 +31,7 @@ for b = 9, #ARGV, 2 do
     out[#out + 1] = 0
   end
 end
-flush_adds(pending, scheduled, adds)
+flush_adds(pending, scheduled, adds, now)
 
 if created > 0 then
   redis.call('HINCRBY', stats, 'total', created)
