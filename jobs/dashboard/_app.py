@@ -195,6 +195,8 @@ class Dashboard:
         query = {k: v[-1] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
         back = path + ("?" + environ["QUERY_STRING"] if environ.get("QUERY_STRING") else "")
         notice = query.get("notice", "")
+        if method == "GET" and path != "/login":
+            page.here = back
         posts = {"/action", "/login", "/logout"}
         if path in posts and method != "POST" and path != "/login":
             raise _Response(HTTPStatus.METHOD_NOT_ALLOWED, "POST only", [("Allow", "POST")])
@@ -203,7 +205,7 @@ class Dashboard:
         if path == "/":
             names = self.store.queue_names()
             summaries = [self.store.summary(n) for n in names]
-            return HTTPStatus.OK, _html.overview(page, summaries, self.prefix)
+            return HTTPStatus.OK, _html.overview(page, summaries, self.prefix, notice)
         if path == "/jobs":
             queue = self._queue_arg(page, query)
             try:

@@ -41,6 +41,8 @@ class Page:
         self.actions = actions
         self.csrf = csrf
         self.logged_in = logged_in
+        #: This page's path and query under the mount point (where a login returns to).
+        self.here = "/"
 
     def url(self, path: str, **query: object) -> str:
         """An absolute path under the mount point, with a query string (escaped later)."""
@@ -143,7 +145,7 @@ def layout(page: Page, title: str, body: str, *, notice: str = "", prefix: str =
             '<button class="btn link" type="submit">Log out</button></form>'
         )
     else:
-        auth = f'<a class="btn" href="{e(page.url("/login"))}">Log in to act</a>'
+        auth = f'<a class="btn" href="{e(page.url("/login", back=page.here))}">Log in to act</a>'
     flash = f'<p class="notice" role="status">{e(notice)}</p>' if notice else ""
     return (
         "<!doctype html>\n"
@@ -189,7 +191,6 @@ def chart(history: QueueHistory) -> str:
     parts = [
         f'<line class="axis" x1="0" y1="{y(0):.1f}" x2="{width}" y2="{y(0):.1f}"/>',
         f'<line class="grid" x1="0" y1="{y(top):.1f}" x2="{width}" y2="{y(top):.1f}"/>',
-        f'<text class="label" x="2" y="{pad_top - 2}">{e(top)}/min</text>',
     ]
     points = []
     for i, m in enumerate(minutes):
@@ -213,11 +214,6 @@ def chart(history: QueueHistory) -> str:
         )
         points.append(f"{x + slot / 2:.1f},{y(m.enqueued):.1f}")
     parts.append(f'<polyline class="line" points="{" ".join(points)}"/>')
-    if minutes:
-        parts.append(f'<text class="label" x="2" y="{height - 3}">{len(minutes)} min ago</text>')
-        parts.append(
-            f'<text class="label" x="{width - 2}" y="{height - 3}" text-anchor="end">now</text>'
-        )
     legend = (
         '<p class="legend"><span class="key ok"></span>completed '
         '<span class="key bad"></span>failed <span class="key off"></span>cancelled '
@@ -228,8 +224,10 @@ def chart(history: QueueHistory) -> str:
         f"{history.total('completed')} completed, {history.total('failed')} failed"
     )
     return (
-        f'<figure class="chart"><svg viewBox="0 0 {width} {height}" role="img" '
+        f'<figure class="chart"><div class="scale"><span>{e(top)} / min</span></div>'
+        f'<svg viewBox="0 0 {width} {height}" role="img" '
         f'aria-label="{e(summary)}" preserveAspectRatio="none">{"".join(parts)}</svg>'
+        f'<div class="scale"><span>{len(minutes)} min ago</span><span>now</span></div>'
         f"<figcaption>{e(summary)}</figcaption>{legend}</figure>"
     )
 
@@ -237,7 +235,7 @@ def chart(history: QueueHistory) -> str:
 # -- pages -----------------------------------------------------------------------------
 
 
-def overview(page: Page, summaries: Sequence[QueueSummary], prefix: str) -> str:
+def overview(page: Page, summaries: Sequence[QueueSummary], prefix: str, notice: str = "") -> str:
     """Every queue: its counts, rates, head-of-line age and the last hour."""
     if not summaries:
         return layout(
@@ -287,7 +285,7 @@ def overview(page: Page, summaries: Sequence[QueueSummary], prefix: str) -> str:
             f'<b class="t-bad">{rate("failed"):.1f}</b> failed</p>'
             f"{chart(s.history)}</section>"
         )
-    return layout(page, "Queues", "<h1>Queues</h1>" + "".join(cards), prefix=prefix)
+    return layout(page, "Queues", "<h1>Queues</h1>" + "".join(cards), notice=notice, prefix=prefix)
 
 
 def _status_tabs(page: Page, queue: str, current: str) -> str:
