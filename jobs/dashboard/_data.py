@@ -14,6 +14,8 @@ import time
 from typing import TYPE_CHECKING, Any, cast
 
 import attrs
+import redis
+import redis.cluster
 
 from .. import _codec
 from ..client import Client
@@ -34,6 +36,8 @@ FILTER_CHUNK = 200
 #: SCAN calls at most per queue discovery, and how long a discovery is reused (seconds).
 DISCOVERY_SCANS = 200
 DISCOVERY_TTL = 30.0
+#: Queues shown at most (each costs a few round trips on the overview).
+MAX_QUEUES = 100
 
 # A job in a final state is removed from its index and deleted in one step, so that a
 # concurrent retry (which moves it out of the index first) cannot leave half of it.
@@ -107,16 +111,24 @@ class Store:
         head, tail = "{" + self.prefix + ":", "}:stats"
         match = _glob_escape(head) + "*" + tail
         names: set[str] = set()
-        cursor: Any = 0
-        for _ in range(DISCOVERY_SCANS):
-            cursor, keys = self.client.scan(cursor=cursor, match=match, count=1000)
-            names.update(_codec.text(k)[len(head) : -len(tail)] for k in keys)
-            if not cursor:  # 0, or {} from a cluster once every node is done
-                break
-        found = sorted(n for n in names if n and "{" not in n and "}" not in n)
+        for node in self._nodes():
+            cursor: Any = 0
+            for _ in range(DISCOVERY_SCANS):
+                cursor, keys = node.scan(cursor=cursor, match=match, count=1000)
+                names.update(_codec.text(k)[len(head) : -len(tail)] for k in keys)
+                if not cursor or len(names) >= MAX_QUEUES:
+                    break
+        found = sorted(n for n in names if n and "{" not in n and "}" not in n)[:MAX_QUEUES]
         with self._lock:
             self._found = (time.monotonic(), found)
         return found
+
+    def _nodes(self) -> list[redis.Redis]:
+        # A cluster's keys are spread over its masters: each is scanned on its own.
+        if isinstance(self.client, redis.cluster.RedisCluster):
+            cluster: Any = self.client
+            return [cluster.get_redis_connection(n) for n in cluster.get_primaries()]
+        return [self.client]
 
     def queue(self, name: str) -> RedisQueue:
         """The queue ``name`` (ConfigError for a name no queue could have)."""

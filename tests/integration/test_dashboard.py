@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 import jobs
+from jobs._keys import QueueKeys
 from jobs.dashboard import Dashboard
 from jobs.dashboard._data import FILTER_WINDOW, PAGE_SIZE
 from tests.integration._clients import make_client, unique_name
@@ -24,6 +25,8 @@ from tests.integration._dashboard import EVIL, call, fill_queue, login, served
 
 if TYPE_CHECKING:
     import redis
+
+    from tests.integration._topologies import ClusterTopology
 
 SECRET = "correct horse"
 
@@ -213,3 +216,29 @@ def test_served_over_http(redis_url: str, app: Dashboard) -> None:
             assert reply.status == 200
             assert reply.headers["X-Frame-Options"] == "DENY"
             assert "Boom: bad input" in reply.read().decode()
+
+
+def test_on_a_cluster_queues_on_every_master_are_found(cluster: ClusterTopology) -> None:
+    def master(name: str) -> int:
+        return cluster.master_of(QueueKeys.for_queue("jobs", name).stats).port
+
+    names = [unique_name("c")]
+    while len({master(n) for n in names}) < 2:
+        names.append(unique_name("c"))
+    client = cluster.client()
+    try:
+        with make_client(cluster.url, name=names[0]) as producer:
+            producer.enqueue("x", 1)
+        for name in names[1:]:
+            with make_client(cluster.url, name=name) as producer:
+                producer.enqueue("y", 2)
+        app = Dashboard(client)
+        assert set(names) <= set(app.store.queue_names())
+        overview = call(app, "/")
+        assert overview.status == 200
+        assert all(f'id="queue-{name}"' in overview.text for name in names)
+        assert "Last 60 minutes: 1 enqueued" in overview.text
+        page = call(app, "/jobs", {"queue": names[0], "status": "pending"})
+        assert page.status == 200 and "<td>x</td>" in page.text
+    finally:
+        client.close()
