@@ -13,7 +13,7 @@
 --   B..'stats'        hash  cumulative counters (total, completed, failed, cancelled,
 --                           retried, lost_leases, rejected, last_processed)
 --   B..'history:'..m  hash  jobs per minute m (= floor(ms / 60000), server clock): fields
---                           enqueued, completed, failed, cancelled. Expires (PEXPIREAT)
+--                           enqueued, completed, failed, cancelled. Expires
 --                           HISTORY_MINUTES after its minute ends (see count_minute).
 --   B..'seq'          str   FIFO sequence for ready_score
 --   B..'lease_seq'    str   lease tokens: every delivery gets a fresh one (fencing)
@@ -105,14 +105,14 @@ end
 
 -- Per-minute history, so that rates over the last hour read in O(60) with no metrics
 -- server. One HINCRBY per count; the expiry is set only by the first count of a field in
--- a minute, and PEXPIREAT is absolute, so setting it again changes nothing.
+-- a minute, always to the same moment (PEXPIRE, not PEXPIREAT: one ACL permission less).
 local HISTORY_MINUTES = 61
 
 local function count_minute(base, now, field, by)
   local minute = math.floor(now / 60000)
   local key = base .. 'history:' .. int(minute)
   if redis.call('HINCRBY', key, field, by) == by then
-    redis.call('PEXPIREAT', key, int((minute + 1 + HISTORY_MINUTES) * 60000))
+    redis.call('PEXPIRE', key, int((minute + 1 + HISTORY_MINUTES) * 60000 - now))
   end
 end
 
