@@ -18,6 +18,7 @@ import redis
 import redis.cluster
 
 from .. import _codec
+from .._inspect import oldest_pending_age
 from ..client import Client
 from ..config import ClientConfig, RedisQueueConfig
 from ..errors import ConfigError
@@ -156,26 +157,9 @@ class Store:
             name=name,
             stats=stats,
             history=history,
-            oldest_pending_age=self.oldest_pending_age(queue),
+            oldest_pending_age=oldest_pending_age(queue),
             workers=len(queue.workers()),
         )
-
-    def oldest_pending_age(self, queue: RedisQueue) -> float | None:
-        """Seconds the next job to run has been ready, or None when nothing is pending.
-
-        The pending index is ordered by priority, then FIFO: its head is the oldest job of
-        the highest priority waiting, read in O(log N).
-        """
-        head = cast("list[Any]", self.client.zrange(queue.keys.pending, 0, 0))
-        if not head:
-            return None
-        run_at, created_at = self.client.hmget(
-            queue.keys.job(_codec.text(head[0])), ["run_at", "created_at"]
-        )
-        since = run_at or created_at
-        if since is None:
-            return None
-        return max(0.0, (queue.server_time_ms() - int(since)) / 1000)
 
     def page(
         self,
