@@ -124,10 +124,15 @@ class Dashboard:
     def _csrf(self, sid: str | None) -> str | None:
         return None if sid is None else self._sign(f"csrf:{sid}")
 
-    def _cookie(self, base: str, value: str, max_age: int) -> tuple[str, str]:
+    def _cookie(
+        self, environ: dict[str, Any], base: str, value: str, max_age: int
+    ) -> tuple[str, str]:
+        # Secure when served over HTTPS (behind a proxy that says so); plain on localhost.
+        secure = "; Secure" if environ.get("wsgi.url_scheme") == "https" else ""
         return (
             "Set-Cookie",
-            f"{COOKIE}={value}; Path={base or '/'}; Max-Age={max_age}; HttpOnly; SameSite=Strict",
+            f"{COOKIE}={value}; Path={base or '/'}; Max-Age={max_age}; HttpOnly; "
+            f"SameSite=Strict{secure}",
         )
 
     # -- WSGI --------------------------------------------------------------------------
@@ -249,7 +254,7 @@ class Dashboard:
             raise _Response(
                 HTTPStatus.SEE_OTHER,
                 "",
-                [("Location", page.url("/")), self._cookie(page.base, "", 0)],
+                [("Location", page.url("/")), self._cookie(environ, page.base, "", 0)],
             )
         if path == "/action":
             return self._action(environ, page)
@@ -339,7 +344,7 @@ class Dashboard:
         expires = str(int(time.time()) + SESSION_SECONDS)
         value = f"{sid}.{expires}.{self._sign(f'session:{sid}.{expires}')}"
         answer = self._back(page, form.get("back", "/"), "Logged in.")
-        answer.headers.append(self._cookie(page.base, value, SESSION_SECONDS))
+        answer.headers.append(self._cookie(environ, page.base, value, SESSION_SECONDS))
         raise answer
 
     def _action(self, environ: dict[str, Any], page: _html.Page) -> tuple[HTTPStatus, str]:

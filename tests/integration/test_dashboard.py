@@ -137,6 +137,8 @@ def test_actions_need_the_login_and_the_form_token(redis_url: str, app: Dashboar
     wrong = call(app, "/login", method="POST", form={"secret": "guess"})
     assert wrong.status == 401 and not wrong.cookies
     cookie, csrf = login(app, SECRET)
+    (set_cookie,) = call(app, "/login", method="POST", form={"secret": SECRET}).cookies
+    assert "HttpOnly" in set_cookie and "SameSite=Strict" in set_cookie
     # Logged in, but the form does not carry the session's token (a cross-site post).
     assert call(app, "/action", method="POST", form=form, cookie=cookie).status == 403
     bad_token = {**form, "csrf": "0" * 64}

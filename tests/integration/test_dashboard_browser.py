@@ -143,8 +143,9 @@ def test_an_operator_reads_the_failure_and_retries_from_the_browser(
         # From the failed tile to the list to the job: the traceback, and the script in
         # the payload and the error shown as text, never run.
         card.find_element(By.CSS_SELECTOR, "a.tile.s-failed").click()
-        assert browser.find_element(By.CSS_SELECTOR, ".tab.on").text == "failed"
-        browser.find_element(By.LINK_TEXT, filled.failed[0]).click()
+        assert _wait_for(browser, By.CSS_SELECTOR, ".tab.on").text == "failed"
+        _wait_for(browser, By.LINK_TEXT, filled.failed[0]).click()
+        _wait_for(browser, By.CSS_SELECTOR, "pre.tb")
         page = browser.find_element(By.TAG_NAME, "main").text
         assert "Traceback (most recent call last)" in page
         assert f"Boom: bad input {EVIL}" in page and EVIL in page
@@ -156,18 +157,18 @@ def test_an_operator_reads_the_failure_and_retries_from_the_browser(
 
         # Log in, back where we were, and retry this job.
         browser.find_element(By.LINK_TEXT, "Log in to act").click()
-        browser.find_element(By.NAME, "secret").send_keys(SECRET)
+        _wait_for(browser, By.NAME, "secret").send_keys(SECRET)
         browser.find_element(By.CSS_SELECTOR, "form.login button").click()
-        assert "Logged in." in browser.find_element(By.CSS_SELECTOR, ".notice").text
+        assert "Logged in." in _notice(browser)
         browser.get(f"{base}/job?queue={filled.queue}&id={filled.failed[0]}")
         browser.find_element(By.CSS_SELECTOR, "button[value=retry]").click()
-        assert "pending again" in browser.find_element(By.CSS_SELECTOR, ".notice").text
+        assert "pending again" in _notice(browser)
         assert client.get(filled.failed[0]).status is jobs.JobStatus.PENDING
 
         # Cancel a pending job from its page.
         browser.get(f"{base}/job?queue={filled.queue}&id={filled.pending[0]}")
         browser.find_element(By.CSS_SELECTOR, "button[value=cancel]").click()
-        assert "cancelled" in browser.find_element(By.CSS_SELECTOR, ".notice").text
+        assert "cancelled" in _notice(browser)
         assert client.get(filled.pending[0]).status is jobs.JobStatus.CANCELLED
 
         # Bulk retry of the failed jobs of one type, through the confirmation dialog.
@@ -178,10 +179,7 @@ def test_an_operator_reads_the_failure_and_retries_from_the_browser(
         field.send_keys("charge")
         bulk.find_element(By.TAG_NAME, "button").click()
         wait_until(lambda: _alert(browser), timeout=5).accept()
-        assert (
-            "1 failed job(s) of type charge"
-            in browser.find_element(By.CSS_SELECTOR, ".notice").text
-        )
+        assert "1 failed job(s) of type charge" in _notice(browser)
         assert client.get(filled.failed[1]).status is jobs.JobStatus.PENDING
 
         # The other pages load.
@@ -197,6 +195,21 @@ def test_an_operator_reads_the_failure_and_retries_from_the_browser(
         phone = shots / "overview-phone.png"
         assert browser.save_screenshot(str(phone))
         print(f"screenshot: {phone} {_png_is_not_blank(phone)}")
+
+
+def _wait_for(driver: Any, by: str, value: str) -> Any:
+    """The first matching element, once the page a click led to has one.
+
+    A click returns before the page it leads to is there.
+    """
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, 10).until(lambda d: d.find_elements(by, value))[0]
+
+
+def _notice(driver: Any) -> str:
+    """The notice of the page a form post led to."""
+    return str(_wait_for(driver, "css selector", "p.notice").text)
 
 
 def _alert(driver: Any) -> Any:
