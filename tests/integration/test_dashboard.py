@@ -244,3 +244,30 @@ def test_on_a_cluster_queues_on_every_master_are_found(cluster: ClusterTopology)
         assert page.status == 200 and "<td>x</td>" in page.text
     finally:
         client.close()
+
+
+def _calls(redis_client: redis.Redis) -> dict[str, int]:
+    stats = redis_client.info("commandstats")
+    return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()}
+
+
+def test_a_page_costs_redis_a_bounded_number_of_commands(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    name = unique_name()
+    with make_client(redis_url, name=name) as client:
+        for _ in range(5):
+            client.enqueue_many("bulk", range(1000))
+    app = Dashboard(redis_client)
+    for query, most_records in (
+        ({"status": "pending"}, PAGE_SIZE + 1),
+        ({"status": "pending", "start": "4000"}, PAGE_SIZE + 1),
+        ({"status": "pending", "type": "absent"}, FILTER_WINDOW),
+    ):
+        redis_client.config_resetstat()
+        assert call(app, "/jobs", {"queue": name, **query}).status == 200
+        calls = _calls(redis_client)
+        assert calls.get("hgetall", 0) <= most_records, (query, calls)
+        assert calls.get("zrange", 0) <= FILTER_WINDOW // 200 + 1, (query, calls)
+        # No command walks the whole index or the keyspace.
+        assert not {"keys", "scan", "zrangebyscore", "smembers", "hscan", "zscan"} & calls.keys()
