@@ -58,6 +58,17 @@ HISTORY_MINUTES = 60
 _HISTORY_FIELDS = ("enqueued", "completed", "failed", "cancelled")
 
 
+def _row(reply: Any) -> list[Any]:
+    return [None] * len(_HISTORY_FIELDS) if isinstance(reply, Exception) else list(reply)
+
+
+def _count(value: Any) -> int:
+    try:
+        return int(value or 0)
+    except ValueError:
+        return 0
+
+
 class RedisQueue:
     """A job queue stored in Redis.
 
@@ -388,12 +399,13 @@ class RedisQueue:
             pipe = self.client.pipeline(transaction=False)
             for minute in range(first, current + 1):
                 pipe.hmget(self.keys.history(minute), _HISTORY_FIELDS)
-            rows = pipe.execute()
+            # A minute's key damaged by hand reads as zeros, not as a failed call.
+            rows = pipe.execute(raise_on_error=False)
         return QueueHistory(
             minutes=tuple(
                 MinuteCounts(
                     minute=cast("Any", _codec.from_ms(minute * 60_000)),
-                    **{f: int(v or 0) for f, v in zip(_HISTORY_FIELDS, row, strict=True)},
+                    **{f: _count(v) for f, v in zip(_HISTORY_FIELDS, _row(row), strict=True)},
                 )
                 for minute, row in zip(range(first, current + 1), rows, strict=True)
             )

@@ -111,7 +111,9 @@ local HISTORY_MINUTES = 61
 local function count_minute(base, now, field, by)
   local minute = math.floor(now / 60000)
   local key = base .. 'history:' .. int(minute)
-  if redis.call('HINCRBY', key, field, by) == by then
+  -- pcall: a history key damaged by hand (not a hash, not a number) loses its count
+  -- rather than aborting the script after the job moved (an error reply is a table).
+  if redis.pcall('HINCRBY', key, field, by) == by then
     redis.call('PEXPIRE', key, int((minute + 1 + HISTORY_MINUTES) * 60000 - now))
   end
 end

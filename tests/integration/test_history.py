@@ -102,3 +102,19 @@ def test_older_minutes_land_in_their_place_in_the_window(
         assert by_minute[minute - 10].failed == 7
         assert history.total("failed") == 7
         assert history.per_minute("failed", last=10) == 0.7
+
+
+def test_a_damaged_history_key_never_stops_a_job(redis_url: str, redis_client: redis.Redis) -> None:
+    registry = jobs.Registry()
+    registry.register_func("ok", lambda ctx, payload: payload)
+    with make_client(redis_url, registry, start=False) as client:
+        minute = client.queue.server_time_ms() // 60_000
+        for m in (minute, minute + 1):  # the minute may turn while the job runs
+            redis_client.set(client.queue.keys.history(m), "not a hash")
+            redis_client.hset(client.queue.keys.history(m + 2), "completed", "x")
+        job_id = client.enqueue("ok", 1)
+        client.start()
+        assert wait_for_status(client, job_id, jobs.JobStatus.COMPLETED).result == 1
+        assert client.stats().completed_jobs == 1
+        history = client.history()  # the damaged minutes read as zeros
+    assert len(history.minutes) == 60 and history.total("completed") in (0, 1)
