@@ -46,7 +46,7 @@ from .errors import (
 from .handle import JobHandle
 
 # Jobs and statistics
-from .job import Job, JobStatus, QueueStats, WorkerInfo
+from .job import Job, JobStatus, MinuteCounts, QueueHistory, QueueStats, WorkerInfo
 from .redis_queue import RedisQueue
 from .registry import Registry
 from .scheduler import Scheduler
@@ -102,10 +102,12 @@ __all__ = [
     "JobsError",
     "LeaseLost",
     "LinearBackoff",
+    "MinuteCounts",
     "Monthly",
     "NoBackoff",
     "PayloadError",
     "PermanentError",
+    "QueueHistory",
     "QueueStats",
     "RRule",
     "RedisQueue",

@@ -22,7 +22,7 @@ from .job import JobStatus
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
-    from .job import Job, QueueStats, WorkerInfo
+    from .job import Job, QueueHistory, QueueStats, WorkerInfo
 
 #: What a missing value (a timestamp not reached yet, no error) prints as in text output.
 NONE = "-"
@@ -163,6 +163,18 @@ def stats_logfmt(stats: QueueStats, now: datetime) -> str:
     return f"time={iso(now)} {fields}"
 
 
+#: Whole minutes the rates of ``stats --watch`` average over.
+RATE_MINUTES = 5
+
+
+def rates_dict(history: QueueHistory) -> dict[str, float]:
+    """Jobs per minute over the last `RATE_MINUTES` whole minutes, by count."""
+    return {
+        f"{name}_per_minute": round(history.per_minute(name, RATE_MINUTES), 2)
+        for name in ("enqueued", "completed", "failed", "cancelled")
+    }
+
+
 class StatsView:
     """``stats --watch``: one block redrawn in place on a terminal, else one line per refresh.
 
@@ -177,21 +189,28 @@ class StatsView:
         self._tty = out.isatty() and not as_json
         self._drawn = 0
 
-    def show(self, stats: QueueStats, now: datetime) -> None:
-        """Print (or redraw) the stats as read at ``now``."""
+    def show(self, stats: QueueStats, now: datetime, history: QueueHistory | None = None) -> None:
+        """Print (or redraw) the stats as read at ``now``, with rates from ``history``."""
+        rates = rates_dict(history) if history is not None else {}
         if self._json:
-            text = json.dumps({"time": iso(now), **stats_dict(stats)}) + "\n"
+            text = json.dumps({"time": iso(now), **stats_dict(stats), **rates}) + "\n"
         elif self._tty:
             lines = [
                 f"{self._title}, {iso(now)} (every {self._interval:g} s, Ctrl-C to stop)",
                 *stats_lines(stats),
             ]
+            if rates:
+                lines.append(
+                    f"per minute (last {RATE_MINUTES} min): "
+                    + "  ".join(f"{k.split('_')[0]} {v:g}" for k, v in rates.items())
+                )
             # Back to the top of the previous block, then rewrite each line in place.
             up = f"\x1b[{self._drawn}F" if self._drawn else ""
             text = up + "".join(f"\x1b[2K{line}\n" for line in lines)
             self._drawn = len(lines)
         else:
-            text = stats_logfmt(stats, now) + "\n"
+            extra = "".join(f" {name}={value:g}" for name, value in rates.items())
+            text = stats_logfmt(stats, now) + extra + "\n"
         self._out.write(text)
         self._out.flush()
 

@@ -31,6 +31,7 @@ class QueueKeys:
     crons: str
     finished: str
     types: str
+    history_prefix: str
 
     @classmethod
     def for_queue(cls, prefix: str, name: str) -> QueueKeys:
@@ -56,6 +57,7 @@ class QueueKeys:
             # A pub/sub channel, not a key: see announce_finished in _lib.lua.
             finished=base + "finished",
             types=base + "types",
+            history_prefix=base + "history:",
         )
 
     def job(self, job_id: str) -> str:
@@ -77,6 +79,10 @@ class QueueKeys:
     def unique(self, key: str) -> str:
         """The string naming the job that holds a `JobConfig.unique_key`."""
         return f"{self.base}unique:{key}"
+
+    def history(self, minute: int) -> str:
+        """The hash counting what happened in one minute (ms since the epoch // 60000)."""
+        return f"{self.history_prefix}{minute}"
 
     def pool_wake(self, pool_id: str) -> str:
         """A list only one pool blocks on, so that stopping it is immediate."""

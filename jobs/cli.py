@@ -24,6 +24,7 @@ import redis
 
 from . import _cli_format as fmt
 from ._acl import missing_permissions
+from ._cli_dashboard import add_dashboard_arguments, cmd_dashboard
 from ._cli_load import check_type, load_object, load_registry, load_scheduler
 from ._cli_serve import exit_now, serve
 from ._supervisor import SUPERVISED_ENV, supervise
@@ -228,7 +229,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         shown = 0
         try:
             while args.count is None or shown < args.count:
-                view.show(client.stats(), datetime.now(UTC))
+                view.show(client.stats(), datetime.now(UTC), client.history(fmt.RATE_MINUTES + 1))
                 shown += 1
                 if args.count is None or shown < args.count:
                     time.sleep(args.interval)
@@ -517,6 +518,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("workers", cmd_workers, "List the live worker pools of the queue.")
     p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = add("dashboard", cmd_dashboard, "Serve the web dashboard of every queue.", logs)
+    add_dashboard_arguments(p)
 
     p = add("demo", cmd_demo, "Run every feature end to end, narrated (about 15 seconds).")
     p.add_argument("--verbose", action="store_true", help="also show the library's log lines")

@@ -1,4 +1,4 @@
-"""The values callers read back: `Job`, `JobStatus`, `QueueStats`, `WorkerInfo`.
+"""The values callers read back: `Job`, `JobStatus`, `QueueStats`, `QueueHistory`, ...
 
 They are frozen snapshots; how they are stored in Redis lives in `jobs._codec`.
 """
@@ -161,3 +161,50 @@ class WorkerInfo:
     in_flight: int
     started_at: datetime
     last_seen: datetime
+
+
+@attrs.frozen(kw_only=True)
+class MinuteCounts:
+    """What happened on one queue during one minute (Redis server clock, UTC).
+
+    Attributes:
+        minute: the start of the minute.
+        enqueued: new jobs written (retries and re-deliveries are not new jobs).
+        completed: jobs that finished successfully.
+        failed: jobs that failed for good (retries exhausted or a permanent error).
+        cancelled: jobs cancelled.
+
+    .. versionadded:: 1.1
+    """
+
+    minute: datetime
+    enqueued: int = 0
+    completed: int = 0
+    failed: int = 0
+    cancelled: int = 0
+
+
+@attrs.frozen(kw_only=True)
+class QueueHistory:
+    """Per-minute counts of one queue over a recent window, oldest minute first.
+
+    The last minute is the current one, still in progress. Redis keeps about an hour.
+
+    Attributes:
+        minutes: one `MinuteCounts` per minute of the window, with no gaps.
+
+    .. versionadded:: 1.1
+    """
+
+    minutes: tuple[MinuteCounts, ...] = ()
+
+    def total(self, field: str) -> int:
+        """The sum of one count (``"enqueued"``, ``"completed"``, ...) over the window."""
+        return sum(int(getattr(m, field)) for m in self.minutes)
+
+    def per_minute(self, field: str, last: int = 5) -> float:
+        """The mean of one count over the ``last`` whole minutes (the current one excluded)."""
+        whole = self.minutes[:-1][-last:] if last > 0 else ()
+        if not whole:
+            return 0.0
+        return sum(int(getattr(m, field)) for m in whole) / len(whole)

@@ -12,6 +12,9 @@
 --                           indexes are trimmed by age, and failed/cancelled by count.
 --   B..'stats'        hash  cumulative counters (total, completed, failed, cancelled,
 --                           retried, lost_leases, rejected, damaged, last_processed)
+--   B..'history:'..m  hash  jobs per minute m (= floor(ms / 60000), server clock): fields
+--                           enqueued, completed, failed, cancelled. Expires
+--                           HISTORY_MINUTES after its minute ends (see count_minute).
 --   B..'seq'          str   FIFO sequence for ready_score
 --   B..'lease_seq'    str   lease tokens: every delivery gets a fresh one (fencing)
 --   B..'wake'         list  wake-up marker that idle pools block on (BLPOP)
@@ -171,12 +174,36 @@ local function add_job(job_prefix, adds, now, seq, id, job_type, payload, priori
   return true
 end
 
-local function flush_adds(pending, scheduled, adds)
+-- Per-minute history, so that rates over the last hour read in O(60) with no metrics
+-- server. One HINCRBY per count; the expiry is set only by the first count of a field in
+-- a minute, always to the same moment (PEXPIRE, not PEXPIREAT: one ACL permission less).
+local HISTORY_MINUTES = 61
+
+local function count_minute(base, now, field, by)
+  local minute = math.floor(now / 60000)
+  local key = base .. 'history:' .. int(minute)
+  -- pcall: a history key damaged by hand (not a hash, not a number) loses its count
+  -- rather than aborting the script after the job moved (an error reply is a table).
+  if redis.pcall('HINCRBY', key, field, by) == by then
+    redis.call('PEXPIRE', key, int((minute + 1 + HISTORY_MINUTES) * 60000 - now))
+  end
+end
+
+-- B from one of the queue's keys named B..suffix.
+local function base_of(key, suffix)
+  return string.sub(key, 1, #key - #suffix)
+end
+
+local function flush_adds(pending, scheduled, adds, now)
   if #adds.pending > 0 then
     redis.call('ZADD', pending, unpack(adds.pending))
   end
   if #adds.scheduled > 0 then
     redis.call('ZADD', scheduled, unpack(adds.scheduled))
+  end
+  local added = (#adds.pending + #adds.scheduled) / 2
+  if added > 0 then
+    count_minute(base_of(pending, 'pending'), now, 'enqueued', added)
   end
 end
 
@@ -292,6 +319,7 @@ local function finalize(job_prefix, id, status, now, ttl_ms, index_key, stats_ke
   redis.call('ZADD', index_key, now, id)
   tally(stats_key, status, 1)
   redis.pcall('HSET', stats_key, 'last_processed', now)
+  count_minute(base_of(stats_key, 'stats'), now, status, 1)
   -- Expired records vanish by themselves; only their index entries need removing.
   redis.call('ZREMRANGEBYSCORE', index_key, '-inf', '(' .. int(now - ttl_ms))
   if keep > 0 then

@@ -72,7 +72,7 @@ for b = 13, #ARGV, 2 do
     out[#out + 1] = 0
   end
 end
-flush_adds(pending, scheduled, adds)
+flush_adds(pending, scheduled, adds, now)
 
 if created > 0 then
   tally(stats, 'total', created)

@@ -470,11 +470,16 @@ def test_stats_watch_prints_plain_lines_when_not_a_tty(redis_url: str) -> None:
     lines = proc.stdout.splitlines()
     assert len(lines) == 3
     assert all(line.startswith("time=") and " total_jobs=0 " in line for line in lines)
+    assert all(
+        line.endswith(" completed_per_minute=0 failed_per_minute=0 cancelled_per_minute=0")
+        for line in lines
+    )
     assert "\x1b" not in proc.stdout
     as_json = cli(
         "stats", "--watch", "--json", "--count", "2", "--interval", "0.05", redis_url=redis_url
     )
     assert [json.loads(line)["total_jobs"] for line in as_json.stdout.splitlines()] == [0, 0]
+    assert [json.loads(line)["failed_per_minute"] for line in as_json.stdout.splitlines()] == [0, 0]
 
 
 def run_in_pty(args: list[str], redis_url: str, timeout: float = 30) -> tuple[int, str]:
@@ -518,7 +523,8 @@ def test_stats_watch_refreshes_in_place_on_a_tty(redis_url: str) -> None:
     assert code == 0, output
     assert output.count("total_jobs: 0") == 2
     # The second block moves the cursor back up over the first instead of scrolling.
-    lines_per_block = 1 + len(jobs.QueueStats.__attrs_attrs__)
+    lines_per_block = 2 + len(jobs.QueueStats.__attrs_attrs__)  # title, counts, rates
+    assert output.count("per minute (last 5 min): enqueued 0  completed 0") == 2
     assert f"\x1b[{lines_per_block}F" in output
 
 

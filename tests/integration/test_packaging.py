@@ -1,4 +1,4 @@
-"""The wheel ships what the package needs at run time: its Lua scripts and ``py.typed``."""
+"""The wheel ships what the package needs at run time: Lua scripts, assets, ``py.typed``."""
 
 from __future__ import annotations
 
@@ -37,4 +37,6 @@ def test_the_wheel_holds_the_lua_scripts_and_py_typed(tmp_path: Path) -> None:
     assert scripts >= {"_lib.lua", "enqueue.lua", "fetch.lua", "complete.lua", "fail.lua"}
     assert {f"jobs/lua/{name}" for name in scripts} <= names
     assert "jobs/py.typed" in names
+    # The dashboard's assets: it loads nothing from anywhere else.
+    assert {"jobs/dashboard/static/style.css", "jobs/dashboard/static/app.js"} <= names
     assert not any(name.startswith("tests/") for name in names)

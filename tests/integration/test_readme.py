@@ -108,8 +108,13 @@ def _run_until_signalled(command: list[str], redis_url: str, workdir: Path) -> N
 
 
 def _is_runnable_command(command: str) -> bool:
-    # Installing, tox and the demo are what CI and test_demo.py run.
-    return command.startswith("python -m jobs") and not command.endswith(" demo")
+    # Installing, tox and the demo are what CI and test_demo.py run; the dashboard serves
+    # until stopped, and test_dashboard.py runs it.
+    return (
+        command.startswith("python -m jobs")
+        and not command.endswith(" demo")
+        and (" dashboard" not in command)
+    )
 
 
 @pytest.mark.parametrize(

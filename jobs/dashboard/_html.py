@@ -1,0 +1,560 @@
+"""The dashboard's pages, as functions returning HTML text.
+
+Every value that comes from Redis or from the request goes through `e` (`html.escape`)
+before it reaches the page; the only unescaped strings are the fragments these functions
+build themselves. Charts are inline SVG drawn here, so a page loads nothing but the
+dashboard's own stylesheet and script.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+from ..job import JobStatus
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from datetime import datetime, timedelta
+
+    from ..job import Job, QueueHistory, WorkerInfo
+    from ._data import JobPage, QueueSummary
+
+STATUSES = [s.value for s in JobStatus]
+
+
+def e(value: object) -> str:
+    """``value`` as text that HTML shows literally (quotes included, for attributes)."""
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+class Page:
+    """What every page needs: where the app is mounted, who is asking, and the time."""
+
+    def __init__(
+        self, base: str, now: datetime, *, actions: bool, csrf: str | None, logged_in: bool
+    ) -> None:
+        self.base = base
+        self.now = now
+        self.actions = actions
+        self.csrf = csrf
+        self.logged_in = logged_in
+        #: This page's path and query under the mount point (where a login returns to).
+        self.here = "/"
+
+    def url(self, path: str, **query: object) -> str:
+        """An absolute path under the mount point, with a query string (escaped later)."""
+        params = {k: str(v) for k, v in query.items() if v not in (None, "")}
+        return self.base + path + ("?" + urlencode(params) if params else "")
+
+    def can_act(self) -> bool:
+        """Whether action buttons are shown (a secret is set and the user has logged in)."""
+        return self.actions and self.logged_in and self.csrf is not None
+
+    def button(
+        self,
+        label: str,
+        action: str,
+        queue: str,
+        *,
+        job_id: str = "",
+        job_type: str = "",
+        back: str = "",
+        style: str = "",
+        confirm: str = "",
+    ) -> str:
+        """A one-button POST form for one action, carrying the CSRF token."""
+        if not self.can_act():
+            return ""
+        fields = {
+            "action": action,
+            "queue": queue,
+            "id": job_id,
+            "type": job_type,
+            "back": back,
+            "csrf": self.csrf or "",
+        }
+        hidden = "".join(
+            f'<input type="hidden" name="{e(k)}" value="{e(v)}">' for k, v in fields.items() if v
+        )
+        ask = f' data-confirm="{e(confirm)}"' if confirm else ""
+        return (
+            f'<form class="inline" method="post" action="{e(self.url("/action"))}"{ask}>'
+            f'{hidden}<button type="submit" class="btn {e(style)}" name="do" '
+            f'value="{e(action)}">{e(label)}</button></form>'
+        )
+
+    def when(self, moment: datetime | None) -> str:
+        """A UTC time with how long ago (or how soon) it is, in a <time> element."""
+        if moment is None:
+            return '<span class="muted">—</span>'
+        return (
+            f'<time datetime="{e(moment.isoformat())}" title="{e(moment.isoformat())}">'
+            f"{e(moment.strftime('%Y-%m-%d %H:%M:%S'))} UTC</time> "
+            f'<span class="muted">({e(ago(self.now - moment))})</span>'
+        )
+
+
+def duration(seconds: float) -> str:
+    """``95`` -> ``1 min 35 s``: a short human duration."""
+    seconds = abs(seconds)
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes} min"
+    return f"{hours // 24} d {hours % 24} h"
+
+
+def ago(delta: timedelta) -> str:
+    """A signed delta as ``3 min 2 s ago`` or ``in 5.0 s``."""
+    seconds = delta.total_seconds()
+    return f"{duration(seconds)} ago" if seconds >= 0 else f"in {duration(seconds)}"
+
+
+def badge(status: str) -> str:
+    """A status as a coloured pill."""
+    return f'<span class="badge s-{e(status)}">{e(status)}</span>'
+
+
+def pretty(value: Any) -> str:
+    """A JSON value, indented, escaped, in a <pre>."""
+    text = json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str)
+    return f'<pre class="code">{e(text)}</pre>'
+
+
+def layout(page: Page, title: str, body: str, *, notice: str = "", prefix: str = "") -> str:
+    """The whole document around one page's body."""
+    nav = "".join(
+        f'<a href="{e(page.url(path))}">{e(label)}</a>'
+        for path, label in (("/", "Queues"), ("/workers", "Workers"), ("/crons", "Cron jobs"))
+    )
+    if not page.actions:
+        auth = '<span class="muted" title="start with --secret to enable">read-only</span>'
+    elif page.logged_in:
+        auth = (
+            f'<form class="inline" method="post" action="{e(page.url("/logout"))}">'
+            f'<input type="hidden" name="csrf" value="{e(page.csrf)}">'
+            '<button class="btn link" type="submit">Log out</button></form>'
+        )
+    else:
+        auth = f'<a class="btn" href="{e(page.url("/login", back=page.here))}">Log in to act</a>'
+    flash = f'<p class="notice" role="status">{e(notice)}</p>' if notice else ""
+    return (
+        "<!doctype html>\n"
+        '<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{e(title)} · jobs dashboard</title>"
+        f'<link rel="stylesheet" href="{e(page.url("/static/style.css"))}">'
+        f'<script src="{e(page.url("/static/app.js"))}" defer></script>'
+        "</head><body>"
+        f'<header class="top"><a class="brand" href="{e(page.url("/"))}">jobs</a>'
+        f'<span class="muted prefix">prefix {e(prefix)}</span>'
+        f'<nav>{nav}</nav><div class="auth">{auth}</div></header>'
+        f"<main>{flash}{body}</main>"
+        f'<footer class="muted">Rendered {e(page.now.strftime("%Y-%m-%d %H:%M:%S"))} UTC'
+        "</footer></body></html>"
+    )
+
+
+# -- charts ----------------------------------------------------------------------------
+
+
+def chart(history: QueueHistory) -> str:
+    """The last hour per minute as inline SVG.
+
+    Completed (green), failed (red) and cancelled (grey) as stacked bars, enqueued as a
+    blue line; each minute has a tooltip with its counts.
+    """
+    minutes = history.minutes
+    width, height, pad_top, pad_bottom = 600, 120, 12, 16
+    plot = height - pad_top - pad_bottom
+    slot = width / max(len(minutes), 1)
+    top = max(
+        [
+            1,
+            *(m.completed + m.failed + m.cancelled for m in minutes),
+            *(m.enqueued for m in minutes),
+        ]
+    )
+
+    def y(value: float) -> float:
+        return pad_top + plot - plot * value / top
+
+    parts = [
+        f'<line class="axis" x1="0" y1="{y(0):.1f}" x2="{width}" y2="{y(0):.1f}"/>',
+        f'<line class="grid" x1="0" y1="{y(top):.1f}" x2="{width}" y2="{y(top):.1f}"/>',
+    ]
+    points = []
+    for i, m in enumerate(minutes):
+        x = i * slot
+        tip = (
+            f"{m.minute.strftime('%H:%M')} UTC: enqueued {m.enqueued}, completed "
+            f"{m.completed}, failed {m.failed}, cancelled {m.cancelled}"
+        )
+        bars = []
+        base = 0
+        for value, css in ((m.completed, "ok"), (m.failed, "bad"), (m.cancelled, "off")):
+            if value:
+                bars.append(
+                    f'<rect class="{css}" x="{x + 1:.1f}" y="{y(base + value):.1f}" '
+                    f'width="{slot - 2:.1f}" height="{y(base) - y(base + value):.1f}"/>'
+                )
+                base += value
+        parts.append(
+            f'<g><title>{e(tip)}</title><rect class="hit" x="{x:.1f}" y="0" '
+            f'width="{slot:.1f}" height="{height}"/>{"".join(bars)}</g>'
+        )
+        points.append(f"{x + slot / 2:.1f},{y(m.enqueued):.1f}")
+    parts.append(f'<polyline class="line" points="{" ".join(points)}"/>')
+    legend = (
+        '<p class="legend"><span class="key ok"></span>completed '
+        '<span class="key bad"></span>failed <span class="key off"></span>cancelled '
+        '<span class="key line"></span>enqueued</p>'
+    )
+    summary = (
+        f"Last {len(minutes)} minutes: {history.total('enqueued')} enqueued, "
+        f"{history.total('completed')} completed, {history.total('failed')} failed"
+    )
+    return (
+        f'<figure class="chart"><div class="scale"><span>{e(top)} / min</span></div>'
+        f'<svg viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="{e(summary)}" preserveAspectRatio="none">{"".join(parts)}</svg>'
+        f'<div class="scale"><span>{len(minutes)} min ago</span><span>now</span></div>'
+        f"<figcaption>{e(summary)}</figcaption>{legend}</figure>"
+    )
+
+
+# -- pages -----------------------------------------------------------------------------
+
+
+def overview(page: Page, summaries: Sequence[QueueSummary], prefix: str, notice: str = "") -> str:
+    """Every queue: its counts, rates, head-of-line age and the last hour."""
+    if not summaries:
+        return layout(
+            page,
+            "Queues",
+            f'<h1>Queues</h1><p class="empty">No queue under the prefix '
+            f"<code>{e(prefix)}</code> yet: nothing has been enqueued.</p>",
+            prefix=prefix,
+        )
+    cards = []
+    for s in summaries:
+        st = s.stats
+
+        def tile(label: str, value: object, status: str = "", css: str = "") -> str:
+            inner = f'<span class="n">{e(value)}</span><span class="l">{e(label)}</span>'
+            if status:
+                href = page.url("/jobs", queue=s.name, status=status)  # noqa: B023
+                return f'<a class="tile s-{e(status)} {css}" href="{e(href)}">{inner}</a>'
+            return f'<div class="tile {css}">{inner}</div>'
+
+        oldest = "—" if s.oldest_pending_age is None else duration(s.oldest_pending_age)
+        tiles = "".join(
+            [
+                tile("pending", st.pending_jobs, "pending"),
+                tile("scheduled", st.scheduled_jobs, "scheduled"),
+                tile("processing", st.processing_jobs, "processing"),
+                tile("completed", st.completed_jobs, "completed"),
+                tile("failed", st.failed_jobs, "failed", "alert" if st.failed_jobs else ""),
+                tile("cancelled", st.cancelled_jobs, "cancelled"),
+                tile("lost leases", st.lost_leases, css="warn" if st.lost_leases else ""),
+                tile("rejected writes", st.rejected_writes),
+                tile("oldest pending", oldest, css="warn" if oldest != "—" else ""),
+                tile(
+                    "workers", s.workers, css="alert" if not s.workers and st.pending_jobs else ""
+                ),
+            ]
+        )
+        rate = s.history.per_minute
+        cards.append(
+            f'<section class="card" id="queue-{e(s.name)}">'
+            f'<h2><a href="{e(page.url("/jobs", queue=s.name))}">{e(s.name)}</a>'
+            f'<span class="muted small"> {e(st.total_jobs)} jobs ever · last finished '
+            f"{page.when(st.last_processed)}</span></h2>"
+            f'<div class="tiles">{tiles}</div>'
+            f'<p class="rates">Per minute, last 5 min: <b>{rate("enqueued"):.1f}</b> enqueued · '
+            f'<b class="t-ok">{rate("completed"):.1f}</b> completed · '
+            f'<b class="t-bad">{rate("failed"):.1f}</b> failed</p>'
+            f"{chart(s.history)}</section>"
+        )
+    return layout(page, "Queues", "<h1>Queues</h1>" + "".join(cards), notice=notice, prefix=prefix)
+
+
+def _status_tabs(page: Page, queue: str, current: str) -> str:
+    return (
+        '<nav class="tabs">'
+        + "".join(
+            f'<a class="tab s-{e(s)}{" on" if s == current else ""}" '
+            f'href="{e(page.url("/jobs", queue=queue, status=s))}">{e(s)}</a>'
+            for s in STATUSES
+        )
+        + "</nav>"
+    )
+
+
+def _job_actions(page: Page, job: Job, back: str) -> str:
+    buttons = []
+    if job.status in (JobStatus.FAILED, JobStatus.CANCELLED):
+        buttons.append(page.button("Retry", "retry", job.queue, job_id=job.id, back=back))
+    if not job.status.is_final:
+        buttons.append(
+            page.button("Cancel", "cancel", job.queue, job_id=job.id, back=back, style="warn")
+        )
+    else:
+        buttons.append(
+            page.button(
+                "Delete",
+                "delete",
+                job.queue,
+                job_id=job.id,
+                back=back,
+                style="danger",
+                confirm=f"Delete job {job.id}?",
+            )
+        )
+    return "".join(buttons)
+
+
+def jobs_list(
+    page: Page,
+    queue: str,
+    status: str,
+    result: JobPage,
+    job_type: str,
+    error_text: str,
+    notice: str,
+    prefix: str,
+    back: str,
+) -> str:
+    """One page of one status of one queue, with filters, search and actions."""
+    when_label = {"pending": "ready since", "scheduled": "runs at", "processing": "started"}
+    rows = []
+    for job in result.jobs:
+        moment = (
+            job.completed_at
+            if job.status.is_final
+            else (job.started_at if job.status is JobStatus.PROCESSING else job.run_at)
+        )
+        error = job.error or ""
+        short = error if len(error) <= 120 else error[:117] + "…"
+        rows.append(
+            "<tr>"
+            f'<td class="id"><a href="{e(page.url("/job", queue=queue, id=job.id))}">'
+            f"{e(job.id)}</a></td>"
+            f"<td>{e(job.type)}</td><td>{badge(job.status.value)}</td>"
+            f'<td class="num">{e(job.attempts)}/{e(job.max_retries + 1)}</td>'
+            f"<td>{page.when(moment)}</td>"
+            f'<td class="err">{e(short)}</td>'
+            f'<td class="actions">{_job_actions(page, job, back)}</td></tr>'
+        )
+    if rows:
+        table = (
+            '<div class="scroll"><table class="jobs"><thead><tr><th>id</th><th>type</th>'
+            f"<th>status</th><th>attempts</th><th>{e(when_label.get(status, 'finished'))}</th>"
+            "<th>error</th><th></th></tr></thead><tbody>" + "".join(rows) + "</tbody></table></div>"
+        )
+    else:
+        table = '<p class="empty">No job here.</p>'
+    nav = []
+    if result.start > 0:
+        first = page.url("/jobs", queue=queue, status=status, type=job_type, error=error_text)
+        nav.append(f'<a class="btn" href="{e(first)}">&laquo; first</a>')
+        if not result.filtered:
+            prev = max(0, result.start - 50)
+            previous = page.url("/jobs", queue=queue, status=status, start=prev)
+            nav.append(f'<a class="btn" href="{e(previous)}">&lsaquo; previous</a>')
+    if result.next_start is not None:
+        following = page.url(
+            "/jobs",
+            queue=queue,
+            status=status,
+            type=job_type,
+            error=error_text,
+            start=result.next_start,
+        )
+        nav.append(f'<a class="btn" rel="next" href="{e(following)}">next &rsaquo;</a>')
+    if result.filtered:
+        position = (
+            f"{len(result.jobs)} matching among index entries {result.start + 1}—"
+            f"{result.start + result.scanned} of {result.total}"
+        )
+    else:
+        end = result.start + len(result.jobs)
+        position = f"{result.start + 1 if result.jobs else 0}—{end} of {result.total}"
+    error_field = (
+        f'<label>error contains <input name="error" value="{e(error_text)}"></label>'
+        if status == "failed"
+        else ""
+    )
+    filters = (
+        f'<form class="filters" method="get" action="{e(page.url("/jobs"))}">'
+        f'<input type="hidden" name="queue" value="{e(queue)}">'
+        f'<input type="hidden" name="status" value="{e(status)}">'
+        f'<label>type <input name="type" value="{e(job_type)}"></label>{error_field}'
+        '<button class="btn" type="submit">Filter</button></form>'
+        f'<form class="filters" method="get" action="{e(page.url("/job"))}">'
+        f'<input type="hidden" name="queue" value="{e(queue)}">'
+        '<label>job id <input name="id" required></label>'
+        '<button class="btn" type="submit">Open</button></form>'
+    )
+    bulk = ""
+    if status == "failed" and page.can_act():
+        bulk = (
+            f'<form class="bulk" method="post" action="{e(page.url("/action"))}" '
+            'data-confirm="Retry every failed job of this type?">'
+            f'<input type="hidden" name="csrf" value="{e(page.csrf)}">'
+            f'<input type="hidden" name="queue" value="{e(queue)}">'
+            f'<input type="hidden" name="back" value="{e(back)}">'
+            '<input type="hidden" name="action" value="retry_failed">'
+            "<label>Retry every failed job of type "
+            f'<input name="type" required value="{e(job_type)}"></label>'
+            '<button class="btn primary" type="submit">Retry all</button></form>'
+        )
+    body = (
+        f'<h1><a href="{e(page.url("/"))}">Queues</a> / {e(queue)}</h1>'
+        f'{_status_tabs(page, queue, status)}<div class="toolbar">{filters}</div>{bulk}'
+        f'<p class="muted">{e(position)}</p>{table}<p class="pager">{"".join(nav)}</p>'
+    )
+    return layout(page, f"{queue}: {status}", body, notice=notice, prefix=prefix)
+
+
+def job_page(page: Page, job: Job, notice: str, prefix: str, back: str) -> str:
+    """Everything about one job: fields, timeline, payload, result, error, traceback."""
+    facts = [
+        ("status", badge(job.status.value)),
+        ("type", e(job.type)),
+        ("queue", f'<a href="{e(page.url("/jobs", queue=job.queue))}">{e(job.queue)}</a>'),
+        ("priority", e(job.priority)),
+        ("attempts", f"{e(job.attempts)} of {e(job.max_retries + 1)}"),
+        ("lost leases", e(job.lost_leases)),
+        ("timeout", e(duration(job.timeout.total_seconds())) if job.timeout else "none"),
+    ]
+    steps: list[tuple[str, datetime | None, str]] = [
+        ("enqueued", job.created_at, ""),
+        ("due", job.run_at, ""),
+        ("started (latest attempt)", job.started_at, ""),
+        (job.status.value if job.status.is_final else "finished", job.completed_at, ""),
+    ]
+    if job.started_at and job.run_at and job.started_at >= job.run_at:
+        steps[2] = (
+            steps[2][0],
+            steps[2][1],
+            f"waited {duration((job.started_at - job.run_at).total_seconds())}",
+        )
+    if job.completed_at and job.started_at and job.completed_at >= job.started_at:
+        steps[3] = (
+            steps[3][0],
+            steps[3][1],
+            f"ran {duration((job.completed_at - job.started_at).total_seconds())}",
+        )
+    timeline = "".join(
+        f'<li class="{"done" if moment else "todo"}"><span class="what">{e(what)}</span> '
+        f'{page.when(moment)} <span class="muted">{e(note)}</span></li>'
+        for what, moment, note in steps
+    )
+    sections = [
+        '<dl class="facts">' + "".join(f"<dt>{e(k)}</dt><dd>{v}</dd>" for k, v in facts) + "</dl>",
+        f'<h2>Timeline</h2><ol class="timeline">{timeline}</ol>',
+    ]
+    if job.error:
+        sections.append(f'<h2>Error</h2><pre class="code error">{e(job.error)}</pre>')
+    if job.traceback:
+        sections.append(f'<h2>Traceback</h2><pre class="code tb">{e(job.traceback)}</pre>')
+    sections.append("<h2>Payload</h2>" + pretty(job.payload))
+    if job.status is JobStatus.COMPLETED:
+        sections.append("<h2>Result</h2>" + pretty(job.result))
+    sections.append("<h2>Metadata</h2>" + pretty(dict(job.metadata)))
+    body = (
+        f'<h1><a href="{e(page.url("/"))}">Queues</a> / '
+        f'<a href="{e(page.url("/jobs", queue=job.queue, status=job.status.value))}">'
+        f"{e(job.queue)}</a>"
+        f' / <span class="id">{e(job.id)}</span></h1>'
+        f'<div class="actions">{_job_actions(page, job, back)}</div>' + "".join(sections)
+    )
+    return layout(page, f"job {job.id}", body, notice=notice, prefix=prefix)
+
+
+def workers_page(page: Page, by_queue: Mapping[str, Sequence[WorkerInfo]], prefix: str) -> str:
+    """The live worker pools of every queue."""
+    sections = []
+    for queue, workers in by_queue.items():
+        rows = "".join(
+            f'<tr><td class="id">{e(w.id)}</td><td>{e(w.hostname)}</td>'
+            f'<td class="num">{e(w.pid)}</td>'
+            f'<td class="num">{e(w.num_workers)}</td><td class="num">{e(w.in_flight)}</td>'
+            f"<td>{page.when(w.started_at)}</td><td>{page.when(w.last_seen)}</td></tr>"
+            for w in workers
+        )
+        table = (
+            '<div class="scroll"><table><thead><tr><th>pool</th><th>host</th><th>pid</th>'
+            "<th>threads</th><th>in flight</th><th>started</th><th>last seen</th></tr></thead>"
+            f"<tbody>{rows}</tbody></table></div>"
+            if workers
+            else '<p class="empty">No live worker.</p>'
+        )
+        sections.append(f'<section class="card"><h2>{e(queue)}</h2>{table}</section>')
+    body = "<h1>Workers</h1>" + ("".join(sections) or '<p class="empty">No queue.</p>')
+    return layout(page, "Workers", body, prefix=prefix)
+
+
+def crons_page(page: Page, by_queue: Mapping[str, Sequence[Mapping[str, str]]], prefix: str) -> str:
+    """The cron jobs announced on every queue, with their next and last fire."""
+    from .. import _codec
+
+    sections = []
+    for queue, crons in by_queue.items():
+        rows = []
+        for c in crons:
+            enabled = c.get("enabled", "")
+            on = enabled not in ("0", "false", "False", "")
+            last_job = c.get("last_job_id", "")
+            link = (
+                f'<a class="id" href="{e(page.url("/job", queue=queue, id=last_job))}">'
+                f"{e(last_job)}</a>"
+                if last_job
+                else ""
+            )
+            rows.append(
+                f'<tr><td class="id">{e(c.get("id"))}</td><td>{e(c.get("job_type"))}</td>'
+                f"<td><code>{e(c.get('schedule'))}</code></td>"
+                f"<td>{badge('enabled' if on else 'disabled')}</td>"
+                f"<td>{page.when(_codec.from_ms(c.get('next_run') or None))}</td>"
+                f"<td>{page.when(_codec.from_ms(c.get('last_fire') or None))}</td>"
+                f"<td>{link}</td></tr>"
+            )
+        table = (
+            '<div class="scroll"><table><thead><tr><th>cron job</th><th>job type</th>'
+            "<th>schedule</th><th>state</th><th>next fire</th><th>last fire</th>"
+            f"<th>last job</th></tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
+            if rows
+            else '<p class="empty">No cron job.</p>'
+        )
+        sections.append(f'<section class="card"><h2>{e(queue)}</h2>{table}</section>')
+    body = "<h1>Cron jobs</h1>" + ("".join(sections) or '<p class="empty">No queue.</p>')
+    return layout(page, "Cron jobs", body, prefix=prefix)
+
+
+def login_page(page: Page, prefix: str, failed: bool, back: str) -> str:
+    """The form that trades the dashboard's secret for a session cookie."""
+    error = '<p class="notice bad">Wrong secret.</p>' if failed else ""
+    body = (
+        f'<h1>Log in</h1>{error}<form class="login" method="post" action="{e(page.url("/login"))}">'
+        f'<input type="hidden" name="back" value="{e(back)}">'
+        '<label>Dashboard secret <input type="password" name="secret" '
+        'autocomplete="current-password" required autofocus></label>'
+        '<button class="btn primary" type="submit">Log in</button></form>'
+    )
+    return layout(page, "Log in", body, prefix=prefix)
+
+
+def message_page(page: Page, title: str, text: str, prefix: str) -> str:
+    """A page that only says something (not found, refused, ...)."""
+    return layout(page, title, f"<h1>{e(title)}</h1><p>{e(text)}</p>", prefix=prefix)
