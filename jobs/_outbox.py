@@ -283,15 +283,25 @@ class HookRunner:
             self._run(hook)
         return 0.0
 
-    def drain(self) -> None:
-        """Run every hook queued so far in the calling thread (at shutdown)."""
-        while True:
-            try:
-                hook = self._calls.get_nowait()
-            except queue.Empty:
-                return
-            if hook is not None:
-                self._run(hook)
+    def finish(self, timeout: float) -> bool:
+        """Let the hook thread run every hook queued so far, for up to ``timeout`` s; stop it.
+
+        At shutdown. Never in the calling thread: a hook that blocks (a hung HTTP call)
+        must not make ``stop()`` hang with it. Past ``timeout`` the hooks still queued are
+        dropped, with a warning, and the hook thread (a daemon) is left to its hook.
+        Returns whether every hook ran.
+        """
+        done = threading.Event()
+        self._calls.put(done.set)  # runs after every hook queued before it
+        finished = done.wait(timeout)
+        if not finished:
+            self._logger.warning(
+                "success/error hooks still running %.1f s into shutdown: the rest are "
+                "dropped and stop() returns without them",
+                timeout,
+            )
+        self.loop.stop(timeout=0.0)
+        return finished
 
     def _run(self, hook: Callable[[], object]) -> None:
         try:

@@ -57,6 +57,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("jobs.worker")
 
+#: How long `WorkerPool.stop` lets queued success/error hooks run before it returns.
+HOOKS_GRACE = 5.0
+
 #: Threads that abandoned handlers may hold on to beyond ``num_workers`` (a safety bound
 #: against a handler that hangs forever on every job, not a capacity limit).
 MAX_STUCK_HANDLERS = 10_000
@@ -221,8 +224,7 @@ class WorkerPool:
         self._watchdog.loop.stop(timeout=5)
         self._heartbeat.loop.stop(timeout=5)
         if self._hooks is not None:
-            self._hooks.loop.stop(timeout=5)
-            self._hooks.drain()
+            self._hooks.finish(HOOKS_GRACE)
         for served in self.queues:
             try:
                 served.forget_pool(self.id)

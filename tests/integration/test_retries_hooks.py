@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 import jobs
+from jobs import _pool
 from tests.helpers import wait_until
 from tests.integration._clients import make_client, wait_for_status
 
@@ -310,3 +311,29 @@ def test_oversized_metadata_is_refused_at_enqueue(redis_url: str) -> None:
         with pytest.raises(jobs.PayloadError, match=r"metadata is .* over max_payload_bytes"):
             client.enqueue("t", 1, jobs.JobConfig(metadata={"blob": "y" * 200}))
         assert client.stats().total_jobs == 0
+
+
+def test_a_hook_that_blocks_does_not_hang_stop(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(_pool, "HOOKS_GRACE", 0.5)
+    release = threading.Event()
+    entered = threading.Event()
+
+    def stuck(job: jobs.Job) -> None:
+        entered.set()
+        release.wait(30)  # a hung HTTP call, say
+
+    registry = jobs.Registry()
+    registry.register_func("t", lambda ctx, payload: payload)
+    try:
+        with make_client(redis_url, registry, success_handler=stuck) as client:
+            client.enqueue_many("t", [1, 2, 3])
+            assert entered.wait(10)
+            stopper = threading.Thread(target=client.stop)
+            stopper.start()
+            stopper.join(10)
+            assert not stopper.is_alive(), "stop() hung on a blocked hook"
+    finally:
+        release.set()
+    assert "success/error hooks still running" in caplog.text
