@@ -286,6 +286,10 @@ class RedisQueueConfig:
         failed_ttl: how long failed and cancelled jobs' records are kept.
         max_failed_jobs: at most this many failed (and, separately, cancelled) records
             are kept; the oldest are dropped first.
+        max_completed_jobs: at most about this many completed records are kept (the
+            oldest are dropped by the workers' heartbeats, up to `COMPLETED_TRIM` per
+            beat); 0 keeps every record for its ``completed_ttl``. At roughly 700 bytes
+            a record, the default 100,000 is about 70 MB.
         max_payload_bytes: the largest encoded payload `Client.enqueue` accepts, and the
             largest encoded ``JobConfig.metadata``.
         max_result_bytes: the largest encoded result stored; a handler returning more
@@ -313,6 +317,7 @@ class RedisQueueConfig:
         default=timedelta(days=7), converter=duration, validator=positive_duration
     )
     max_failed_jobs: int = attrs.field(default=10_000, validator=int_in_range(1))
+    max_completed_jobs: int = attrs.field(default=100_000, validator=int_in_range(0))
     max_payload_bytes: int = attrs.field(default=1 << 20, validator=int_in_range(1))
     max_result_bytes: int = attrs.field(default=1 << 20, validator=int_in_range(1))
     wait_for_replicas: int = attrs.field(default=0, validator=int_in_range(0))

@@ -58,6 +58,11 @@ REAP_BATCH = 500
 ENQUEUE_CHUNK = 1000
 #: enqueue.lua's letter for each declarable `JobConfig` setting.
 _LETTERS = {"priority": "p", "max_retries": "r", "timeout": "t", "retry_backoff": "b"}
+#: Completed records over `max_completed_jobs` deleted per reap (every heartbeat): a
+#: busy queue's excess goes at up to this many per beat, each beat a short script.
+COMPLETED_TRIM = 500
+#: About what one finished job's record costs Redis (measured: 680 bytes, small payload).
+RECORD_BYTES = 700
 #: Records read per round trip by `RedisQueue.get_many` (and so by waits on many jobs).
 GET_BATCH = 500
 #: Failed jobs retried per round trip by `RedisQueue.retry_failed`.
@@ -843,6 +848,21 @@ class RedisQueue:
         except (redis.RedisError, ValueError):
             logger.debug("cannot read maxmemory-policy at %s", self.address, exc_info=True)
             return
+        if maxmemory:
+            # Finished records at their count bounds, at about RECORD_BYTES each: what the
+            # retention settings alone may hold at a sustained rate.
+            kept = self.config.max_completed_jobs + 2 * self.config.max_failed_jobs
+            if not self.config.max_completed_jobs or kept * RECORD_BYTES > maxmemory:
+                logger.warning(
+                    "Redis at %s has maxmemory %d MB, and this queue's retention may keep "
+                    "%s finished records (about %d bytes each) under a sustained load: lower "
+                    "max_completed_jobs / completed_ttl, or raise maxmemory",
+                    self.address,
+                    maxmemory >> 20,
+                    f"{kept:,}" if self.config.max_completed_jobs else "unbounded",
+                    RECORD_BYTES,
+                    extra=extra,
+                )
         if maxmemory == 0 or policy == "noeviction":
             return
         if policy.startswith("volatile-"):
@@ -989,6 +1009,8 @@ class RedisQueue:
                 self.config.max_failed_jobs,
                 REAP_BATCH,
                 self._completed_ttl_ms if trim else "",
+                self.config.max_completed_jobs,
+                COMPLETED_TRIM,
             ),
         )
 

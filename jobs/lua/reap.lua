@@ -8,6 +8,7 @@
 -- ARGV[1] job key prefix   ARGV[2] max_lost   ARGV[3] failed_ttl_ms
 -- ARGV[4] max failed records kept   ARGV[5] max jobs reaped in this call
 -- ARGV[6] completed_ttl_ms, or '' not to trim the final indexes in this call
+-- ARGV[7] max completed records kept (0: no bound)   ARGV[8] most deleted in this call
 -- Returns {now_ms, requeued, failed, next_expiry_ms}: next_expiry_ms is the earliest
 -- remaining lease deadline (-1 if none), when the next reap could find something.
 --
@@ -54,6 +55,20 @@ if ARGV[6] ~= '' then
   redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', '(' .. int(now - completed_ttl))
   redis.call('ZREMRANGEBYSCORE', failed, '-inf', '(' .. int(now - ttl))
   redis.call('ZREMRANGEBYSCORE', KEYS[9], '-inf', '(' .. int(now - ttl))
+end
+
+-- Completed records are bounded by count here, a slice per call, rather than in
+-- finalize: that would cost every completion a ZCARD.
+local keep_completed = tonumber(ARGV[7])
+if keep_completed > 0 then
+  local excess = redis.call('ZCARD', KEYS[8]) - keep_completed
+  if excess > 0 then
+    local old = redis.call('ZRANGE', KEYS[8], 0, math.min(excess, tonumber(ARGV[8])) - 1)
+    for _, old_id in ipairs(old) do
+      redis.call('DEL', job_prefix .. old_id)
+    end
+    redis.call('ZREM', KEYS[8], unpack(old))
+  end
 end
 
 -- Also heals a lost wake-up (a pool took the marker and died before fetching).

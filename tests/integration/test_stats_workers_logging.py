@@ -359,3 +359,38 @@ def test_a_refused_config_get_is_not_an_error(
         client.queue.warn_if_evicting(logging.getLogger("jobs.worker"))
     found = [(rec.levelno, rec.getMessage()) for rec in _policy_records(caplog)]
     assert found == [(logging.DEBUG, f"cannot read maxmemory-policy at {client.queue.address}")]
+
+
+def test_completed_records_are_bounded_by_count(redis_url: str) -> None:
+    registry = jobs.Registry()
+    registry.register_func("t", lambda ctx, payload: payload)
+    options = {"max_completed_jobs": 5}
+    with make_client(redis_url, registry, queue_options=options) as client:
+        ids = client.enqueue_many("t", list(range(20)))
+        client.wait_all(ids, timeout=20)
+        r = client.queue.client
+        # Trimmed by the heartbeats' reap, oldest first, without touching the counters.
+        wait_until(lambda: r.zcard(client.queue.keys.completed) <= 5, timeout=10)
+        assert client.stats().completed_jobs == 20
+        kept = [i for i in ids if r.exists(client.queue.keys.job(i))]
+        assert len(kept) <= 5
+        assert kept == ids[-len(kept) :]
+
+
+def test_a_pool_says_when_retention_may_not_fit_in_maxmemory(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="jobs")
+    registry = jobs.Registry()
+    registry.register_func("t", lambda ctx, payload: None)
+    with make_client(redis_url, registry, start=False) as client:
+        r = client.queue.client
+        before = {k: str(v) for k, v in r.config_get("maxmemory*").items()}
+        r.config_set("maxmemory", str(32 << 20))  # 120,000 records of ~700 bytes do not fit
+        try:
+            client.start()
+            wait_for_status(client, client.enqueue("t", 1), jobs.JobStatus.COMPLETED)
+            wait_until(lambda: "retention may keep" in caplog.text, timeout=5)
+        finally:
+            r.config_set("maxmemory", before["maxmemory"])
+    assert "120,000 finished records" in caplog.text
