@@ -22,7 +22,7 @@ off and try again, producers get `RedisUnavailable`.
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import threading
 import time
 import weakref
@@ -43,6 +43,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 T = TypeVar("T")
+
+logger = logging.getLogger("jobs.cluster")
 
 #: Errors after which the slot map is stale: refresh it and try again. Not a timeout: a
 #: hung node would make each try wait a whole socket timeout.
@@ -67,6 +69,7 @@ MAX_PAUSE = 0.5
 MIN_REFRESH_INTERVAL = 0.1
 
 _refreshed: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+_refreshing: weakref.WeakKeyDictionary[Any, threading.Lock] = weakref.WeakKeyDictionary()
 _refresh_lock = threading.Lock()
 
 
@@ -94,7 +97,7 @@ def run_on_node(
     while True:
         tries += 1
         try:
-            return call(node_client(cluster, key))
+            return call(_node(cluster, key))
         except TOPOLOGY_ERRORS:
             pause = min(FIRST_PAUSE * 2 ** (tries - 1), MAX_PAUSE)
             if time.monotonic() + pause > deadline:
@@ -104,14 +107,39 @@ def run_on_node(
             time.sleep(pause)
 
 
+def _node(cluster: redis.cluster.RedisCluster, key: str) -> redis.Redis:
+    try:
+        return node_client(cluster, key)
+    except TOPOLOGY_ERRORS:
+        raise
+    except Exception as exc:
+        # The map is being rebuilt by another thread (older redis-py can then raise
+        # KeyError or RuntimeError from its lookups): like a stale map, try again.
+        raise RedisClusterException(f"no node for the slot yet: {exc!r}") from exc
+
+
 def refresh(cluster: redis.cluster.RedisCluster) -> None:
-    """Re-read the slot map now (at most every `MIN_REFRESH_INTERVAL` per client)."""
+    """Re-read the slot map now (at most every `MIN_REFRESH_INTERVAL` per client).
+
+    One thread at a time per client: before 8.x, redis-py's ``initialize`` is not safe to
+    run from two threads at once (seen: "dictionary changed size during iteration"). A
+    thread that finds a refresh under way does not wait for it: its next try uses the
+    map that refresh leaves.
+    """
     now = time.monotonic()
     with _refresh_lock:
         if now - _refreshed.get(cluster, -MIN_REFRESH_INTERVAL) < MIN_REFRESH_INTERVAL:
             return
         _refreshed[cluster] = now
+        running = _refreshing.setdefault(cluster, threading.Lock())
+    if not running.acquire(blocking=False):
+        return
     untyped: Any = cluster
-    # A refresh that reaches no node leaves the old map; the next try fails and asks again.
-    with contextlib.suppress(redis.RedisError, RedisClusterException):
+    try:
+        # A refresh that fails (reaches no node; or redis-py's own error) leaves the old
+        # map: the next try fails and asks again. It must never fail the caller's call.
         untyped.nodes_manager.initialize()
+    except Exception:
+        logger.debug("refreshing the cluster slot map failed", exc_info=True)
+    finally:
+        running.release()
