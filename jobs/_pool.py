@@ -52,6 +52,7 @@ from .redis_queue import RedisQueue, new_request_id
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from .client import Client
     from .config import WorkerPoolConfig
     from .registry import Registry
 
@@ -77,10 +78,18 @@ class WorkerPool:
 
     Built and driven by `Client.start` / `Client.stop`; usable on its own for tests.
     ``queue`` is the client's queue; ``config.queues`` may name others on its Redis.
+    ``client`` is the one handlers enqueue follow-up jobs with (`JobContext.enqueue`).
     """
 
-    def __init__(self, queue: RedisQueue, registry: Registry, config: WorkerPoolConfig) -> None:
+    def __init__(
+        self,
+        queue: RedisQueue,
+        registry: Registry,
+        config: WorkerPoolConfig,
+        client: Client | None = None,
+    ) -> None:
         self.queue = queue
+        self.client = client
         self.queues = _served_queues(queue, config)
         # Weights, when the queues are weighted (else strict order).
         self._weights = [w for _, w in config.queues] if any(w for _, w in config.queues) else None
@@ -323,7 +332,7 @@ class WorkerPool:
     def _run(self, attempt: Attempt) -> Outcome:
         """The attempt's outcome; an error around its handler (a bug) fails it too."""
         try:
-            return _attempt.run(attempt, self.registry)
+            return _attempt.run(attempt, self.registry, self.client)
         except BaseException as exc:
             logger.error(
                 "job %s: unexpected error around its handler, attempt failed: %s",

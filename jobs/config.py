@@ -296,6 +296,24 @@ def _pool_config(value: WorkerPoolConfig | None) -> WorkerPoolConfig:
     return WorkerPoolConfig() if value is None else value
 
 
+#: ``hook(job_type, config) -> config``: run by `Client.enqueue` before anything is
+#: written; returns the `JobConfig` to enqueue with (None: ``config`` unchanged).
+EnqueueHook = Callable[[str, JobConfig], JobConfig | None]
+
+
+def _hooks(value: object) -> tuple[EnqueueHook, ...]:
+    if callable(value):
+        return (cast("EnqueueHook", value),)
+    if isinstance(value, list | tuple):
+        return tuple(value)
+    return cast("tuple[EnqueueHook, ...]", value)  # the validator names the field
+
+
+def _all_callable(inst: object, field: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, tuple) or not all(callable(hook) for hook in value):
+        raise ConfigError(f"{field.name} must be a sequence of callables, got {value!r}")
+
+
 @attrs.frozen(kw_only=True)
 class ClientConfig:
     """What a `Client` works with: its queue, its handlers and its worker pool.
@@ -304,8 +322,15 @@ class ClientConfig:
         queue: the `RedisQueue` to enqueue to and work from.
         registry: the job handlers; a producer-only client needs none.
         worker_pool_config: how `Client.start` runs the pool.
+        before_enqueue: hooks ``hook(job_type, config) -> JobConfig | None`` run, in
+            order, by every `Client.enqueue` and `Client.enqueue_many` before anything is
+            written, each given the config the previous one returned (the caller's, or
+            `DefaultJobConfig`, first); None keeps it. Use them to add metadata (a
+            request id, a trace context) to every job. An exception a hook raises comes
+            out of the enqueue, and nothing is written. Cron fires do not run them.
 
     .. versionadded:: 1.0
+    .. versionchanged:: 1.2 ``before_enqueue``.
     """
 
     queue: RedisQueue = attrs.field(validator=_queue)
@@ -314,4 +339,7 @@ class ClientConfig:
         factory=WorkerPoolConfig,
         converter=_pool_config,
         validator=instance_of(WorkerPoolConfig),
+    )
+    before_enqueue: tuple[EnqueueHook, ...] = attrs.field(
+        default=(), converter=_hooks, validator=_all_callable
     )
