@@ -1,4 +1,4 @@
-"""The wheel ships what the package needs at run time: its Lua scripts and ``py.typed``."""
+"""The wheel ships what the package needs at run time: Lua scripts, ``py.typed``, entry points."""
 
 from __future__ import annotations
 
@@ -38,3 +38,7 @@ def test_the_wheel_holds_the_lua_scripts_and_py_typed(tmp_path: Path) -> None:
     assert {f"jobs/lua/{name}" for name in scripts} <= names
     assert "jobs/py.typed" in names
     assert not any(name.startswith("tests/") for name in names)
+    # pytest finds the jobs.testing plugin through this entry point.
+    (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+    text = zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "[pytest11]\njobs = jobs.testing.plugin" in text, text
