@@ -7,7 +7,6 @@ the package is installed (tox), else with ``-p jobs.testing.plugin``.
 
 from __future__ import annotations
 
-import importlib.metadata
 import textwrap
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -17,6 +16,7 @@ import pytest
 
 import jobs
 from jobs import testing
+from tests.helpers import plugin_args
 from tests.integration._clients import unique_name
 
 if TYPE_CHECKING:
@@ -294,14 +294,6 @@ USER_TESTS = """
         assert jobs_redis_url.startswith("redis://127.0.0.1:")
         assert jobs_redis_server.port != 6379
 """
-
-
-def plugin_args() -> list[str]:
-    """``-p jobs.testing.plugin`` unless pytest loads it by its entry point already."""
-    installed = {
-        ep.value for ep in importlib.metadata.entry_points(group="pytest11") if ep.name == "jobs"
-    }
-    return [] if "jobs.testing.plugin" in installed else ["-p", "jobs.testing.plugin"]
 
 
 @pytest.mark.timeout(120)
