@@ -109,6 +109,10 @@ class WorkerPool:
         self._accepting = False
         self._slots_open = False
         self._stop_deadline = float("inf")  # monotonic; when stop() stops waiting for jobs
+        # Attempts stop() cancelled whose handlers have not returned yet, and until when
+        # (monotonic) stop() waits for them (`WorkerPoolConfig.shutdown_grace`).
+        self._interrupted: set[Attempt] = set()
+        self._grace_deadline = float("inf")
         self._executor: ThreadPoolExecutor | None = None
 
         self._need_fetch = True
@@ -217,11 +221,17 @@ class WorkerPool:
                 attempt.state = State.ABANDONED
                 self._stuck += 1
                 self._held.pop(attempt.key, None)
+            self._interrupted.update(interrupted)
+            self._grace_deadline = min(
+                self._grace_deadline,
+                time.monotonic() + self.config.shutdown_grace.total_seconds(),
+            )
             self._slots_open = False
             self._work.notify_all()
         for attempt in interrupted:
             attempt.token.cancel(CancelReason.SHUTDOWN)
         self._hand_back(interrupted)
+        self._await_interrupted()
 
         # Outcomes still being written keep their leases alive through the heartbeat.
         self._outbox.drain(self._lease_s)
@@ -249,11 +259,40 @@ class WorkerPool:
     def hurry(self, shutdown_timeout: float = 0.0) -> None:
         """Make a `stop` in progress (in another thread) wait at most this much longer.
 
-        For a second Ctrl-C: running jobs are cancelled and returned to the queue now.
+        For a second Ctrl-C: running jobs are cancelled and returned to the queue now,
+        and the grace for cancelled handlers is cut to the same bound.
         """
         with self._lock:
-            self._stop_deadline = min(self._stop_deadline, time.monotonic() + shutdown_timeout)
+            until = time.monotonic() + shutdown_timeout
+            self._stop_deadline = min(self._stop_deadline, until)
+            self._grace_deadline = min(self._grace_deadline, until)
             self._slot_free.notify_all()
+
+    def _await_interrupted(self) -> None:
+        """Wait, up to the grace, until the handlers `stop` cancelled have returned.
+
+        A service tears down what its handlers use once ``stop()`` returns; a handler
+        still running its cleanup then would race that teardown.
+        """
+        with self._lock:
+            while self._interrupted and (left := self._grace_deadline - time.monotonic()) > 0:
+                self._slot_free.wait(left)
+            still = len(self._interrupted)
+            self._interrupted.clear()
+        if still:
+            logger.warning(
+                "%d handler(s) cancelled at shutdown still running after the %g s grace "
+                "(ignoring ctx.cancelled?); stop() returns without them",
+                still,
+                self.config.shutdown_grace.total_seconds(),
+                extra=self._extra,
+            )
+
+    def _returned(self, attempt: Attempt) -> None:
+        """An abandoned attempt's handler returned (the lock is held)."""
+        if attempt in self._interrupted:
+            self._interrupted.discard(attempt)
+            self._slot_free.notify_all()  # stop() may be waiting for it
 
     @property
     def in_flight(self) -> int:
@@ -303,12 +342,14 @@ class WorkerPool:
                     with self._lock:
                         if attempt.state is State.ABANDONED:
                             self._stuck -= 1  # this thread leaves; its replacement runs
+                            self._returned(attempt)
                             return
                     continue
                 outcome = self._run(attempt)
                 with self._lock:
                     if attempt.state is State.ABANDONED:
                         self._stuck -= 1  # this thread leaves; its replacement already runs
+                        self._returned(attempt)
                         logger.debug(
                             "late outcome of an abandoned attempt discarded",
                             extra=attempt.log_extra(),
@@ -357,6 +398,7 @@ class WorkerPool:
         if attempt is None:
             return
         with self._lock:
+            self._returned(attempt)
             if attempt.state not in (State.QUEUED, State.RUNNING):
                 return
             self._running.discard(attempt)

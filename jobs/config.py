@@ -185,6 +185,10 @@ class WorkerPoolConfig:
             idle pool at once.
         shutdown_timeout: seconds `Client.stop` waits for running jobs before cancelling
             them with SHUTDOWN and returning them to the queue.
+        shutdown_grace: seconds `Client.stop` then waits for the handlers it cancelled to
+            return (their cleanup: a rollback, closing a file), so that it does not
+            return while they still run; a handler that ignores its token is left
+            running after that. A second ``stop(timeout=0)`` cuts it short.
         queues: the queues this pool serves, by name, on the client's Redis and prefix:
             a list is served in strict order (a job of an earlier queue always goes
             first), a mapping ``{name: weight}`` in proportion to the weights. Empty
@@ -197,6 +201,7 @@ class WorkerPoolConfig:
         success_handler: ``f(job)`` after each completed job, once it is recorded.
 
     .. versionadded:: 1.0
+    .. versionchanged:: 1.2 ``shutdown_grace``.
     """
 
     num_workers: int = attrs.field(default=10, validator=int_in_range(1))
@@ -208,6 +213,9 @@ class WorkerPoolConfig:
     )
     shutdown_timeout: timedelta = attrs.field(
         default=timedelta(seconds=30), converter=duration, validator=non_negative_duration
+    )
+    shutdown_grace: timedelta = attrs.field(
+        default=timedelta(seconds=5), converter=duration, validator=non_negative_duration
     )
     queues: tuple[tuple[str, int], ...] = attrs.field(
         default=(), converter=_queue_spec, validator=_queue_spec_valid
