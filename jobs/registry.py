@@ -132,12 +132,13 @@ class Registry:
         for each in middleware:
             self.add_middleware(each)
 
-    def add_middleware(self, middleware: M) -> M:
+    def add_middleware(self, middleware: M, *, outermost: bool = False) -> M:
         """Run ``middleware(ctx, call_next)`` around every handler; returns it (a decorator).
 
         Middleware added first is outermost: with ``a`` then ``b`` added, an attempt runs
         ``a``'s code before ``call_next()``, then ``b``'s, then the handler, then ``b``'s
-        code after ``call_next()``, then ``a``'s. ``call_next()`` takes no arguments and
+        code after ``call_next()``, then ``a``'s (``outermost=True`` puts it ahead of
+        every middleware added before). ``call_next()`` takes no arguments and
         returns the handler's result (or raises its exception); what the middleware
         returns is the attempt's result, and an exception it raises fails the attempt
         exactly as the handler's would (`PermanentError`: at once, anything else:
@@ -158,7 +159,10 @@ class Registry:
         """
         if not callable(middleware):
             raise ConfigError(f"middleware must be callable, got {middleware!r}")
-        self._middleware = (*self._middleware, middleware)
+        if outermost:
+            self._middleware = (middleware, *self._middleware)
+        else:
+            self._middleware = (*self._middleware, middleware)
         return middleware
 
     @property
