@@ -9,8 +9,7 @@ database; a SQLite file in the instance folder by default).
 
     $ flask --app app jobs worker          # in one terminal
     $ flask --app app run                  # in another
-    $ curl -X POST localhost:5000/signup -H 'content-type: application/json' \\
-        -d '{"email": "ada@example.com"}'
+    $ curl -X POST localhost:5000/signup --json '{"email": "ada@example.com"}'
 """
 
 from __future__ import annotations
