@@ -129,7 +129,8 @@ def drain(
     Each job is leased, run (handler inside the registry's middleware, with a
     `JobContext` whose `JobContext.enqueue` enqueues with ``client``) and its outcome
     written, exactly as a worker pool would; the pool's ``success_handler`` and
-    ``error_handler`` (``client``'s `WorkerPoolConfig`) are called here, in order. A job
+    ``error_handler`` (``client``'s `WorkerPoolConfig`) are called here, in order (an
+    exception they raise comes out of ``drain``, where a pool would log it). A job
     that a handler enqueues runs in the same drain. When nothing is due but jobs are
     scheduled (a delay, a retry backoff), the clock moves ahead to the earliest one
     (`advance`) and the drain goes on.
