@@ -214,10 +214,12 @@ def test_enqueue_after_commit_drops_the_jobs_of_a_closed_session(example: Module
         bare_app.extensions["jobs"].queue.close()
 
 
-def _start(argv: list[str], env: dict[str, str], log: Path, ready: str) -> subprocess.Popen[bytes]:
+def _start(
+    argv: list[str], env: dict[str, str], log: Path, ready: str, cwd: Path = EXAMPLE
+) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            argv, cwd=EXAMPLE, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out
+            argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out
         )
     try:
         wait_until(
@@ -300,6 +302,65 @@ def test_the_example_under_waitress_with_a_flask_jobs_worker(
     finally:
         for proc in (worker, server):
             if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        queue.close()
+
+
+CRON_APP = """
+import os
+
+import flask
+
+import jobs
+from jobs.contrib.flask import Jobs
+
+app = flask.Flask(__name__)
+app.config.update(JOBS_REDIS_URL=os.environ["REDIS_URL"], JOBS_QUEUE=os.environ["JOBS_QUEUE"])
+background = Jobs(app)
+background.schedule(jobs.CronJob(id="tick", schedule=jobs.Every(1), job_type="tick"))
+
+
+@background.job("tick")
+def tick(ctx, payload):
+    return flask.current_app.name
+"""
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("how", ["scheduler", "worker --scheduler"])
+def test_flask_jobs_scheduler_fires_the_cron_jobs(
+    how: str, example_env: dict[str, str], tmp_path: Path
+) -> None:
+    (tmp_path / "cronapp.py").write_text(CRON_APP)
+    flask_jobs = [sys.executable, "-m", "flask", "--app", "cronapp", "jobs"]
+    procs = [
+        _start(
+            [*flask_jobs, *how.split()], example_env, tmp_path / "a.log", " running (pid ", tmp_path
+        )
+    ]
+    queue = jobs.RedisQueue.from_url(example_env["REDIS_URL"], name=example_env["JOBS_QUEUE"])
+    try:
+        if how == "scheduler":
+            procs.append(
+                _start(
+                    [*flask_jobs, "worker"],
+                    example_env,
+                    tmp_path / "b.log",
+                    " running (pid ",
+                    tmp_path,
+                )
+            )
+        client = jobs.Client(jobs.ClientConfig(queue=queue))
+        done = wait_until(lambda: client.list_jobs(jobs.JobStatus.COMPLETED, limit=1), timeout=20)
+        assert done[0].id.startswith("cron:tick:")
+        assert done[0].result == "cronapp"
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
                 proc.kill()
                 proc.wait()
         queue.close()
