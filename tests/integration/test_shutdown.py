@@ -464,3 +464,24 @@ def test_a_service_embeds_a_pool_from_its_own_threads_without_signal_handlers(
         assert not client.running
     assert seen == ["x"]
     assert {s: signal.getsignal(s) for s in handlers} == handlers
+
+
+def test_a_second_stop_cuts_the_grace_short(redis_url: str) -> None:
+    # The second Ctrl-C of `python -m jobs worker`: stop(timeout=0) from another thread.
+    with Gate() as gate:
+        registry = jobs.Registry()
+        registry.register_func("t", gate)
+        with make_client(redis_url, registry, shutdown_timeout=0.1, shutdown_grace=60) as client:
+            client.enqueue("t", 1)
+            assert gate.entered.wait(5)
+            stopper = threading.Thread(target=client.stop, name="test-stopper")
+            stopper.start()
+            try:
+                # stop() has cancelled the handler and now waits out the grace for it.
+                wait_until(lambda: gate.contexts[0].cancelled, timeout=5)
+                client.stop(timeout=0)
+                stopper.join(10)
+                assert not stopper.is_alive()
+            finally:
+                gate.release.set()
+                stopper.join(10)
