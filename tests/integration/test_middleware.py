@@ -72,7 +72,7 @@ def test_middleware_runs_around_the_handler_outermost_first(
 
     assert registry.middleware == (outer, inner)
     first = registry.add_middleware(lambda ctx, call_next: call_next(), outermost=True)
-    assert registry.middleware == (first, outer, inner)
+    assert list(registry.middleware) == [first, outer, inner]
     client = client_for(registry)
     job_id = client.enqueue("work", 21)
     with client:
