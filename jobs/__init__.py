@@ -17,6 +17,7 @@ from .config import (
     ClientConfig,
     DefaultJobConfig,
     DefaultWorkerPoolConfig,
+    EnqueueHook,
     JobConfig,
     RedisQueueConfig,
     WorkerPoolConfig,
@@ -48,7 +49,7 @@ from .handle import JobHandle
 # Jobs and statistics
 from .job import Job, JobStatus, MinuteCounts, QueueHistory, QueueStats, WorkerInfo
 from .redis_queue import RedisQueue
-from .registry import Registry
+from .registry import Middleware, Registry
 from .scheduler import Scheduler
 from .schedules import (
     FRIDAY,
@@ -87,6 +88,7 @@ __all__ = [
     "Daily",
     "DefaultJobConfig",
     "DefaultWorkerPoolConfig",
+    "EnqueueHook",
     "Every",
     "ExplicitBackoff",
     "ExponentialBackoff",
@@ -102,6 +104,7 @@ __all__ = [
     "JobsError",
     "LeaseLost",
     "LinearBackoff",
+    "Middleware",
     "MinuteCounts",
     "Monthly",
     "NoBackoff",

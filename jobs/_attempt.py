@@ -23,6 +23,7 @@ from .errors import ConfigError, PayloadError, PermanentError, UnknownJobType
 from .job import Job, JobStatus
 
 if TYPE_CHECKING:
+    from .client import Client
     from .redis_queue import RedisQueue
     from .registry import Registry
 
@@ -213,11 +214,15 @@ def unwritable(attempt: Attempt, outcome: Outcome, exc: BaseException) -> Failed
     )
 
 
-def run(attempt: Attempt, registry: Registry) -> Outcome:
+def run(attempt: Attempt, registry: Registry, client: Client | None = None) -> Outcome:
     """Run the attempt's handler in this thread and return what to record.
 
-    Every error becomes a failed outcome: in the handler (retried by policy), building
-    its payload (permanent: the same payload never fits), or encoding its result.
+    ``client`` is the one whose pool runs it (`JobContext.enqueue` enqueues with it).
+
+    The handler runs inside the registry's middleware (`Registry.add_middleware`).
+    Every error becomes a failed outcome: in the handler or a middleware (retried by
+    policy, or not for `PermanentError`), building its payload (permanent: the same
+    payload never fits), or encoding its result.
     """
     job = attempt.job
     if job is None:
@@ -233,9 +238,9 @@ def run(attempt: Attempt, registry: Registry) -> Outcome:
     except BaseException as exc:  # a PayloadError, or whatever the payload class raised
         return fail(attempt, exc, permanent=True)  # the same payload will never fit
     attempt.started = time.monotonic()
-    ctx = JobContext(job, attempt.token, job_logger, attempt.report_progress)
+    ctx = JobContext(job, attempt.token, job_logger, client, report=attempt.report_progress)
     try:
-        value = handler.func(ctx, payload)
+        value = registry.call(handler, ctx, payload)
     except PermanentError as exc:
         return fail(attempt, exc, permanent=True)
     except BaseException as exc:  # a handler's SystemExit must not kill the slot either

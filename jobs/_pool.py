@@ -52,6 +52,7 @@ from .redis_queue import RedisQueue, new_request_id
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from .client import Client
     from .config import WorkerPoolConfig
     from .registry import Registry
 
@@ -80,10 +81,18 @@ class WorkerPool:
 
     Built and driven by `Client.start` / `Client.stop`; usable on its own for tests.
     ``queue`` is the client's queue; ``config.queues`` may name others on its Redis.
+    ``client`` is the one handlers enqueue follow-up jobs with (`JobContext.enqueue`).
     """
 
-    def __init__(self, queue: RedisQueue, registry: Registry, config: WorkerPoolConfig) -> None:
+    def __init__(
+        self,
+        queue: RedisQueue,
+        registry: Registry,
+        config: WorkerPoolConfig,
+        client: Client | None = None,
+    ) -> None:
         self.queue = queue
+        self.client = client
         self.queues = _served_queues(queue, config)
         # Weights, when the queues are weighted (else strict order).
         self._weights = [w for _, w in config.queues] if any(w for _, w in config.queues) else None
@@ -103,6 +112,10 @@ class WorkerPool:
         self._accepting = False
         self._slots_open = False
         self._stop_deadline = float("inf")  # monotonic; when stop() stops waiting for jobs
+        # Attempts stop() cancelled whose handlers have not returned yet, and until when
+        # (monotonic) stop() waits for them (`WorkerPoolConfig.shutdown_grace`).
+        self._interrupted: set[Attempt] = set()
+        self._grace_deadline = float("inf")
         self._executor: ThreadPoolExecutor | None = None
 
         self._need_fetch = True
@@ -212,11 +225,17 @@ class WorkerPool:
                 attempt.state = State.ABANDONED
                 self._stuck += 1
                 self._held.pop(attempt.key, None)
+            self._interrupted.update(interrupted)
+            self._grace_deadline = min(
+                self._grace_deadline,
+                time.monotonic() + self.config.shutdown_grace.total_seconds(),
+            )
             self._slots_open = False
             self._work.notify_all()
         for attempt in interrupted:
             attempt.token.cancel(CancelReason.SHUTDOWN)
         self._hand_back(interrupted)
+        self._await_interrupted()
 
         # Outcomes still being written keep their leases alive through the heartbeat.
         self._outbox.drain(self._lease_s)
@@ -243,11 +262,40 @@ class WorkerPool:
     def hurry(self, shutdown_timeout: float = 0.0) -> None:
         """Make a `stop` in progress (in another thread) wait at most this much longer.
 
-        For a second Ctrl-C: running jobs are cancelled and returned to the queue now.
+        For a second Ctrl-C: running jobs are cancelled and returned to the queue now,
+        and the grace for cancelled handlers is cut to the same bound.
         """
         with self._lock:
-            self._stop_deadline = min(self._stop_deadline, time.monotonic() + shutdown_timeout)
+            until = time.monotonic() + shutdown_timeout
+            self._stop_deadline = min(self._stop_deadline, until)
+            self._grace_deadline = min(self._grace_deadline, until)
             self._slot_free.notify_all()
+
+    def _await_interrupted(self) -> None:
+        """Wait, up to the grace, until the handlers `stop` cancelled have returned.
+
+        A service tears down what its handlers use once ``stop()`` returns; a handler
+        still running its cleanup then would race that teardown.
+        """
+        with self._lock:
+            while self._interrupted and (left := self._grace_deadline - time.monotonic()) > 0:
+                self._slot_free.wait(left)
+            still = len(self._interrupted)
+            self._interrupted.clear()
+        if still:
+            logger.warning(
+                "%d handler(s) cancelled at shutdown still running after the %g s grace "
+                "(ignoring ctx.cancelled?); stop() returns without them",
+                still,
+                self.config.shutdown_grace.total_seconds(),
+                extra=self._extra,
+            )
+
+    def _returned(self, attempt: Attempt) -> None:
+        """An abandoned attempt's handler returned (the lock is held)."""
+        if attempt in self._interrupted:
+            self._interrupted.discard(attempt)
+            self._slot_free.notify_all()  # stop() may be waiting for it
 
     @property
     def in_flight(self) -> int:
@@ -297,12 +345,14 @@ class WorkerPool:
                     with self._lock:
                         if attempt.state is State.ABANDONED:
                             self._stuck -= 1  # this thread leaves; its replacement runs
+                            self._returned(attempt)
                             return
                     continue
                 outcome = self._run(attempt)
                 with self._lock:
                     if attempt.state is State.ABANDONED:
                         self._stuck -= 1  # this thread leaves; its replacement already runs
+                        self._returned(attempt)
                         logger.debug(
                             "late outcome of an abandoned attempt discarded",
                             extra=attempt.log_extra(),
@@ -326,7 +376,7 @@ class WorkerPool:
     def _run(self, attempt: Attempt) -> Outcome:
         """The attempt's outcome; an error around its handler (a bug) fails it too."""
         try:
-            return _attempt.run(attempt, self.registry)
+            return _attempt.run(attempt, self.registry, self.client)
         except BaseException as exc:
             logger.error(
                 "job %s: unexpected error around its handler, attempt failed: %s",
@@ -351,6 +401,7 @@ class WorkerPool:
         if attempt is None:
             return
         with self._lock:
+            self._returned(attempt)
             if attempt.state not in (State.QUEUED, State.RUNNING):
                 return
             self._running.discard(attempt)

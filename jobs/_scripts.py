@@ -176,6 +176,7 @@ class Scripts:
         self.retry = Script("retry")
         self.purge = Script("purge")
         self.cron_fire = Script("cron_fire")
+        self.advance = Script("advance")  # jobs.testing only
 
     def all(self) -> list[Script]:
         """Every script."""

@@ -111,7 +111,7 @@ class Client:
         Each id is a `JobHandle` (typed ``str``, so that a ``list[str]`` takes the list).
 
         Every payload is checked before anything is written: one invalid payload and no
-        job is enqueued.
+        job is enqueued. The ``before_enqueue`` hooks (`ClientConfig`) run once per call.
 
         Raises:
             PayloadError: a payload is not JSON or too large (nothing is written).
@@ -125,6 +125,16 @@ class Client:
             config = _DEFAULT_CONFIG
         elif not isinstance(config, JobConfig):
             raise ConfigError(f"config must be a JobConfig, got {type(config).__name__}")
+        for hook in self.config.before_enqueue:
+            changed = hook(job_type, config)
+            if changed is None:
+                continue
+            if not isinstance(changed, JobConfig):
+                raise ConfigError(
+                    f"before_enqueue hook {hook!r} returned {type(changed).__name__}, "
+                    "not a JobConfig (or None)"
+                )
+            config = changed
         limit = self.queue.config.max_payload_bytes
         if config.metadata:
             size = len(_codec.dumps(dict(config.metadata), "metadata"))
@@ -345,7 +355,7 @@ class Client:
             if self._pool is not None:
                 return
             self._pool = WorkerPool(
-                self.queue, self.config.registry, self.config.worker_pool_config
+                self.queue, self.config.registry, self.config.worker_pool_config, self
             )
             self._pool.start()
 

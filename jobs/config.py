@@ -221,6 +221,10 @@ class WorkerPoolConfig:
             idle pool at once.
         shutdown_timeout: seconds `Client.stop` waits for running jobs before cancelling
             them with SHUTDOWN and returning them to the queue.
+        shutdown_grace: seconds `Client.stop` then waits for the handlers it cancelled to
+            return (their cleanup: a rollback, closing a file), so that it does not
+            return while they still run; a handler that ignores its token is left
+            running after that. A second ``stop(timeout=0)`` cuts it short.
         queues: the queues this pool serves, by name, on the client's Redis and prefix:
             a list is served in strict order (a job of an earlier queue always goes
             first), a mapping ``{name: weight}`` in proportion to the weights. Empty
@@ -233,6 +237,7 @@ class WorkerPoolConfig:
         success_handler: ``f(job)`` after each completed job, once it is recorded.
 
     .. versionadded:: 1.0
+    .. versionchanged:: 1.2 ``shutdown_grace``.
     """
 
     num_workers: int = attrs.field(default=10, validator=int_in_range(1))
@@ -244,6 +249,9 @@ class WorkerPoolConfig:
     )
     shutdown_timeout: timedelta = attrs.field(
         default=timedelta(seconds=30), converter=duration, validator=non_negative_duration
+    )
+    shutdown_grace: timedelta = attrs.field(
+        default=timedelta(seconds=5), converter=duration, validator=non_negative_duration
     )
     queues: tuple[tuple[str, int], ...] = attrs.field(
         default=(), converter=_queue_spec, validator=_queue_spec_valid
@@ -342,6 +350,24 @@ def _pool_config(value: WorkerPoolConfig | None) -> WorkerPoolConfig:
     return WorkerPoolConfig() if value is None else value
 
 
+#: ``hook(job_type, config) -> config``: run by `Client.enqueue` before anything is
+#: written; returns the `JobConfig` to enqueue with (None: ``config`` unchanged).
+EnqueueHook = Callable[[str, JobConfig], JobConfig | None]
+
+
+def _hooks(value: object) -> tuple[EnqueueHook, ...]:
+    if callable(value):
+        return (cast("EnqueueHook", value),)
+    if isinstance(value, list | tuple):
+        return tuple(value)
+    return cast("tuple[EnqueueHook, ...]", value)  # the validator names the field
+
+
+def _all_callable(inst: object, field: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, tuple) or not all(callable(hook) for hook in value):
+        raise ConfigError(f"{field.name} must be a sequence of callables, got {value!r}")
+
+
 @attrs.frozen(kw_only=True)
 class ClientConfig:
     """What a `Client` works with: its queue, its handlers and its worker pool.
@@ -355,8 +381,15 @@ class ClientConfig:
             one that no worker pool of the queue declared (pools publish their registry's
             types as they start). Off by default: a queue may carry types another fleet
             handles.
+        before_enqueue: hooks ``hook(job_type, config) -> JobConfig | None`` run, in
+            order, by every `Client.enqueue` and `Client.enqueue_many` before anything is
+            written, each given the config the previous one returned (the caller's, or
+            `DefaultJobConfig`, first); None keeps it. Use them to add metadata (a
+            request id, a trace context) to every job. An exception a hook raises comes
+            out of the enqueue, and nothing is written. Cron fires do not run them.
 
     .. versionadded:: 1.0
+    .. versionchanged:: 1.2 ``before_enqueue``.
     """
 
     queue: RedisQueue = attrs.field(validator=_queue)
@@ -367,3 +400,6 @@ class ClientConfig:
         validator=instance_of(WorkerPoolConfig),
     )
     strict_types: bool = attrs.field(default=False, validator=instance_of(bool))
+    before_enqueue: tuple[EnqueueHook, ...] = attrs.field(
+        default=(), converter=_hooks, validator=_all_callable
+    )

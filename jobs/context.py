@@ -14,14 +14,18 @@ import threading
 from typing import TYPE_CHECKING
 
 from ._validators import to_seconds
-from .errors import JobCancelled, JobTimeout, LeaseLost, WorkerShutdown
+from .errors import ConfigError, JobCancelled, JobTimeout, LeaseLost, WorkerShutdown
 from .log import JobLoggerAdapter
 
 if TYPE_CHECKING:
     import logging
     from collections.abc import Callable
     from datetime import timedelta
+    from typing import Any
 
+    from .client import Client
+    from .config import JobConfig
+    from .handle import JobHandle
     from .job import Job
 
 
@@ -113,19 +117,21 @@ class JobContext:
     .. versionadded:: 1.0
     """
 
-    __slots__ = ("_logger", "_report", "_token", "job")
+    __slots__ = ("_client", "_logger", "_report", "_token", "job")
 
     def __init__(
         self,
         job: Job,
         token: CancellationToken,
         logger: logging.Logger,
+        client: Client | None = None,
         report: Callable[[float, str | None], None] | None = None,
     ) -> None:
         #: The job as leased; ``job.attempts`` is this attempt's number (1-based).
         self.job = job
         self._token = token
         self._logger = logger
+        self._client = client
         self._report = report
 
     def progress(self, fraction: float, message: str | None = None) -> None:
@@ -146,6 +152,26 @@ class JobContext:
             raise ValueError(f"progress message must be a str or None, got {message!r}")
         if self._report is not None:
             self._report(float(fraction), message)
+
+    @property
+    def client(self) -> Client | None:
+        """The `Client` whose worker pool runs this attempt (None in a bare context)."""
+        return self._client
+
+    def enqueue(
+        self, job_type: str, payload: Any = None, config: JobConfig | None = None
+    ) -> JobHandle:
+        """Enqueue a follow-up job with the client that runs this one (`Client.enqueue`).
+
+        It goes to that client's queue, through its ``before_enqueue`` hooks: in a test,
+        the queue the test drains (`jobs.testing`).
+
+        Raises:
+            ConfigError: this context belongs to no client (built by hand).
+        """
+        if self._client is None:
+            raise ConfigError("this JobContext has no client to enqueue with")
+        return self._client.enqueue(job_type, payload, config)
 
     @property
     def cancelled(self) -> bool:

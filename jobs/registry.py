@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
@@ -22,7 +22,11 @@ if TYPE_CHECKING:
     from .backoff import Backoff
 
 Handler = Callable[[JobContext, Any], Any]
+#: ``middleware(ctx, call_next) -> result``: runs around a handler; ``call_next()`` runs
+#: the next middleware, the last one the handler, and returns its result.
+Middleware = Callable[[JobContext, Callable[[], Any]], Any]
 H = TypeVar("H", bound=Callable[..., Any])
+M = TypeVar("M", bound=Middleware)
 
 
 def structure(cls: type, value: Any) -> Any:
@@ -101,11 +105,75 @@ class Registry:
     (it is stored on the job); raising fails the attempt (retried by policy) and raising
     `PermanentError` fails the job at once. Registering a name again replaces its handler.
 
+    Middleware runs around every handler of the registry (see `add_middleware`).
+
+    Args:
+        middleware: the first middleware, outermost first (`add_middleware` adds more).
+
     .. versionadded:: 1.0
+    .. versionchanged:: 1.2 ``middleware``.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, middleware: Iterable[Middleware] = ()) -> None:
         self._handlers: dict[str, RegisteredHandler] = {}
+        self._middleware: tuple[Middleware, ...] = ()
+        for each in middleware:
+            self.add_middleware(each)
+
+    def add_middleware(self, middleware: M, *, outermost: bool = False) -> M:
+        """Run ``middleware(ctx, call_next)`` around every handler; returns it (a decorator).
+
+        Middleware added first is outermost: with ``a`` then ``b`` added, an attempt runs
+        ``a``'s code before ``call_next()``, then ``b``'s, then the handler, then ``b``'s
+        code after ``call_next()``, then ``a``'s (``outermost=True`` puts it ahead of
+        every middleware added before). ``call_next()`` takes no arguments and
+        returns the handler's result (or raises its exception); what the middleware
+        returns is the attempt's result, and an exception it raises fails the attempt
+        exactly as the handler's would (`PermanentError`: at once, anything else:
+        retried by policy). A middleware that does not call ``call_next()`` skips the
+        handler. The job is ``ctx.job`` (its raw payload ``ctx.job.payload``).
+
+        Middleware runs in the handler's thread, once the handler is found and its
+        payload built; the pool's success and error handlers see the outcome it shaped.
+        A context manager is wrapped in one line::
+
+            @registry.add_middleware
+            def in_transaction(ctx, call_next):
+                with database.transaction():
+                    return call_next()
+
+        Raises:
+            ConfigError: ``middleware`` is not callable.
+        """
+        if not callable(middleware):
+            raise ConfigError(f"middleware must be callable, got {middleware!r}")
+        if outermost:
+            self._middleware = (middleware, *self._middleware)
+        else:
+            self._middleware = (*self._middleware, middleware)
+        return middleware
+
+    @property
+    def middleware(self) -> tuple[Middleware, ...]:
+        """The middleware, outermost first."""
+        return self._middleware
+
+    def call(self, handler: RegisteredHandler, ctx: JobContext, payload: Any) -> Any:
+        """Run ``handler`` with ``payload`` inside every middleware; its result.
+
+        Raises:
+            Exception: whatever the handler or a middleware raised.
+        """
+        chain = self._middleware
+        if not chain:
+            return handler.func(ctx, payload)
+
+        def step(index: int) -> Any:
+            if index == len(chain):
+                return handler.func(ctx, payload)
+            return chain[index](ctx, lambda: step(index + 1))
+
+        return step(0)
 
     def register(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import socket
 import time
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -57,3 +58,15 @@ def checkout_connection(pool: Any) -> Any:
         return pool.get_connection()
     except TypeError:
         return pool.get_connection("PING")
+
+
+def plugin_args() -> list[str]:
+    """pytest arguments that load jobs.testing's plugin, unless its entry point does.
+
+    Installed (tox installs the wheel), pytest loads it by its ``pytest11`` entry point,
+    and a ``-p`` for it too would register it twice; from a checkout it needs the ``-p``.
+    """
+    installed = {
+        ep.value for ep in importlib.metadata.entry_points(group="pytest11") if ep.name == "jobs"
+    }
+    return [] if "jobs.testing.plugin" in installed else ["-p", "jobs.testing.plugin"]

@@ -25,6 +25,8 @@ FAST_POOL: dict[str, Any] = {
     "lease": 1,
     "poll_interval": 0.1,
     "shutdown_timeout": 2,
+    # A handler a test leaves blocked (ignoring its token) holds stop() this long.
+    "shutdown_grace": 0.5,
 }
 
 

@@ -1,4 +1,5 @@
-"""The wheel ships what the package needs at run time: Lua scripts, assets, ``py.typed``."""
+"""The wheel ships what the package needs at run time: Lua scripts, assets, ``py.typed``,
+entry points."""
 
 from __future__ import annotations
 
@@ -40,3 +41,7 @@ def test_the_wheel_holds_the_lua_scripts_and_py_typed(tmp_path: Path) -> None:
     # The dashboard's assets: it loads nothing from anywhere else.
     assert {"jobs/dashboard/static/style.css", "jobs/dashboard/static/app.js"} <= names
     assert not any(name.startswith("tests/") for name in names)
+    # pytest finds the jobs.testing plugin through this entry point.
+    (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+    text = zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "[pytest11]\njobs = jobs.testing.plugin" in text, text

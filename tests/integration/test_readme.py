@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 import jobs
-from tests.helpers import wait_until
+from tests.helpers import plugin_args, wait_until
 from tests.unit.test_readme import JOB_ID, Block, blocks
 
 if TYPE_CHECKING:
@@ -67,6 +67,8 @@ def test_python_example(
     script = workdir / f"example_{block.line}.py"
     script.write_text(block.code)
     command = [sys.executable, str(script)]
+    if block.directive == "pytest":
+        command = [sys.executable, "-m", "pytest", "-q", *plugin_args(), str(script)]
     if block.directive == "sigterm when the worker is live":
         _run_until_signalled(command, redis_url, workdir)
         return

@@ -6,6 +6,7 @@ producer-only clients).
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -395,3 +396,92 @@ def test_stop_hands_back_jobs_of_a_fetch_still_in_flight(redis_url: str) -> None
         (jobs.JobStatus.PENDING, 0),
     )
     assert (stats.pending_jobs, stats.processing_jobs) == (1, 0)
+
+
+def test_stop_returns_after_interrupted_handlers_have_returned(redis_url: str) -> None:
+    # A service that embeds a pool tears down what handlers use (a database pool, open
+    # files) once stop() returns: a handler cancelled with SHUTDOWN must have finished
+    # its cleanup by then. The cleanup here lasts until stop() returns, or 1 s.
+    entered = threading.Event()
+    stop_returned = threading.Event()
+    seen: dict[str, Any] = {}
+
+    def handler(ctx: jobs.JobContext, payload: Any) -> str:
+        entered.set()
+        ctx.sleep(30)
+        seen["reason"] = ctx.cancel_reason
+        seen["raced"] = stop_returned.wait(1.0)  # cleanup still running when stop() returned
+        return "cleaned up"
+
+    registry = jobs.Registry()
+    registry.register_func("t", handler)
+    with make_client(
+        redis_url, registry, shutdown_timeout=0.1, shutdown_grace=5, num_workers=1
+    ) as client:
+        job_id = client.enqueue("t", 1)
+        assert entered.wait(5)
+        client.stop()
+        stop_returned.set()
+        assert seen == {"reason": jobs.CancelReason.SHUTDOWN, "raced": False}
+        back = client.get(job_id)
+    assert (back.status, back.attempts) == (jobs.JobStatus.PENDING, 0)
+
+
+def test_stop_waits_for_an_uncooperative_handler_no_longer_than_the_grace(
+    redis_url: str,
+) -> None:
+    with Gate() as gate:
+        registry = jobs.Registry()
+        registry.register_func("t", gate)
+        with make_client(redis_url, registry, shutdown_timeout=0.1, shutdown_grace=0.3) as client:
+            client.enqueue("t", 1)
+            assert gate.entered.wait(5)
+            client.stop()
+            assert not gate.returned.is_set()
+
+
+def test_a_service_embeds_a_pool_from_its_own_threads_without_signal_handlers(
+    redis_url: str,
+) -> None:
+    # README "Embedding in a service": the library installs no signal handler, and
+    # start() and stop() work from any thread (here neither is the main thread).
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    seen, handler = recorder()
+    registry = jobs.Registry()
+    registry.register_func("t", handler)
+    with make_client(redis_url, registry, start=False) as client:
+        starter = threading.Thread(target=client.start, name="service-start")
+        starter.start()
+        starter.join(5)
+        assert client.running
+        job_id = client.enqueue("t", "x")
+        wait_for_status(client, job_id, jobs.JobStatus.COMPLETED)
+        assert {s: signal.getsignal(s) for s in handlers} == handlers
+        stopper = threading.Thread(target=client.stop, name="service-stop")
+        stopper.start()
+        stopper.join(10)
+        assert not stopper.is_alive()
+        assert not client.running
+    assert seen == ["x"]
+    assert {s: signal.getsignal(s) for s in handlers} == handlers
+
+
+def test_a_second_stop_cuts_the_grace_short(redis_url: str) -> None:
+    # The second Ctrl-C of `python -m jobs worker`: stop(timeout=0) from another thread.
+    with Gate() as gate:
+        registry = jobs.Registry()
+        registry.register_func("t", gate)
+        with make_client(redis_url, registry, shutdown_timeout=0.1, shutdown_grace=60) as client:
+            client.enqueue("t", 1)
+            assert gate.entered.wait(5)
+            stopper = threading.Thread(target=client.stop, name="test-stopper")
+            stopper.start()
+            try:
+                # stop() has cancelled the handler and now waits out the grace for it.
+                wait_until(lambda: gate.contexts[0].cancelled, timeout=5)
+                client.stop(timeout=0)
+                stopper.join(10)
+                assert not stopper.is_alive()
+            finally:
+                gate.release.set()
+                stopper.join(10)

@@ -8,7 +8,9 @@ once rendered) that tells the test what to do with it:
 - ``.. test: sigterm when the worker is live``: the block runs until signalled: send it
   SIGTERM once its worker pool shows up in Redis, and expect exit code 0;
 - ``.. test: with a cluster`` / ``.. test: with sentinels``: ``REDIS_URL`` is the
-  ``redis+cluster://`` or ``redis+sentinel://`` URL of the session's topology.
+  ``redis+cluster://`` or ``redis+sentinel://`` URL of the session's topology;
+- ``.. test: pytest``: the block is a test module: run it with pytest (and the
+  jobs.testing plugin), and expect every test in it to pass.
 """
 
 from __future__ import annotations
@@ -34,7 +36,13 @@ TEST_COMMAND = (
     "python3 -m venv .venv && .venv/bin/pip install -q -c .ci/constraints-tools.txt tox"
     " && .venv/bin/tox"
 )
-DIRECTIVES = ("file ", "sigterm when the worker is live", "with a cluster", "with sentinels")
+DIRECTIVES = (
+    "file ",
+    "sigterm when the worker is live",
+    "with a cluster",
+    "with sentinels",
+    "pytest",
+)
 #: A job id in a console example, standing for the one the previous enqueue printed.
 JOB_ID = re.compile(r"\b[0-9a-f]{32}\b")
 
