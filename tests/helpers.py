@@ -38,13 +38,13 @@ def wait_until(
         time.sleep(interval)
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (never 6379)."""
+def free_port(highest: int = 65535) -> int:
+    """A TCP port on 127.0.0.1, at most ``highest``, that was free a moment ago (never 6379)."""
     while True:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.bind(("127.0.0.1", 0))
             port: int = sock.getsockname()[1]
-        if port != 6379:
+        if port != 6379 and port <= highest:
             return port
 
 

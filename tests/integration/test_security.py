@@ -315,7 +315,8 @@ def _tls_server(
     if shutil.which("openssl") is None:
         pytest.skip("no openssl binary to make certificates with")
     certs = make_certificates(tmp_path)
-    port = free_port()
+    # A cluster node's bus listens on port + 10000: Redis refuses a port above 55535.
+    port = free_port(highest=55535 if "--cluster-enabled" in extra else 65535)
     log = tmp_path / "redis.log"
     server_argv = [
         redis_binary,
