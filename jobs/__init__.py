@@ -48,6 +48,7 @@ from .handle import JobHandle
 
 # Jobs and statistics
 from .job import Job, JobStatus, MinuteCounts, QueueHistory, QueueStats, WorkerInfo
+from .job_type import JobType, TypedJobHandle
 from .redis_queue import RedisQueue
 from .registry import Middleware, Registry
 from .scheduler import Scheduler
@@ -101,6 +102,7 @@ __all__ = [
     "JobNotFound",
     "JobStatus",
     "JobTimeout",
+    "JobType",
     "JobsError",
     "LeaseLost",
     "LinearBackoff",
@@ -119,6 +121,7 @@ __all__ = [
     "Registry",
     "ReplicationError",
     "Scheduler",
+    "TypedJobHandle",
     "UnknownJobType",
     "WaitTimeout",
     "Weekly",

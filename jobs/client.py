@@ -6,7 +6,7 @@ import logging
 import secrets
 import threading
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 from . import _codec
 from ._pool import WorkerPool
@@ -15,6 +15,7 @@ from .config import ClientConfig, JobConfig
 from .errors import ConfigError, JobCancelled, JobFailed, PayloadError, UnknownJobType
 from .handle import JobHandle
 from .job import JobStatus
+from .job_type import JobType, TypedJobHandle
 from .registry import structure
 
 if TYPE_CHECKING:
@@ -25,6 +26,9 @@ if TYPE_CHECKING:
     from .redis_queue import RedisQueue
 
 logger = logging.getLogger("jobs.client")
+
+P = TypeVar("P")
+R = TypeVar("R")
 
 
 _DEFAULT_CONFIG = JobConfig()
@@ -84,8 +88,21 @@ class Client:
 
     # -- producing -------------------------------------------------------------------
 
+    @overload
+    def enqueue(
+        self, job_type: JobType[P, R], payload: P, config: JobConfig | None = None
+    ) -> TypedJobHandle[R]: ...
+
+    @overload
     def enqueue(
         self, job_type: str, payload: Any = None, config: JobConfig | None = None
+    ) -> JobHandle: ...
+
+    def enqueue(
+        self,
+        job_type: str | JobType[Any, Any],
+        payload: Any = None,
+        config: JobConfig | None = None,
     ) -> JobHandle:
         """Enqueue one job and return its id, as a `JobHandle` (a ``str`` that can also wait).
 
@@ -101,6 +118,9 @@ class Client:
             ReplicationError: ``wait_for_replicas`` is set and too few replicas confirmed
                 in time (the job is written on the master).
         """
+        if isinstance(job_type, JobType):
+            handle = cast("JobHandle", self.enqueue_many(job_type.name, [payload], config)[0])
+            return TypedJobHandle(handle.id, self, job_type)
         return cast("JobHandle", self.enqueue_many(job_type, [payload], config)[0])
 
     def enqueue_many(

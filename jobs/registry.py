@@ -15,6 +15,7 @@ from ._wire import job_args
 from .config import JobConfig
 from .context import JobContext
 from .errors import ConfigError
+from .job_type import JobType, payload_type_of, result_type_of
 
 if TYPE_CHECKING:
     from datetime import timedelta
@@ -26,6 +27,8 @@ Handler = Callable[[JobContext, Any], Any]
 #: the next middleware, the last one the handler, and returns its result.
 Middleware = Callable[[JobContext, Callable[[], Any]], Any]
 H = TypeVar("H", bound=Callable[..., Any])
+P = TypeVar("P")
+R = TypeVar("R")
 M = TypeVar("M", bound=Middleware)
 
 
@@ -254,6 +257,23 @@ class Registry:
         def decorate(func: H) -> H:
             self.register(name, func, payload_type, **settings)
             return func
+
+        return decorate
+
+    def job_type(
+        self, name: str, **settings: Any
+    ) -> Callable[[Callable[[JobContext, P], R]], JobType[P, R]]:
+        """Decorator: register the handler, and return it as a typed `JobType`.
+
+        The payload class comes from the handler's second parameter's annotation, the
+        result class from its return annotation (see `jobs.job_type`); ``settings`` are
+        declared as in `register`. Pass the returned `JobType` to `Client.enqueue` for a
+        payload checked by mypy and a result typed as the handler returns it.
+        """
+
+        def decorate(func: Callable[[JobContext, P], R]) -> JobType[P, R]:
+            self.register(name, func, payload_type_of(func), **settings)
+            return JobType(name, func, result_type_of(func))
 
         return decorate
 

@@ -306,7 +306,7 @@ def test_invalid_metadata_or_backoff_writes_nothing(
         with pytest.raises(jobs.ConfigError, match="job_type"):
             client.enqueue("", 1)
         with pytest.raises(jobs.ConfigError, match="config"):
-            client.enqueue("t", 1, {"priority": 1})  # type: ignore[arg-type]
+            client.enqueue("t", 1, {"priority": 1})  # type: ignore[call-overload]
         assert client.stats().total_jobs == 0
         assert redis_client.dbsize() == 0
 

@@ -8,9 +8,11 @@ worker pool with it has started (it publishes them; enqueue.lua applies them).
 from __future__ import annotations
 
 import json
+import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import pytest
 
 import jobs
@@ -116,3 +118,38 @@ def test_bad_declarations_are_config_errors() -> None:
     with pytest.raises(jobs.ConfigError, match="priority"):
         registry.register("t", lambda ctx, p: p, priority=5000)
     assert "t" not in registry
+
+
+@attrs.frozen
+class Resize:
+    path: str
+    width: int
+
+
+@attrs.frozen
+class Resized:
+    path: str
+    width: int
+
+
+def test_a_job_type_object_types_the_payload_and_rebuilds_the_result(redis_url: str) -> None:
+    registry = jobs.Registry()
+
+    @registry.job_type("resize", max_retries=5)
+    def resize(ctx: jobs.JobContext, payload: Resize) -> Resized:
+        return Resized(path=payload.path.upper(), width=payload.width // 2)
+
+    assert isinstance(resize, jobs.JobType) and resize.name == "resize"
+    assert registry.get("resize") is not None
+    with make_client(redis_url, registry) as client:
+        handle = client.enqueue(resize, Resize("a.png", 640))
+        assert isinstance(handle, jobs.TypedJobHandle) and isinstance(handle, str)
+        assert handle.result(timeout=10) == Resized("A.PNG", 320)  # an instance, not a dict
+        assert client.get(handle).max_retries == 5
+        # The name still works, untyped; and the handler is still a plain callable.
+        assert client.enqueue("resize", {"path": "b", "width": 2}).result(timeout=10) == {
+            "path": "B",
+            "width": 1,
+        }
+        ctx = jobs.JobContext(client.get(handle), jobs.CancellationToken(), logging.getLogger())
+        assert resize(ctx, Resize("c", 4)) == Resized("C", 2)
