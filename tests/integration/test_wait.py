@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     import redis
 
-    from tests.integration._topologies import ClusterTopology
+    from tests.integration._topologies import ClusterTopology, SentinelTopology
 
 
 @pytest.fixture(autouse=True)
@@ -226,3 +226,10 @@ def test_wait_on_a_cluster(cluster: ClusterTopology) -> None:
     with make_client(cluster.url, _registry(add=_add)) as client:
         handles = [client.enqueue("add", {"a": i, "b": i}) for i in range(20)]
         assert [client.result(h, timeout=10) for h in handles] == [2 * i for i in range(20)]
+
+
+@pytest.mark.slow
+def test_wait_through_sentinel(sentinel: SentinelTopology) -> None:
+    with make_client(sentinel.url, _registry(add=_add)) as client:
+        handles = client.enqueue_many("add", [{"a": i, "b": 1} for i in range(10)])
+        assert [job.result for job in client.wait_all(handles, timeout=10)] == list(range(1, 11))
