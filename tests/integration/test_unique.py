@@ -137,7 +137,12 @@ def test_unique_jobs_on_a_cluster(cluster: ClusterTopology) -> None:
 
 
 def test_wait_for_the_unique_job(redis_url: str) -> None:
-    with make_client(redis_url, _registry(t=lambda ctx, p: p)) as client:
+    gate = Gate(result=5)
+    with make_client(redis_url, _registry(t=gate)) as client:
         handle = client.enqueue("t", 5, jobs.JobConfig(unique_key="w"))
-        assert client.enqueue("t", 6, jobs.JobConfig(unique_key="w")).result(timeout=10) == 5
+        assert gate.entered.wait(10)  # running: it holds the key
+        again = client.enqueue("t", 6, jobs.JobConfig(unique_key="w"))
+        assert again == handle
+        gate.release.set()
+        assert again.result(timeout=10) == 5
         assert handle.result(timeout=10) == 5
