@@ -75,7 +75,15 @@ def acl_denials(admin: redis.Redis) -> list[Any]:
     # (6.2) log that refusal. It is not a command of the library's. A worker pool reads
     # maxmemory-policy once (CONFIG GET) and shrugs off a refusal too: it is optional.
     optional = (b"client", b"config|get")
-    return [e for e in command(admin, "ACL", "LOG") if e.get(b"object") not in optional]
+    entries = [_as_dict(e) for e in command(admin, "ACL", "LOG")]
+    return [e for e in entries if e.get(b"object") not in optional]
+
+
+def _as_dict(entry: Any) -> dict[Any, Any]:
+    # redis-py 6+ parses each ACL LOG entry into a dict; 5.x leaves a flat list of pairs.
+    if isinstance(entry, dict):
+        return entry
+    return dict(zip(entry[::2], entry[1::2], strict=True))
 
 
 @contextlib.contextmanager
