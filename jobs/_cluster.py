@@ -98,6 +98,8 @@ def run_on_node(
         tries += 1
         try:
             return call(_node(cluster, key))
+        except redis.AuthenticationError:
+            raise  # a ConnectionError too, but no refresh will change the password
         except TOPOLOGY_ERRORS:
             pause = min(FIRST_PAUSE * 2 ** (tries - 1), MAX_PAUSE)
             if time.monotonic() + pause > deadline:
