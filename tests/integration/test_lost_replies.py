@@ -96,6 +96,34 @@ def warm_up(pool: jobs.Client) -> None:
     wait_until(lambda: pool.get(job_id).status is jobs.JobStatus.COMPLETED, timeout=10)
 
 
+def warmed_pool(
+    proxy: FaultyProxy, handler: Any, num_workers: int, *, shutdown_timeout: float
+) -> jobs.Client:
+    """A started pool through the proxy, with no client retries, past its warm-up job.
+
+    Its handler for ``t`` is ``handler``; the caller stops it and closes its client.
+    """
+    client = redis.Redis(port=proxy.port, retry=Retry(NoBackoff(), 0), socket_timeout=5)
+    registry = jobs.Registry()
+    registry.register_func("t", handler)
+    registry.register_func("warm", lambda ctx, payload: None)
+    pool = jobs.Client(
+        jobs.ClientConfig(
+            queue=make_queue(client),
+            registry=registry,
+            worker_pool_config=jobs.WorkerPoolConfig(
+                num_workers=num_workers,
+                lease=60,
+                poll_interval=0.1,
+                shutdown_timeout=shutdown_timeout,
+            ),
+        )
+    )
+    pool.start()
+    warm_up(pool)
+    return pool
+
+
 # -- fetch ---------------------------------------------------------------------------------
 
 
@@ -179,24 +207,9 @@ def test_a_pool_sends_an_unanswered_fetch_again_with_its_request_id(
 ) -> None:
     # No retries in the client: the error reaches the pool's fetcher, whose next try must
     # be the same fetch, not a new one.
-    client = redis.Redis(port=proxy.port, retry=Retry(NoBackoff(), 0), socket_timeout=5)
-    queue = make_queue(client)
     ran: list[str] = []
-    registry = jobs.Registry()
-    registry.register_func("t", lambda ctx, payload: ran.append(ctx.job.id))
-    registry.register_func("warm", lambda ctx, payload: None)
-    pool = jobs.Client(
-        jobs.ClientConfig(
-            queue=queue,
-            registry=registry,
-            worker_pool_config=jobs.WorkerPoolConfig(
-                num_workers=3, lease=60, poll_interval=0.1, shutdown_timeout=2
-            ),
-        )
-    )
+    pool = warmed_pool(proxy, lambda ctx, payload: ran.append(ctx.job.id), 3, shutdown_timeout=2)
     try:
-        pool.start()
-        warm_up(pool)
         proxy.drop_reply_to(sha("fetch"))
         ids = pool.enqueue_many("t", [1, 2, 3])
         wait_until(lambda: pool.stats().completed_jobs == 4, timeout=20)  # and the warm-up
@@ -206,7 +219,7 @@ def test_a_pool_sends_an_unanswered_fetch_again_with_its_request_id(
         assert pool.stats().lost_leases == 0
     finally:
         pool.stop()
-        client.close()
+        pool.queue.client.close()
 
 
 def test_stop_hands_back_the_jobs_of_a_fetch_left_unanswered(
@@ -214,23 +227,8 @@ def test_stop_hands_back_the_jobs_of_a_fetch_left_unanswered(
 ) -> None:
     # The pool stops right after a fetch failed, before trying it again: what that fetch
     # leased goes back to the queue now, not after a lease.
-    client = redis.Redis(port=proxy.port, retry=Retry(NoBackoff(), 0), socket_timeout=5)
-    queue = make_queue(client)
-    registry = jobs.Registry()
-    registry.register_func("t", lambda ctx, payload: ctx.sleep(60))
-    registry.register_func("warm", lambda ctx, payload: None)
-    pool = jobs.Client(
-        jobs.ClientConfig(
-            queue=queue,
-            registry=registry,
-            worker_pool_config=jobs.WorkerPoolConfig(
-                num_workers=2, lease=60, poll_interval=0.1, shutdown_timeout=0
-            ),
-        )
-    )
+    pool = warmed_pool(proxy, lambda ctx, payload: ctx.sleep(60), 2, shutdown_timeout=0)
     try:
-        pool.start()
-        warm_up(pool)
         proxy.drop_reply_to(sha("fetch"))
         ids = pool.enqueue_many("t", [1, 2])
         wait_until(lambda: proxy.dropped_replies == 1, timeout=10)
@@ -238,10 +236,10 @@ def test_stop_hands_back_the_jobs_of_a_fetch_left_unanswered(
         for job_id in ids:
             job = pool.get(job_id)
             assert (job.status, job.attempts) == (jobs.JobStatus.PENDING, 0), job
-        assert redis_client.zcard(queue.keys.processing) == 0
+        assert redis_client.zcard(pool.queue.keys.processing) == 0
     finally:
         pool.stop()
-        client.close()
+        pool.queue.client.close()
 
 
 # -- cancel and retry ----------------------------------------------------------------------
