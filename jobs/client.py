@@ -12,17 +12,16 @@ from . import _codec
 from ._pool import WorkerPool
 from ._validators import require_text, to_seconds
 from .config import ClientConfig, JobConfig
-from .errors import ConfigError, JobCancelled, JobFailed, PayloadError, UnknownJobType
+from .errors import ConfigError, PayloadError, UnknownJobType
 from .handle import JobHandle
-from .job import JobStatus
-from .job_type import JobType, TypedJobHandle
+from .job_type import JobType, TypedJobHandle, outcome
 from .registry import structure
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
     from types import TracebackType
 
-    from .job import Job, QueueHistory, QueueStats, WorkerInfo
+    from .job import Job, JobStatus, QueueHistory, QueueStats, WorkerInfo
     from .redis_queue import RedisQueue
 
 logger = logging.getLogger("jobs.client")
@@ -36,14 +35,6 @@ _DEFAULT_CONFIG = JobConfig()
 
 def _seconds(timeout: float | timedelta | None) -> float | None:
     return None if timeout is None else to_seconds(timeout)
-
-
-def _result(job: Job) -> Any:
-    if job.status is JobStatus.COMPLETED:
-        return job.result
-    if job.status is JobStatus.CANCELLED:
-        raise JobCancelled(f"job {job.id} ({job.type}) was cancelled", job=job)
-    raise JobFailed(job)
 
 
 def new_job_id() -> str:
@@ -234,7 +225,7 @@ class Client:
             WaitTimeout: ``timeout`` passed first (also a ``TimeoutError``).
             JobNotFound: no such job, or its record expired.
         """
-        return _result(self.wait(job_id, timeout))
+        return outcome(self.wait(job_id, timeout))
 
     def wait_all(
         self, job_ids: Iterable[str], timeout: float | timedelta | None = None

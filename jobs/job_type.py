@@ -25,7 +25,9 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import attrs
 
 from . import _typed
+from .errors import JobCancelled, JobFailed
 from .handle import JobHandle
+from .job import JobStatus
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -57,10 +59,11 @@ class JobType(Generic[P, R]):
         return self.func(ctx, payload)
 
     def result_of(self, job: Job) -> R:
-        """A completed job's result as the handler's return type."""
+        """A final job's result as the handler's return type; its failure raised (`outcome`)."""
+        value = outcome(job)
         if self.result_type is None:
-            return typing.cast("R", job.result)
-        return typing.cast("R", _typed.structure(self.result_type, job.result))
+            return typing.cast("R", value)
+        return typing.cast("R", _typed.structure(self.result_type, value))
 
 
 class TypedJobHandle(JobHandle, Generic[R]):
@@ -85,8 +88,19 @@ class TypedJobHandle(JobHandle, Generic[R]):
             JobCancelled: the job was cancelled.
             WaitTimeout: ``timeout`` passed first.
         """
-        self.client.result(self.id, timeout)  # raises for failed, cancelled, timed out
-        return self._job_type.result_of(self.client.get(self.id))
+        return self._job_type.result_of(self.client.wait(self.id, timeout))
+
+
+def outcome(job: Job) -> Any:
+    """A final job's result; raises `JobFailed` or `JobCancelled` (with the job) instead.
+
+    Shared by `Client.result` and `TypedJobHandle.result`.
+    """
+    if job.status is JobStatus.COMPLETED:
+        return job.result
+    if job.status is JobStatus.CANCELLED:
+        raise JobCancelled(f"job {job.id} ({job.type}) was cancelled", job=job)
+    raise JobFailed(job)
 
 
 def result_type_of(func: Callable[..., Any]) -> type | None:
