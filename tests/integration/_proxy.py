@@ -135,6 +135,9 @@ class FaultyProxy:
         self._threads: list[threading.Thread] = []
         #: Connections accepted so far (a test can see that clients reconnected).
         self.accepted = 0
+        #: `accepted` as it was when the last `cut` took its list of connections: any
+        #: connection accepted later is a reconnect, even one made before `cut` returned.
+        self.accepted_at_cut = 0
         #: Replies swallowed by `drop_reply_to` so far.
         self.dropped_replies = 0
         self._marker: bytes | None = None
@@ -179,6 +182,7 @@ class FaultyProxy:
         """Close every current connection; returns how many there were."""
         with self._cv:
             links = list(self._links)
+            self.accepted_at_cut = self.accepted
         for link in links:
             link.close()
         return len(links)

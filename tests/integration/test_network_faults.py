@@ -135,7 +135,9 @@ def test_connections_cut_mid_drain_lose_nothing(redis_url: str, proxy: FaultyPro
     def maybe_cut(ctx: jobs.JobContext, n: int) -> None:
         # From inside a handler, so every cut lands mid-drain with jobs in flight.
         if n in cuts_at:
-            cuts.append((proxy.cut(), proxy.accepted))
+            # Read under the cut's own lock: a client woken by the cut reconnects at
+            # once, possibly before this thread reads `accepted` again.
+            cuts.append((proxy.cut(), proxy.accepted_at_cut))
 
     name = queue_name()
     with (
