@@ -9,11 +9,11 @@ number of processes. Everything public is importable from here.
 from __future__ import annotations
 
 # Backoff
-from .backoff import Backoff, ExplicitBackoff, ExponentialBackoff, LinearBackoff, NoBackoff
+from jobs.backoff import Backoff, ExplicitBackoff, ExponentialBackoff, LinearBackoff, NoBackoff
 
 # Queue, registry, client
-from .client import Client
-from .config import (
+from jobs.client import Client
+from jobs.config import (
     ClientConfig,
     DefaultJobConfig,
     DefaultWorkerPoolConfig,
@@ -22,13 +22,10 @@ from .config import (
     RedisQueueConfig,
     WorkerPoolConfig,
 )
-from .context import CancellationToken, CancelReason, JobContext
-
-# Scheduling
-from .cron_job import CronJob
+from jobs.context import CancellationToken, CancelReason, JobContext
 
 # Errors
-from .errors import (
+from jobs.errors import (
     ConfigError,
     JobCancelled,
     JobFailed,
@@ -44,15 +41,18 @@ from .errors import (
     WaitTimeout,
     WorkerShutdown,
 )
-from .handle import JobHandle
+from jobs.handle import JobHandle
 
 # Jobs and statistics
-from .job import Job, JobStatus, MinuteCounts, QueueHistory, QueueStats, WorkerInfo
-from .job_type import JobType, TypedJobHandle
-from .redis_queue import RedisQueue
-from .registry import Middleware, Registry
-from .scheduler import Scheduler
-from .schedules import (
+from jobs.job import Job, JobStatus, MinuteCounts, QueueHistory, QueueStats, WorkerInfo
+from jobs.job_type import JobType, TypedJobHandle
+from jobs.queue.redis_queue import RedisQueue
+from jobs.registry import Middleware, Registry
+
+# Scheduling
+from jobs.schedule.cron_job import CronJob
+from jobs.schedule.scheduler import Scheduler
+from jobs.schedule.schedules import (
     FRIDAY,
     MONDAY,
     SATURDAY,

@@ -10,9 +10,9 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from ._typed import is_typed, unstructure
-from .errors import JobsError, PayloadError
-from .job import Job, JobStatus
+from jobs._typed import is_typed, unstructure
+from jobs.errors import JobsError, PayloadError
+from jobs.job import Job, JobStatus
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

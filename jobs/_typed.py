@@ -20,7 +20,7 @@ import cattrs
 from cattrs.preconf.json import make_converter
 from cattrs.v import format_exception
 
-from .errors import PayloadError
+from jobs.errors import PayloadError
 
 _converter = make_converter(forbid_extra_keys=True)
 _converter.register_unstructure_hook(uuid.UUID, str)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, cast
 
-from .errors import ConfigError
+from jobs.errors import ConfigError
 
 if TYPE_CHECKING:
     import attrs

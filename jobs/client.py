@@ -8,21 +8,21 @@ import threading
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
-from . import _codec
-from ._pool import WorkerPool
-from ._validators import require_text, to_seconds
-from .config import ClientConfig, JobConfig
-from .errors import ConfigError, PayloadError, UnknownJobType
-from .handle import JobHandle
-from .job_type import JobType, TypedJobHandle, outcome
-from .registry import structure
+from jobs import _codec
+from jobs._validators import require_text, to_seconds
+from jobs.config import ClientConfig, JobConfig
+from jobs.errors import ConfigError, PayloadError, UnknownJobType
+from jobs.handle import JobHandle
+from jobs.job_type import JobType, TypedJobHandle, outcome
+from jobs.registry import structure
+from jobs.worker._pool import WorkerPool
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
     from types import TracebackType
 
-    from .job import Job, JobStatus, QueueHistory, QueueStats, WorkerInfo
-    from .redis_queue import RedisQueue
+    from jobs.job import Job, JobStatus, QueueHistory, QueueStats, WorkerInfo
+    from jobs.queue.redis_queue import RedisQueue
 
 logger = logging.getLogger("jobs.client")
 

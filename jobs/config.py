@@ -17,7 +17,7 @@ import attrs
 import redis
 import redis.cluster
 
-from ._validators import (
+from jobs._validators import (
     callable_or_none,
     duration,
     duration_or_zero,
@@ -29,13 +29,13 @@ from ._validators import (
     positive_duration,
     require_text,
 )
-from .backoff import Backoff, ExponentialBackoff
-from .errors import ConfigError
+from jobs.backoff import Backoff, ExponentialBackoff
+from jobs.errors import ConfigError
 
 if TYPE_CHECKING:
-    from .job import Job
-    from .redis_queue import RedisQueue
-    from .registry import Registry
+    from jobs.job import Job
+    from jobs.queue.redis_queue import RedisQueue
+    from jobs.registry import Registry
 
 #: Highest and lowest job priority; higher runs first.
 MAX_PRIORITY = 1000
@@ -335,13 +335,13 @@ class RedisQueueConfig:
 
 
 def _queue(inst: object, field: attrs.Attribute[Any], value: object) -> None:
-    from .redis_queue import RedisQueue
+    from jobs.queue.redis_queue import RedisQueue
 
     instance_of(RedisQueue)(inst, field, value)
 
 
 def _registry(inst: object, field: attrs.Attribute[Any], value: object) -> None:
-    from .registry import Registry
+    from jobs.registry import Registry
 
     instance_of(Registry, optional=True)(inst, field, value)
 

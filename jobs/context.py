@@ -13,9 +13,9 @@ import enum
 import threading
 from typing import TYPE_CHECKING
 
-from ._validators import to_seconds
-from .errors import ConfigError, JobCancelled, JobTimeout, LeaseLost, WorkerShutdown
-from .log import JobLoggerAdapter
+from jobs._validators import to_seconds
+from jobs.errors import ConfigError, JobCancelled, JobTimeout, LeaseLost, WorkerShutdown
+from jobs.log import JobLoggerAdapter
 
 if TYPE_CHECKING:
     import logging
@@ -23,10 +23,10 @@ if TYPE_CHECKING:
     from datetime import timedelta
     from typing import Any
 
-    from .client import Client
-    from .config import JobConfig
-    from .handle import JobHandle
-    from .job import Job
+    from jobs.client import Client
+    from jobs.config import JobConfig
+    from jobs.handle import JobHandle
+    from jobs.job import Job
 
 
 class CancelReason(enum.StrEnum):

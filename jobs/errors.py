@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import redis.exceptions
 
 if TYPE_CHECKING:
-    from .job import Job
+    from jobs.job import Job
 
 
 class JobsError(Exception):

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from datetime import timedelta
 
-    from .client import Client
-    from .job import Job
+    from jobs.client import Client
+    from jobs.job import Job
 
 
 class JobHandle(str):

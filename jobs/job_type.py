@@ -24,18 +24,18 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import attrs
 
-from . import _typed
-from .errors import JobCancelled, JobFailed
-from .handle import JobHandle
-from .job import JobStatus
+from jobs import _typed
+from jobs.errors import JobCancelled, JobFailed
+from jobs.handle import JobHandle
+from jobs.job import JobStatus
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from datetime import timedelta
 
-    from .client import Client
-    from .context import JobContext
-    from .job import Job
+    from jobs.client import Client
+    from jobs.context import JobContext
+    from jobs.job import Job
 
 P = TypeVar("P")
 R = TypeVar("R")

@@ -22,16 +22,16 @@ import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from ._inspect import oldest_pending_age
-from .client import Client
-from .errors import JobsError
+from jobs.client import Client
+from jobs.errors import JobsError
+from jobs.queue._inspect import oldest_pending_age
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from prometheus_client.metrics_core import Metric
 
-    from .redis_queue import RedisQueue
+    from jobs.queue.redis_queue import RedisQueue
 
 _COUNTERS = (
     # (metric name without _total, QueueStats field, help)

@@ -9,18 +9,18 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
-from . import _typed
-from ._validators import require_text
-from ._wire import job_args
-from .config import JobConfig
-from .context import JobContext
-from .errors import ConfigError
-from .job_type import JobType, payload_type_of, result_type_of
+from jobs import _typed
+from jobs._validators import require_text
+from jobs.config import JobConfig
+from jobs.context import JobContext
+from jobs.errors import ConfigError
+from jobs.job_type import JobType, payload_type_of, result_type_of
+from jobs.queue._wire import job_args
 
 if TYPE_CHECKING:
     from datetime import timedelta
 
-    from .backoff import Backoff
+    from jobs.backoff import Backoff
 
 Handler = Callable[[JobContext, Any], Any]
 #: ``middleware(ctx, call_next) -> result``: runs around a handler; ``call_next()`` runs

@@ -50,23 +50,23 @@ import click
 import flask
 from flask.cli import AppGroup
 
-from .. import _cli_format as fmt
-from .. import _codec
-from .._cli_serve import exit_now, serve
-from ..client import Client
-from ..config import ClientConfig, JobConfig, WorkerPoolConfig
-from ..errors import ConfigError
-from ..redis_queue import RedisQueue
-from ..registry import Registry
-from ..scheduler import Scheduler
+from jobs import _codec
+from jobs.cli import _format as fmt
+from jobs.cli._serve import exit_now, serve
+from jobs.client import Client
+from jobs.config import ClientConfig, JobConfig, WorkerPoolConfig
+from jobs.errors import ConfigError
+from jobs.queue.redis_queue import RedisQueue
+from jobs.registry import Registry
+from jobs.schedule.scheduler import Scheduler
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from ..context import JobContext
-    from ..cron_job import CronJob
-    from ..handle import JobHandle
-    from ..registry import H
+    from jobs.context import JobContext
+    from jobs.handle import JobHandle
+    from jobs.registry import H
+    from jobs.schedule.cron_job import CronJob
 
 __all__ = ["Jobs"]
 

@@ -12,7 +12,7 @@ import socketserver
 from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from ._app import Dashboard
+from jobs.dashboard._app import Dashboard
 
 if TYPE_CHECKING:
     from collections.abc import Callable

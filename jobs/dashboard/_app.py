@@ -15,15 +15,15 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import redis
 
-from ..errors import ConfigError, JobNotFound, RedisUnavailable
-from ..job import JobStatus
-from . import _html
-from ._data import Store, valid_name
+from jobs.dashboard import _html
+from jobs.dashboard._data import Store, valid_name
+from jobs.errors import ConfigError, JobNotFound, RedisUnavailable
+from jobs.job import JobStatus
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
-    from .._scripts import RedisClient
+    from jobs.queue._scripts import RedisClient
 
     StartResponse = Callable[..., Any]
 

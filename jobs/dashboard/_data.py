@@ -17,16 +17,16 @@ import attrs
 import redis
 import redis.cluster
 
-from .. import _codec
-from .._inspect import oldest_pending_age
-from ..client import Client
-from ..config import ClientConfig, RedisQueueConfig
-from ..errors import ConfigError
-from ..redis_queue import RedisQueue
+from jobs import _codec
+from jobs.client import Client
+from jobs.config import ClientConfig, RedisQueueConfig
+from jobs.errors import ConfigError
+from jobs.queue._inspect import oldest_pending_age
+from jobs.queue.redis_queue import RedisQueue
 
 if TYPE_CHECKING:
-    from .._scripts import RedisClient
-    from ..job import Job, JobStatus, QueueHistory, QueueStats, WorkerInfo
+    from jobs.job import Job, JobStatus, QueueHistory, QueueStats, WorkerInfo
+    from jobs.queue._scripts import RedisClient
 
 #: Jobs per page of a list.
 PAGE_SIZE = 50

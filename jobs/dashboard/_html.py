@@ -13,14 +13,14 @@ import json
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-from ..job import JobStatus
+from jobs.job import JobStatus
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from datetime import datetime, timedelta
 
-    from ..job import Job, QueueHistory, WorkerInfo
-    from ._data import JobPage, QueueSummary
+    from jobs.dashboard._data import JobPage, QueueSummary
+    from jobs.job import Job, QueueHistory, WorkerInfo
 
 STATUSES = [s.value for s in JobStatus]
 
@@ -507,7 +507,7 @@ def workers_page(page: Page, by_queue: Mapping[str, Sequence[WorkerInfo]], prefi
 
 def crons_page(page: Page, by_queue: Mapping[str, Sequence[Mapping[str, str]]], prefix: str) -> str:
     """The cron jobs announced on every queue, with their next and last fire."""
-    from .. import _codec
+    from jobs import _codec
 
     sections = []
     for queue, crons in by_queue.items():

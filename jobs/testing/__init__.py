@@ -35,22 +35,23 @@ import secrets
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from .. import _attempt, _codec
-from .._attempt import Attempt, Completed, Failed
-from .._outbox import REDIS_ERRORS
-from .._scripts import scripts
-from .._validators import to_seconds
-from .._wire import HeldJob
-from ..client import Client
-from ..context import CancellationToken, CancelReason, JobContext
-from ..errors import ConfigError, JobNotFound, JobsError
-from ..job import Job, JobStatus
+from jobs import _codec
+from jobs._validators import to_seconds
+from jobs.client import Client
+from jobs.context import CancellationToken, CancelReason, JobContext
+from jobs.errors import ConfigError, JobNotFound, JobsError
+from jobs.job import Job, JobStatus
+from jobs.queue._scripts import scripts
+from jobs.queue._wire import HeldJob
+from jobs.worker import _attempt
+from jobs.worker._attempt import Attempt, Completed, Failed
+from jobs.worker._outbox import REDIS_ERRORS
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from ..redis_queue import RedisQueue
-    from ..registry import Registry
+    from jobs.queue.redis_queue import RedisQueue
+    from jobs.registry import Registry
 
 __all__ = [
     "DrainError",

@@ -28,11 +28,11 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from .._embedded_redis import RedisServer, find_redis_server
-from ..config import ClientConfig
-from ..redis_queue import RedisQueue
-from ..registry import Registry
-from . import TestClient
+from jobs._embedded_redis import RedisServer, find_redis_server
+from jobs.config import ClientConfig
+from jobs.queue.redis_queue import RedisQueue
+from jobs.registry import Registry
+from jobs.testing import TestClient
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

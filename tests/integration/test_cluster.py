@@ -17,7 +17,7 @@ import redis.cluster
 
 import jobs
 from jobs import _codec
-from jobs._keys import QueueKeys
+from jobs.queue._keys import QueueKeys
 from tests.helpers import wait_until
 from tests.integration._clients import make_client, recorder, unique_name, wait_for_status
 from tests.integration._topologies import (

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING
 import pytest
 
 import jobs
-from jobs._keys import QueueKeys
 from jobs.dashboard import Dashboard
 from jobs.dashboard._data import FILTER_WINDOW, PAGE_SIZE
+from jobs.queue._keys import QueueKeys
 from tests.integration._clients import make_client, unique_name
 from tests.integration._dashboard import EVIL, call, fill_queue, login, served
 

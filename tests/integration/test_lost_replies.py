@@ -27,8 +27,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 import jobs
-from jobs._scripts import scripts
-from jobs._wire import Failure, Fetched, HeldJob
+from jobs.queue._scripts import scripts
+from jobs.queue._wire import Failure, Fetched, HeldJob
 from tests.helpers import wait_until
 from tests.integration._proxy import FaultyProxy
 

@@ -1,7 +1,7 @@
 """Model-based test of the queue: random operation sequences through the real Lua scripts,
 checked after every step against a plain-Python model of what they must do.
 
-Hypothesis drives `jobs.redis_queue.RedisQueue` (enqueue, fetch, finish, cancel, reap,
+Hypothesis drives `jobs.queue.redis_queue.RedisQueue` (enqueue, fetch, finish, cancel, reap,
 heartbeat, requeue, retry, purge, and fetch, cancel and retry sent again with the request
 id of an earlier call, as redis-py does after a lost reply) on a private Redis, with
 random priorities, retry budgets, delays, batch sizes and fencing tokens, live or stale.
@@ -51,9 +51,9 @@ from hypothesis.stateful import (
 
 from jobs import ConfigError, JobConfig, JobNotFound, JobStatus, RedisQueueConfig
 from jobs._codec import CorruptRecord
-from jobs._scripts import scripts
-from jobs._wire import Failure, HeldJob
-from jobs.redis_queue import RedisQueue
+from jobs.queue._scripts import scripts
+from jobs.queue._wire import Failure, HeldJob
+from jobs.queue.redis_queue import RedisQueue
 
 #: Leases and delays that never run out during a test: only the explicit steps age them.
 LONG = timedelta(hours=1)

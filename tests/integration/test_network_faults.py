@@ -28,7 +28,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 import jobs
-from jobs._wire import HeldJob
+from jobs.queue._wire import HeldJob
 from tests.helpers import checkout_connection, wait_until
 from tests.integration._clients import make_client
 from tests.integration._proxy import FaultyProxy

@@ -34,9 +34,9 @@ def test_the_wheel_holds_the_lua_scripts_and_py_typed(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     (wheel,) = out.glob("jobs-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    scripts = {p.name for p in (ROOT / "jobs" / "lua").glob("*.lua")}
+    scripts = {p.name for p in (ROOT / "jobs" / "queue" / "lua").glob("*.lua")}
     assert scripts >= {"_lib.lua", "enqueue.lua", "fetch.lua", "complete.lua", "fail.lua"}
-    assert {f"jobs/lua/{name}" for name in scripts} <= names
+    assert {f"jobs/queue/lua/{name}" for name in scripts} <= names
     assert "jobs/py.typed" in names
     # The dashboard's assets: it loads nothing from anywhere else.
     assert {"jobs/dashboard/static/style.css", "jobs/dashboard/static/app.js"} <= names

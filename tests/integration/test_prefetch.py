@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 import jobs
-from jobs import _pool
+from jobs.worker import _pool
 from tests.helpers import wait_until
 from tests.integration._clients import Gate, make_client, recorder, wait_for_status
 

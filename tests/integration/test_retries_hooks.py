@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 import jobs
-from jobs import _pool
+from jobs.worker import _pool
 from tests.helpers import wait_until
 from tests.integration._clients import make_client, wait_for_status
 

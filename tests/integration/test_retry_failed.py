@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 import jobs
-from jobs import redis_queue
+from jobs.queue import redis_queue
 from tests.helpers import wait_until
 from tests.integration._clients import make_client
 

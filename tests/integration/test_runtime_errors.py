@@ -19,8 +19,9 @@ import attrs
 import pytest
 
 import jobs
-from jobs import _attempt, _codec, _watchdog
+from jobs import _codec
 from jobs.registry import RegisteredHandler
+from jobs.worker import _attempt, _watchdog
 from tests.helpers import wait_until
 from tests.integration._clients import make_client, wait_for_status
 

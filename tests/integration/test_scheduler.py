@@ -30,6 +30,8 @@ from tests.integration.scheduler_process import CountingQueue
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from jobs.schedule.cron_job import Misfire
+
 pytestmark = pytest.mark.timeout(60)
 
 SCRIPT = Path(__file__).resolve().parent / "scheduler_process.py"
@@ -122,7 +124,7 @@ def test_run_once_fires_each_fire_time_once(redis_url: str) -> None:
 
 
 @pytest.mark.parametrize("misfire", ["skip", "run_once"])
-def test_misfire_after_an_hour_of_downtime(redis_url: str, misfire: jobs.scheduler.Misfire) -> None:
+def test_misfire_after_an_hour_of_downtime(redis_url: str, misfire: Misfire) -> None:
     with producer(redis_url) as client:
         cron = jobs.CronJob(id="tick", schedule=jobs.Every(60), job_type="t", misfire=misfire)
         before = jobs.Scheduler(client, clock=Clock(at("2024-01-15T11:00:00")))
@@ -219,7 +221,8 @@ def test_redis_corrects_a_skewed_local_clock(
     # This host's clock is an hour fast; the scheduler must plan on the Redis server's.
     real = time.time
     monkeypatch.setattr(
-        "jobs.scheduler.time", SimpleNamespace(time=lambda: real() + 3600, monotonic=time.monotonic)
+        "jobs.schedule.scheduler.time",
+        SimpleNamespace(time=lambda: real() + 3600, monotonic=time.monotonic),
     )
     with producer(redis_url) as client:
         s = jobs.Scheduler(client, misfire_grace=0)
@@ -261,7 +264,7 @@ def test_the_thread_keeps_firing_through_a_host_clock_stepped_back(
     step = [0.0]
     real = time.time
     monkeypatch.setattr(
-        "jobs.scheduler.time",
+        "jobs.schedule.scheduler.time",
         SimpleNamespace(time=lambda: real() - step[0], monotonic=time.monotonic),
     )
     with producer(redis_url) as client:

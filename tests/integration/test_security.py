@@ -29,8 +29,8 @@ import pytest
 import redis
 
 import jobs
-from jobs import _acl
 from jobs.client import new_job_id
+from jobs.queue import _acl
 from tests.helpers import checkout_connection, free_port, wait_until
 from tests.integration._clients import make_client, wait_for_status
 
@@ -520,7 +520,7 @@ def test_an_acl_without_publish_still_records_outcomes(
     # The ACL README.rst gave before waits existed: no channels, no PUBLISH/SUBSCRIBE.
     # Outcomes must still be recorded (the announcement is best effort), and a wait
     # still returns, by re-reading.
-    monkeypatch.setattr("jobs.redis_queue.RECHECK", 0.2)
+    monkeypatch.setattr("jobs.queue.redis_queue.RECHECK", 0.2)
     old_acl = WORKER_ACL.replace("&{jobs:* ", "").replace("+publish +subscribe ", "")
     server = redis_factory()
     with admin_client(server) as admin:

@@ -16,8 +16,8 @@ import redis
 import redis.sentinel
 
 import jobs
-from jobs import _urls
 from jobs.errors import ConfigError
+from jobs.queue import _urls
 from tests.helpers import wait_until
 from tests.integration._clients import make_client, recorder, wait_for_status
 from tests.integration._topologies import SentinelTopology, drive_failover

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 import jobs
-from jobs._outbox import Outbox
+from jobs.worker._outbox import Outbox
 from tests.helpers import wait_until
 from tests.integration._clients import (
     Gate,

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 import jobs
-from jobs import _waiter
+from jobs.queue import _waiter
 from tests.helpers import wait_until
 from tests.integration._clients import Gate, make_client
 
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 @pytest.fixture(autouse=True)
 def _no_rereads(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(_waiter, "RECHECK", 3600.0)
-    monkeypatch.setattr("jobs.redis_queue.RECHECK", 3600.0)
+    monkeypatch.setattr("jobs.queue.redis_queue.RECHECK", 3600.0)
     yield
 
 

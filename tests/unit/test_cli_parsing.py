@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from jobs.cli import _child_argv, build_parser
+from jobs.cli._main import _child_argv, build_parser
 from jobs.errors import UsageError
 
 

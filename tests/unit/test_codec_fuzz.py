@@ -1,7 +1,7 @@
 """Fuzzing the record decoder: whatever bytes sit in a job hash, the worker gets a `Job` or a
 `CorruptRecord`, never another exception.
 
-A worker decodes every record it leases (`jobs._attempt.Attempt.from_leased`) and turns a
+A worker decodes every record it leases (`jobs.worker._attempt.Attempt.from_leased`) and turns a
 `CorruptRecord` into a permanent failure of that one job; any other exception would escape
 into the fetch loop instead and take the job's batch-mates down with it. Records come
 from Redis, so anything a foreign tool, a bug or an attacker wrote must be survivable.

@@ -19,8 +19,8 @@ import redis
 
 import jobs
 from jobs._codec import to_ms
-from jobs._wire import job_args
 from jobs.backoff import backoff_from_spec, backoff_to_spec
+from jobs.queue._wire import job_args
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator

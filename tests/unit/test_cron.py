@@ -1,4 +1,4 @@
-"""The cron parser and wall-clock matcher in jobs._cron (no time zones here)."""
+"""The cron parser and wall-clock matcher in jobs.schedule._cron (no time zones here)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from datetime import date, datetime
 
 import pytest
 
-from jobs._cron import LAST_DAY, CronFields, parse_cron
 from jobs.errors import ConfigError
+from jobs.schedule._cron import LAST_DAY, CronFields, parse_cron
 
 pytestmark = pytest.mark.timeout(60)
 

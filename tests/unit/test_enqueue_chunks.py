@@ -7,7 +7,7 @@ import itertools
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jobs.redis_queue import ENQUEUE_CHUNK, ENQUEUE_CHUNK_BYTES, enqueue_chunks
+from jobs.queue.redis_queue import ENQUEUE_CHUNK, ENQUEUE_CHUNK_BYTES, enqueue_chunks
 
 MIB = 1 << 20
 

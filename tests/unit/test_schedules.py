@@ -1,4 +1,4 @@
-"""Unit tests of jobs.schedules: each schedule, month ends, leap days and DST transitions."""
+"""Unit tests of jobs.schedule.schedules: each schedule, month ends, leap days, DST."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from dateutil.rrule import (
 )
 
 from jobs.errors import ConfigError
-from jobs.schedules import (
+from jobs.schedule.schedules import (
     FRIDAY,
     MONDAY,
     SUNDAY,

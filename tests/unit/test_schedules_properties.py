@@ -1,6 +1,6 @@
 """Property tests: schedules against a brute-force, minute-by-minute oracle.
 
-The oracle is written independently of jobs.schedules: it decides whether one UTC
+The oracle is written independently of jobs.schedule.schedules: it decides whether one UTC
 instant is a fire time from the field *sets* the generator chose (not from the parser),
 following the documented DST rules, and scans real UTC minutes one by one.
 """
@@ -29,7 +29,7 @@ from dateutil.rrule import (
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from jobs.schedules import Cron, Daily, Every, Monthly, RRule, Weekly
+from jobs.schedule.schedules import Cron, Daily, Every, Monthly, RRule, Weekly
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -14,13 +14,13 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from ._loops import Loop
+from jobs._loops import Loop
 
 if TYPE_CHECKING:
     import logging
     from collections.abc import Callable, Collection
 
-    from ._attempt import Attempt
+    from jobs.worker._attempt import Attempt
 
 
 class Watchdog:

@@ -26,17 +26,18 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import redis
 
-from . import _attempt, _codec
-from ._attempt import Completed
-from ._loops import Loop
+from jobs import _codec
+from jobs._loops import Loop
+from jobs.worker import _attempt
+from jobs.worker._attempt import Completed
 
 if TYPE_CHECKING:
     import logging
     from collections.abc import Callable, Sequence
 
-    from ._attempt import Attempt, Outcome
-    from ._wire import Failure, HeldJob
-    from ._wire import Outcome as Written
+    from jobs.queue._wire import Failure, HeldJob
+    from jobs.queue._wire import Outcome as Written
+    from jobs.worker._attempt import Attempt, Outcome
 
 
 #: What a Redis that is unreachable or being reconfigured raises (redis-py's cluster

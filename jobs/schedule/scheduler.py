@@ -2,7 +2,7 @@
 
 Any number of schedulers, in any number of processes and hosts, may run the same cron
 jobs against one queue. There is no leader and no lock that can expire: each fire is one
-Lua script (``jobs/lua/cron_fire.lua``) that claims the fire time and enqueues its job
+Lua script (``jobs/queue/lua/cron_fire.lua``) that claims the fire time and enqueues its job
 together. The claim is the cron job's last fire time, kept in Redis; a fire time at or
 before it is refused, so whichever scheduler comes first enqueues it and the others learn
 they were late. The job id is deterministic, ``cron:<cron id>:<fire time in ms>``.
@@ -48,21 +48,21 @@ from typing import TYPE_CHECKING, Any, TypeAlias, cast
 import attrs
 import redis
 
-from . import _codec
-from ._loops import Loop
-from .client import Client
-from .config import JobConfig
-from .cron_job import CronJob as CronJob
-from .cron_job import Misfire as Misfire
-from .errors import ConfigError, JobsError, PayloadError, RedisUnavailable, ReplicationError
-from .schedules import _resolve_tz
+from jobs import _codec
+from jobs._loops import Loop
+from jobs.client import Client
+from jobs.config import JobConfig
+from jobs.errors import ConfigError, JobsError, PayloadError, RedisUnavailable, ReplicationError
+from jobs.schedule.cron_job import CronJob as CronJob
+from jobs.schedule.cron_job import Misfire as Misfire
+from jobs.schedule.schedules import _resolve_tz
 
 if TYPE_CHECKING:
     import builtins
     from collections.abc import Callable
     from types import TracebackType
 
-    from .redis_queue import RedisQueue
+    from jobs.queue.redis_queue import RedisQueue
 
 #: A logger the scheduler accepts.
 AnyLogger: TypeAlias = "logging.Logger | logging.LoggerAdapter[Any]"
@@ -180,7 +180,7 @@ class Scheduler:
 
     Args:
         client: a `Client` (or a `RedisQueue`) whose queue receives the jobs.
-        logger: a logger to use instead of ``jobs.scheduler``.
+        logger: a logger to use instead of ``jobs.schedule.scheduler``.
         tz: the zone of schedules that name none: an IANA name or a tzinfo.
         misfire_grace: seconds (or a timedelta, >= 0) a fire may be late and still count
             as on time rather than missed.
@@ -215,7 +215,7 @@ class Scheduler:
         if clock is not None and not callable(clock):
             raise ConfigError(f"clock must be a callable, got {type(clock).__name__}")
         self._queue: RedisQueue = queue
-        self._logger: AnyLogger = logger or logging.getLogger("jobs.scheduler")
+        self._logger: AnyLogger = logger or logging.getLogger("jobs.schedule.scheduler")
         self.tz: tzinfo = _resolve_tz(tz, "tz") or UTC
         self.misfire_grace: timedelta = _grace(misfire_grace)
         self._clock = clock

@@ -8,10 +8,10 @@ Threads of one pool:
   the queue is empty blocks on the queue's wake-up list (so a new job starts at once
   and an idle pool sends about two commands per ``poll_interval``: the blocking wait,
   and a check for a ready job whose wake-up was lost);
-- ``jobs-writer`` (`jobs._outbox`): writes outcomes in batches;
-- ``jobs-heartbeat`` (`jobs._heartbeat`): extends leases, notices cancellations and
+- ``jobs-writer`` (`jobs.worker._outbox`): writes outcomes in batches;
+- ``jobs-heartbeat`` (`jobs.worker._heartbeat`): extends leases, notices cancellations and
   lost leases, reaps dead workers' jobs;
-- ``jobs-timeouts`` (`jobs._watchdog`): cancels attempts that pass their timeout;
+- ``jobs-timeouts`` (`jobs.worker._watchdog`): cancels attempts that pass their timeout;
 - ``jobs-hooks``: success and error hooks, when configured.
 
 An attempt that is timed out, cancelled or loses its lease is *abandoned*: its token is
@@ -37,24 +37,25 @@ import attrs
 import redis
 import redis.cluster
 
-from . import _attempt, _codec
-from ._attempt import Attempt, Completed, Outcome, State
-from ._heartbeat import Heartbeat
-from ._loops import Loop
-from ._outbox import REDIS_ERRORS, HookRunner, Outbox, Pending, split
-from ._watchdog import Watchdog
-from ._wire import Fetched, HeldJob, socket_timeout
-from ._wire import Outcome as Written
-from .context import CancelReason
-from .errors import JobTimeout
-from .redis_queue import RedisQueue, new_request_id
+from jobs import _codec
+from jobs._loops import Loop
+from jobs.context import CancelReason
+from jobs.errors import JobTimeout
+from jobs.queue._wire import Fetched, HeldJob, socket_timeout
+from jobs.queue._wire import Outcome as Written
+from jobs.queue.redis_queue import RedisQueue, new_request_id
+from jobs.worker import _attempt
+from jobs.worker._attempt import Attempt, Completed, Outcome, State
+from jobs.worker._heartbeat import Heartbeat
+from jobs.worker._outbox import REDIS_ERRORS, HookRunner, Outbox, Pending, split
+from jobs.worker._watchdog import Watchdog
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from .client import Client
-    from .config import WorkerPoolConfig
-    from .registry import Registry
+    from jobs.client import Client
+    from jobs.config import WorkerPoolConfig
+    from jobs.registry import Registry
 
 logger = logging.getLogger("jobs.worker")
 

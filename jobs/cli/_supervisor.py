@@ -24,7 +24,7 @@ import time
 
 import attrs
 
-from ._cli_serve import _SignalPipe
+from jobs.cli._serve import _SignalPipe
 
 logger = logging.getLogger("jobs.cli")
 

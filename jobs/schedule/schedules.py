@@ -55,9 +55,9 @@ from dateutil.rrule import (
 from dateutil.rrule import weekday as _Weekday
 from dateutil.rrule import weekdays as _WEEKDAYS
 
-from ._cron import ALL_DAYS, ALL_WEEKDAYS, LAST_DAY, CronFields, parse_cron
-from ._validators import instance_of, int_in_range, positive_duration
-from .errors import ConfigError
+from jobs._validators import instance_of, int_in_range, positive_duration
+from jobs.errors import ConfigError
+from jobs.schedule._cron import ALL_DAYS, ALL_WEEKDAYS, LAST_DAY, CronFields, parse_cron
 
 #: Weekdays for `Weekly` (the ``dateutil.rrule`` ones, so they also work in `RRule` rules).
 MONDAY, TUESDAY, WEDNESDAY, THURSDAY, FRIDAY, SATURDAY, SUNDAY = MO, TU, WE, TH, FR, SA, SU

@@ -9,7 +9,7 @@ import signal
 import threading
 from typing import TYPE_CHECKING, Any
 
-from . import _cli_format as fmt
+from jobs.cli import _format as fmt
 
 if TYPE_CHECKING:
     import argparse
@@ -47,8 +47,8 @@ def _is_loopback(host: str) -> bool:
 def cmd_dashboard(args: argparse.Namespace) -> int:
     """Serve the dashboard of every queue under --prefix until SIGINT or SIGTERM."""
     # Imported here: cli imports this module, and other commands need no web server.
-    from .cli import _ping, open_queue
-    from .dashboard import Dashboard, make_dashboard_server
+    from jobs.cli._main import _ping, open_queue
+    from jobs.dashboard import Dashboard, make_dashboard_server
 
     fmt.configure_logging(args.log_level, args.log_format)
     queue = open_queue(args)

@@ -6,12 +6,12 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 import attrs
 
-from ._validators import instance_of, require_text
-from .config import JobConfig
-from .errors import ConfigError
+from jobs._validators import instance_of, require_text
+from jobs.config import JobConfig
+from jobs.errors import ConfigError
 
 if TYPE_CHECKING:
-    from .schedules import Schedule
+    from jobs.schedule.schedules import Schedule
 
 #: How missed fire times are handled: ``"skip"`` them, or ``"run_once"`` for the latest.
 Misfire: TypeAlias = Literal["skip", "run_once"]

@@ -1,7 +1,7 @@
 """Cron fields: parsing five-field expressions, and matching naive wall-clock times.
 
 Everything here is calendar arithmetic on naive datetimes (what a wall clock reads);
-time zones, DST gaps and folds are `jobs.schedules`' business.
+time zones, DST gaps and folds are `jobs.schedule.schedules`' business.
 
 The dialect is Vixie cron's: ``minute hour day-of-month month day-of-week`` with ``*``,
 lists, ranges, steps (``*/15``, ``10-50/10``, ``5/15`` = ``5-59/15``), month and weekday
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from .errors import ConfigError
+from jobs.errors import ConfigError
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping

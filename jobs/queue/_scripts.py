@@ -19,7 +19,7 @@ import redis
 import redis.cluster
 from redis.exceptions import NoScriptError
 
-from ._cluster import node_client, run_on_node
+from jobs.queue._cluster import node_client, run_on_node
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -30,7 +30,7 @@ Arg = str | int | float | bytes
 
 @functools.cache
 def _source(name: str) -> str:
-    lua = resources.files("jobs") / "lua"
+    lua = resources.files("jobs.queue") / "lua"
     return (lua / "_lib.lua").read_text("utf-8") + "\n" + (lua / f"{name}.lua").read_text("utf-8")
 
 

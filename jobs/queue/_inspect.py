@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, cast
 
-from . import _codec
+from jobs import _codec
 
 if TYPE_CHECKING:
-    from .redis_queue import RedisQueue
+    from jobs.queue.redis_queue import RedisQueue
 
 
 def oldest_pending_age(queue: RedisQueue) -> float | None:

@@ -15,17 +15,17 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import attrs
 
-from . import _codec
-from ._wire import Failure, HeldJob, Leased
-from .backoff import ExponentialBackoff, backoff_from_spec
-from .context import CancellationToken, JobContext
-from .errors import ConfigError, PayloadError, PermanentError, UnknownJobType
-from .job import Job, JobStatus
+from jobs import _codec
+from jobs.backoff import ExponentialBackoff, backoff_from_spec
+from jobs.context import CancellationToken, JobContext
+from jobs.errors import ConfigError, PayloadError, PermanentError, UnknownJobType
+from jobs.job import Job, JobStatus
+from jobs.queue._wire import Failure, HeldJob, Leased
 
 if TYPE_CHECKING:
-    from .client import Client
-    from .redis_queue import RedisQueue
-    from .registry import Registry
+    from jobs.client import Client
+    from jobs.queue.redis_queue import RedisQueue
+    from jobs.registry import Registry
 
 job_logger = logging.getLogger("jobs.job")
 

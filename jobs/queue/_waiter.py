@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING, Any
 import redis
 import redis.cluster
 
-from ._cluster import refresh
-from ._loops import backoff_delay
+from jobs._loops import backoff_delay
+from jobs.queue._cluster import refresh
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from ._scripts import RedisClient
+    from jobs.queue._scripts import RedisClient
 
 logger = logging.getLogger("jobs.client")
 

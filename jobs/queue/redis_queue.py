@@ -1,7 +1,7 @@
 """`RedisQueue`: one queue in Redis, with one typed method per Lua script.
 
-This is the only module that talks to Redis. It knows the key schema (`jobs._keys`) and
-the scripts' argument layouts (documented at the top of each ``jobs/lua/*.lua``); the
+This is the only module that talks to Redis. It knows the key schema (`jobs.queue._keys`) and
+the scripts' argument layouts (documented at the top of each ``jobs/queue/lua/*.lua``); the
 client and the worker pool speak in Python values.
 """
 
@@ -18,13 +18,24 @@ import redis
 import redis.cluster
 import redis.sentinel
 
-from . import _codec, _urls
-from ._cluster import run_on_node
-from ._keys import QueueKeys
-from ._loops import backoff_delay
-from ._scripts import Arg, RedisClient, Script, execute, execute_and_wait, scripts
-from ._waiter import RECHECK, FinishedListener
-from ._wire import (
+from jobs import _codec
+from jobs._loops import backoff_delay
+from jobs.config import JobConfig, RedisQueueConfig
+from jobs.errors import (
+    ConfigError,
+    JobNotFound,
+    RedisUnavailable,
+    ReplicationError,
+    UnknownJobType,
+    WaitTimeout,
+)
+from jobs.job import Job, JobStatus, MinuteCounts, QueueHistory, QueueStats, WorkerInfo
+from jobs.queue import _urls
+from jobs.queue._cluster import run_on_node
+from jobs.queue._keys import QueueKeys
+from jobs.queue._scripts import Arg, RedisClient, Script, execute, execute_and_wait, scripts
+from jobs.queue._waiter import RECHECK, FinishedListener
+from jobs.queue._wire import (
     Failure,
     Fetched,
     HeldJob,
@@ -34,16 +45,6 @@ from ._wire import (
     job_args,
     socket_timeout,
 )
-from .config import JobConfig, RedisQueueConfig
-from .errors import (
-    ConfigError,
-    JobNotFound,
-    RedisUnavailable,
-    ReplicationError,
-    UnknownJobType,
-    WaitTimeout,
-)
-from .job import Job, JobStatus, MinuteCounts, QueueHistory, QueueStats, WorkerInfo
 
 if TYPE_CHECKING:
     import logging
@@ -173,7 +174,7 @@ class RedisQueue:
         ``redis+sentinel://host:port,host:port/service/db`` for the master of a
         Sentinel-monitored service (followed across failovers);
         ``redis+cluster://host:port,host:port`` for a Redis Cluster. ``rediss+...``
-        uses TLS; see `jobs._urls` for the options.
+        uses TLS; see `jobs.queue._urls` for the options.
 
         The queue owns the client it creates: `close` closes it. Other keyword arguments
         are `RedisQueueConfig` fields (``max_lost_leases``, ``completed_ttl`` ...).
@@ -779,7 +780,7 @@ class RedisQueue:
         """Publish a cron job's registration (schedule, job type, enabled, next run).
 
         Also drops the listing's entries of cron jobs whose state expired: no scheduler
-        announced or fired them for a whole state TTL (`jobs.scheduler.STATE_TTL` at
+        announced or fired them for a whole state TTL (`jobs.schedule.scheduler.STATE_TTL` at
         least), so none runs them any more. (Should one be announced again in between,
         its next fire or announce lists it again.)
         """

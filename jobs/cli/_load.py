@@ -9,13 +9,13 @@ import sys
 import traceback
 from typing import TYPE_CHECKING
 
-from . import _cli_format as fmt
-from .errors import CliError, UsageError
-from .registry import Registry
-from .scheduler import CronJob, Scheduler
+from jobs.cli import _format as fmt
+from jobs.errors import CliError, UsageError
+from jobs.registry import Registry
+from jobs.schedule.scheduler import CronJob, Scheduler
 
 if TYPE_CHECKING:
-    from .client import Client
+    from jobs.client import Client
 
 logger = logging.getLogger("jobs.cli")
 

@@ -36,10 +36,10 @@ import redis
 import redis.cluster
 import redis.sentinel
 
-from .errors import ConfigError
+from jobs.errors import ConfigError
 
 if TYPE_CHECKING:
-    from ._scripts import RedisClient
+    from jobs.queue._scripts import RedisClient
 
 SENTINEL_SCHEMES = frozenset({"redis+sentinel", "rediss+sentinel"})
 CLUSTER_SCHEMES = frozenset({"redis+cluster", "rediss+cluster"})

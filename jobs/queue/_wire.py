@@ -2,7 +2,7 @@
 
 Job settings as script arguments, and the values the worker pool trades with the queue
 (leased jobs, outcomes, fenced job handles), so that the pool's modules can name these
-values without the queue that runs the scripts (`jobs.redis_queue`).
+values without the queue that runs the scripts (`jobs.queue.redis_queue`).
 """
 
 from __future__ import annotations
@@ -16,12 +16,13 @@ import redis
 import redis.cluster
 import redis.sentinel
 
-from . import _codec, _urls
-from .backoff import BUILTIN_BACKOFFS, ExponentialBackoff, backoff_to_spec
+from jobs import _codec
+from jobs.backoff import BUILTIN_BACKOFFS, ExponentialBackoff, backoff_to_spec
+from jobs.queue import _urls
 
 if TYPE_CHECKING:
-    from ._scripts import Arg, RedisClient
-    from .config import JobConfig
+    from jobs.config import JobConfig
+    from jobs.queue._scripts import Arg, RedisClient
 
 
 # The per-job values below are NamedTuples, not attrs classes: several are built for every

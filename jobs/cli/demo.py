@@ -26,19 +26,19 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from . import _cli_format as fmt
-from ._embedded_redis import RedisServer, find_redis_server
-from .backoff import ExponentialBackoff
-from .client import Client
-from .config import ClientConfig, JobConfig, WorkerPoolConfig
-from .errors import PermanentError, RedisUnavailable
-from .redis_queue import RedisQueue
-from .registry import Registry
+from jobs._embedded_redis import RedisServer, find_redis_server
+from jobs.backoff import ExponentialBackoff
+from jobs.cli import _format as fmt
+from jobs.client import Client
+from jobs.config import ClientConfig, JobConfig, WorkerPoolConfig
+from jobs.errors import PermanentError, RedisUnavailable
+from jobs.queue.redis_queue import RedisQueue
+from jobs.registry import Registry
 
 if TYPE_CHECKING:
-    from ._scripts import RedisClient
-    from .context import JobContext
-    from .job import Job
+    from jobs.context import JobContext
+    from jobs.job import Job
+    from jobs.queue._scripts import RedisClient
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 #: The longest any one step may take before the demo gives up on it.
@@ -391,7 +391,7 @@ class _Demo:
         self.say(f"the job is {job.status}, and is never retried; its late result is discarded")
 
     def cron(self) -> None:
-        from . import CronJob, Every, Scheduler
+        from jobs import CronJob, Every, Scheduler
 
         self.title(8, "A cron job", "Every(1) fires each second; each fire time enqueued once")
         # No grace: a brand-new cron job would otherwise fire the fire times of the last

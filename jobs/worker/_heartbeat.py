@@ -19,15 +19,15 @@ from typing import TYPE_CHECKING
 
 import redis
 
-from ._loops import Loop
-from .context import CancelReason
+from jobs._loops import Loop
+from jobs.context import CancelReason
 
 if TYPE_CHECKING:
     import logging
     from collections.abc import Callable, Mapping, Sequence
 
-    from ._attempt import Attempt
-    from .redis_queue import RedisQueue
+    from jobs.queue.redis_queue import RedisQueue
+    from jobs.worker._attempt import Attempt
 
 #: Longest gap between beats while the pool holds jobs: bounds cancellation latency.
 BUSY_INTERVAL = 0.5

@@ -1,4 +1,4 @@
-"""The Redis key schema of one queue; `jobs/lua/_lib.lua` documents what each key holds.
+"""The Redis key schema of one queue; `jobs/queue/lua/_lib.lua` documents what each key holds.
 
 Every key of a queue starts with the hash tag ``{prefix:name}``, so a queue lives in one
 Redis Cluster slot (its scripts touch one node) while different queues spread out.

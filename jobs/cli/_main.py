@@ -22,18 +22,25 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import attrs
 import redis
 
-from . import _cli_format as fmt
-from ._acl import missing_permissions
-from ._cli_dashboard import add_dashboard_arguments, cmd_dashboard
-from ._cli_load import check_type, load_object, load_registry, load_scheduler
-from ._cli_serve import exit_now, serve
-from ._supervisor import SUPERVISED_ENV, supervise
-from ._urls import redacted, scrub
-from .client import Client
-from .config import ClientConfig, JobConfig, WorkerPoolConfig
-from .errors import CliError, ConfigError, JobNotFound, PayloadError, RedisUnavailable, UsageError
-from .job import JobStatus
-from .redis_queue import RedisQueue
+from jobs.cli import _format as fmt
+from jobs.cli._dashboard import add_dashboard_arguments, cmd_dashboard
+from jobs.cli._load import check_type, load_object, load_registry, load_scheduler
+from jobs.cli._serve import exit_now, serve
+from jobs.cli._supervisor import SUPERVISED_ENV, supervise
+from jobs.client import Client
+from jobs.config import ClientConfig, JobConfig, WorkerPoolConfig
+from jobs.errors import (
+    CliError,
+    ConfigError,
+    JobNotFound,
+    PayloadError,
+    RedisUnavailable,
+    UsageError,
+)
+from jobs.job import JobStatus
+from jobs.queue._acl import missing_permissions
+from jobs.queue._urls import redacted, scrub
+from jobs.queue.redis_queue import RedisQueue
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -240,7 +247,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the narrated end-to-end demo."""
-    from .demo import run_demo
+    from jobs.cli.demo import run_demo
 
     # The narration tells the story; the library's own log lines would only repeat it.
     fmt.configure_logging("info" if args.verbose else "critical", "text")
@@ -371,7 +378,7 @@ def _count_arg(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m jobs`` argument parser."""
-    from . import __version__
+    from jobs import __version__
 
     common = _Parser(add_help=False)
     conn = common.add_argument_group("connection")

@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import attrs
 
-from .job import JobStatus
+from jobs.job import JobStatus
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
-    from .job import Job, QueueHistory, QueueStats, WorkerInfo
+    from jobs.job import Job, QueueHistory, QueueStats, WorkerInfo
 
 #: What a missing value (a timestamp not reached yet, no error) prints as in text output.
 NONE = "-"

@@ -11,12 +11,12 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from . import _cli_format as fmt
-from .errors import CliError
+from jobs.cli import _format as fmt
+from jobs.errors import CliError
 
 if TYPE_CHECKING:
-    from .client import Client
-    from .scheduler import Scheduler
+    from jobs.client import Client
+    from jobs.schedule.scheduler import Scheduler
 
 logger = logging.getLogger("jobs.cli")
 
@@ -84,7 +84,7 @@ def serve(
 ) -> int:
     """Run until SIGINT/SIGTERM, then stop gracefully; a second signal stops at once.
 
-    ``supervised``: run by `jobs._supervisor`; the end of stdin counts as a SIGTERM.
+    ``supervised``: run by `jobs.cli._supervisor`; the end of stdin counts as a SIGTERM.
     """
     with _SignalPipe() as pipe:
         if supervised:

@@ -17,10 +17,10 @@ import redis
 import redis.cluster
 import redis.exceptions
 
-from ._cluster import run_on_node
+from jobs.queue._cluster import run_on_node
 
 if TYPE_CHECKING:
-    from .redis_queue import RedisQueue
+    from jobs.queue.redis_queue import RedisQueue
 
 #: A script only to check ``SCRIPT LOAD`` and ``EVALSHA`` (the library runs its own
 #: scripts by EVALSHA and loads them with SCRIPT LOAD).
