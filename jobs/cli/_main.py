@@ -25,6 +25,13 @@ import redis
 from jobs.cli import _format as fmt
 from jobs.cli._dashboard import add_dashboard_arguments, cmd_dashboard
 from jobs.cli._load import check_type, load_object, load_registry, load_scheduler
+from jobs.cli._metrics import (
+    add_metrics_arguments,
+    check_metrics_arguments,
+    metrics_argv,
+    process_number,
+    start_metrics,
+)
 from jobs.cli._serve import exit_now, serve
 from jobs.cli._supervisor import SUPERVISED_ENV, supervise
 from jobs.client import Client
@@ -283,6 +290,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             raise UsageError("--processes: a worker started by a supervisor cannot supervise")
         if args.processes < 1:
             raise UsageError(f"--processes must be at least 1, got {args.processes}")
+        check_metrics_arguments(args, args.processes)
         # Check what the children will load, so a typo fails once here, not N times.
         load_registry(args.registry)
         queue = open_queue(args)
@@ -291,9 +299,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
         finally:
             queue.close()
         return supervise(_child_argv(args), args.processes, _redis_url(args))
+    check_metrics_arguments(args)
     registry = load_registry(args.registry)
     queue = open_queue(args)
-    pool_config = _pool_config(args)
+    pool_config = start_metrics(args, queue, _pool_config(args))
     client = Client(ClientConfig(queue=queue, registry=registry, worker_pool_config=pool_config))
     _check_access(queue, [name for name, _ in pool_config.queues])
     scheduler = None if args.scheduler is None else load_scheduler(args.scheduler, client)
@@ -329,7 +338,7 @@ def _child_argv(args: argparse.Namespace) -> list[str]:
         value = getattr(args, option)
         if value is not None:
             argv.append(f"--{option.replace('_', '-')}={value}")
-    return argv
+    return argv + metrics_argv(args)
 
 
 def cmd_scheduler(args: argparse.Namespace) -> int:
@@ -463,6 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--poll-interval", type=float, metavar="SECONDS", help="longest idle wait (default: 1)"
     )
+    add_metrics_arguments(p)
 
     p = add("scheduler", cmd_scheduler, "Run a cron scheduler until SIGINT or SIGTERM.", logs)
     p.add_argument(
@@ -547,6 +557,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         supervised = os.environ.pop(SUPERVISED_ENV, None) is not None
         args = build_parser().parse_args(argv)
         args.supervised = supervised
+        args.process_number = process_number() if supervised else 1
         args.queue = getattr(args, "queue", "default")
         args.prefix = getattr(args, "prefix", "jobs")
         code = _run(args)

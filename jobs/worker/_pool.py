@@ -46,6 +46,7 @@ from jobs.queue._wire import Outcome as Written
 from jobs.queue.redis_queue import RedisQueue, new_request_id
 from jobs.worker import _attempt
 from jobs.worker._attempt import Attempt, Completed, Outcome, State
+from jobs.worker._events import AttemptResult, Guarded, Interruption
 from jobs.worker._heartbeat import Heartbeat
 from jobs.worker._outbox import REDIS_ERRORS, HookRunner, Outbox, Pending, split
 from jobs.worker._watchdog import Watchdog
@@ -150,6 +151,7 @@ class WorkerPool:
         self._outbox = Outbox(self.queues[0].name, self._on_written, self._on_dropped, logger)
         has_hooks = config.success_handler is not None or config.error_handler is not None
         self._hooks = HookRunner(logger) if has_hooks else None
+        self._events = None if config.events is None else Guarded(config.events, logger)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -349,7 +351,10 @@ class WorkerPool:
                             self._returned(attempt)
                             return
                     continue
+                if self._events is not None:
+                    self._events.started(attempt.queue.name, attempt.job_type, attempt.job, waited)
                 outcome = self._run(attempt)
+                attempt.ended = time.monotonic()
                 with self._lock:
                     if attempt.state is State.ABANDONED:
                         self._stuck -= 1  # this thread leaves; its replacement already runs
@@ -423,6 +428,7 @@ class WorkerPool:
             attempt.state = State.DONE
             self._release(attempt)
             self._slot_free.notify()
+        self._interrupted_by(attempt, reason)
         level = logging.INFO if reason is CancelReason.CANCELLED else logging.WARNING
         logger.log(
             level,
@@ -432,6 +438,16 @@ class WorkerPool:
             extra=attempt.log_extra(),
         )
         return False
+
+    def _interrupted_by(self, attempt: Attempt, reason: CancelReason) -> None:
+        """Tell the events observer that the heartbeat took a job away from this pool."""
+        if self._events is not None:
+            why = (
+                Interruption.CANCELLED
+                if reason is CancelReason.CANCELLED
+                else Interruption.LEASE_LOST
+            )
+            self._events.interrupted(attempt.queue.name, attempt.job_type, why)
 
     def _release(self, attempt: Attempt) -> None:
         """Stop holding an attempt's lease: nothing more to write for it (the lock is held)."""
@@ -471,6 +487,7 @@ class WorkerPool:
                 return  # finished: its write is fenced like any other
             self._release(attempt)
         attempt.token.cancel(reason)
+        self._interrupted_by(attempt, reason)
         level = logging.INFO if reason is CancelReason.CANCELLED else logging.WARNING
         logger.log(
             level,
@@ -492,9 +509,12 @@ class WorkerPool:
         with self._lock:
             if attempt.state is not State.RUNNING:
                 return
+            attempt.ended = time.monotonic()
             self._abandon_running(attempt)
             self._outbox.put(attempt, outcome)
         attempt.token.cancel(CancelReason.TIMEOUT)
+        if self._events is not None:
+            self._events.interrupted(attempt.queue.name, attempt.job_type, Interruption.TIMED_OUT)
 
     # -- fetching --------------------------------------------------------------------
 
@@ -710,6 +730,8 @@ class WorkerPool:
         with self._lock:
             for pending in batch:
                 self._finish(pending.attempt)
+        if self._events is not None:
+            self._tell_written(self._events, batch, replies)
         quiet = not logger.isEnabledFor(logging.DEBUG) and self._hooks is None
         for pending, written in zip(batch, replies, strict=True):
             if quiet and written.recorded and isinstance(pending.outcome, Completed):
@@ -722,6 +744,23 @@ class WorkerPool:
                     pending.attempt.held.job_id,
                     extra=pending.attempt.log_extra(),
                 )
+
+    @staticmethod
+    def _tell_written(
+        events: Guarded, batch: Sequence[Pending], replies: Sequence[Written]
+    ) -> None:
+        for pending, written in zip(batch, replies, strict=True):
+            attempt = pending.attempt
+            if not written.recorded:
+                events.write_rejected(attempt.queue.name, attempt.job_type)
+                continue
+            if isinstance(pending.outcome, Completed):
+                result = AttemptResult.COMPLETED
+            elif written.status == "failed":
+                result = AttemptResult.FAILED
+            else:
+                result = AttemptResult.RETRIED
+            events.finished(attempt.queue.name, attempt.job_type, result, attempt.duration)
 
     def _report(self, attempt: Attempt, outcome: Outcome, written: Written) -> None:
         """Log one written outcome and queue its hook."""
