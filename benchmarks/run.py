@@ -105,6 +105,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=None,
         help="measure jobs as committed at this git ref (default: the working tree)",
     )
+    parser.add_argument(
+        "--jobs-metrics",
+        action="store_true",
+        help="run jobs' worker processes with Prometheus worker metrics on "
+        "(jobs.metrics.WorkerMetrics as the pools' events; not the supervised drains)",
+    )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="the .rst report")
     parser.add_argument("--json", type=Path, default=None, help="also write raw results here")
     args = parser.parse_args(argv)
@@ -818,6 +824,7 @@ def run(args: argparse.Namespace, command: str, tmp: Path, source: Path) -> dict
             "depth": None if args.quick else args.depth,
             "cluster_jobs": args.cluster_jobs if args.cluster else None,
             "cluster_processes": args.cluster_processes,
+            "jobs_metrics": args.jobs_metrics,
         },
         "libraries": {},
         "depth": None,
@@ -1641,6 +1648,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     command = "python benchmarks/run.py" + "".join(" " + shlex.quote(a) for a in argv)
+    if args.jobs_metrics:
+        # The worker processes (jobs_worker.py) inherit it.
+        os.environ["BENCH_JOBS_METRICS"] = "1"
     with tempfile.TemporaryDirectory(prefix="jobs-bench-") as tmp_name:
         tmp = Path(tmp_name)
         source = snapshot_jobs(tmp, args.jobs_ref)
