@@ -354,7 +354,7 @@ class WorkerPool:
                 if self._events is not None:
                     self._events.started(attempt.queue.name, attempt.job_type, attempt.job, waited)
                 outcome = self._run(attempt)
-                attempt.ended = time.monotonic()
+                ended = time.monotonic() if self._events is not None else 0.0
                 with self._lock:
                     if attempt.state is State.ABANDONED:
                         self._stuck -= 1  # this thread leaves; its replacement already runs
@@ -364,6 +364,7 @@ class WorkerPool:
                             extra=attempt.log_extra(),
                         )
                         return
+                    attempt.ended = ended  # (a timed-out one keeps the time it timed out)
                     attempt.state = State.FINISHED
                     self._running.discard(attempt)
                     # Wake the fetcher only when it has something to do: it then takes this
