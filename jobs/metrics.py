@@ -23,7 +23,7 @@ Those are per process, so a query sums them over the processes it scrapes.
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING
 
 import redis
 from prometheus_client import (
@@ -49,8 +49,6 @@ if TYPE_CHECKING:
 
     from jobs.job import Job
     from jobs.queue.redis_queue import RedisQueue
-
-M = TypeVar("M", Counter, Histogram)
 
 #: Buckets of both histograms, seconds: from a few milliseconds to an hour.
 BUCKETS = (
@@ -223,9 +221,9 @@ class WorkerMetrics(WorkerEvents):
             Interruption.LEASE_LOST: self.leases_lost_total,
         }
         self._lock = threading.Lock()
-        # The labelled children by (metric, queue, type): `labels()` validates and
-        # locks on every call, and the label sets are few.
-        self._children: dict[tuple[object, str, str], Any] = {}
+        # Every metric's child for each (queue, type) seen, made at first sight (so a new
+        # type's counters start at 0): `labels()` validates and locks on every call.
+        self._labelled: dict[tuple[str, str], _Labelled] = {}
 
     def collectors(self) -> list[Counter | Histogram]:
         """Every metric, for a registry of your own (``registry.register(m)`` each)."""
@@ -238,37 +236,64 @@ class WorkerMetrics(WorkerEvents):
             self.queue_wait,
         ]
 
-    def _child(self, metric: M, queue: str, job_type: str) -> M:
-        key = (metric, queue, job_type)
-        child: M | None = self._children.get(key)
-        if child is None:
+    def _children(self, queue: str, job_type: str) -> _Labelled:
+        labelled = self._labelled.get((queue, job_type))
+        if labelled is None:
             with self._lock:
-                child = self._children[key] = metric.labels(queue, job_type)
-        return child
+                labelled = self._labelled.get((queue, job_type))
+                if labelled is None:
+                    labelled = _Labelled(self, queue, job_type)
+                    self._labelled[(queue, job_type)] = labelled
+        return labelled
 
     def started(self, queue: str, job_type: str, job: Job | None, waited_here: float) -> None:
         """Count the start; observe the queue wait (Redis's clock to the fetch, ours after)."""
-        self._child(self.started_total, queue, job_type).inc()
+        children = self._children(queue, job_type)
+        children.started.inc()
         if job is None or job.started_at is None:
             return
         due = job.run_at or job.created_at
         if due is None:
             return
         wait = max((job.started_at - due).total_seconds(), 0.0) + waited_here
-        self._child(self.queue_wait, queue, job_type).observe(wait)
+        children.queue_wait.observe(wait)
 
     def finished(self, queue: str, job_type: str, result: AttemptResult, duration: float) -> None:
         """Count the outcome; observe how long the handler ran."""
-        self._child(self._results[result], queue, job_type).inc()
-        self._child(self.run_duration, queue, job_type).observe(duration)
+        children = self._children(queue, job_type)
+        children.results[result].inc()
+        children.run_duration.observe(duration)
 
     def interrupted(self, queue: str, job_type: str, why: Interruption) -> None:
         """Count a cancellation, a timeout or a lost lease."""
-        self._child(self._interruptions[why], queue, job_type).inc()
+        self._children(queue, job_type).interruptions[why].inc()
 
     def write_rejected(self, queue: str, job_type: str) -> None:
         """Count an outcome the lease fence refused."""
-        self._child(self.writes_rejected_total, queue, job_type).inc()
+        self._children(queue, job_type).writes_rejected.inc()
+
+
+class _Labelled:
+    """The children of every `WorkerMetrics` metric for one (queue, type)."""
+
+    __slots__ = (
+        "interruptions",
+        "queue_wait",
+        "results",
+        "run_duration",
+        "started",
+        "writes_rejected",
+    )
+
+    def __init__(self, metrics: WorkerMetrics, queue: str, job_type: str) -> None:
+        self.started = metrics.started_total.labels(queue, job_type)
+        self.results = {r: m.labels(queue, job_type) for r, m in metrics._results.items()}
+        self.interruptions = {
+            i: m.labels(queue, job_type) for i, m in metrics._interruptions.items()
+        }
+        self.writes_rejected = metrics.writes_rejected_total.labels(queue, job_type)
+        self.run_duration = metrics.run_duration.labels(queue, job_type)
+        self.queue_wait = metrics.queue_wait.labels(queue, job_type)
 
 
 def serve_metrics(
