@@ -94,7 +94,7 @@ def test_a_running_job_shows_its_progress_as_a_bar_and_escaped_text(
         job_id = client.enqueue("export")
         queue = client.queue.name
         # Stored by the pool's next heartbeat.
-        wait_until(lambda: client.get(job_id).progress is not None, 5)
+        wait_until(lambda: client.get(job_id).progress is not None, 10)
         running = call(app, "/job", {"queue": queue, "id": job_id})
         release.set()
         client.wait(job_id, timeout=10)

@@ -215,7 +215,7 @@ def test_a_running_job_shows_a_progress_bar(
     app = Dashboard(redis_client)
     with served(app) as base, make_client(redis_url, registry) as client:
         job_id = client.enqueue("export")
-        wait_until(lambda: client.get(job_id).progress is not None, 5)
+        wait_until(lambda: client.get(job_id).progress is not None, 10)
         browser.get(f"{base}/job?queue={client.queue.name}&id={job_id}")
         bar = _wait_for(browser, By.CSS_SELECTOR, "div.progress progress")
         assert browser.execute_script("return arguments[0].position", bar) == pytest.approx(0.42)

@@ -19,7 +19,7 @@ import jobs
 from jobs.worker import AttemptResult, Interruption, WorkerEvents
 from tests.helpers import wait_until
 from tests.integration._clients import make_client, wait_for_status
-from tests.integration.test_cli import app_dir, background, cli, wait_for_log
+from tests.integration.test_cli import READY, app_dir, background, cli, wait_for_log
 
 prometheus_client = pytest.importorskip("prometheus_client")
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
@@ -127,13 +127,16 @@ def test_a_worker_process_exports_its_counts_after_real_jobs(redis_url: str, app
         background(args, redis_url, app_dir) as (proc, log_path),
     ):
         wait_for_log(log_path, f"serving Prometheus metrics at http://127.0.0.1:{port}/metrics")
+        wait_for_log(log_path, READY)
         ids = [producer.enqueue("ok", {"n": n}) for n in range(3)]
         ids += [producer.enqueue("boom") for _ in range(2)]
         ids += [producer.enqueue("flaky"), producer.enqueue("slow")]
         for job_id in ids:
-            wait_for_status(producer, job_id, jobs.JobStatus.COMPLETED, jobs.JobStatus.FAILED)
+            wait_for_status(
+                producer, job_id, jobs.JobStatus.COMPLETED, jobs.JobStatus.FAILED, timeout=20
+            )
         hanging = producer.enqueue("hang")
-        wait_for_status(producer, hanging, jobs.JobStatus.PROCESSING)
+        wait_for_status(producer, hanging, jobs.JobStatus.PROCESSING, timeout=20)
         assert producer.cancel(hanging)
 
         expected = {
@@ -192,7 +195,7 @@ def test_each_supervised_process_serves_on_its_own_port(redis_url: str, app_dir:
         assert first[("jobs_up", "default", "")] == second[("jobs_up", "default", "")] == 1
         ids = [producer.enqueue("ok", n) for n in range(20)]
         for job_id in ids:
-            wait_for_status(producer, job_id, jobs.JobStatus.COMPLETED)
+            wait_for_status(producer, job_id, jobs.JobStatus.COMPLETED, timeout=20)
 
         def both() -> float | None:
             key = ("jobs_worker_jobs_completed_total", "default", "ok")
