@@ -8,20 +8,14 @@ number of processes. Everything public is importable from here.
 
 from __future__ import annotations
 
+from jobs._client_config import ClientConfig, EnqueueHook
+
 # Backoff
 from jobs.backoff import Backoff, ExplicitBackoff, ExponentialBackoff, LinearBackoff, NoBackoff
 
 # Queue, registry, client
 from jobs.client import Client
-from jobs.config import (
-    ClientConfig,
-    DefaultJobConfig,
-    DefaultWorkerPoolConfig,
-    EnqueueHook,
-    JobConfig,
-    RedisQueueConfig,
-    WorkerPoolConfig,
-)
+from jobs.config import DefaultJobConfig, DefaultWorkerPoolConfig, JobConfig, WorkerPoolConfig
 from jobs.context import CancellationToken, CancelReason, JobContext
 
 # Errors
@@ -46,6 +40,7 @@ from jobs.handle import JobHandle
 # Jobs and statistics
 from jobs.job import Job, JobStatus, MinuteCounts, QueueHistory, QueueStats, WorkerInfo
 from jobs.job_type import JobType, TypedJobHandle
+from jobs.queue._config import RedisQueueConfig
 from jobs.queue.redis_queue import RedisQueue
 from jobs.registry import Middleware, Registry
 

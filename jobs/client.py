@@ -9,8 +9,9 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 from jobs import _codec
+from jobs._client_config import ClientConfig
 from jobs._validators import require_text, to_seconds
-from jobs.config import ClientConfig, JobConfig
+from jobs.config import JobConfig
 from jobs.errors import ConfigError, PayloadError, UnknownJobType
 from jobs.handle import JobHandle
 from jobs.job_type import JobType, TypedJobHandle, outcome

@@ -26,11 +26,12 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from jobs._client_config import ClientConfig
 from jobs._embedded_redis import RedisServer, find_redis_server
 from jobs.backoff import ExponentialBackoff
 from jobs.cli import _format as fmt
 from jobs.client import Client
-from jobs.config import ClientConfig, JobConfig, WorkerPoolConfig
+from jobs.config import JobConfig, WorkerPoolConfig
 from jobs.errors import PermanentError, RedisUnavailable
 from jobs.queue.redis_queue import RedisQueue
 from jobs.registry import Registry

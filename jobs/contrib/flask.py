@@ -51,10 +51,11 @@ import flask
 from flask.cli import AppGroup
 
 from jobs import _codec
+from jobs._client_config import ClientConfig
 from jobs.cli import _format as fmt
 from jobs.cli._serve import exit_now, serve
 from jobs.client import Client
-from jobs.config import ClientConfig, JobConfig, WorkerPoolConfig
+from jobs.config import JobConfig, WorkerPoolConfig
 from jobs.errors import ConfigError
 from jobs.queue.redis_queue import RedisQueue
 from jobs.registry import Registry
