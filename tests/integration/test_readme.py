@@ -66,7 +66,7 @@ def test_python_example(
     if block.directive in TOPOLOGIES:
         redis_url = request.getfixturevalue(TOPOLOGIES[block.directive]).url
     # One name per block: two documents may have a block on the same line.
-    script = workdir / f"example_{re.sub(r'\W', '_', block.where)}.py"
+    script = workdir / ("example_" + re.sub(r"\W", "_", block.where) + ".py")
     script.write_text(block.code)
     command = [sys.executable, str(script)]
     if block.directive == "pytest":
