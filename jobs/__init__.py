@@ -8,10 +8,10 @@ number of processes. Everything public is importable from here.
 
 from __future__ import annotations
 
-# Backoff
+# Backoff strategies
 from .backoff import Backoff, ExplicitBackoff, ExponentialBackoff, LinearBackoff, NoBackoff
 
-# Queue, registry, client
+# The client, and the configuration of the client, the queue, the pool and each job
 from .client import Client
 from .config import (
     ClientConfig,
@@ -22,9 +22,11 @@ from .config import (
     RedisQueueConfig,
     WorkerPoolConfig,
 )
+
+# What a handler gets: its context and its cancellation token
 from .context import CancellationToken, CancelReason, JobContext
 
-# Scheduling
+# Scheduling: a cron job (the scheduler and the schedules are below)
 from .cron_job import CronJob
 
 # Errors
@@ -44,13 +46,17 @@ from .errors import (
     WaitTimeout,
     WorkerShutdown,
 )
-from .handle import JobHandle
 
-# Jobs and statistics
+# Jobs, their handles, typed job types and the queue's statistics
+from .handle import JobHandle
 from .job import Job, JobStatus, MinuteCounts, QueueHistory, QueueStats, WorkerInfo
 from .job_type import JobType, TypedJobHandle
+
+# The queue in Redis, and the registry of handlers
 from .redis_queue import RedisQueue
 from .registry import Middleware, Registry
+
+# Scheduling: the scheduler and the schedules
 from .scheduler import Scheduler
 from .schedules import (
     FRIDAY,

@@ -120,8 +120,7 @@ class JobConfig:
         unique_for: also keep the key taken for this long after that job finished
             (completed, failed or cancelled); None or 0: released when it finishes.
 
-    .. versionadded:: 1.0
-    .. versionchanged:: 1.1 ``unique_key`` and ``unique_for``.
+    .. versionadded:: 0.1
     """
 
     max_retries: int = attrs.field(default=_DEFAULT_MAX_RETRIES, validator=int_in_range(0))
@@ -166,7 +165,7 @@ class JobConfig:
 def DefaultJobConfig() -> JobConfig:
     """The default job configuration: 3 retries, exponential backoff, 30 min timeout, priority 0.
 
-    .. versionadded:: 1.0
+    .. versionadded:: 0.1
     """
     return JobConfig()
 
@@ -236,8 +235,7 @@ class WorkerPoolConfig:
         error_handler: ``f(job, exc)`` after each failed attempt, once it is recorded.
         success_handler: ``f(job)`` after each completed job, once it is recorded.
 
-    .. versionadded:: 1.0
-    .. versionchanged:: 1.2 ``shutdown_grace``.
+    .. versionadded:: 0.1
     """
 
     num_workers: int = attrs.field(default=10, validator=int_in_range(1))
@@ -264,7 +262,7 @@ class WorkerPoolConfig:
 def DefaultWorkerPoolConfig() -> WorkerPoolConfig:
     """The default worker pool configuration: 10 workers, 30 s lease, 1 s poll, 30 s shutdown.
 
-    .. versionadded:: 1.0
+    .. versionadded:: 0.1
     """
     return WorkerPoolConfig()
 
@@ -311,7 +309,7 @@ class RedisQueueConfig:
         wait_timeout: how long an enqueue waits for those replicas, seconds or
             timedelta; it must stay below the client's socket timeout.
 
-    .. versionadded:: 1.0
+    .. versionadded:: 0.1
     """
 
     client: redis.Redis | redis.cluster.RedisCluster = attrs.field(validator=_redis_client)
@@ -388,8 +386,7 @@ class ClientConfig:
             request id, a trace context) to every job. An exception a hook raises comes
             out of the enqueue, and nothing is written. Cron fires do not run them.
 
-    .. versionadded:: 1.0
-    .. versionchanged:: 1.2 ``before_enqueue``.
+    .. versionadded:: 0.1
     """
 
     queue: RedisQueue = attrs.field(validator=_queue)

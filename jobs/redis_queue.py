@@ -140,7 +140,7 @@ class RedisQueue:
     One queue is a handful of keys under the hash tag ``{prefix:name}``; any number of
     producers and worker pools, in any number of processes and hosts, may share it.
 
-    .. versionadded:: 1.0
+    .. versionadded:: 0.1
     """
 
     def __init__(self, config: RedisQueueConfig) -> None:

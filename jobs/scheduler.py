@@ -1,4 +1,4 @@
-"""`Scheduler` and `CronJob`: periodic jobs, each fire time enqueued exactly once.
+"""`Scheduler`: the thread that fires cron jobs, each fire time enqueued exactly once.
 
 Any number of schedulers, in any number of processes and hosts, may run the same cron
 jobs against one queue. There is no leader and no lock that can expire: each fire is one
@@ -190,7 +190,7 @@ class Scheduler:
     Raises:
         ConfigError: a bad argument, with a message naming it.
 
-    .. versionadded:: 1.0
+    .. versionadded:: 0.1
     """
 
     def __init__(
