@@ -19,7 +19,6 @@ default_role = "py:obj"
 add_module_names = True
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
-autodoc_preserve_defaults = True
 autodoc_inherit_docstrings = True
 autoclass_content = "class"
 napoleon_google_docstring = True
