@@ -1,4 +1,4 @@
-"""`Scheduler` and `CronJob`: periodic jobs, each fire time enqueued exactly once.
+"""`Scheduler`: the thread that fires cron jobs, each fire time enqueued exactly once.
 
 Any number of schedulers, in any number of processes and hosts, may run the same cron
 jobs against one queue. There is no leader and no lock that can expire: each fire is one
@@ -180,7 +180,7 @@ class Scheduler:
 
     Args:
         client: a `Client` (or a `RedisQueue`) whose queue receives the jobs.
-        logger: a logger to use instead of ``jobs.schedule.scheduler``.
+        logger: a logger to use instead of ``jobs.scheduler``.
         tz: the zone of schedules that name none: an IANA name or a tzinfo.
         misfire_grace: seconds (or a timedelta, >= 0) a fire may be late and still count
             as on time rather than missed.
@@ -190,7 +190,7 @@ class Scheduler:
     Raises:
         ConfigError: a bad argument, with a message naming it.
 
-    .. versionadded:: 1.0
+    .. versionadded:: 0.1
     """
 
     def __init__(
@@ -215,7 +215,7 @@ class Scheduler:
         if clock is not None and not callable(clock):
             raise ConfigError(f"clock must be a callable, got {type(clock).__name__}")
         self._queue: RedisQueue = queue
-        self._logger: AnyLogger = logger or logging.getLogger("jobs.schedule.scheduler")
+        self._logger: AnyLogger = logger or logging.getLogger("jobs.scheduler")
         self.tz: tzinfo = _resolve_tz(tz, "tz") or UTC
         self.misfire_grace: timedelta = _grace(misfire_grace)
         self._clock = clock

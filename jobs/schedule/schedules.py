@@ -78,7 +78,7 @@ _PROBE_STEP = timedelta(hours=6)
 class Schedule(Protocol):
     """What the scheduler needs from a schedule: its next fire time.
 
-    .. versionadded:: 1.0
+    .. versionadded:: 0.1
     """
 
     def next_after(self, dt: datetime, *, default_tz: tzinfo | None = None) -> datetime | None:
@@ -264,7 +264,7 @@ class Every:
         interval: seconds (int or float) or a timedelta, at least 1 ms (``Every(0.001)``);
             a shorter one raises `ConfigError`.
 
-    .. versionadded:: 1.0
+    .. versionadded:: 0.1
     """
 
     interval: timedelta = attrs.field(
@@ -297,7 +297,7 @@ class Daily(_CronLike):
         minute: 0..59.
         tz: an IANA zone name or a tzinfo; None means the scheduler's zone.
 
-    .. versionadded:: 1.0
+    .. versionadded:: 0.1
     """
 
     hour: int = attrs.field(validator=int_in_range(0, 23))
@@ -328,7 +328,7 @@ class Weekly(_CronLike):
         minute: 0..59.
         tz: an IANA zone name or a tzinfo; None means the scheduler's zone.
 
-    .. versionadded:: 1.0
+    .. versionadded:: 0.1
     """
 
     weekday: _Weekday = attrs.field(converter=_to_weekday)
@@ -359,7 +359,7 @@ class Monthly(_CronLike):
         minute: 0..59.
         tz: an IANA zone name or a tzinfo; None means the scheduler's zone.
 
-    .. versionadded:: 1.0
+    .. versionadded:: 0.1
     """
 
     day: int = attrs.field(validator=_month_day)
@@ -393,7 +393,7 @@ class Cron(_CronLike):
         expr: the expression; invalid ones raise `ConfigError` naming the field.
         tz: an IANA zone name or a tzinfo; None means the scheduler's zone.
 
-    .. versionadded:: 1.0
+    .. versionadded:: 0.1
     """
 
     expr: str = attrs.field(validator=instance_of(str))
@@ -555,7 +555,7 @@ class RRule:
         tz: zone for a rule with a naive ``dtstart``: an IANA name or a tzinfo; None means
             the scheduler's zone. Ignored when ``dtstart`` is aware.
 
-    .. versionadded:: 1.0
+    .. versionadded:: 0.1
     """
 
     rule: rrulebase = attrs.field(validator=instance_of(rrule, rruleset))
