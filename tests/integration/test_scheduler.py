@@ -221,7 +221,7 @@ def test_redis_corrects_a_skewed_local_clock(
     # This host's clock is an hour fast; the scheduler must plan on the Redis server's.
     real = time.time
     monkeypatch.setattr(
-        "jobs.schedule.scheduler.time",
+        "jobs.schedule._clock.time",
         SimpleNamespace(time=lambda: real() + 3600, monotonic=time.monotonic),
     )
     with producer(redis_url) as client:
@@ -264,7 +264,7 @@ def test_the_thread_keeps_firing_through_a_host_clock_stepped_back(
     step = [0.0]
     real = time.time
     monkeypatch.setattr(
-        "jobs.schedule.scheduler.time",
+        "jobs.schedule._clock.time",
         SimpleNamespace(time=lambda: real() - step[0], monotonic=time.monotonic),
     )
     with producer(redis_url) as client:
