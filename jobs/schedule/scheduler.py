@@ -45,9 +45,9 @@ from jobs.schedule._firing import Entry, Firing, encode_payload
 from jobs.schedule._planner import STATE_TTL as STATE_TTL
 from jobs.schedule._planner import WAKE_SLACK as WAKE_SLACK
 from jobs.schedule._planner import Planner, grace
+from jobs.schedule._tz import resolve_tz
 from jobs.schedule.cron_job import CronJob as CronJob
 from jobs.schedule.cron_job import Misfire as Misfire
-from jobs.schedule.schedules import _resolve_tz
 
 if TYPE_CHECKING:
     import builtins
@@ -119,7 +119,7 @@ class Scheduler:
         self._logger: AnyLogger = logger or logging.getLogger("jobs.schedule.scheduler")
         self._extra: dict[str, object] = {"queue": queue.name}
         self._planner = Planner(
-            _resolve_tz(tz, "tz") or UTC, grace(misfire_grace), self._logger, self._extra
+            resolve_tz(tz, "tz") or UTC, grace(misfire_grace), self._logger, self._extra
         )
         self._clock = SchedulerClock(queue, self._logger, self._extra, clock)
         self._sync_due = True
