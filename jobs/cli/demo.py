@@ -27,7 +27,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from jobs._client_config import ClientConfig
-from jobs._embedded_redis import RedisServer, find_redis_server
+from jobs._embedded import RedisServer, find_redis_server
 from jobs.backoff import ExponentialBackoff
 from jobs.cli import _format as fmt
 from jobs.client import Client

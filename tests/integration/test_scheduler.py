@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 import jobs
-from jobs._embedded_redis import _parent_death_signal
+from jobs._embedded.process import parent_death_signal
 from tests.helpers import wait_until
 from tests.integration._clients import make_client, unique_name
 from tests.integration._processes import _reap, _tail, _wait_ready, stop_worker
@@ -357,7 +357,7 @@ def spawn(redis_url: str, queue: str, log: Path) -> subprocess.Popen[bytes]:
             stdout=subprocess.PIPE,
             stderr=stderr,
             start_new_session=True,
-            preexec_fn=_parent_death_signal(),
+            preexec_fn=parent_death_signal(),
         )
     try:
         _wait_ready(proc, 20)
