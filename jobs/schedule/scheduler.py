@@ -124,6 +124,7 @@ class Scheduler:
         self._clock = SchedulerClock(queue, self._logger, self._extra, clock)
         self._sync_due = True
         self._firing = Firing(queue, self._planner, self._logger, self._extra)
+        # Shared with the firing: once disable() or unregister() returns, nothing fires.
         self._entries = self._firing.entries
         self._lock = self._firing.lock
         # One round at a time (the thread's and run_once() calls of a custom loop).
