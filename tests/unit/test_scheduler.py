@@ -579,7 +579,7 @@ def test_a_host_clock_step_changes_nothing(
     # carried forward by the monotonic clock, so it neither goes quiet for the step (and
     # then skips the fires as missed) nor fires early.
     host = HostTime(utc(12, 0, 0, 500_000).timestamp())
-    monkeypatch.setattr("jobs.schedule.scheduler.time", host)
+    monkeypatch.setattr("jobs.schedule._clock.time", host)
     queue = RedisTime(utc(12, 0, 0, 500_000))
     s = jobs.Scheduler(cast("jobs.RedisQueue", queue))
     s.register(cron(schedule=jobs.Every(1)))
@@ -601,7 +601,7 @@ def test_a_suspended_host_is_noticed_without_a_fire_being_due(
     # The monotonic clock stops while a host sleeps; the wall clock does not: when they
     # disagree, the scheduler asks Redis for the time again before planning.
     host = HostTime(utc(12).timestamp())
-    monkeypatch.setattr("jobs.schedule.scheduler.time", host)
+    monkeypatch.setattr("jobs.schedule._clock.time", host)
     queue = RedisTime(utc(12))
     s = jobs.Scheduler(cast("jobs.RedisQueue", queue))
     s.register(cron(schedule=jobs.Every(3600)))
