@@ -9,8 +9,9 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 from jobs import _codec
+from jobs._client_config import ClientConfig
 from jobs._validators import require_text, to_seconds
-from jobs.config import ClientConfig, JobConfig
+from jobs.config import JobConfig
 from jobs.errors import ConfigError, PayloadError, UnknownJobType
 from jobs.handle import JobHandle
 from jobs.job_type import JobType, TypedJobHandle, outcome
@@ -61,7 +62,7 @@ class Client:
     A client without a registry is a producer only: it can enqueue, get, cancel and
     count jobs, but not `start`. Methods are thread-safe.
 
-    .. versionadded:: 1.0
+    .. versionadded:: 0.1
     """
 
     def __init__(self, config: ClientConfig) -> None:
@@ -281,7 +282,7 @@ class Client:
         Raises:
             ConfigError: ``minutes`` outside 1..60.
 
-        .. versionadded:: 1.1
+        .. versionadded:: 0.1
         """
         return self.queue.history(minutes)
 

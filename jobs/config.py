@@ -1,6 +1,8 @@
-"""Configuration value objects: `JobConfig`, `WorkerPoolConfig`, `RedisQueueConfig`, `ClientConfig`.
+"""Configuration value objects: `JobConfig` and `WorkerPoolConfig`.
 
-All are frozen attrs classes with keyword-only fields. Durations accept seconds (int or
+(`RedisQueueConfig` is in `jobs.queue`, `ClientConfig`, which holds live objects, in
+`jobs._client_config`.) All are frozen attrs classes with keyword-only fields. Durations
+accept seconds (int or
 float) or a `datetime.timedelta` and are stored as `timedelta`, so
 ``JobConfig(timeout=600) == JobConfig(timeout=timedelta(minutes=10))``. Invalid values
 raise `ConfigError` naming the field, at construction.
@@ -14,14 +16,11 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, cast
 
 import attrs
-import redis
-import redis.cluster
 
 from jobs._validators import (
     callable_or_none,
     duration,
     duration_or_zero,
-    instance_of,
     int_in_range,
     name_like,
     non_negative_duration,
@@ -35,8 +34,6 @@ from jobs.worker._events import WorkerEvents
 
 if TYPE_CHECKING:
     from jobs.job import Job
-    from jobs.queue.redis_queue import RedisQueue
-    from jobs.registry import Registry
 
 #: Highest and lowest job priority; higher runs first.
 MAX_PRIORITY = 1000
@@ -121,8 +118,7 @@ class JobConfig:
         unique_for: also keep the key taken for this long after that job finished
             (completed, failed or cancelled); None or 0: released when it finishes.
 
-    .. versionadded:: 1.0
-    .. versionchanged:: 1.1 ``unique_key`` and ``unique_for``.
+    .. versionadded:: 0.1
     """
 
     max_retries: int = attrs.field(default=_DEFAULT_MAX_RETRIES, validator=int_in_range(0))
@@ -167,7 +163,7 @@ class JobConfig:
 def DefaultJobConfig() -> JobConfig:
     """The default job configuration: 3 retries, exponential backoff, 30 min timeout, priority 0.
 
-    .. versionadded:: 1.0
+    .. versionadded:: 0.1
     """
     return JobConfig()
 
@@ -247,9 +243,7 @@ class WorkerPoolConfig:
             cancellations, timeouts, lost leases and refused writes (for metrics:
             `jobs.metrics.WorkerMetrics`); None (the default) tells nobody.
 
-    .. versionadded:: 1.0
-    .. versionchanged:: 1.2 ``shutdown_grace``.
-    .. versionchanged:: 1.3 ``events``.
+    .. versionadded:: 0.1
     """
 
     num_workers: int = attrs.field(default=10, validator=int_in_range(1))
@@ -277,142 +271,6 @@ class WorkerPoolConfig:
 def DefaultWorkerPoolConfig() -> WorkerPoolConfig:
     """The default worker pool configuration: 10 workers, 30 s lease, 1 s poll, 30 s shutdown.
 
-    .. versionadded:: 1.0
+    .. versionadded:: 0.1
     """
     return WorkerPoolConfig()
-
-
-def _redis_client(inst: object, field: attrs.Attribute[Any], value: object) -> None:
-    if not isinstance(value, redis.Redis | redis.cluster.RedisCluster):
-        raise ConfigError(
-            f"{field.name} must be a redis.Redis or redis.cluster.RedisCluster, "
-            f"got {type(value).__name__}"
-        )
-
-
-@attrs.frozen(kw_only=True)
-class RedisQueueConfig:
-    """Where and how a queue lives in Redis.
-
-    All keys of one queue share the hash tag ``{prefix:name}``: the queue lives in one
-    Redis Cluster slot, and different queues spread over the cluster.
-
-    Args:
-        client: a ``redis.Redis`` or ``redis.cluster.RedisCluster``.
-        name: the queue's name; several queues may share one Redis.
-        prefix: key namespace; tenants with different prefixes never see each other.
-        max_lost_leases: a job whose lease expires (its worker died) this many times
-            fails with "lease expired (worker lost)" instead of being re-delivered.
-        completed_ttl: how long a completed job's record is kept.
-        failed_ttl: how long failed and cancelled jobs' records are kept.
-        max_failed_jobs: at most this many failed (and, separately, cancelled) records
-            are kept; the oldest are dropped first.
-        max_completed_jobs: at most about this many completed records are kept (the
-            oldest are dropped by the workers' heartbeats, up to `COMPLETED_TRIM` per
-            beat); 0 keeps every record for its ``completed_ttl``. At roughly 700 bytes
-            a record, the default 100,000 is about 70 MB.
-        max_payload_bytes: the largest encoded payload `Client.enqueue` accepts, and the
-            largest encoded ``JobConfig.metadata``.
-        max_result_bytes: the largest encoded result stored; a handler returning more
-            fails its job for good ("result is N bytes, over max_result_bytes"): keep
-            large results elsewhere and return where they are.
-        wait_for_replicas: when > 0, enqueues (and cron fires) also wait, in the same
-            round trip, until this many replicas have acknowledged the write (Redis
-            ``WAIT``), and raise `ReplicationError` when fewer did within
-            ``wait_timeout``. Replication is asynchronous, so without it a failover can
-            lose a job whose enqueue had already returned; 0 (the default) does not wait.
-        wait_timeout: how long an enqueue waits for those replicas, seconds or
-            timedelta; it must stay below the client's socket timeout.
-
-    .. versionadded:: 1.0
-    """
-
-    client: redis.Redis | redis.cluster.RedisCluster = attrs.field(validator=_redis_client)
-    name: str = attrs.field(default="default", validator=name_like)
-    prefix: str = attrs.field(default="jobs", validator=name_like)
-    max_lost_leases: int = attrs.field(default=5, validator=int_in_range(1))
-    completed_ttl: timedelta = attrs.field(
-        default=timedelta(days=1), converter=duration, validator=positive_duration
-    )
-    failed_ttl: timedelta = attrs.field(
-        default=timedelta(days=7), converter=duration, validator=positive_duration
-    )
-    max_failed_jobs: int = attrs.field(default=10_000, validator=int_in_range(1))
-    max_completed_jobs: int = attrs.field(default=100_000, validator=int_in_range(0))
-    max_payload_bytes: int = attrs.field(default=1 << 20, validator=int_in_range(1))
-    max_result_bytes: int = attrs.field(default=1 << 20, validator=int_in_range(1))
-    wait_for_replicas: int = attrs.field(default=0, validator=int_in_range(0))
-    wait_timeout: timedelta = attrs.field(
-        default=timedelta(seconds=1), converter=duration, validator=positive_duration
-    )
-
-
-def _queue(inst: object, field: attrs.Attribute[Any], value: object) -> None:
-    from jobs.queue.redis_queue import RedisQueue
-
-    instance_of(RedisQueue)(inst, field, value)
-
-
-def _registry(inst: object, field: attrs.Attribute[Any], value: object) -> None:
-    from jobs.registry import Registry
-
-    instance_of(Registry, optional=True)(inst, field, value)
-
-
-def _pool_config(value: WorkerPoolConfig | None) -> WorkerPoolConfig:
-    return WorkerPoolConfig() if value is None else value
-
-
-#: ``hook(job_type, config) -> config``: run by `Client.enqueue` before anything is
-#: written; returns the `JobConfig` to enqueue with (None: ``config`` unchanged).
-EnqueueHook = Callable[[str, JobConfig], JobConfig | None]
-
-
-def _hooks(value: object) -> tuple[EnqueueHook, ...]:
-    if callable(value):
-        return (cast("EnqueueHook", value),)
-    if isinstance(value, list | tuple):
-        return tuple(value)
-    return cast("tuple[EnqueueHook, ...]", value)  # the validator names the field
-
-
-def _all_callable(inst: object, field: attrs.Attribute[Any], value: object) -> None:
-    if not isinstance(value, tuple) or not all(callable(hook) for hook in value):
-        raise ConfigError(f"{field.name} must be a sequence of callables, got {value!r}")
-
-
-@attrs.frozen(kw_only=True)
-class ClientConfig:
-    """What a `Client` works with: its queue, its handlers and its worker pool.
-
-    Args:
-        queue: the `RedisQueue` to enqueue to and work from.
-        registry: the job handlers; a producer-only client needs none.
-        worker_pool_config: how `Client.start` runs the pool.
-        strict_types: refuse to enqueue a job type nobody handles, with `UnknownJobType`
-            and nothing written: one not in ``registry``, or, for a client without one,
-            one that no worker pool of the queue declared (pools publish their registry's
-            types as they start). Off by default: a queue may carry types another fleet
-            handles.
-        before_enqueue: hooks ``hook(job_type, config) -> JobConfig | None`` run, in
-            order, by every `Client.enqueue` and `Client.enqueue_many` before anything is
-            written, each given the config the previous one returned (the caller's, or
-            `DefaultJobConfig`, first); None keeps it. Use them to add metadata (a
-            request id, a trace context) to every job. An exception a hook raises comes
-            out of the enqueue, and nothing is written. Cron fires do not run them.
-
-    .. versionadded:: 1.0
-    .. versionchanged:: 1.2 ``before_enqueue``.
-    """
-
-    queue: RedisQueue = attrs.field(validator=_queue)
-    registry: Registry | None = attrs.field(default=None, validator=_registry)
-    worker_pool_config: WorkerPoolConfig = attrs.field(
-        factory=WorkerPoolConfig,
-        converter=_pool_config,
-        validator=instance_of(WorkerPoolConfig),
-    )
-    strict_types: bool = attrs.field(default=False, validator=instance_of(bool))
-    before_enqueue: tuple[EnqueueHook, ...] = attrs.field(
-        default=(), converter=_hooks, validator=_all_callable
-    )

@@ -82,7 +82,7 @@ class QueueCollector(Collector):
     ``jobs_retried_total``, ``jobs_lost_leases_total``, ``jobs_rejected_writes_total``
     (counters kept in Redis per queue, so several exporters never double-count).
 
-    .. versionadded:: 1.1
+    .. versionadded:: 0.1
     """
 
     def __init__(self, *sources: Client | RedisQueue) -> None:
@@ -167,7 +167,7 @@ class WorkerMetrics(WorkerEvents):
         registry: where to register the metrics (``prometheus_client.REGISTRY`` by
             default); None registers them nowhere (collect them with `collectors`).
 
-    .. versionadded:: 1.3
+    .. versionadded:: 0.1
     """
 
     def __init__(self, registry: CollectorRegistry | None = REGISTRY) -> None:

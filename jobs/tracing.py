@@ -59,7 +59,7 @@ class Tracing:
         propagator: how the context is written into and read from the metadata; W3C
             Trace Context (``traceparent``, ``tracestate``) by default.
 
-    .. versionadded:: 1.3
+    .. versionadded:: 0.1
     """
 
     def __init__(

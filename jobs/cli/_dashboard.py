@@ -47,13 +47,13 @@ def _is_loopback(host: str) -> bool:
 def cmd_dashboard(args: argparse.Namespace) -> int:
     """Serve the dashboard of every queue under --prefix until SIGINT or SIGTERM."""
     # Imported here: cli imports this module, and other commands need no web server.
-    from jobs.cli._main import _ping, open_queue
+    from jobs.cli._connect import open_queue, ping
     from jobs.dashboard import Dashboard, make_dashboard_server
 
     fmt.configure_logging(args.log_level, args.log_format)
     queue = open_queue(args)
     try:
-        _ping(queue)
+        ping(queue)
         secret = args.secret or os.environ.get(SECRET_ENV) or None
         app = Dashboard(queue.client, prefix=args.prefix, secret=secret)
         server = make_dashboard_server(app, args.host, args.port)

@@ -18,9 +18,10 @@ import redis
 import redis.cluster
 
 from jobs import _codec
+from jobs._client_config import ClientConfig
 from jobs.client import Client
-from jobs.config import ClientConfig, RedisQueueConfig
 from jobs.errors import ConfigError
+from jobs.queue._config import RedisQueueConfig
 from jobs.queue._inspect import oldest_pending_age
 from jobs.queue.redis_queue import RedisQueue
 

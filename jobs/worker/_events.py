@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 class AttemptResult(enum.StrEnum):
     """How a started attempt ended, as recorded in Redis.
 
-    .. versionadded:: 1.3
+    .. versionadded:: 0.1
     """
 
     #: The handler returned and its result is stored.
@@ -34,7 +34,7 @@ class AttemptResult(enum.StrEnum):
 class Interruption(enum.StrEnum):
     """Why the pool stopped working on a job before its handler's outcome was recorded.
 
-    .. versionadded:: 1.3
+    .. versionadded:: 0.1
     """
 
     #: ``Client.cancel`` reached the running (or fetched) job.
@@ -58,7 +58,7 @@ class WorkerEvents:
     ``queue`` is the queue's name, ``job_type`` the job's type (``"?"`` for a record
     that does not decode).
 
-    .. versionadded:: 1.3
+    .. versionadded:: 0.1
     """
 
     def started(self, queue: str, job_type: str, job: Job | None, waited_here: float) -> None:

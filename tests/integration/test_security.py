@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from pathlib import Path
 
-    from jobs._embedded_redis import RedisServer
+    from jobs._embedded import RedisServer
 
 #: Least privilege for everything ``jobs`` does on the queues under prefix "jobs" (any
 #: queue name). For one queue only: ``~{jobs:NAME}:*``. Note the pattern: keys look like
@@ -520,7 +520,7 @@ def test_an_acl_without_publish_still_records_outcomes(
     # The ACL README.rst gave before waits existed: no channels, no PUBLISH/SUBSCRIBE.
     # Outcomes must still be recorded (the announcement is best effort), and a wait
     # still returns, by re-reading.
-    monkeypatch.setattr("jobs.queue.redis_queue.RECHECK", 0.2)
+    monkeypatch.setattr("jobs.queue._producer.RECHECK", 0.2)
     old_acl = WORKER_ACL.replace("&{jobs:* ", "").replace("+publish +subscribe ", "")
     server = redis_factory()
     with admin_client(server) as admin:

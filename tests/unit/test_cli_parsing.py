@@ -6,7 +6,8 @@ import argparse
 
 import pytest
 
-from jobs.cli._main import _child_argv, build_parser
+from jobs.cli._commands import child_argv as _child_argv
+from jobs.cli._main import build_parser
 from jobs.errors import UsageError
 
 

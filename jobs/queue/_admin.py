@@ -1,0 +1,201 @@
+"""Operator actions on `RedisQueue`: cancel, retry, purge, list jobs by status."""
+
+from __future__ import annotations
+
+from typing import cast
+
+from jobs import _codec
+from jobs.errors import (
+    ConfigError,
+    JobNotFound,
+)
+from jobs.job import Job, JobStatus
+from jobs.queue._base import ANSWER_TTL_MS, RETRY_BATCH, QueueBase, _wrong_type, new_request_id
+from jobs.queue._scripts import execute
+
+
+class Admin(QueueBase):
+    """Cancel, retry, purge and list jobs; each request is idempotent when re-sent."""
+
+    def cancel(self, job_id: str, *, request: str | None = None) -> bool:
+        """Cancel a job; True if it was cancelled now, False if it had already finished.
+
+        ``request``: the request id (default: a fresh one). A cancel sent again with the
+        same id, as redis-py does when a reply is lost, gives the first one's answer.
+
+        Raises:
+            JobNotFound: no such job.
+        """
+        k = self.keys
+        request = request or new_request_id()
+        with self._unavailable_as_error():
+            code = self._scripts.cancel(
+                self.client,
+                (k.pending, k.scheduled, k.processing, k.cancelled, k.stats, k.request(request)),
+                (
+                    k.job_prefix,
+                    job_id,
+                    self._failed_ttl_ms,
+                    self.config.max_failed_jobs,
+                    ANSWER_TTL_MS,
+                ),
+            )
+        if code == -1:
+            raise JobNotFound(f"no job {job_id!r} in queue {self.name!r}")
+        return bool(code > 0)
+
+    def _index(self, status: JobStatus | str) -> tuple[JobStatus, str]:
+        try:
+            job_status = JobStatus(status)
+        except ValueError:
+            names = ", ".join(s.value for s in JobStatus)
+            raise ConfigError(f"status must be one of {names}, got {status!r}") from None
+        return job_status, getattr(self.keys, job_status.value)
+
+    def list_jobs(self, status: JobStatus | str, *, limit: int = 100, offset: int = 0) -> list[Job]:
+        """Jobs in one status, in the order `Client.list_jobs` documents.
+
+        Raises:
+            ConfigError: an unknown status, or a negative limit or offset.
+        """
+        job_status, index = self._index(status)
+        if limit < 0 or offset < 0:
+            raise ConfigError(f"limit and offset must be >= 0, got {limit} and {offset}")
+        if limit == 0:
+            return []
+        with self._unavailable_as_error():
+            read = self.client.zrevrange if job_status.is_final else self.client.zrange
+            ids = cast("list[str | bytes]", read(index, offset, offset + limit - 1))
+            pipe = self.client.pipeline(transaction=False)
+            for job_id in ids:
+                pipe.hgetall(self.keys.job(_codec.text(job_id)))
+            records = pipe.execute(raise_on_error=False) if ids else []
+        for fields in records:
+            if isinstance(fields, Exception) and not _wrong_type(fields):
+                raise fields
+        return [
+            _codec.decode_job(
+                {_codec.text(k): v for k, v in fields.items()}, self.name, lenient=True
+            )
+            for fields in records
+            # Empty: the record expired between the two reads. An error: the key is not a
+            # record at all, and the next fetch or reap sets it aside.
+            if fields and not isinstance(fields, Exception)
+        ]
+
+    def retry(self, job_id: str, *, request: str | None = None) -> bool:
+        """Put a failed or cancelled job back in the queue; False if it is in another state.
+
+        ``request``: the request id (default: a fresh one). A retry sent again with the
+        same id, as redis-py does when a reply is lost, gives the first one's answer.
+
+        Raises:
+            JobNotFound: no such job.
+        """
+        k = self.keys
+        request = request or new_request_id()
+        with self._unavailable_as_error():
+            code = self._scripts.retry(
+                self.client,
+                (
+                    k.pending,
+                    k.failed,
+                    k.cancelled,
+                    k.seq,
+                    k.wake,
+                    k.stats,
+                    k.request(request),
+                    k.scheduled,
+                ),
+                (k.job_prefix, job_id, ANSWER_TTL_MS),
+            )
+        if code == -1:
+            raise JobNotFound(f"no job {job_id!r} in queue {self.name!r}")
+        return bool(code)
+
+    def retry_failed(self, job_type: str | None = None, since_ms: int | None = None) -> int:
+        """Put every failed job (of ``job_type``, failed at or after ``since_ms``) back.
+
+        Walks the failed index oldest first, `RETRY_BATCH` ids per round trip and one
+        small script call per job, so Redis serves other clients between every call
+        however many jobs there are.
+
+        Returns:
+            How many jobs are pending again.
+        """
+        k = self.keys
+        low: float | str = "-inf" if since_ms is None else since_ms
+        skip = 0  # ids left in place at score `low` (other types): skip them next time
+        retried = 0
+        bulk = k.request("retry-failed")  # never written: see retry.lua's ARGV[3]
+        with self._unavailable_as_error():
+            while True:
+                page = cast(
+                    "list[tuple[str | bytes, float]]",
+                    self.client.zrangebyscore(
+                        k.failed, low, "+inf", start=skip, num=RETRY_BATCH, withscores=True
+                    ),
+                )
+                if not page:
+                    return retried
+                ids = [_codec.text(raw) for raw, _ in page]
+                if job_type is not None:
+                    pipe = self.client.pipeline(transaction=False)
+                    for job_id in ids:
+                        pipe.hget(k.job(job_id), "type")
+                    types = [None if t is None else _codec.text(t) for t in pipe.execute()]
+                    chosen = [i for i, t in zip(ids, types, strict=True) if t == job_type]
+                else:
+                    chosen = ids
+                # No answer records (TTL 0): a call sent again after a lost reply finds
+                # its job pending and answers 0, which only makes the count low.
+                calls = [
+                    (
+                        self._scripts.retry,
+                        (
+                            k.pending,
+                            k.failed,
+                            k.cancelled,
+                            k.seq,
+                            k.wake,
+                            k.stats,
+                            bulk,
+                            k.scheduled,
+                        ),
+                        (k.job_prefix, job_id, 0),
+                    )
+                    for job_id in chosen
+                ]
+                codes = execute(self.client, calls) if calls else []
+                back = {job_id for job_id, code in zip(chosen, codes, strict=True) if code == 1}
+                retried += len(back)
+                last = page[-1][1]
+                stayed = sum(
+                    1
+                    for (_, score), i in zip(page, ids, strict=True)
+                    if score == last and i not in back
+                )
+                if last == low:
+                    skip += stayed
+                else:
+                    low, skip = last, stayed
+
+    def purge(self, status: JobStatus | str) -> int:
+        """Delete every job in ``status`` (not ``processing``: those are held by workers).
+
+        Returns:
+            How many jobs were deleted.
+
+        Raises:
+            ConfigError: an unknown status, or ``processing``.
+        """
+        job_status, index = self._index(status)
+        if job_status is JobStatus.PROCESSING:
+            raise ConfigError("status must not be processing: running jobs cannot be purged")
+        deleted = 0
+        with self._unavailable_as_error():
+            while batch := int(
+                self._scripts.purge(self.client, (index,), (self.keys.job_prefix, 1000))
+            ):
+                deleted += batch
+        return deleted

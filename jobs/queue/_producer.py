@@ -1,0 +1,214 @@
+"""The producer side of `RedisQueue`: enqueue, read jobs, wait for their outcomes."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, cast
+
+import redis
+import redis.cluster
+import redis.sentinel
+
+from jobs import _codec
+from jobs._loops import backoff_delay
+from jobs.errors import (
+    JobNotFound,
+    RedisUnavailable,
+    UnknownJobType,
+    WaitTimeout,
+)
+from jobs.queue._cluster import run_on_node
+from jobs.queue._waiter import RECHECK, FinishedListener
+from jobs.queue._wire import (
+    job_args,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping, Sequence
+
+    from jobs.config import JobConfig
+    from jobs.job import Job
+    from jobs.queue._scripts import Arg, Script
+from jobs.queue._base import _LETTERS, GET_BATCH, QueueBase, _wrong_type, enqueue_chunks
+
+
+class Producer(QueueBase):
+    """Enqueue jobs, read them, and wait for their outcomes."""
+
+    def enqueue(
+        self,
+        job_type: str,
+        ids: Sequence[str],
+        payloads: Sequence[bytes],
+        config: JobConfig,
+        *,
+        declared: bool = True,
+        strict: bool = False,
+    ) -> list[str]:
+        """Write new jobs (payloads already encoded); the id each payload's job has.
+
+        That is its own id, unless ``config.unique_key`` is held by a live job (or was,
+        within ``unique_for``): then that job's id, and nothing is written for it.
+
+        ``declared``: the settings ``config`` left at the library default take the job
+        type's declared ones, as worker pools published them (`declare_types`); pass
+        False when they were applied already. ``strict``: refuse a type that no pool
+        declared.
+
+        Raises:
+            UnknownJobType: ``strict``, and no worker pool declared ``job_type``.
+
+        Raises:
+            RedisUnavailable: Redis cannot be reached.
+            ReplicationError: with ``wait_for_replicas``, too few replicas acknowledged
+                (the jobs are written on the master all the same).
+        """
+        k = self.keys
+        head: list[Arg] = [
+            k.job_prefix,
+            job_type,
+            *job_args(config),
+            "" if config.unique_key is None else k.unique(config.unique_key),
+            0 if config.unique_for is None else _codec.to_ms(config.unique_for),
+            "".join(_LETTERS[name] for name in sorted(config.defaulted())) if declared else "",
+            "1" if strict else "0",
+        ]
+        keys = (k.pending, k.scheduled, k.seq, k.stats, k.wake, k.types)
+        if len(ids) != len(payloads):
+            raise ValueError(f"{len(ids)} ids for {len(payloads)} payloads")
+        calls: list[tuple[Script, Sequence[str], Sequence[Arg]]] = []
+        for chunk in enqueue_chunks([len(p) for p in payloads]):
+            args = head.copy()
+            for index in chunk:
+                args += (ids[index], payloads[index])
+            calls.append((self._scripts.enqueue, keys, args))
+        with self._unavailable_as_error():
+            try:
+                replies = self._execute_durably(calls, ids)
+            except redis.ResponseError as exc:
+                if str(exc).startswith("UNKNOWN_TYPE"):
+                    raise UnknownJobType(
+                        f"no worker pool declared job type {job_type!r} on queue {self.name!r} "
+                        f"(a strict client refuses it: a typo, or no worker started yet)"
+                    ) from None
+                raise
+        flags = [flag for reply in replies for flag in reply[1:]]
+        return [
+            job_id if isinstance(flag, int) else _codec.text(flag)
+            for job_id, flag in zip(ids, flags, strict=True)
+        ]
+
+    def get(self, job_id: str) -> Job:
+        """The job's current record.
+
+        Raises:
+            JobNotFound: no such job (or its record expired).
+            CorruptRecord: the record has no id, type or status (other damaged fields
+                are shown as their raw text; the worker fails such a job by name), or
+                the job's key holds something else than a record (see
+                `QueueStats.damaged_records`).
+        """
+        with self._unavailable_as_error():
+            try:
+                fields = self.client.hgetall(self.keys.job(job_id))
+            except redis.ResponseError as exc:
+                if not _wrong_type(exc):
+                    raise
+                raise _codec.CorruptRecord(
+                    f"the key of job {job_id!r} holds another type of value, not a job record"
+                ) from None
+        if not fields:
+            raise JobNotFound(f"no job {job_id!r} in queue {self.name!r}")
+        return _codec.decode_job(
+            {_codec.text(k): v for k, v in fields.items()}, self.name, lenient=True
+        )
+
+    def declare_types(self, declarations: Mapping[str, str]) -> None:
+        """Publish job types' declared settings (`Registry.declarations`) for producers."""
+        if declarations:
+            with self._unavailable_as_error():
+                hset: Any = self.client.hset  # its mapping type differs between releases
+                hset(self.keys.types, mapping=dict(declarations))
+
+    def get_many(self, job_ids: Sequence[str]) -> list[Job | None]:
+        """The records of ``job_ids`` (None for a missing one), `GET_BATCH` per round trip."""
+        found: list[Job | None] = []
+        for start in range(0, len(job_ids), GET_BATCH):
+            chunk = job_ids[start : start + GET_BATCH]
+
+            def read(client: Any, chunk: Sequence[str] = chunk) -> list[Any]:
+                pipe = client.pipeline(transaction=False)
+                for job_id in chunk:
+                    pipe.hgetall(self.keys.job(job_id))
+                return cast("list[Any]", pipe.execute())
+
+            with self._unavailable_as_error():
+                if isinstance(self.client, redis.cluster.RedisCluster):
+                    records = run_on_node(self.client, self.keys.pending, read)
+                else:
+                    records = read(self.client)
+            found += [
+                _codec.decode_job(
+                    {_codec.text(k): v for k, v in fields.items()}, self.name, lenient=True
+                )
+                if fields
+                else None
+                for fields in records
+            ]
+        return found
+
+    def as_finished(self, job_ids: Sequence[str], timeout: float | None) -> Iterator[Job]:
+        """Yield each job of ``job_ids`` once it is final (completed, failed, cancelled).
+
+        Woken by the scripts' ``finished`` announcements, not by polling; one pub/sub
+        connection per queue object serves every waiter. A Redis outage is waited out
+        (until ``timeout``): the subscription and the reads resume when it is back.
+
+        Raises:
+            JobNotFound: a job's record does not exist (or expired, or was purged).
+            WaitTimeout: ``timeout`` seconds passed first (jobs yielded so far stand).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        listener = self._finished_listener()
+        waiting = set(job_ids)
+        watch = listener.watch(waiting)
+        failures = 0
+        try:
+            while waiting:
+                left = RECHECK if deadline is None else deadline - time.monotonic()
+                if left <= 0:
+                    raise WaitTimeout(
+                        f"{len(waiting)} of {len(job_ids)} jobs not finished within "
+                        f"{timeout} s (first: {sorted(waiting)[0]})",
+                        job_ids=tuple(sorted(waiting)),
+                    )
+                # A status read before the subscription is live could miss the finish,
+                # so wait for it first (a millisecond, normally); one that does not come
+                # (Redis away, or an ACL without SUBSCRIBE) leaves us re-reading every
+                # RECHECK seconds.
+                listener.wait_subscribed(min(left, RECHECK))
+                due = list(watch.take_due() & waiting)
+                try:
+                    jobs = self.get_many(due)
+                except RedisUnavailable:
+                    failures += 1
+                    watch.mark(due)
+                    watch.event.wait(min(backoff_delay(failures), left))
+                    continue
+                failures = 0
+                for job_id, job in zip(due, jobs, strict=True):
+                    if job is None:
+                        raise JobNotFound(f"no job {job_id!r} in queue {self.name!r}")
+                    if job.status.is_final:
+                        waiting.discard(job_id)
+                        yield job
+                if waiting and not watch.event.wait(min(left, RECHECK)):
+                    watch.mark(waiting)  # nothing announced for a while: read anyway
+        finally:
+            listener.unwatch(watch)
+
+    def _finished_listener(self) -> FinishedListener:
+        with self._listener_lock:
+            if self._listener is None:
+                self._listener = FinishedListener(self.client, self.keys.finished)
+            return self._listener
