@@ -35,6 +35,7 @@ from jobs.errors import (
     WaitTimeout,
     WorkerShutdown,
 )
+from jobs.flow import Chain, FlowHandle, Group, Task, chain, group
 from jobs.handle import JobHandle
 
 # Jobs and statistics
@@ -76,6 +77,7 @@ __all__ = [
     "Backoff",
     "CancelReason",
     "CancellationToken",
+    "Chain",
     "Client",
     "ClientConfig",
     "ConfigError",
@@ -88,6 +90,8 @@ __all__ = [
     "Every",
     "ExplicitBackoff",
     "ExponentialBackoff",
+    "FlowHandle",
+    "Group",
     "Job",
     "JobCancelled",
     "JobConfig",
@@ -116,6 +120,7 @@ __all__ = [
     "Registry",
     "ReplicationError",
     "Scheduler",
+    "Task",
     "TypedJobHandle",
     "UnknownJobType",
     "WaitTimeout",
@@ -124,4 +129,6 @@ __all__ = [
     "WorkerPoolConfig",
     "WorkerShutdown",
     "__version__",
+    "chain",
+    "group",
 ]
