@@ -233,7 +233,10 @@ def _deps(raw: str | bytes | None) -> tuple[str, ...]:
     """A stored ``deps``: the JSON array of the ids a job depends on (see enqueue.lua)."""
     if not raw:
         return ()
-    ids = json.loads(raw)
+    try:
+        ids = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise ValueError("deps is not JSON") from None
     if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
         raise ValueError("deps is not a list of ids")
     return tuple(ids)
@@ -242,7 +245,7 @@ def _deps(raw: str | bytes | None) -> tuple[str, ...]:
 def _lenient_deps(raw: str | bytes | None) -> tuple[str, ...]:
     try:
         return _deps(raw)
-    except (ValueError, RecursionError):
+    except ValueError:
         return ()
 
 

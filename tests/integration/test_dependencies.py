@@ -9,6 +9,7 @@ exactly.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -16,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 import jobs
-from jobs.queue._wire import HeldJob
+from jobs.queue._scripts import scripts
+from jobs.queue._wire import Failure, HeldJob
 from tests.integration._clients import Gate, make_client, wait_for_status
 
 if TYPE_CHECKING:
@@ -94,22 +96,16 @@ def test_a_dependency_that_already_completed_releases_at_once(redis_url: str) ->
 
 
 def test_a_failed_dependency_cancels_its_dependents_transitively(redis_url: str) -> None:
-    gate = Gate()
-    with gate, make_client(redis_url, _registry(a=gate, b=_echo, c=_echo)) as client:
-        gate._result = None
+    with make_client(redis_url, _registry(a=_boom, b=_echo, c=_echo), start=False) as client:
         a = client.enqueue("a")
-        assert gate.entered.wait(10)
         b = client.enqueue("b", None, _after([a]))
         c = client.enqueue("c", None, _after([b]))
-        # A worker's failure of a: fail it by hand through cancel of the running job is
-        # another path; here the handler raises instead.
-        client.stop(timeout=0)
-    with make_client(redis_url, _registry(a=_boom), name=client.queue.name) as client:
-        failed = client.wait(a, timeout=15)
-        assert failed.status is jobs.JobStatus.FAILED
+        client.start()
+        assert client.wait(a, timeout=15).status is jobs.JobStatus.FAILED
         job_b, job_c = client.wait(b, timeout=5), client.wait(c, timeout=5)
         assert job_b.status is CANCELLED and job_b.error == f"dependency {a} failed"
         assert job_c.status is CANCELLED and job_c.error == f"dependency {b} was cancelled"
+        assert job_b.attempts == job_c.attempts == 0
         # Enqueued after the failure: cancelled in the same call, with the reason.
         late = client.enqueue("b", None, _after([a]))
         assert late.get().status is CANCELLED
@@ -236,7 +232,7 @@ def test_a_chain_runs_in_order_and_stops_at_a_failure(redis_url: str) -> None:
         assert flow.last.result(timeout=20) == 4
         assert order == [0, 1, 2, 3, 4]
         finished = flow.wait(timeout=5)
-        for before, after in zip(finished, finished[1:], strict=False):
+        for before, after in itertools.pairwise(finished):
             assert after.started_at >= before.completed_at  # type: ignore[operator]
 
         broken = client.enqueue_flow(
@@ -272,8 +268,9 @@ def test_a_group_of_10000_is_created_in_one_call_and_its_callback_fires_once(
 ) -> None:
     size = 10_000
     with make_client(redis_url) as client:
-        calls: list[str] = []
-        redis_client.execute_command("CONFIG", "RESETSTAT")
+        # Loaded first, so that the call below is the only script call the server sees.
+        scripts().load_all(redis_client, client.queue.keys.pending)
+        redis_client.config_resetstat()
         flow = client.enqueue_flow(
             jobs.group([jobs.Task("m", n) for n in range(size)], then=jobs.Task("cb"))
         )
@@ -300,7 +297,7 @@ def test_a_group_of_10000_is_created_in_one_call_and_its_callback_fires_once(
                 if j.job_id == flow.last or int(j.fields["payload"]) % 5
             ]
             failures = [
-                jobs.queue._wire.Failure(j.job_id, j.token, "E", "", -1, True)
+                Failure(j.job_id, j.token, "E", "", -1, True)
                 for j in fetched.jobs
                 if j.job_id != flow.last and not int(j.fields["payload"]) % 5
             ]
