@@ -462,6 +462,9 @@ local function settle_one(job_prefix, base, id, status, now, ttl_ms, keep)
     return
   end
   redis.call('DEL', key)
+  -- In id order, not the set's: which dependency a cancelled job names, and which
+  -- records a count bound drops, must not depend on how Redis encodes the set.
+  table.sort(waiting)
   for _, dependent in ipairs(waiting) do
     local job_key = job_prefix .. dependent
     local fields = redis.pcall('HMGET', job_key, 'status', 'after')
