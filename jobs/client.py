@@ -437,7 +437,10 @@ class Client:
         return self.queue.retry_failed(job_type, since_ms)
 
     def purge(self, status: JobStatus | str) -> int:
-        """Delete every job in ``status`` (completed, failed, cancelled, pending or scheduled).
+        """Delete every job in ``status`` (any but ``processing``).
+
+        Jobs that wait for a deleted one (`JobConfig.depends_on`) are cancelled, their
+        ``error`` naming it (or released, with ``depends_on_any_outcome``).
 
         Returns:
             How many jobs were deleted.

@@ -183,6 +183,8 @@ class Admin(QueueBase):
     def purge(self, status: JobStatus | str) -> int:
         """Delete every job in ``status`` (not ``processing``: those are held by workers).
 
+        Jobs that wait for a deleted one are cancelled, naming it (see purge.lua).
+
         Returns:
             How many jobs were deleted.
 
@@ -195,7 +197,16 @@ class Admin(QueueBase):
         deleted = 0
         with self._unavailable_as_error():
             while batch := int(
-                self._scripts.purge(self.client, (index,), (self.keys.job_prefix, 1000))
+                self._scripts.purge(
+                    self.client,
+                    (index,),
+                    (
+                        self.keys.job_prefix,
+                        1000,
+                        self._failed_ttl_ms,
+                        self.config.max_failed_jobs,
+                    ),
+                )
             ):
                 deleted += batch
         return deleted

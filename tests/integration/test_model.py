@@ -211,6 +211,9 @@ class Model:
                 oldest.status = GONE
         # Then what waits for it, breadth first, each job's dependents in id order.
         self._settle.append((job.id, status))
+        self._settle_all()
+
+    def _settle_all(self) -> None:
         if self._settling:
             return
         self._settling = True
@@ -236,7 +239,9 @@ class Model:
 
     @staticmethod
     def reason(job_id: str, status: str) -> str:
-        return f"dependency {job_id} " + ("failed" if status == FAILED else "was cancelled")
+        if status == FAILED:
+            return f"dependency {job_id} failed"
+        return f"dependency {job_id} was " + ("purged" if status == "purged" else "cancelled")
 
     def release(self, job: ModelJob) -> None:
         job.waits = 0
@@ -493,6 +498,9 @@ class Model:
             self.counters["purged_unfinished"] += len(doomed)
         for job in doomed:
             job.status = GONE
+        # What waited for them is settled as for a cancel, the purged in id order.
+        self._settle += [(job.id, "purged") for job in sorted(doomed, key=lambda j: j.id)]
+        self._settle_all()
         return len(doomed)
 
 
@@ -931,6 +939,7 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
                 with pytest.raises(ConfigError):
                     self.queue.purge(status)
                 return
+            self._tick()  # purging what others wait for cancels them
             assert self.queue.purge(status) == self.model.purge(status)
 
         @precondition(lambda self: self.model.jobs)

@@ -427,6 +427,8 @@ end
 local function dependency_reason(dep, status)
   if status == 'failed' then
     return 'dependency ' .. dep .. ' failed'
+  elseif status == 'purged' then
+    return 'dependency ' .. dep .. ' was purged'
   end
   return 'dependency ' .. dep .. ' was cancelled'
 end
@@ -451,11 +453,30 @@ end
 local to_settle = {}
 local settling = false
 local finalize
+local settle_one
 
--- Settle the dependents of one finalized job (see "Dependencies" above). A dependent
--- that is no longer waiting (cancelled by hand, purged) is skipped. Cancelled
--- dependents use the ttl and count bound of the failure or cancel that caused it.
-local function settle_one(job_prefix, base, id, status, now, ttl_ms, keep)
+-- Settle the dependents of one finalized job (see "Dependencies" above); status
+-- 'purged' (purge.lua) settles them as a cancel does. A dependent that is no longer
+-- waiting (cancelled by hand, purged) is skipped. Cancelled dependents use the ttl and
+-- count bound of the failure or cancel that caused it.
+-- Settle every job in to_settle, and those their settling finalizes in turn, in order:
+-- breadth first. A call made while it runs (finalize within settle_one) returns at once.
+local function settle_all(job_prefix, base, now)
+  if settling then
+    return
+  end
+  settling = true
+  local i = 1
+  while i <= #to_settle do
+    local entry = to_settle[i]
+    settle_one(job_prefix, base, entry[1], entry[2], now, entry[3], entry[4])
+    i = i + 1
+  end
+  to_settle = {}
+  settling = false
+end
+
+settle_one = function(job_prefix, base, id, status, now, ttl_ms, keep)
   local key = dependents_key(job_prefix, id)
   local waiting = redis.pcall('SMEMBERS', key)
   if type(waiting) ~= 'table' or waiting.err or #waiting == 0 then
@@ -510,19 +531,7 @@ finalize = function(job_prefix, id, status, now, ttl_ms, index_key, stats_key, k
     end
   end
   to_settle[#to_settle + 1] = {id, status, ttl_ms, keep}
-  if settling then
-    return  -- the settle_all loop below this call on the stack takes it
-  end
-  settling = true
-  local base = base_of(stats_key, 'stats')
-  local i = 1
-  while i <= #to_settle do
-    local entry = to_settle[i]
-    settle_one(job_prefix, base, entry[1], entry[2], now, entry[3], entry[4])
-    i = i + 1
-  end
-  to_settle = {}
-  settling = false
+  settle_all(job_prefix, base_of(stats_key, 'stats'), now)
 end
 
 -- A waiting job leaves its dependencies' dependents sets (cancel.lua): they need not
