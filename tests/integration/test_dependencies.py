@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 import jobs
+import jobs.testing
 from jobs.queue._scripts import scripts
 from jobs.queue._wire import Failure, HeldJob
 from tests.integration._clients import Gate, make_client, wait_for_status
@@ -154,6 +155,22 @@ def test_cancelling_a_waiting_job_leaves_its_dependency_alone(
         # b left a's dependents set: nothing is left to settle when a finishes.
         assert not redis_client.exists(client.queue.keys.dependents(a))
         assert client.stats().waiting_jobs == 0
+
+
+def test_purging_a_dependency_cancels_what_waits_for_it(redis_url: str) -> None:
+    with make_client(redis_url) as client:
+        a = client.enqueue("a")
+        b = client.enqueue("b", None, _after([a]))
+        c = client.enqueue("c", None, _after([b]))
+        anyway = client.enqueue(
+            "d", None, jobs.JobConfig(depends_on=[a], depends_on_any_outcome=True)
+        )
+        assert client.purge("pending") == 1
+        assert client.get(b).error == f"dependency {a} was purged"
+        assert client.get(c).error == f"dependency {b} was cancelled"
+        assert client.get(anyway).status is PENDING
+        stats = client.stats()
+        assert (stats.waiting_jobs, stats.cancelled_jobs, stats.pending_jobs) == (0, 2, 1)
 
 
 def test_an_unknown_dependency_is_refused_and_nothing_is_written(redis_url: str) -> None:
@@ -308,6 +325,25 @@ def test_a_group_of_10000_is_created_in_one_call_and_its_callback_fires_once(
         assert (stats.completed_jobs, stats.failed_jobs) == (size - size // 5 + 1, size // 5)
         assert stats.waiting_jobs == 0
         _counts_add_up(stats)
+
+
+def test_the_testing_drain_runs_a_flow_in_order(redis_url: str) -> None:
+    order: list[str] = []
+
+    def step(ctx: jobs.JobContext, name: str) -> str:
+        order.append(name)
+        return name
+
+    with make_client(redis_url, _registry(step=step), start=False) as client:
+        client.enqueue_flow(
+            jobs.chain(
+                jobs.Task("step", "a"),
+                jobs.group([jobs.Task("step", "b")], then=jobs.Task("step", "c")),
+            )
+        )
+        assert [j.payload for j in jobs.testing.enqueued(client)] == ["a", "b", "c"]
+        ran = jobs.testing.drain(client)
+        assert order == ["a", "b", "c"] and len(ran) == 3
 
 
 def test_wait_for_status_sees_waiting(redis_url: str) -> None:

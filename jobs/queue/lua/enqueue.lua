@@ -33,8 +33,9 @@
 --
 -- Record fields written (add_job in _lib.lua): id type payload status priority
 -- max_retries timeout_ms backoff metadata created_at run_at score (attempts, failures and
--- lost appear once they are not 0). Later scripts add started_at, completed_at, lease,
--- error, traceback, result, written_by.
+-- lost appear once they are not 0), and for a job with dependencies deps, waits and after
+-- (record_dependencies). Later scripts add started_at, completed_at, lease, error,
+-- traceback, result, written_by.
 
 local pending, scheduled, seq_key, stats, wake_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local job_prefix = ARGV[1]
