@@ -69,7 +69,7 @@ class QueueKeys:
         return self.job_prefix + job_id
 
     def dependents(self, job_id: str) -> str:
-        """The set of the waiting jobs that wait for job ``job_id`` (`JobConfig.depends_on`)."""
+        """The hash whose fields name the jobs waiting for ``job_id`` (`JobConfig.depends_on`)."""
         return self.dependents_prefix + job_id
 
     def worker(self, pool_id: str) -> str:

@@ -152,7 +152,7 @@ def test_cancelling_a_waiting_job_leaves_its_dependency_alone(
         assert client.cancel(b)
         assert client.get(b).status is CANCELLED
         assert client.get(a).status is PENDING
-        # b left a's dependents set: nothing is left to settle when a finishes.
+        # b left a's dependents hash: nothing is left to settle when a finishes.
         assert not redis_client.exists(client.queue.keys.dependents(a))
         assert client.stats().waiting_jobs == 0
 

@@ -27,8 +27,10 @@
 --   B..'types'        hash  job type -> its declared settings (JSON), by worker pools
 --   B..'waiting'      zset  ids waiting for their dependencies (JobConfig.depends_on),
 --                           score = their ready score at enqueue (so, enqueue order)
---   B..'dependents:'..id  set  the waiting jobs that wait for job id; deleted when id
---                           reaches a final state and releases or cancels them
+--   B..'dependents:'..id  hash  the waiting jobs that wait for job id (fields; values
+--                           '1'); deleted when id reaches a final state and releases or
+--                           cancels them. A hash, not a set: the least-privilege ACL
+--                           rule (README.rst) then needs no set commands.
 --   B..'finished'     pub/sub channel (not a key): a JSON array of the ids that reached
 --                     a final state in one script call (see announce_finished)
 --   B..'req:'..id     one request's record, so that a request sent again after its reply
@@ -387,7 +389,7 @@ local function read_dependencies(job_prefix, deps, any_outcome)
     if not status then
       return nil, dep
     end
-    -- A repeated id counts once: 'waits' must match the dependents sets the job is in.
+    -- A repeated id counts once: 'waits' must match the dependents hashes the job is in.
     if not seen[dep] then
       seen[dep] = true
       if not FINAL[status] then
@@ -401,7 +403,7 @@ local function read_dependencies(job_prefix, deps, any_outcome)
 end
 
 -- Record a new job's dependencies on its record; `unmet` from read_dependencies. The
--- caller adds it to each unmet dependency's dependents set (add_dependents), once per
+-- caller adds it to each unmet dependency's dependents hash (add_dependents), once per
 -- batch.
 local function record_dependencies(job_key, deps_json, unmet, any_outcome)
   local fields = {'deps', deps_json}
@@ -415,10 +417,14 @@ local function record_dependencies(job_key, deps_json, unmet, any_outcome)
 end
 
 local function add_dependents(job_prefix, unmet, ids)
+  local flat = {}
+  for _, id in ipairs(ids) do
+    flat[#flat + 1], flat[#flat + 2] = id, '1'
+  end
   for _, dep in ipairs(unmet) do
-    for first = 1, #ids, ZADD_SLICE do
-      redis.call('SADD', dependents_key(job_prefix, dep),
-        unpack(ids, first, math.min(first + ZADD_SLICE - 1, #ids)))
+    for first = 1, #flat, ZADD_SLICE do
+      redis.call('HSET', dependents_key(job_prefix, dep),
+        unpack(flat, first, math.min(first + ZADD_SLICE - 1, #flat)))
     end
   end
 end
@@ -478,13 +484,19 @@ end
 
 settle_one = function(job_prefix, base, id, status, now, ttl_ms, keep)
   local key = dependents_key(job_prefix, id)
-  local waiting = redis.pcall('SMEMBERS', key)
-  if type(waiting) ~= 'table' or waiting.err or #waiting == 0 then
+  -- pcall: a key damaged by hand (not a hash) settles nothing, rather than failing the
+  -- script after the job was finalized.
+  local flat = redis.pcall('HGETALL', key)
+  if type(flat) ~= 'table' or flat.err or #flat == 0 then
     return
   end
   redis.call('DEL', key)
-  -- In id order, not the set's: which dependency a cancelled job names, and which
-  -- records a count bound drops, must not depend on how Redis encodes the set.
+  local waiting = {}
+  for i = 1, #flat, 2 do
+    waiting[#waiting + 1] = flat[i]
+  end
+  -- In id order, not the hash's: which dependency a cancelled job names, and which
+  -- records a count bound drops, must not depend on how Redis encodes the hash.
   table.sort(waiting)
   for _, dependent in ipairs(waiting) do
     local job_key = job_prefix .. dependent
@@ -534,13 +546,13 @@ finalize = function(job_prefix, id, status, now, ttl_ms, index_key, stats_key, k
   settle_all(job_prefix, base_of(stats_key, 'stats'), now)
 end
 
--- A waiting job leaves its dependencies' dependents sets (cancel.lua): they need not
+-- A waiting job leaves its dependencies' dependents hashes (cancel.lua): they need not
 -- remember it.
 local function forget_dependencies(job_prefix, job_key, id)
   local ok, deps = pcall(cjson.decode, field_of(job_key, 'deps') or '[]')
   if ok and type(deps) == 'table' then
     for _, dep in ipairs(deps) do
-      redis.call('SREM', dependents_key(job_prefix, dep), id)
+      redis.pcall('HDEL', dependents_key(job_prefix, dep), id)
     end
   end
 end

@@ -15,7 +15,7 @@
 -- Jobs that wait for this one are cancelled with it, transitively, each naming the
 -- dependency that cancelled it (finalize in _lib.lua), unless they run whatever its
 -- outcome (JobConfig.depends_on_any_outcome). A waiting job also leaves its
--- dependencies' dependents sets.
+-- dependencies' dependents hashes.
 --
 -- The request id (random per call, in KEYS[6]) makes a cancel sent again after its reply
 -- was lost (redis-py does so by itself) answer what the first one did, not "already

@@ -108,8 +108,9 @@ if doomed then
 elseif hold and #held > 0 then
   add_dependents(job_prefix, unmet, held)
 end
-if created > 0 or promoted > 0 then
-  -- Also for delayed jobs: an idle pool must learn the new earliest due time.
+if (created > 0 and not hold) or promoted > 0 then
+  -- Also for delayed jobs: an idle pool must learn the new earliest due time. (Not for
+  -- waiting ones: the script that releases them wakes the pools.)
   wake(wake_key)
 end
 return out
