@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 import attrs
 
 from jobs import _codec
+from jobs import flow as flow_module
 from jobs._client_config import ClientConfig
 from jobs._validators import require_text, to_seconds
 from jobs.config import JobConfig
@@ -228,7 +229,8 @@ class Client:
         """Create a group or chain (`jobs.group`, `jobs.chain`) in one atomic call.
 
         Every job of the flow is written, or none: one Redis script call, however many
-        jobs (up to `jobs.flow.MAX_FLOW_JOBS`). Each task goes through the
+        jobs (up to `jobs.flow.MAX_FLOW_JOBS`, payloads adding up to at most
+        `jobs.flow.MAX_FLOW_BYTES`). Each task goes through the
         ``before_enqueue`` hooks and the registry's declarations as `enqueue` does.
 
         Example::
@@ -240,7 +242,8 @@ class Client:
             flow.last.wait()
 
         Raises:
-            PayloadError: a payload is not JSON or too large (nothing is written).
+            PayloadError: a payload is not JSON or too large, or the payloads add up to
+                more than `jobs.flow.MAX_FLOW_BYTES` (nothing is written).
             ConfigError: a task or config is invalid, or a dependency is a handle from
                 another queue.
             JobNotFound: a task's ``config.depends_on`` names a job that does not exist.
@@ -279,6 +282,12 @@ class Client:
             typed = handler.payload_type if handler is not None else None
             data = self._encode(item.task.payload, typed, limit, f"task #{index} payload")
             flow_jobs.append(FlowJob(item.job_id, number, data, item.depends_on))
+        size = sum(len(job.payload) for job in flow_jobs)
+        if size > flow_module.MAX_FLOW_BYTES:
+            raise PayloadError(
+                f"the flow's payloads add up to {size} bytes, over "
+                f"{flow_module.MAX_FLOW_BYTES} (one script call writes them all)"
+            )
         self.queue.enqueue_flow(specs, flow_jobs)
         logger.debug(
             "enqueued a flow of %d jobs",

@@ -51,6 +51,9 @@ if TYPE_CHECKING:
 #: Most jobs in one flow: it is written by one script call, which blocks Redis while it
 #: runs (10,000 jobs: see the measurements in the README's flow section).
 MAX_FLOW_JOBS = 100_000
+#: Most payload bytes in one flow, all held by that one call (Redis keeps its arguments
+#: in memory twice while the script runs, and serves no one else meanwhile).
+MAX_FLOW_BYTES = 64 << 20
 
 
 def _job_type(value: object) -> str:

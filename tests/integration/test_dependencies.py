@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 import jobs
+import jobs.flow
 import jobs.testing
 from jobs.queue._scripts import scripts
 from jobs.queue._wire import Failure, HeldJob
@@ -351,6 +352,16 @@ def test_wait_for_status_sees_waiting(redis_url: str) -> None:
         a = client.enqueue("a")
         b = client.enqueue("b", None, _after([a]))
         assert wait_for_status(client, b, WAITING).depends_on == (a,)
+
+
+def test_a_flow_too_large_for_one_call_is_refused(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(jobs.flow, "MAX_FLOW_BYTES", 100)
+    with make_client(redis_url) as client:
+        with pytest.raises(jobs.PayloadError, match="add up to"):
+            client.enqueue_flow(jobs.group([jobs.Task("t", "x" * 40) for _ in range(3)]))
+        assert client.stats().total_jobs == 0
 
 
 def test_task_values_are_checked() -> None:
