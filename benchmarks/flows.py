@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         client = jobs.Client(jobs.ClientConfig(queue=queue))
         try:
             client.enqueue_flow(jobs.chain(jobs.Task("warm-up")))  # loads the scripts
+            store.flushdb()
             walls, blocked, fired = [], [], []
             for _ in range(args.rounds):
                 wall, script_ms, callback = _create(client, store, args.members)
