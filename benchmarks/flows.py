@@ -26,7 +26,7 @@ from datetime import timedelta
 import redis
 
 import jobs
-from jobs._embedded_redis import RedisServer
+from jobs._embedded import RedisServer
 from jobs.queue._wire import HeldJob
 
 

@@ -227,7 +227,7 @@ class Ceiling:
     """The no-queue ceiling, on its own private redis-server."""
 
     def __init__(self, tmp: Path, n: int) -> None:
-        from jobs._embedded_redis import RedisServer
+        from jobs._embedded import RedisServer
 
         self.n = n
         self.count_dir = tmp / "ceiling-counts"
@@ -262,7 +262,7 @@ class Library:
         import workloads
         from peers import load
 
-        from jobs._embedded_redis import RedisServer
+        from jobs._embedded import RedisServer
 
         self.name = name
         self.args = args
@@ -478,7 +478,7 @@ def measure_depth(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     import workloads
     from jobs_worker import JobsAdapter
 
-    from jobs._embedded_redis import RedisServer
+    from jobs._embedded import RedisServer
 
     window = 1000
     threads = args.thread_list[0]
@@ -555,7 +555,7 @@ def profile_jobs(args: argparse.Namespace, tmp: Path) -> dict[str, Any] | None:
     import workloads
     from jobs_worker import JobsAdapter
 
-    from jobs._embedded_redis import RedisServer
+    from jobs._embedded import RedisServer
 
     py_spy = _py_spy()
     if py_spy is None:
@@ -764,7 +764,7 @@ def machine() -> dict[str, str]:
 
 
 def versions(peers: list[str], source: Path, ref: str | None) -> dict[str, str]:
-    from jobs._embedded_redis import RedisServer, find_redis_server
+    from jobs._embedded import RedisServer, find_redis_server
 
     out = {}
     binary = find_redis_server()

@@ -62,8 +62,7 @@ class ClientConfig:
             request id, a trace context) to every job. An exception a hook raises comes
             out of the enqueue, and nothing is written. Cron fires do not run them.
 
-    .. versionadded:: 1.0
-    .. versionchanged:: 1.2 ``before_enqueue``.
+    .. versionadded:: 0.1
     """
 
     queue: RedisQueue = attrs.field(validator=instance_of(RedisQueue))

@@ -67,7 +67,7 @@ class Client:
     A client without a registry is a producer only: it can enqueue, get, cancel and
     count jobs, but not `start`. Methods are thread-safe.
 
-    .. versionadded:: 1.0
+    .. versionadded:: 0.1
     """
 
     def __init__(self, config: ClientConfig) -> None:
@@ -250,7 +250,7 @@ class Client:
             UnknownJobType: a strict client, and a type nobody declared.
             RedisUnavailable: Redis cannot be reached.
 
-        .. versionadded:: 1.3
+        .. versionadded:: 0.1
         """
         if not isinstance(flow, Task | Chain | Group):
             raise ConfigError(f"flow must be a Task, Chain or Group, got {type(flow).__name__}")
@@ -387,7 +387,7 @@ class Client:
         Raises:
             ConfigError: ``minutes`` outside 1..60.
 
-        .. versionadded:: 1.1
+        .. versionadded:: 0.1
         """
         return self.queue.history(minutes)
 

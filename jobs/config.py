@@ -154,9 +154,7 @@ class JobConfig:
             outcome (completed, failed or cancelled), instead of being cancelled when
             one fails or is cancelled: a clean-up or report job.
 
-    .. versionadded:: 1.0
-    .. versionchanged:: 1.1 ``unique_key`` and ``unique_for``.
-    .. versionchanged:: 1.3 ``depends_on`` and ``depends_on_any_outcome``.
+    .. versionadded:: 0.1
     """
 
     max_retries: int = attrs.field(default=_DEFAULT_MAX_RETRIES, validator=int_in_range(0))
@@ -205,7 +203,7 @@ class JobConfig:
 def DefaultJobConfig() -> JobConfig:
     """The default job configuration: 3 retries, exponential backoff, 30 min timeout, priority 0.
 
-    .. versionadded:: 1.0
+    .. versionadded:: 0.1
     """
     return JobConfig()
 
@@ -275,8 +273,7 @@ class WorkerPoolConfig:
         error_handler: ``f(job, exc)`` after each failed attempt, once it is recorded.
         success_handler: ``f(job)`` after each completed job, once it is recorded.
 
-    .. versionadded:: 1.0
-    .. versionchanged:: 1.2 ``shutdown_grace``.
+    .. versionadded:: 0.1
     """
 
     num_workers: int = attrs.field(default=10, validator=int_in_range(1))
@@ -303,6 +300,6 @@ class WorkerPoolConfig:
 def DefaultWorkerPoolConfig() -> WorkerPoolConfig:
     """The default worker pool configuration: 10 workers, 30 s lease, 1 s poll, 30 s shutdown.
 
-    .. versionadded:: 1.0
+    .. versionadded:: 0.1
     """
     return WorkerPoolConfig()

@@ -27,7 +27,7 @@ so it reads their results with ``ctx.client.wait_all(ctx.job.depends_on)`` (keep
 ``completed_ttl`` and ``max_completed_jobs`` large enough for the records to outlive
 the group).
 
-.. versionadded:: 1.3
+.. versionadded:: 0.1
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ class Task:
         config: as for `Client.enqueue` (no ``unique_key``); its ``depends_on`` adds
             existing jobs to wait for, besides those the flow sets.
 
-    .. versionadded:: 1.3
+    .. versionadded:: 0.1
     """
 
     job_type: str = attrs.field(converter=_job_type, validator=_task_type)
@@ -122,7 +122,7 @@ class Chain:
     If a step fails for good or is cancelled, the steps after it are cancelled, each
     naming the step before it. Build one with `chain`.
 
-    .. versionadded:: 1.3
+    .. versionadded:: 0.1
     """
 
     steps: tuple[Flow, ...] = attrs.field(converter=_flows, validator=_all_flows)
@@ -136,7 +136,7 @@ class Group:
     its ``Job.depends_on`` holds the ids of the members (of a member chain, its last
     step), in order. Build one with `group`.
 
-    .. versionadded:: 1.3
+    .. versionadded:: 0.1
     """
 
     members: tuple[Flow, ...] = attrs.field(converter=_flows, validator=_all_flows)
@@ -150,7 +150,7 @@ Flow = Task | Chain | Group
 def chain(*steps: Flow) -> Chain:
     """Steps run one after the other: ``chain(a, b, c)`` runs b once a completed, then c.
 
-    .. versionadded:: 1.3
+    .. versionadded:: 0.1
     """
     return Chain(steps)
 
@@ -158,7 +158,7 @@ def chain(*steps: Flow) -> Chain:
 def group(members: Iterable[Flow], then: Task | None = None) -> Group:
     """Members run side by side; ``then`` runs once all of them are final.
 
-    .. versionadded:: 1.3
+    .. versionadded:: 0.1
     """
     return Group(tuple(members), then)
 
@@ -222,7 +222,7 @@ class FlowHandle:
         ends: the jobs that end the flow: a chain's last step, a group's callback (or,
             without one, its members).
 
-    .. versionadded:: 1.3
+    .. versionadded:: 0.1
     """
 
     jobs: tuple[JobHandle, ...]

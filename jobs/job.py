@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 class JobStatus(enum.StrEnum):
     """Where a job is in its life; ``str(JobStatus.COMPLETED) == "completed"``.
 
-    .. versionadded:: 1.0
+    .. versionadded:: 0.1
     """
 
     #: Ready to run now, waiting for a worker.
@@ -26,8 +26,6 @@ class JobStatus(enum.StrEnum):
     #: Waiting for its delay or a retry backoff to pass.
     SCHEDULED = "scheduled"
     #: Waiting for the jobs it depends on (`JobConfig.depends_on`) to complete.
-    #:
-    #: .. versionadded:: 1.3
     WAITING = "waiting"
     #: Leased by a worker that is running it.
     PROCESSING = "processing"
@@ -80,8 +78,7 @@ class Job:
         depends_on: the ids of the jobs it waits (or waited) for, as given in
             `JobConfig.depends_on`: for a group's callback, the group's members.
 
-    .. versionadded:: 1.0
-    .. versionchanged:: 1.3 ``depends_on``.
+    .. versionadded:: 0.1
     """
 
     id: str
@@ -132,8 +129,7 @@ class QueueStats:
     ``total_jobs`` is the sum of the seven counts plus the pending, scheduled and
     waiting jobs purged.
 
-    .. versionadded:: 1.0
-    .. versionchanged:: 1.3 ``waiting_jobs``.
+    .. versionadded:: 0.1
     """
 
     total_jobs: int = 0
@@ -164,7 +160,7 @@ class WorkerInfo:
         started_at: when the pool started.
         last_seen: its last heartbeat.
 
-    .. versionadded:: 1.0
+    .. versionadded:: 0.1
     """
 
     id: str
@@ -187,7 +183,7 @@ class MinuteCounts:
         failed: jobs that failed for good (retries exhausted or a permanent error).
         cancelled: jobs cancelled.
 
-    .. versionadded:: 1.1
+    .. versionadded:: 0.1
     """
 
     minute: datetime
@@ -206,7 +202,7 @@ class QueueHistory:
     Attributes:
         minutes: one `MinuteCounts` per minute of the window, with no gaps.
 
-    .. versionadded:: 1.1
+    .. versionadded:: 0.1
     """
 
     minutes: tuple[MinuteCounts, ...] = ()

@@ -59,7 +59,7 @@ class QueueCollector(Collector):
     ``jobs_retried_total``, ``jobs_lost_leases_total``, ``jobs_rejected_writes_total``
     (counters kept in Redis per queue, so several exporters never double-count).
 
-    .. versionadded:: 1.1
+    .. versionadded:: 0.1
     """
 
     def __init__(self, *sources: Client | RedisQueue) -> None:

@@ -23,7 +23,7 @@ What `drain` does not do: enforce ``JobConfig.timeout`` (no watchdog runs, so
 ``ctx.cancelled`` stays false), run the scheduler's cron jobs, or share a queue with a
 worker pool running at the same time.
 
-.. versionadded:: 1.2
+.. versionadded:: 0.1
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ class DrainError(JobsError, AssertionError):
     Jobs that keep enqueueing jobs (or a job that keeps failing with retries left)
     would loop for ever; the test fails instead. ``ran`` holds what ran.
 
-    .. versionadded:: 1.2
+    .. versionadded:: 0.1
     """
 
     def __init__(self, message: str, ran: list[Job]) -> None:
@@ -340,7 +340,7 @@ class TestClient(Client):
         client.enqueue("send_email", {"to": "ada@example.com"})
         assert [job.status for job in client.drain()] == ["completed"]
 
-    .. versionadded:: 1.2
+    .. versionadded:: 0.1
     """
 
     __test__ = False  # not a pytest test class, whatever a test module imports it as

@@ -43,7 +43,6 @@ local now = now_ms()
 local out = {now}
 local created = 0
 local n = (#ARGV - 16) / 2
-local FIRST = 17
 local unique, unique_for = ARGV[9], ARGV[10]
 local priority, max_retries, timeout_ms, backoff = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 
@@ -71,7 +70,7 @@ local seq = take(seq_key, n) - n
 
 local adds = {pending = {}, scheduled = {}, waiting = {}}
 local held = {}
-for b = FIRST, #ARGV, 2 do
+for b = 17, #ARGV, 2 do
   seq = seq + 1
   local holder = unique ~= '' and unique_holder(unique, job_prefix, now)
   if holder then

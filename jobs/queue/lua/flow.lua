@@ -10,7 +10,7 @@
 -- ARGV[5] P, how many settings profiles follow
 -- ARGV[6 .. 5 + 9P] 9 values per profile: type, priority, max_retries, timeout_ms ('' =
 --           none), backoff (JSON spec), metadata (JSON), delay_ms, the settings left at
---           the library default (letters of 'prtb', see enqueue.lua's ARGV[11]), and '1'
+--           the library default (letters of 'prtb', as enqueue.lua takes them), and '1'
 --           when a dependency's failure or cancellation does not cancel the job
 --           (JobConfig.depends_on_any_outcome), else '0'
 -- ARGV[6 + 9P ..] 4 values per job, in an order where each job comes after every job
