@@ -348,8 +348,11 @@ local function take_unique(unique_key, job_key, id, unique_for)
   end
 end
 
+-- Also returns whether other jobs wait for this one (the record's 'dependents' flag, see
+-- "Dependencies" below): finalize reads both with one HMGET, so that a job nothing
+-- depends on costs no more to finish than before dependencies existed.
 local function release_unique(job_key, id)
-  local unique = redis.call('HMGET', job_key, 'unique', 'unique_for')
+  local unique = redis.call('HMGET', job_key, 'unique', 'unique_for', 'dependents')
   if unique[1] and redis.pcall('GET', unique[1]) == id then
     local window = tonumber(unique[2]) or 0
     if window > 0 then
@@ -358,6 +361,7 @@ local function release_unique(job_key, id)
       redis.call('DEL', unique[1])
     end
   end
+  return unique[3] ~= false
 end
 
 -- Ids finalized by this script call, published once at its end (announce_finished).
@@ -367,7 +371,9 @@ local finished_ids = {}
 -- B..'waiting') with 'deps' (the JSON array of the ids it waits for, as given), 'waits'
 -- (how many of them are not final yet) and 'after' = 'any' when any final outcome of a
 -- dependency will do (JobConfig.depends_on_any_outcome; absent: only 'completed').
--- Each dependency not final yet lists it in B..'dependents:'..dep_id. When that
+-- Each dependency not final yet lists it in B..'dependents:'..dep_id, and carries
+-- 'dependents' = '1' in its own record (so finalize looks for dependents only then,
+-- see release_unique). When that
 -- dependency reaches a final state, finalize settles its dependents in the same script
 -- call, so no polling and no lost wake-up: completed (or any outcome, for 'after' =
 -- 'any') counts one off 'waits' and the last one makes the job ready; failed or
@@ -422,6 +428,7 @@ local function add_dependents(job_prefix, unmet, ids)
     flat[#flat + 1], flat[#flat + 2] = id, '1'
   end
   for _, dep in ipairs(unmet) do
+    redis.call('HSET', job_prefix .. dep, 'dependents', '1')
     for first = 1, #flat, ZADD_SLICE do
       redis.call('HSET', dependents_key(job_prefix, dep),
         unpack(flat, first, math.min(first + ZADD_SLICE - 1, #flat)))
@@ -522,7 +529,7 @@ end
 finalize = function(job_prefix, id, status, now, ttl_ms, index_key, stats_key, keep)
   local job_key = job_prefix .. id
   finished_ids[#finished_ids + 1] = id
-  release_unique(job_key, id)
+  local awaited = release_unique(job_key, id)
   redis.call('HSET', job_key, 'status', status, 'completed_at', now)
   redis.call('HDEL', job_key, 'lease')
   redis.call('PEXPIRE', job_key, ttl_ms)
@@ -542,8 +549,10 @@ finalize = function(job_prefix, id, status, now, ttl_ms, index_key, stats_key, k
       redis.call('ZREMRANGEBYRANK', index_key, 0, excess - 1)
     end
   end
-  to_settle[#to_settle + 1] = {id, status, ttl_ms, keep}
-  settle_all(job_prefix, base_of(stats_key, 'stats'), now)
+  if awaited then
+    to_settle[#to_settle + 1] = {id, status, ttl_ms, keep}
+    settle_all(job_prefix, base_of(stats_key, 'stats'), now)
+  end
 end
 
 -- A waiting job leaves its dependencies' dependents hashes (cancel.lua): they need not
