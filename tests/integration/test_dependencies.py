@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import pytest
+import redis
 
 import jobs
 import jobs.flow
@@ -26,8 +27,7 @@ from tests.integration._clients import Gate, make_client, wait_for_status
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    import redis
-
+    from jobs._embedded import RedisServer
     from tests.integration._topologies import ClusterTopology
 
 WAITING = jobs.JobStatus.WAITING
@@ -282,10 +282,13 @@ def test_nested_flows(redis_url: str) -> None:
 
 
 def test_a_group_of_10000_is_created_in_one_call_and_its_callback_fires_once(
-    redis_url: str, redis_client: redis.Redis
+    redis_factory: Callable[..., RedisServer],
 ) -> None:
     size = 10_000
-    with make_client(redis_url) as client:
+    # A server of its own: the test counts every script call the server sees.
+    server = redis_factory()
+    redis_client = redis.Redis(port=server.port)
+    with make_client(server.url) as client:
         # Loaded first, so that the call below is the only script call the server sees.
         scripts().load_all(redis_client, client.queue.keys.pending)
         redis_client.config_resetstat()
@@ -326,6 +329,7 @@ def test_a_group_of_10000_is_created_in_one_call_and_its_callback_fires_once(
         assert (stats.completed_jobs, stats.failed_jobs) == (size - size // 5 + 1, size // 5)
         assert stats.waiting_jobs == 0
         _counts_add_up(stats)
+    redis_client.close()
 
 
 def test_the_testing_drain_runs_a_flow_in_order(redis_url: str) -> None:
