@@ -31,6 +31,7 @@ from jobs.errors import (
     WaitTimeout,
     WorkerShutdown,
 )
+from jobs.flow import Chain, FlowHandle, Group, Task, chain, group
 from jobs.handle import JobHandle
 from jobs.job import Job, JobStatus, MinuteCounts, QueueHistory, QueueStats, WorkerInfo
 from jobs.job_type import JobType, TypedJobHandle
@@ -68,6 +69,7 @@ __all__ = [
     "Backoff",
     "CancelReason",
     "CancellationToken",
+    "Chain",
     "Client",
     "ClientConfig",
     "ConfigError",
@@ -80,6 +82,8 @@ __all__ = [
     "Every",
     "ExplicitBackoff",
     "ExponentialBackoff",
+    "FlowHandle",
+    "Group",
     "Job",
     "JobCancelled",
     "JobConfig",
@@ -108,6 +112,7 @@ __all__ = [
     "Registry",
     "ReplicationError",
     "Scheduler",
+    "Task",
     "TypedJobHandle",
     "UnknownJobType",
     "WaitTimeout",
@@ -116,4 +121,6 @@ __all__ = [
     "WorkerPoolConfig",
     "WorkerShutdown",
     "__version__",
+    "chain",
+    "group",
 ]

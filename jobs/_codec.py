@@ -44,6 +44,7 @@ FETCHED_FIELDS = (
     "error",
     "result",
     "lease",
+    "deps",
 )
 
 
@@ -228,6 +229,26 @@ def _lenient_progress(raw: str | bytes | None) -> tuple[float, str | None] | Non
         return None
 
 
+def _deps(raw: str | bytes | None) -> tuple[str, ...]:
+    """A stored ``deps``: the JSON array of the ids a job depends on (see enqueue.lua)."""
+    if not raw:
+        return ()
+    try:
+        ids = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise ValueError("deps is not JSON") from None
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise ValueError("deps is not a list of ids")
+    return tuple(ids)
+
+
+def _lenient_deps(raw: str | bytes | None) -> tuple[str, ...]:
+    try:
+        return _deps(raw)
+    except ValueError:
+        return ()
+
+
 def _ms(raw: str | bytes | None) -> datetime | None:
     return datetime.fromtimestamp(int(raw) / 1000, tz=UTC) if raw else None
 
@@ -265,6 +286,7 @@ def _decode_fast(fields: Mapping[str, Any], queue: str) -> Job:
         timeout=timedelta(milliseconds=timeout_ms) if timeout_ms > 0 else None,
         lost_leases=int(get("lost") or 0),
         queue=queue,
+        depends_on=_deps(get("deps")),
     )
 
 
@@ -306,6 +328,7 @@ def _decode_checked(fields: Mapping[str, Any], queue: str) -> Job:
             timeout=timedelta(milliseconds=timeout_ms) if timeout_ms > 0 else None,
             lost_leases=_int(fields, "lost", 0),
             queue=queue,
+            depends_on=_deps(fields.get("deps")),
         )
     except (ValueError, OverflowError, OSError) as exc:  # e.g. a timestamp out of range
         raise CorruptRecord(f"job record does not decode: {exc}") from None
@@ -363,4 +386,5 @@ def _decode_lenient(fields: Mapping[str, Any], queue: str) -> Job:
         timeout=timedelta(milliseconds=timeout_ms) if timeout_ms > 0 else None,
         lost_leases=number("lost"),
         queue=queue,
+        depends_on=_lenient_deps(fields.get("deps")),
     )

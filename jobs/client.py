@@ -8,13 +8,18 @@ import threading
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
+import attrs
+
 from jobs import _codec
+from jobs import flow as flow_module
 from jobs._client_config import ClientConfig
 from jobs._validators import require_text, to_seconds
 from jobs.config import JobConfig
 from jobs.errors import ConfigError, PayloadError, UnknownJobType
+from jobs.flow import Chain, Flow, FlowHandle, Group, Task, plan
 from jobs.handle import JobHandle
 from jobs.job_type import JobType, TypedJobHandle, outcome
+from jobs.queue._producer import FlowJob, FlowProfile
 from jobs.registry import structure
 from jobs.worker._pool import WorkerPool
 
@@ -105,7 +110,10 @@ class Client:
 
         Raises:
             PayloadError: the payload is not JSON or too large (nothing is written).
-            ConfigError: ``job_type`` or ``config`` is invalid.
+            ConfigError: ``job_type`` or ``config`` is invalid, or ``config.depends_on``
+                holds a handle from another queue.
+            JobNotFound: ``config.depends_on`` names a job that does not exist in this
+                queue (nothing is written).
             RedisUnavailable: Redis cannot be reached.
             ReplicationError: ``wait_for_replicas`` is set and too few replicas confirmed
                 in time (the job is written on the master).
@@ -127,11 +135,44 @@ class Client:
 
         Raises:
             PayloadError: a payload is not JSON or too large (nothing is written).
-            ConfigError: ``job_type`` or ``config`` is invalid.
+            ConfigError: ``job_type`` or ``config`` is invalid, or ``config.depends_on``
+                holds a handle from another queue.
+            JobNotFound: ``config.depends_on`` names a job that does not exist in this
+                queue (nothing is written).
             RedisUnavailable: Redis cannot be reached.
             ReplicationError: ``wait_for_replicas`` is set and too few replicas confirmed
                 in time (the jobs are written on the master).
         """
+        config, handler = self._prepare(job_type, config)
+        typed = handler.payload_type if handler is not None else None
+        limit = self.queue.config.max_payload_bytes
+        encoded = [
+            self._encode(payload, typed, limit, f"payload #{index}")
+            for index, payload in enumerate(payloads)
+        ]
+        if not encoded:
+            return []
+        ids = new_job_ids(len(encoded))
+        ids = self.queue.enqueue(
+            job_type,
+            ids,
+            encoded,
+            config,
+            # The registry's own declarations are applied: no lookup in Redis.
+            declared=handler is None,
+            strict=self.config.registry is None and self.config.strict_types,
+        )
+        logger.debug(
+            "enqueued %d %r jobs",
+            len(ids),
+            job_type,
+            extra={"queue": self.queue.name, "job_type": job_type},
+        )
+        handles: list[str] = [JobHandle(job_id, self) for job_id in ids]
+        return handles
+
+    def _prepare(self, job_type: str, config: JobConfig | None) -> tuple[JobConfig, Any]:
+        """The config after the hooks and the registry's declarations; the type's handler."""
         require_text("job_type", job_type)
         if config is None:
             config = _DEFAULT_CONFIG
@@ -152,6 +193,7 @@ class Client:
             size = len(_codec.dumps(dict(config.metadata), "metadata"))
             if size > limit:
                 raise PayloadError(f"metadata is {size} bytes, over max_payload_bytes ({limit})")
+        self._same_queue(config.depends_on)
         registry = self.config.registry
         handler = registry.get(job_type) if registry is not None else None
         if handler is not None:
@@ -160,39 +202,102 @@ class Client:
             raise UnknownJobType(
                 f"job type {job_type!r} is not in this client's registry (strict_types)"
             )
-        typed = handler.payload_type if handler is not None else None
-        encoded = []
-        for index, payload in enumerate(payloads):
-            if typed is not None and not isinstance(payload, typed):
-                # This producer knows the class: a payload that does not fit it fails
-                # here, not on a worker after a round trip.
-                structure(typed, payload)
-            data = _codec.dumps(payload)
-            if len(data) > limit:
-                raise PayloadError(
-                    f"payload #{index} is {len(data)} bytes, over max_payload_bytes ({limit})"
+        return config, handler
+
+    def _encode(self, payload: Any, typed: Any, limit: int, what: str) -> bytes:
+        if typed is not None and not isinstance(payload, typed):
+            # This producer knows the class: a payload that does not fit it fails
+            # here, not on a worker after a round trip.
+            structure(typed, payload)
+        data = _codec.dumps(payload)
+        if len(data) > limit:
+            raise PayloadError(f"{what} is {len(data)} bytes, over max_payload_bytes ({limit})")
+        return data
+
+    def _same_queue(self, job_ids: Iterable[str]) -> None:
+        """Refuse a dependency whose handle was enqueued on another queue."""
+        base = self.queue.keys.base
+        for job_id in job_ids:
+            if isinstance(job_id, JobHandle) and job_id.client.queue.keys.base != base:
+                raise ConfigError(
+                    f"depends_on: job {job_id.id} is on queue "
+                    f"{job_id.client.queue.name!r}, this job on {self.queue.name!r}: "
+                    "dependencies across queues are not supported"
                 )
-            encoded.append(data)
-        if not encoded:
-            return []
-        ids = new_job_ids(len(encoded))
-        ids = self.queue.enqueue(
-            job_type,
-            ids,
-            encoded,
-            config,
-            # The registry's own declarations are applied: no lookup in Redis.
-            declared=handler is None,
-            strict=registry is None and self.config.strict_types,
-        )
+
+    def enqueue_flow(self, flow: Flow) -> FlowHandle:
+        """Create a group or chain (`jobs.group`, `jobs.chain`) in one atomic call.
+
+        Every job of the flow is written, or none: one Redis script call, however many
+        jobs (up to `jobs.flow.MAX_FLOW_JOBS`, payloads adding up to at most
+        `jobs.flow.MAX_FLOW_BYTES`). Each task goes through the
+        ``before_enqueue`` hooks and the registry's declarations as `enqueue` does.
+
+        Example::
+
+            flow = client.enqueue_flow(
+                jobs.group([jobs.Task("resize", {"size": s}) for s in (64, 256)],
+                           then=jobs.Task("publish"))
+            )
+            flow.last.wait()
+
+        Raises:
+            PayloadError: a payload is not JSON or too large, or the payloads add up to
+                more than `jobs.flow.MAX_FLOW_BYTES` (nothing is written).
+            ConfigError: a task or config is invalid, or a dependency is a handle from
+                another queue.
+            JobNotFound: a task's ``config.depends_on`` names a job that does not exist.
+            UnknownJobType: a strict client, and a type nobody declared.
+            RedisUnavailable: Redis cannot be reached.
+
+        .. versionadded:: 0.1
+        """
+        if not isinstance(flow, Task | Chain | Group):
+            raise ConfigError(f"flow must be a Task, Chain or Group, got {type(flow).__name__}")
+        placed, ends = plan(flow, new_job_id)
+        limit = self.queue.config.max_payload_bytes
+        profiles: dict[tuple[str, JobConfig], int] = {}
+        specs: list[FlowProfile] = []
+        flow_jobs: list[FlowJob] = []
+        for index, item in enumerate(placed):
+            config, handler = self._prepare(item.task.job_type, item.task.config)
+            # Dependencies are per job; the rest of the settings are shared by profile.
+            shared = attrs.evolve(
+                config,
+                depends_on=(),
+                depends_on_any_outcome=config.depends_on_any_outcome or item.any_outcome,
+            )
+            key = (item.task.job_type, shared)
+            number = profiles.get(key)
+            if number is None:
+                number = profiles[key] = len(specs)
+                specs.append(
+                    FlowProfile(
+                        item.task.job_type,
+                        shared,
+                        declared=handler is None,
+                        strict=self.config.registry is None and self.config.strict_types,
+                    )
+                )
+            typed = handler.payload_type if handler is not None else None
+            data = self._encode(item.task.payload, typed, limit, f"task #{index} payload")
+            flow_jobs.append(FlowJob(item.job_id, number, data, item.depends_on))
+        size = sum(len(job.payload) for job in flow_jobs)
+        if size > flow_module.MAX_FLOW_BYTES:
+            raise PayloadError(
+                f"the flow's payloads add up to {size} bytes, over "
+                f"{flow_module.MAX_FLOW_BYTES} (one script call writes them all)"
+            )
+        self.queue.enqueue_flow(specs, flow_jobs)
         logger.debug(
-            "enqueued %d %r jobs",
-            len(ids),
-            job_type,
-            extra={"queue": self.queue.name, "job_type": job_type},
+            "enqueued a flow of %d jobs",
+            len(flow_jobs),
+            extra={"queue": self.queue.name},
         )
-        handles: list[str] = [JobHandle(job_id, self) for job_id in ids]
-        return handles
+        handles = {item.job_id: JobHandle(item.job_id, self) for item in placed}
+        return FlowHandle(
+            jobs=tuple(handles.values()), ends=tuple(handles[job_id] for job_id in ends)
+        )
 
     # -- tracking --------------------------------------------------------------------
 
@@ -341,7 +446,10 @@ class Client:
         return self.queue.retry_failed(job_type, since_ms)
 
     def purge(self, status: JobStatus | str) -> int:
-        """Delete every job in ``status`` (completed, failed, cancelled, pending or scheduled).
+        """Delete every job in ``status`` (any but ``processing``).
+
+        Jobs that wait for a deleted one (`JobConfig.depends_on`) are cancelled, their
+        ``error`` naming it (or released, with ``depends_on_any_outcome``).
 
         Returns:
             How many jobs were deleted.

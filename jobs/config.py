@@ -74,6 +74,33 @@ def _unique_for(inst: object, field: attrs.Attribute[Any], value: object) -> Non
         raise ConfigError(f"{field.name} needs unique_key")
 
 
+def _job_ids(value: object) -> tuple[str, ...]:
+    # A tuple, so that configs stay hashable; handles (`JobHandle`, a str) are kept as
+    # they are, so that the client can tell which queue each one is on. Order is kept,
+    # repeats are dropped.
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return cast("tuple[str, ...]", value)  # the validator names the field
+    try:
+        return tuple(dict.fromkeys(cast("Sequence[str]", value)))
+    except TypeError:
+        return cast("tuple[str, ...]", value)
+
+
+def _job_ids_valid(inst: object, field: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, tuple):
+        raise ConfigError(f"{field.name} must be a list of job ids, got {value!r}")
+    for job_id in value:
+        if not isinstance(job_id, str) or not job_id:
+            raise ConfigError(f"{field.name} must hold job ids (non-empty str), got {job_id!r}")
+
+
+def _any_outcome(inst: object, field: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{field.name} must be a bool, got {value!r}")
+
+
 class _DefaultInt(int):
     """An int default that `JobConfig.defaulted` tells apart from the same int given."""
 
@@ -117,6 +144,16 @@ class JobConfig:
             the one that exists (per queue; atomic across processes).
         unique_for: also keep the key taken for this long after that job finished
             (completed, failed or cancelled); None or 0: released when it finishes.
+        depends_on: ids (or handles) of jobs on the same queue that must complete first.
+            The job waits (`JobStatus.WAITING`) and becomes pending the moment the last
+            of them completes (its ``delay`` still counts from enqueue). If one fails
+            for good or is cancelled, the job is cancelled too, its ``error`` naming
+            that dependency, and so are the jobs that wait for it in turn. An unknown or
+            expired id is refused with `JobNotFound`; a handle from another queue with
+            `ConfigError` (dependencies across queues are not supported).
+        depends_on_any_outcome: run once every dependency is final, whatever its
+            outcome (completed, failed or cancelled), instead of being cancelled when
+            one fails or is cancelled: a clean-up or report job.
 
     .. versionadded:: 0.1
     """
@@ -141,6 +178,10 @@ class JobConfig:
     unique_for: timedelta | None = attrs.field(
         default=None, converter=optional_duration, validator=_unique_for
     )
+    depends_on: tuple[str, ...] = attrs.field(
+        default=(), converter=_job_ids, validator=_job_ids_valid
+    )
+    depends_on_any_outcome: bool = attrs.field(default=False, validator=_any_outcome)
 
     def defaulted(self) -> frozenset[str]:
         """The declarable fields left at the library's default (not given explicitly).

@@ -25,6 +25,8 @@ class JobStatus(enum.StrEnum):
     PENDING = "pending"
     #: Waiting for its delay or a retry backoff to pass.
     SCHEDULED = "scheduled"
+    #: Waiting for the jobs it depends on (`JobConfig.depends_on`) to complete.
+    WAITING = "waiting"
     #: Leased by a worker that is running it.
     PROCESSING = "processing"
     #: Finished successfully; ``result`` holds what the handler returned.
@@ -62,7 +64,9 @@ class Job:
         run_at: when it is (or was) due to run.
         started_at: when its latest attempt started.
         completed_at: when it reached a final state (completed, failed or cancelled).
-        error: ``"ExcType: message"`` of the last failed attempt, or None.
+        error: ``"ExcType: message"`` of the last failed attempt, or None; for a job
+            cancelled because of a dependency, the reason naming it (``"dependency <id>
+            failed"`` or ``"... was cancelled"``).
         traceback: the formatted traceback of the last failed attempt, or None.
         progress: ``(fraction, message)`` as the running attempt last reported it with
             `JobContext.progress` (stored with the pool's heartbeat), or None.
@@ -71,6 +75,8 @@ class Job:
         timeout: the per-attempt timeout, or None.
         lost_leases: how many times a worker lost this job (died, or paused past its lease).
         queue: the name of the queue it belongs to.
+        depends_on: the ids of the jobs it waits (or waited) for, as given in
+            `JobConfig.depends_on`: for a group's callback, the group's members.
 
     .. versionadded:: 0.1
     """
@@ -94,6 +100,7 @@ class Job:
     timeout: timedelta | None = None
     lost_leases: int = 0
     queue: str = ""
+    depends_on: tuple[str, ...] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -116,10 +123,11 @@ class QueueStats:
         damaged_records: queued ids whose Redis key was not a job record at all (a
             string, a list ... written by hand or by another tool): taken out of their
             index, named in the Redis server's log, the key left as it was.
+        waiting_jobs: waiting for the jobs they depend on (`JobConfig.depends_on`).
 
     Each job counts once, where it is or in the final state it last reached:
-    ``total_jobs`` is the sum of the six counts plus the pending and scheduled jobs
-    purged.
+    ``total_jobs`` is the sum of the seven counts plus the pending, scheduled and
+    waiting jobs purged.
 
     .. versionadded:: 0.1
     """
@@ -136,6 +144,7 @@ class QueueStats:
     lost_leases: int = 0
     rejected_writes: int = 0
     damaged_records: int = 0
+    waiting_jobs: int = 0
 
 
 @attrs.frozen(kw_only=True)

@@ -75,7 +75,7 @@ class QueueCollector(Collector):
         sources: `Client` or `RedisQueue` objects, one per queue to export.
 
     Metrics, each labelled ``queue``: ``jobs_up`` (1 when Redis answered the scrape),
-    ``jobs_pending``, ``jobs_scheduled``, ``jobs_processing``,
+    ``jobs_pending``, ``jobs_scheduled``, ``jobs_waiting``, ``jobs_processing``,
     ``jobs_oldest_pending_age_seconds``, ``jobs_worker_pools``, ``jobs_worker_threads``,
     ``jobs_last_processed_timestamp_seconds`` (gauges) and ``jobs_enqueued_total``,
     ``jobs_completed_total``, ``jobs_failed_total``, ``jobs_cancelled_total``,
@@ -102,6 +102,7 @@ class QueueCollector(Collector):
             for name, text in (
                 ("jobs_pending", "Jobs ready to run now."),
                 ("jobs_scheduled", "Jobs waiting for a delay or a retry backoff."),
+                ("jobs_waiting", "Jobs waiting for the jobs they depend on."),
                 ("jobs_processing", "Jobs leased by a worker."),
                 (
                     "jobs_oldest_pending_age_seconds",
@@ -131,6 +132,7 @@ class QueueCollector(Collector):
             up.add_metric(labels, 1)
             gauges["jobs_pending"].add_metric(labels, stats.pending_jobs)
             gauges["jobs_scheduled"].add_metric(labels, stats.scheduled_jobs)
+            gauges["jobs_waiting"].add_metric(labels, stats.waiting_jobs)
             gauges["jobs_processing"].add_metric(labels, stats.processing_jobs)
             gauges["jobs_oldest_pending_age_seconds"].add_metric(labels, age or 0.0)
             gauges["jobs_worker_pools"].add_metric(labels, len(workers))

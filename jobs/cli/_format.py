@@ -29,6 +29,9 @@ NONE = "-"
 #: Text tables cut errors to this many characters; ``get`` and ``--json`` show them whole.
 ERROR_WIDTH = 60
 
+#: Dependencies ``get`` prints in text (``--json`` shows them all).
+DEPENDS_SHOWN = 5
+
 #: The order of the structured fields (`jobs.log.EXTRA_FIELDS`) in log lines; others follow sorted.
 EXTRA_ORDER = ("queue", "job_id", "job_type", "attempt", "duration_ms")
 # Every attribute a bare LogRecord has: anything else on a record came from ``extra``.
@@ -108,6 +111,7 @@ def job_dict(job: Job) -> dict[str, Any]:
         "started_at": iso(job.started_at),
         "completed_at": iso(job.completed_at),
         "error": job.error,
+        "depends_on": list(job.depends_on),
         "progress": None if job.progress is None else list(job.progress),
         "result": job.result,
         "payload": job.payload,
@@ -127,6 +131,13 @@ def job_lines(job: Job) -> list[str]:
             text = json_text(_json(value))
         elif name == "timeout":
             text = f"{value:g} s"
+        elif name == "depends_on":
+            if not value:
+                continue
+            # A group's callback may wait for thousands: the first few, and the count.
+            shown = ", ".join(value[:DEPENDS_SHOWN])
+            more = len(value) - DEPENDS_SHOWN
+            text = one_line(shown + (f" ... ({len(value)} in all)" if more > 0 else ""))
         elif name == "progress":
             fraction, message = value
             text = f"{fraction:.0%}" + ("" if message is None else f" {one_line(message)}")

@@ -261,6 +261,7 @@ def overview(page: Page, summaries: Sequence[QueueSummary], prefix: str, notice:
             [
                 tile("pending", st.pending_jobs, "pending"),
                 tile("scheduled", st.scheduled_jobs, "scheduled"),
+                tile("waiting", st.waiting_jobs, "waiting"),
                 tile("processing", st.processing_jobs, "processing"),
                 tile("completed", st.completed_jobs, "completed"),
                 tile("failed", st.failed_jobs, "failed", "alert" if st.failed_jobs else ""),
@@ -335,7 +336,12 @@ def jobs_list(
     back: str,
 ) -> str:
     """One page of one status of one queue, with filters, search and actions."""
-    when_label = {"pending": "ready since", "scheduled": "runs at", "processing": "started"}
+    when_label = {
+        "pending": "ready since",
+        "scheduled": "runs at",
+        "waiting": "runs from",
+        "processing": "started",
+    }
     rows = []
     for job in result.jobs:
         moment = (

@@ -13,6 +13,9 @@ from jobs.job import Job, JobStatus
 from jobs.queue._base import ANSWER_TTL_MS, RETRY_BATCH, QueueBase, _wrong_type, new_request_id
 from jobs.queue._scripts import execute
 
+#: Jobs deleted per purge script call.
+PURGE_BATCH = 1000
+
 
 class Admin(QueueBase):
     """Cancel, retry, purge and list jobs; each request is idempotent when re-sent."""
@@ -183,6 +186,8 @@ class Admin(QueueBase):
     def purge(self, status: JobStatus | str) -> int:
         """Delete every job in ``status`` (not ``processing``: those are held by workers).
 
+        Jobs that wait for a deleted one are cancelled, naming it (see purge.lua).
+
         Returns:
             How many jobs were deleted.
 
@@ -194,8 +199,23 @@ class Admin(QueueBase):
             raise ConfigError("status must not be processing: running jobs cannot be purged")
         deleted = 0
         with self._unavailable_as_error():
-            while batch := int(
-                self._scripts.purge(self.client, (index,), (self.keys.job_prefix, 1000))
-            ):
+            while True:
+                batch = int(
+                    self._scripts.purge(
+                        self.client,
+                        (index,),
+                        (
+                            self.keys.job_prefix,
+                            PURGE_BATCH,
+                            self._failed_ttl_ms,
+                            self.config.max_failed_jobs,
+                        ),
+                    )
+                )
                 deleted += batch
+                # A short batch emptied the index as it was. Stop there: jobs that the
+                # purge itself released into it (dependents that run whatever the
+                # outcome) are not what was asked to be deleted.
+                if batch < PURGE_BATCH:
+                    break
         return deleted

@@ -32,6 +32,8 @@ class QueueKeys:
     finished: str
     types: str
     history_prefix: str
+    waiting: str
+    dependents_prefix: str
 
     @classmethod
     def for_queue(cls, prefix: str, name: str) -> QueueKeys:
@@ -58,11 +60,17 @@ class QueueKeys:
             finished=base + "finished",
             types=base + "types",
             history_prefix=base + "history:",
+            waiting=base + "waiting",
+            dependents_prefix=base + "dependents:",
         )
 
     def job(self, job_id: str) -> str:
         """The hash holding one job's record."""
         return self.job_prefix + job_id
+
+    def dependents(self, job_id: str) -> str:
+        """The hash whose fields name the jobs waiting for ``job_id`` (`JobConfig.depends_on`)."""
+        return self.dependents_prefix + job_id
 
     def worker(self, pool_id: str) -> str:
         """The hash holding one worker pool's registry record."""

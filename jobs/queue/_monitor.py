@@ -27,8 +27,8 @@ class Monitor(QueueBase):
         """The queue's counts, in one O(1) call."""
         k = self.keys
         with self._unavailable_as_error():
-            pending, scheduled, processing, flat = self._scripts.stats(
-                self.client, (k.pending, k.scheduled, k.processing, k.stats), ()
+            pending, scheduled, processing, flat, waiting = self._scripts.stats(
+                self.client, (k.pending, k.scheduled, k.processing, k.stats, k.waiting), ()
             )
         counters = _codec.pairs(flat)
 
@@ -55,6 +55,7 @@ class Monitor(QueueBase):
             lost_leases=count("lost_leases"),
             rejected_writes=count("rejected"),
             damaged_records=count("damaged"),
+            waiting_jobs=int(waiting),
         )
 
     def history(self, minutes: int = HISTORY_MINUTES) -> QueueHistory:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import redis
 import redis.cluster
@@ -12,6 +13,7 @@ import redis.sentinel
 from jobs import _codec
 from jobs._loops import backoff_delay
 from jobs.errors import (
+    ConfigError,
     JobNotFound,
     RedisUnavailable,
     UnknownJobType,
@@ -30,6 +32,29 @@ if TYPE_CHECKING:
     from jobs.job import Job
     from jobs.queue._scripts import Arg, Script
 from jobs.queue._base import _LETTERS, GET_BATCH, QueueBase, _wrong_type, enqueue_chunks
+
+#: enqueue.lua's ARGV[13..16] when the jobs depend on nothing.
+_NO_DEPENDENCIES: tuple[Arg, ...] = ("", "0", 0, 0)
+
+
+class FlowProfile(NamedTuple):
+    """Settings shared by some jobs of a flow (flow.lua's profiles)."""
+
+    job_type: str
+    config: JobConfig
+    #: Fill the settings ``config`` left at the default from the type's declared ones.
+    declared: bool
+    #: Refuse the type if no worker pool declared it.
+    strict: bool
+
+
+class FlowJob(NamedTuple):
+    """One job of a flow: its id, profile index, encoded payload and dependencies."""
+
+    job_id: str
+    profile: int
+    payload: bytes
+    depends_on: tuple[str, ...]
 
 
 class Producer(QueueBase):
@@ -55,10 +80,12 @@ class Producer(QueueBase):
         False when they were applied already. ``strict``: refuse a type that no pool
         declared.
 
-        Raises:
-            UnknownJobType: ``strict``, and no worker pool declared ``job_type``.
+        ``config.depends_on``: the jobs wait for these (see enqueue.lua).
 
         Raises:
+            UnknownJobType: ``strict``, and no worker pool declared ``job_type``.
+            JobNotFound: a job of ``config.depends_on`` does not exist in this queue
+                (nothing is written).
             RedisUnavailable: Redis cannot be reached.
             ReplicationError: with ``wait_for_replicas``, too few replicas acknowledged
                 (the jobs are written on the master all the same).
@@ -72,6 +99,7 @@ class Producer(QueueBase):
             0 if config.unique_for is None else _codec.to_ms(config.unique_for),
             "".join(_LETTERS[name] for name in sorted(config.defaulted())) if declared else "",
             "1" if strict else "0",
+            *self._dependency_args(config),
         ]
         keys = (k.pending, k.scheduled, k.seq, k.stats, k.wake, k.types)
         if len(ids) != len(payloads):
@@ -86,17 +114,86 @@ class Producer(QueueBase):
             try:
                 replies = self._execute_durably(calls, ids)
             except redis.ResponseError as exc:
-                if str(exc).startswith("UNKNOWN_TYPE"):
-                    raise UnknownJobType(
-                        f"no worker pool declared job type {job_type!r} on queue {self.name!r} "
-                        f"(a strict client refuses it: a typo, or no worker started yet)"
-                    ) from None
-                raise
+                raise self._refusal(exc) from None
         flags = [flag for reply in replies for flag in reply[1:]]
         return [
             job_id if isinstance(flag, int) else _codec.text(flag)
             for job_id, flag in zip(ids, flags, strict=True)
         ]
+
+    def _dependency_args(self, config: JobConfig) -> tuple[Arg, ...]:
+        """enqueue.lua's ARGV[13..16]: the dependencies, and how cancelled jobs are kept."""
+        if not config.depends_on:
+            return _NO_DEPENDENCIES
+        return (
+            json.dumps([str.__str__(i) for i in config.depends_on]),
+            "1" if config.depends_on_any_outcome else "0",
+            self._failed_ttl_ms,
+            self.config.max_failed_jobs,
+        )
+
+    def _refusal(self, exc: redis.ResponseError) -> Exception:
+        """The error an enqueue or flow script's refusal (nothing written) stands for."""
+        text = str(exc)
+        if text.startswith("UNKNOWN_TYPE"):
+            job_type = text.split("job type ", 1)[-1]
+            return UnknownJobType(
+                f"no worker pool declared job type {job_type!r} on queue {self.name!r} "
+                f"(a strict client refuses it: a typo, or no worker started yet)"
+            )
+        if text.startswith("NO_DEPENDENCY"):
+            job_id = text.split(" ", 1)[1]
+            return JobNotFound(
+                f"depends_on names job {job_id!r}, which does not exist in queue "
+                f"{self.name!r} (finished and expired, purged, or on another queue: "
+                f"dependencies across queues are not supported); nothing was enqueued"
+            )
+        if text.startswith("ID_TAKEN"):
+            return ConfigError(f"job id {text.split(' ', 1)[1]!r} exists already")
+        return exc
+
+    def enqueue_flow(self, profiles: Sequence[FlowProfile], jobs: Sequence[FlowJob]) -> None:
+        """Write a group or chain's jobs in one atomic call (flow.lua): all or nothing.
+
+        ``jobs`` come in an order where each one follows every job it depends on.
+
+        Raises:
+            UnknownJobType: a strict producer, and no worker pool declared a type.
+            JobNotFound: a dependency is neither in ``jobs`` nor an existing job.
+            RedisUnavailable: Redis cannot be reached.
+        """
+        k = self.keys
+        args: list[Arg] = [
+            k.job_prefix,
+            self._failed_ttl_ms,
+            self.config.max_failed_jobs,
+            "1" if any(p.strict for p in profiles) else "0",
+            len(profiles),
+        ]
+        for p in profiles:
+            args += (
+                p.job_type,
+                *job_args(p.config),
+                "".join(_LETTERS[name] for name in sorted(p.config.defaulted()))
+                if p.declared
+                else "",
+                "1" if p.config.depends_on_any_outcome else "0",
+            )
+        for job in jobs:
+            args += (
+                job.job_id,
+                job.profile + 1,
+                job.payload,
+                json.dumps(list(job.depends_on)) if job.depends_on else "",
+            )
+        keys = (k.pending, k.scheduled, k.seq, k.stats, k.wake, k.types, k.waiting)
+        with self._unavailable_as_error():
+            try:
+                self._execute_durably(
+                    [(self._scripts.flow, keys, args)], [job.job_id for job in jobs]
+                )
+            except redis.ResponseError as exc:
+                raise self._refusal(exc) from None
 
     def get(self, job_id: str) -> Job:
         """The job's current record.

@@ -267,9 +267,12 @@ def make_context(
 
 
 def enqueued(client: Client, job_type: str | None = None) -> list[Job]:
-    """The jobs waiting in the client's queue (pending, then scheduled), of one type or all."""
+    """The jobs not run yet in the client's queue, of one type or all.
+
+    Pending first, then scheduled, then waiting for their dependencies.
+    """
     waiting: list[Job] = []
-    for status in (JobStatus.PENDING, JobStatus.SCHEDULED):
+    for status in (JobStatus.PENDING, JobStatus.SCHEDULED, JobStatus.WAITING):
         offset = 0
         while page := client.list_jobs(status, limit=500, offset=offset):
             waiting += page

@@ -435,6 +435,33 @@ def test_list_in_run_order_with_limit_offset_and_json(
     assert json.loads(cli("list", "--status", "failed", "--json", redis_url=redis_url).stdout) == []
 
 
+def test_get_list_and_stats_show_waiting_jobs(redis_url: str, producer: jobs.Client) -> None:
+    first = producer.enqueue("echo", 1)
+    waiting = producer.enqueue("echo", 2, jobs.JobConfig(depends_on=[first]))
+    many = producer.enqueue("echo", 3, jobs.JobConfig(depends_on=[first, waiting]))
+    got = cli("get", waiting, redis_url=redis_url)
+    assert got.returncode == 0, got.stderr
+    fields = dict(line.split(": ", 1) for line in got.stdout.splitlines() if ": " in line)
+    assert (fields["status"], fields["depends_on"]) == ("waiting", first)
+    data = json.loads(cli("get", many, "--json", redis_url=redis_url).stdout)
+    assert (data["status"], data["depends_on"]) == ("waiting", [first, waiting])
+    listed = cli("list", "--status", "waiting", redis_url=redis_url)
+    assert [row.split()[:3] for row in listed.stdout.splitlines()[1:]] == [
+        [waiting, "echo", "waiting"],
+        [many, "echo", "waiting"],
+    ]
+    stats = dict(
+        line.split(": ", 1) for line in cli("stats", redis_url=redis_url).stdout.splitlines()
+    )
+    assert (stats["waiting_jobs"], stats["pending_jobs"]) == ("2", "1")
+    # Cancelling the dependency cancels both, each naming the job it waited for.
+    assert cli("cancel", first, redis_url=redis_url).returncode == 0
+    cancelled = json.loads(cli("get", many, "--json", redis_url=redis_url).stdout)
+    assert cancelled["status"] == "cancelled"
+    # Breadth first: the dependency cancelled by hand names both of its dependents.
+    assert cancelled["error"] == f"dependency {first} was cancelled"
+
+
 def test_purge(redis_url: str, producer: jobs.Client) -> None:
     ids = [producer.enqueue("echo") for _ in range(3)]
     for job_id in ids[:2]:

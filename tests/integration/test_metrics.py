@@ -78,6 +78,7 @@ def test_a_scrape_reads_every_queue_from_redis(redis_url: str) -> None:
     assert samples[("jobs_up", q)] == 1 and samples[("jobs_up", other)] == 1
     assert samples[("jobs_pending", q)] == 2
     assert samples[("jobs_scheduled", q)] == 0 and samples[("jobs_processing", q)] == 0
+    assert samples[("jobs_waiting", q)] == 0
     assert samples[("jobs_oldest_pending_age_seconds", q)] > 0
     assert samples[("jobs_enqueued_total", q)] == 7
     assert samples[("jobs_completed_total", q)] == 3

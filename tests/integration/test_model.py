@@ -10,6 +10,13 @@ every job hash and its TTL, the stats counters) and compared with the model, and
 job must sit in exactly the one index its status names. A failure prints the shortest
 sequence of steps that breaks the contract.
 
+Dependencies (JobConfig.depends_on, and groups and chains through flow.lua) are steps
+too: a job enqueued to wait for random existing jobs (live, final, purged, damaged), or a
+chain or group created in one call. The model keeps each waiting job's count of
+unsettled dependencies and who waits for whom; every finalize (complete, fail, reap,
+cancel) releases or cancels the jobs that wait for it, transitively, and the invariant
+checks the waiting index and each record's ``deps``/``waits`` fields.
+
 Damage is one more kind of step: a waiting or running job's key overwritten with a
 string, or a stats counter with text, as a foreign tool or a hand edit would. No script
 may then fail half way: the job is set aside (out of its index, counted in
@@ -30,6 +37,7 @@ Time: the scripts read the Redis clock, so the test never waits for it.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections import Counter
@@ -51,6 +59,7 @@ from hypothesis.stateful import (
 
 from jobs import ConfigError, JobConfig, JobNotFound, JobStatus, RedisQueueConfig
 from jobs._codec import CorruptRecord
+from jobs.queue._producer import FlowJob, FlowProfile
 from jobs.queue._scripts import scripts
 from jobs.queue._wire import Failure, HeldJob
 from jobs.queue.redis_queue import RedisQueue
@@ -68,16 +77,25 @@ PICK = st.integers(min_value=0, max_value=10**6)
 LOST_ERROR = "lease expired (worker lost)"
 FAIL_ERROR = "RuntimeError: boom"
 
-PENDING, SCHEDULED, PROCESSING = "pending", "scheduled", "processing"
+PENDING, SCHEDULED, PROCESSING, WAITING = "pending", "scheduled", "processing", "waiting"
 COMPLETED, FAILED, CANCELLED = "completed", "failed", "cancelled"
 #: A job whose record is gone (purged, or dropped as the oldest failed/cancelled one).
 GONE = "gone"
 #: A job whose key a foreign tool overwrote with a string, once a script set it aside: in
 #: no index, its key left as it was (before that it keeps its status and index, `damaged`).
 SET_ASIDE = "set aside"
-INDEXES = (PENDING, SCHEDULED, PROCESSING, COMPLETED, FAILED, CANCELLED)
+INDEXES = (PENDING, SCHEDULED, PROCESSING, COMPLETED, FAILED, CANCELLED, WAITING)
 #: The fields of the stats hash the scripts write.
-STATS_FIELDS = ("total", *INDEXES[3:], "retried", "lost_leases", "rejected", "last_processed")
+STATS_FIELDS = (
+    "total",
+    COMPLETED,
+    FAILED,
+    CANCELLED,
+    "retried",
+    "lost_leases",
+    "rejected",
+    "last_processed",
+)
 FINAL = frozenset({COMPLETED, FAILED, CANCELLED})
 
 
@@ -101,6 +119,10 @@ class ModelJob:
     written_by: str | None = None  # "c:"/"f:" and the token of the last recorded outcome
     damaged: bool = False  # its key holds a string, not a record
     unique: str | None = None  # the unique key it was enqueued with
+    deps: tuple[str, ...] = ()  # the ids it depends on, as given
+    waits: int = 0  # the record's 'waits': dependencies not settled yet
+    any_outcome: bool = False  # released by any final outcome of a dependency
+    delayed: bool = False  # released into 'scheduled', not 'pending'
 
 
 class Model:
@@ -115,6 +137,10 @@ class Model:
         self.fetches: dict[str, list[tuple[str, str]]] = {}
         self.answered: list[tuple[str, str, str]] = []  # ("cancel"/"retry", request, job id)
         self.unique: dict[str, str] = {}  # unique key -> the job that took it last
+        #: Job id -> the jobs waiting for it (B..'dependents:'..id).
+        self.dependents: dict[str, set[str]] = {}
+        self._settle: list[tuple[str, str]] = []  # (id, status) still to settle
+        self._settling = False
         self.step = 0
         self.finalized_any = False
         #: A stats counter was overwritten: counts restart, so their sum proves nothing.
@@ -178,12 +204,51 @@ class Model:
         job.due_at = None
         self.counters[status] += 1
         self.finalized_any = True
-        if status == COMPLETED:
-            return  # completed records are bounded by age only
-        job.finished = (self.step, job.id)
-        kept = sorted(self.in_status(status), key=lambda j: j.finished or (0, ""))
-        for oldest in kept[: max(0, len(kept) - KEEP)]:
-            oldest.status = GONE
+        if status != COMPLETED:  # completed records are bounded by age only
+            job.finished = (self.step, job.id)
+            kept = sorted(self.in_status(status), key=lambda j: j.finished or (0, ""))
+            for oldest in kept[: max(0, len(kept) - KEEP)]:
+                oldest.status = GONE
+        # Then what waits for it, breadth first, each job's dependents in id order.
+        self._settle.append((job.id, status))
+        self._settle_all()
+
+    def _settle_all(self) -> None:
+        if self._settling:
+            return
+        self._settling = True
+        i = 0
+        while i < len(self._settle):
+            self._settle_one(*self._settle[i])
+            i += 1
+        self._settle = []
+        self._settling = False
+
+    def _settle_one(self, job_id: str, status: str) -> None:
+        for dependent_id in sorted(self.dependents.pop(job_id, set())):
+            dependent = self.jobs[dependent_id]
+            if dependent.status != WAITING or dependent.damaged:
+                continue
+            if status == COMPLETED or dependent.any_outcome:
+                dependent.waits -= 1
+                if dependent.waits <= 0:
+                    self.release(dependent)
+            else:
+                dependent.error = self.reason(job_id, status)
+                self.finalize(dependent, CANCELLED)
+
+    @staticmethod
+    def reason(job_id: str, status: str) -> str:
+        if status == FAILED:
+            return f"dependency {job_id} failed"
+        return f"dependency {job_id} was " + ("purged" if status == "purged" else "cancelled")
+
+    def release(self, job: ModelJob) -> None:
+        job.waits = 0
+        if job.delayed:
+            job.status = SCHEDULED  # its delay counts from enqueue: an hour away
+        else:
+            self.make_ready(job)
 
     # -- operations ----------------------------------------------------------------------
 
@@ -306,8 +371,65 @@ class Model:
     def cancel(self, job: ModelJob) -> bool:
         if job.status in FINAL:
             return False
+        if job.status == WAITING:
+            for dep in job.deps:
+                self.dependents.get(dep, set()).discard(job.id)
         self.finalize(job, CANCELLED)
         return True
+
+    def create_flow(
+        self,
+        jobs: list[tuple[str, tuple[str, ...], bool]],
+        priority: int,
+        delayed: bool,
+    ) -> str | None:
+        """enqueue.lua with depends_on, or flow.lua: (id, deps, any_outcome) per new job.
+
+        Returns the first unknown dependency (nothing written), else None. Each job's
+        dependencies among ``jobs`` come before it.
+        """
+        here = {job_id for job_id, _, _ in jobs}
+        for _, deps, _ in jobs:
+            for dep in deps:
+                if dep not in here and not self.is_record(dep):
+                    return dep
+        self.promote_due()
+        base = self.seq
+        self.seq += len(jobs)
+        doomed: list[tuple[ModelJob, str]] = []
+        for i, (job_id, deps, any_outcome) in enumerate(jobs):
+            unmet: list[str] = []
+            first_bad: tuple[str, str] | None = None
+            for dep in dict.fromkeys(deps):
+                status = self.jobs[dep].status
+                if status not in FINAL:
+                    unmet.append(dep)
+                elif status != COMPLETED and not any_outcome and first_bad is None:
+                    first_bad = (dep, status)
+            hold = bool(unmet) or first_bad is not None
+            job = ModelJob(
+                id=job_id,
+                priority=priority,
+                max_retries=0,
+                status=WAITING if hold else (SCHEDULED if delayed else PENDING),
+                score=(1000 - priority) * BAND + base + i + 1,
+                deps=deps,
+                any_outcome=any_outcome,
+                delayed=delayed,
+            )
+            self.jobs[job_id] = job
+            self.counters["total"] += 1
+            if first_bad is not None:
+                doomed.append((job, self.reason(*first_bad)))
+            elif unmet:
+                job.waits = len(unmet)
+                for dep in unmet:
+                    self.dependents.setdefault(dep, set()).add(job_id)
+        for job, why in doomed:
+            if job.status == WAITING:  # not cancelled meanwhile as a dependent
+                job.error = why
+                self.finalize(job, CANCELLED)
+        return None
 
     def reap(self) -> tuple[int, int]:
         expired = sorted(
@@ -376,6 +498,9 @@ class Model:
             self.counters["purged_unfinished"] += len(doomed)
         for job in doomed:
             job.status = GONE
+        # What waited for them is settled as for a cancel, the purged in id order.
+        self._settle += [(job.id, "purged") for job in sorted(doomed, key=lambda j: j.id)]
+        self._settle_all()
         return len(doomed)
 
 
@@ -500,6 +625,104 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
             # check after the step tells whether the script created the right ones.
             assert self.queue.enqueue("t", ids, [b"{}"] * len(ids), config) == ids
             self.model.enqueue(ids, priority, max_retries, delayed)
+
+        def _dependencies(self, picks: list[int], unknown: bool) -> tuple[str, ...]:
+            # Any known id (live, final, purged or damaged), and maybe one never written.
+            known = sorted(self.model.jobs)
+            deps = [_choose(known, pick) for pick in picks] if known else []
+            # Repeats dropped, as JobConfig.depends_on drops them.
+            return tuple(dict.fromkeys([*deps, *(["never-written"] if unknown else [])]))
+
+        @rule(
+            n=st.integers(1, 2),
+            picks=st.lists(PICK, min_size=1, max_size=2),
+            unknown=st.sampled_from([False, False, False, True]),
+            any_outcome=st.booleans(),
+            priority=PRIORITIES,
+            delayed=st.booleans(),
+        )
+        def enqueue_dependent(
+            self,
+            n: int,
+            picks: list[int],
+            unknown: bool,
+            any_outcome: bool,
+            priority: int,
+            delayed: bool,
+        ) -> None:
+            deps = self._dependencies(picks, unknown)
+            if not deps:
+                return
+            ids = [self.model.new_id() for _ in range(n)]
+            config = JobConfig(
+                priority=priority,
+                max_retries=0,
+                delay=LONG if delayed else 0,
+                timeout=None,
+                depends_on=deps,
+                depends_on_any_outcome=any_outcome,
+            )
+            self._tick()  # a dependency that failed already cancels them at once
+            missing = self.model.create_flow(
+                [(job_id, deps, any_outcome) for job_id in ids], priority, delayed
+            )
+            if missing is not None:
+                with pytest.raises(JobNotFound, match=missing):
+                    self.queue.enqueue("t", ids, [b"{}"] * n, config)
+                return
+            assert self.queue.enqueue("t", ids, [b"{}"] * n, config) == ids
+
+        @rule(
+            kind=st.sampled_from(["chain", "group"]),
+            n=st.integers(1, 3),
+            picks=st.lists(PICK, max_size=1),
+            unknown=st.sampled_from([False, False, False, True]),
+            priority=PRIORITIES,
+            delayed=st.booleans(),
+        )
+        def enqueue_flow(
+            self,
+            kind: str,
+            n: int,
+            picks: list[int],
+            unknown: bool,
+            priority: int,
+            delayed: bool,
+        ) -> None:
+            # flow.lua: a chain (each after the one before, the first after the external
+            # dependencies) or a group (each member after them, a callback after all).
+            external = self._dependencies(picks, unknown)
+            ids = [self.model.new_id() for _ in range(n)]
+            plan: list[tuple[str, tuple[str, ...], bool]] = []
+            if kind == "chain":
+                for i, job_id in enumerate(ids):
+                    plan.append((job_id, (ids[i - 1],) if i else external, False))
+            else:
+                plan = [(job_id, external, False) for job_id in ids]
+                plan.append((self.model.new_id(), tuple(ids), True))
+            base = JobConfig(
+                priority=priority, max_retries=0, delay=LONG if delayed else 0, timeout=None
+            )
+            profiles = [
+                FlowProfile("t", base, declared=False, strict=False),
+                FlowProfile(
+                    "t",
+                    attrs.evolve(base, depends_on_any_outcome=True),
+                    declared=False,
+                    strict=False,
+                ),
+            ]
+            jobs = [
+                FlowJob(job_id, 1 if any_outcome else 0, b"{}", deps)
+                for job_id, deps, any_outcome in plan
+            ]
+            self._tick()
+            missing = self.model.create_flow(plan, priority, delayed)
+            if missing is not None:
+                with pytest.raises(JobNotFound, match=missing):
+                    self.queue.enqueue_flow(profiles, jobs)
+                return
+            self.queue.enqueue_flow(profiles, jobs)
 
         # -- workers ---------------------------------------------------------------------
 
@@ -716,6 +939,7 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
                 with pytest.raises(ConfigError):
                     self.queue.purge(status)
                 return
+            self._tick()  # purging what others wait for cancels them
             assert self.queue.purge(status) == self.model.purge(status)
 
         @precondition(lambda self: self.model.jobs)
@@ -788,6 +1012,8 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
             assert [m for m, _ in indexes[PENDING]] == self.model.pending_order()
             for member, score in indexes[PENDING]:
                 assert score == self.model.jobs[member].score
+            for member, score in indexes[WAITING]:
+                assert score == self.model.jobs[member].score
             for member, score in indexes[SCHEDULED]:
                 due_at = self.model.jobs[member].due_at
                 assert score == due_at if due_at is not None else score > now_ms
@@ -810,6 +1036,9 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
                     continue
                 fields = {_text(f): _text(v) for f, v in raw.items()}
                 assert fields["status"] == job.status
+                assert json.loads(fields.get("deps", "[]")) == list(job.deps), (job_id, job)
+                assert int(fields.get("waits", 0)) == job.waits, (job_id, job)
+                assert (fields.get("after") == "any") == job.any_outcome
                 got = (
                     int(fields.get("attempts", 0)),
                     int(fields.get("failures", 0)),
@@ -836,6 +1065,7 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
                 stats.lost_leases,
                 stats.rejected_writes,
                 stats.damaged_records,
+                stats.waiting_jobs,
             ) == (
                 c["total"],
                 len(self.model.in_status(PENDING)),
@@ -848,6 +1078,7 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
                 c["lost_leases"],
                 c["rejected"],
                 c["damaged"],
+                len(self.model.in_status(WAITING)),
             )
             # Each job counts once: where it is, in the final state it last reached, or
             # set aside (unless a damaged counter restarted from 0).
@@ -858,6 +1089,7 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
                 + stats.pending_jobs
                 + stats.scheduled_jobs
                 + stats.processing_jobs
+                + stats.waiting_jobs
                 + c["purged_unfinished"]
                 + c["damaged"]
             )

@@ -101,7 +101,8 @@ def user_url(server: RedisServer, user: str, password: str) -> str:
 
 def full_flow(url: str, prefix: str = "jobs") -> jobs.QueueStats:
     """Everything the library does against a queue: produce, run, fail, retry, time out,
-    cancel, delay, hooks, heartbeats, reaping, cron, list, purge, wait, graceful stop."""
+    cancel, delay, hooks, heartbeats, reaping, cron, list, purge, wait, dependencies,
+    graceful stop."""
     entered = threading.Event()
     hooks: list[str] = []
 
@@ -148,6 +149,9 @@ def full_flow(url: str, prefix: str = "jobs") -> jobs.QueueStats:
             once = jobs.JobConfig(unique_key="k", unique_for=60)
             assert client.enqueue("ok", {}, once).wait(timeout=10).status == "completed"
             assert client.get(client.enqueue("ok", {}, once)).status == "completed"
+            # Dependencies: the waiting index and the dependents hashes.
+            flow = jobs.group([jobs.Task("ok", 1)], then=jobs.Task("ok", 2))
+            assert client.enqueue_flow(flow).last.result(timeout=10) == 2
             # Failed records are trimmed to one too, so count rather than read them.
             wait_until(lambda: client.stats().failed_jobs >= 2, timeout=10)
             wait_until(lambda: client.stats().completed_jobs >= 7, timeout=10)

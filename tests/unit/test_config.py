@@ -416,6 +416,7 @@ def test_job_status_is_a_str_enum() -> None:
     assert {s.name: s.value for s in jobs.JobStatus} == {
         "PENDING": "pending",
         "SCHEDULED": "scheduled",
+        "WAITING": "waiting",
         "PROCESSING": "processing",
         "COMPLETED": "completed",
         "FAILED": "failed",

@@ -154,6 +154,7 @@ def test_the_architecture_page_lists_every_key_of_a_queue() -> None:
             keys.unique("KEY"),
             keys.history(0).removesuffix("0") + "MINUTE",
             keys.pool_wake("POOL"),
+            keys.dependents("ID"),
         ]
     finally:
         queue.close()
@@ -162,6 +163,7 @@ def test_the_architecture_page_lists_every_key_of_a_queue() -> None:
         "B:worker",
         "B:cron",
         "B:history",
+        "B:dependents",
     }  # prefixes of the keys above
     documented = set(re.findall(r"^``(B:[\w:]+)``", ARCHITECTURE.read_text(), re.MULTILINE))
     assert shown == documented

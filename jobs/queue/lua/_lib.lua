@@ -25,6 +25,12 @@
 --                           schedule, job_type, enabled (see cron_fire.lua)
 --   B..'unique:'..key str   the id of the job holding a unique key (see unique_holder)
 --   B..'types'        hash  job type -> its declared settings (JSON), by worker pools
+--   B..'waiting'      zset  ids waiting for their dependencies (JobConfig.depends_on),
+--                           score = their ready score at enqueue (so, enqueue order)
+--   B..'dependents:'..id  hash  the waiting jobs that wait for job id (fields; values
+--                           '1'); deleted when id reaches a final state and releases or
+--                           cancels them. A hash, not a set: the least-privilege ACL
+--                           rule (README.rst) then needs no set commands.
 --   B..'finished'     pub/sub channel (not a key): a JSON array of the ids that reached
 --                     a final state in one script call (see announce_finished)
 --   B..'req:'..id     one request's record, so that a request sent again after its reply
@@ -143,8 +149,10 @@ end
 -- Fields at their default are left out (a missing attempts/failures/lost is 0, a
 -- missing timeout_ms is none, missing metadata is {}, a missing backoff is the default
 -- exponential one): less to write, and less memory per waiting job.
+-- `hold`: the job waits for dependencies (status 'waiting', indexed in adds.waiting by
+-- its ready score; its delay still counts from now, see release_dependent).
 local function add_job(job_prefix, adds, now, seq, id, job_type, payload, priority,
-                       max_retries, timeout_ms, backoff, metadata, delay, check)
+                       max_retries, timeout_ms, backoff, metadata, delay, check, hold)
   local job_key = job_prefix .. id
   if check and redis.call('EXISTS', job_key) == 1 then
     return false
@@ -153,7 +161,13 @@ local function add_job(job_prefix, adds, now, seq, id, job_type, payload, priori
   local status, run_at, index = 'pending', now, adds.pending
   delay = tonumber(delay)
   if delay > 0 then
-    status, run_at, index = 'scheduled', now + delay, adds.scheduled
+    run_at = now + delay
+  end
+  if hold then
+    status, index = 'waiting', adds.waiting
+    index[#index + 1], index[#index + 2] = score, id
+  elseif delay > 0 then
+    status, index = 'scheduled', adds.scheduled
     index[#index + 1], index[#index + 2] = run_at, id
   else
     index[#index + 1], index[#index + 2] = score, id
@@ -172,6 +186,34 @@ local function add_job(job_prefix, adds, now, seq, id, job_type, payload, priori
   end
   redis.call('HSET', job_key, unpack(fields))
   return true
+end
+
+-- The settings a producer left at the library default (`letters`, of 'prtb': priority,
+-- max_retries, timeout_ms, backoff) replaced by those the job type declared (B..'types',
+-- published by worker pools). Returns all four; nil when `strict` and no pool declared
+-- the type. Reads nothing when there is nothing to replace and nothing to refuse.
+local function declared_settings(types_key, job_type, letters, strict, priority,
+                                 max_retries, timeout_ms, backoff)
+  if letters == '' and not strict then
+    return priority, max_retries, timeout_ms, backoff
+  end
+  local declared = field_of(types_key, job_type)
+  if not declared and strict then
+    return nil
+  end
+  local ok, settings = pcall(cjson.decode, declared or '{}')
+  if ok and type(settings) == 'table' then
+    local function pick(letter, current)
+      local value = settings[letter]
+      if type(value) == 'string' and string.find(letters, letter, 1, true) then
+        return value
+      end
+      return current
+    end
+    priority, max_retries = pick('p', priority), pick('r', max_retries)
+    timeout_ms, backoff = pick('t', timeout_ms), pick('b', backoff)
+  end
+  return priority, max_retries, timeout_ms, backoff
 end
 
 -- Per-minute history, so that rates over the last hour read in O(60) with no metrics
@@ -194,14 +236,28 @@ local function base_of(key, suffix)
   return string.sub(key, 1, #key - #suffix)
 end
 
+-- ZADD in slices: unpack() of a whole 10,000-job group would pass Lua's C stack limit.
+local ZADD_SLICE = 4000
+
+local function zadd_all(key, flat)
+  for first = 1, #flat, ZADD_SLICE do
+    redis.call('ZADD', key, unpack(flat, first, math.min(first + ZADD_SLICE - 1, #flat)))
+  end
+end
+
+-- adds.waiting (jobs held for their dependencies) goes to B..'waiting'.
 local function flush_adds(pending, scheduled, adds, now)
   if #adds.pending > 0 then
-    redis.call('ZADD', pending, unpack(adds.pending))
+    zadd_all(pending, adds.pending)
   end
   if #adds.scheduled > 0 then
-    redis.call('ZADD', scheduled, unpack(adds.scheduled))
+    zadd_all(scheduled, adds.scheduled)
   end
-  local added = (#adds.pending + #adds.scheduled) / 2
+  local held = adds.waiting and #adds.waiting or 0
+  if held > 0 then
+    zadd_all(base_of(pending, 'pending') .. 'waiting', adds.waiting)
+  end
+  local added = (#adds.pending + #adds.scheduled + held) / 2
   if added > 0 then
     count_minute(base_of(pending, 'pending'), now, 'enqueued', added)
   end
@@ -292,8 +348,11 @@ local function take_unique(unique_key, job_key, id, unique_for)
   end
 end
 
+-- Also returns whether other jobs wait for this one (the record's 'dependents' flag, see
+-- "Dependencies" below): finalize reads both with one HMGET, so that a job nothing
+-- depends on costs no more to finish than before dependencies existed.
 local function release_unique(job_key, id)
-  local unique = redis.call('HMGET', job_key, 'unique', 'unique_for')
+  local unique = redis.call('HMGET', job_key, 'unique', 'unique_for', 'dependents')
   if unique[1] and redis.pcall('GET', unique[1]) == id then
     local window = tonumber(unique[2]) or 0
     if window > 0 then
@@ -302,17 +361,175 @@ local function release_unique(job_key, id)
       redis.call('DEL', unique[1])
     end
   end
+  return unique[3] ~= false
 end
 
 -- Ids finalized by this script call, published once at its end (announce_finished).
 local finished_ids = {}
 
--- Move a job to a final state: index it, count it, expire its record, trim the index.
+-- Dependencies (JobConfig.depends_on). A dependent job is written 'waiting' (indexed in
+-- B..'waiting') with 'deps' (the JSON array of the ids it waits for, as given), 'waits'
+-- (how many of them are not final yet) and 'after' = 'any' when any final outcome of a
+-- dependency will do (JobConfig.depends_on_any_outcome; absent: only 'completed').
+-- Each dependency not final yet lists it in B..'dependents:'..dep_id, and carries
+-- 'dependents' = '1' in its own record (so finalize looks for dependents only then,
+-- see release_unique). When that
+-- dependency reaches a final state, finalize settles its dependents in the same script
+-- call, so no polling and no lost wake-up: completed (or any outcome, for 'after' =
+-- 'any') counts one off 'waits' and the last one makes the job ready; failed or
+-- cancelled cancels it, with 'error' naming the dependency, which cancels its own
+-- dependents in turn (a worklist, not recursion: a chain may be thousands long).
+local function dependents_key(job_prefix, id)
+  return string.sub(job_prefix, 1, #job_prefix - 4) .. 'dependents:' .. id
+end
+
+-- The state of a new job's dependencies `deps` (a list of ids, deduplicated): nil and
+-- the first id without a job record; else the ids not final yet (to wait for), and the
+-- first id that failed or was cancelled when only completion will do (false if none)
+-- with that status.
+local function read_dependencies(job_prefix, deps, any_outcome)
+  local unmet, doomed, doomed_status = {}, false, nil
+  local seen = {}
+  for _, dep in ipairs(deps) do
+    local status = field_of(job_prefix .. dep, 'status')
+    if not status then
+      return nil, dep
+    end
+    -- A repeated id counts once: 'waits' must match the dependents hashes the job is in.
+    if not seen[dep] then
+      seen[dep] = true
+      if not FINAL[status] then
+        unmet[#unmet + 1] = dep
+      elseif status ~= 'completed' and not any_outcome and not doomed then
+        doomed, doomed_status = dep, status
+      end
+    end
+  end
+  return unmet, doomed, doomed_status
+end
+
+-- Record a new job's dependencies on its record; `unmet` from read_dependencies. The
+-- caller adds it to each unmet dependency's dependents hash (add_dependents), once per
+-- batch.
+local function record_dependencies(job_key, deps_json, unmet, any_outcome)
+  local fields = {'deps', deps_json}
+  if #unmet > 0 then
+    fields[#fields + 1], fields[#fields + 2] = 'waits', #unmet
+  end
+  if any_outcome then
+    fields[#fields + 1], fields[#fields + 2] = 'after', 'any'
+  end
+  redis.call('HSET', job_key, unpack(fields))
+end
+
+local function add_dependents(job_prefix, unmet, ids)
+  local flat = {}
+  for _, id in ipairs(ids) do
+    flat[#flat + 1], flat[#flat + 2] = id, '1'
+  end
+  for _, dep in ipairs(unmet) do
+    redis.call('HSET', job_prefix .. dep, 'dependents', '1')
+    for first = 1, #flat, ZADD_SLICE do
+      redis.call('HSET', dependents_key(job_prefix, dep),
+        unpack(flat, first, math.min(first + ZADD_SLICE - 1, #flat)))
+    end
+  end
+end
+
+-- Why a dependent is cancelled: stored in its 'error'.
+local function dependency_reason(dep, status)
+  if status == 'failed' then
+    return 'dependency ' .. dep .. ' failed'
+  elseif status == 'purged' then
+    return 'dependency ' .. dep .. ' was purged'
+  end
+  return 'dependency ' .. dep .. ' was cancelled'
+end
+
+-- A waiting job whose dependencies are all settled: ready now, or scheduled until the
+-- run_at its delay set at enqueue.
+local function release_dependent(job_key, id, base, now)
+  redis.call('ZREM', base .. 'waiting', id)
+  redis.call('HDEL', job_key, 'waits')
+  local run_at = tonumber(redis.call('HGET', job_key, 'run_at')) or now
+  if run_at > now then
+    redis.call('HSET', job_key, 'status', 'scheduled')
+    redis.call('ZADD', base .. 'scheduled', int(run_at), id)
+  else
+    make_ready(job_key, id, base .. 'pending', base .. 'seq')
+  end
+  wake(base .. 'wake')
+end
+
+-- Jobs finalized in this call whose dependents are still to settle: {id, status, ttl_ms,
+-- keep} each (see settle_all).
+local to_settle = {}
+local settling = false
+local finalize
+local settle_one
+
+-- Settle the dependents of one finalized job (see "Dependencies" above); status
+-- 'purged' (purge.lua) settles them as a cancel does. A dependent that is no longer
+-- waiting (cancelled by hand, purged) is skipped. Cancelled dependents use the ttl and
+-- count bound of the failure or cancel that caused it.
+-- Settle every job in to_settle, and those their settling finalizes in turn, in order:
+-- breadth first. A call made while it runs (finalize within settle_one) returns at once.
+local function settle_all(job_prefix, base, now)
+  if settling then
+    return
+  end
+  settling = true
+  local i = 1
+  while i <= #to_settle do
+    local entry = to_settle[i]
+    settle_one(job_prefix, base, entry[1], entry[2], now, entry[3], entry[4])
+    i = i + 1
+  end
+  to_settle = {}
+  settling = false
+end
+
+settle_one = function(job_prefix, base, id, status, now, ttl_ms, keep)
+  local key = dependents_key(job_prefix, id)
+  -- pcall: a key damaged by hand (not a hash) settles nothing, rather than failing the
+  -- script after the job was finalized.
+  local flat = redis.pcall('HGETALL', key)
+  if type(flat) ~= 'table' or flat.err or #flat == 0 then
+    return
+  end
+  redis.call('DEL', key)
+  local waiting = {}
+  for i = 1, #flat, 2 do
+    waiting[#waiting + 1] = flat[i]
+  end
+  -- In id order, not the hash's: which dependency a cancelled job names, and which
+  -- records a count bound drops, must not depend on how Redis encodes the hash.
+  table.sort(waiting)
+  for _, dependent in ipairs(waiting) do
+    local job_key = job_prefix .. dependent
+    local fields = redis.pcall('HMGET', job_key, 'status', 'after')
+    if type(fields) == 'table' and not fields.err and fields[1] == 'waiting' then
+      if status == 'completed' or fields[2] == 'any' then
+        if bump(job_key, 'waits', -1) <= 0 then
+          release_dependent(job_key, dependent, base, now)
+        end
+      else
+        redis.call('ZREM', base .. 'waiting', dependent)
+        redis.call('HSET', job_key, 'error', dependency_reason(id, status))
+        finalize(job_prefix, dependent, 'cancelled', now, ttl_ms, base .. 'cancelled',
+          base .. 'stats', keep)
+      end
+    end
+  end
+end
+
+-- Move a job to a final state: index it, count it, expire its record, trim the index;
+-- then settle the jobs that wait for it (settle_one).
 -- keep = 0 means no count bound (completed jobs are bounded by age only).
-local function finalize(job_prefix, id, status, now, ttl_ms, index_key, stats_key, keep)
+finalize = function(job_prefix, id, status, now, ttl_ms, index_key, stats_key, keep)
   local job_key = job_prefix .. id
   finished_ids[#finished_ids + 1] = id
-  release_unique(job_key, id)
+  local awaited = release_unique(job_key, id)
   redis.call('HSET', job_key, 'status', status, 'completed_at', now)
   redis.call('HDEL', job_key, 'lease')
   redis.call('PEXPIRE', job_key, ttl_ms)
@@ -330,6 +547,21 @@ local function finalize(job_prefix, id, status, now, ttl_ms, index_key, stats_ke
         redis.call('DEL', job_prefix .. old_id)
       end
       redis.call('ZREMRANGEBYRANK', index_key, 0, excess - 1)
+    end
+  end
+  if awaited then
+    to_settle[#to_settle + 1] = {id, status, ttl_ms, keep}
+    settle_all(job_prefix, base_of(stats_key, 'stats'), now)
+  end
+end
+
+-- A waiting job leaves its dependencies' dependents hashes (cancel.lua): they need not
+-- remember it.
+local function forget_dependencies(job_prefix, job_key, id)
+  local ok, deps = pcall(cjson.decode, field_of(job_key, 'deps') or '[]')
+  if ok and type(deps) == 'table' then
+    for _, dep in ipairs(deps) do
+      redis.pcall('HDEL', dependents_key(job_prefix, dep), id)
     end
   end
 end

@@ -9,7 +9,13 @@
 -- ARGV[5] how long the request's answer is remembered (ms)
 -- Returns -1 no such job (or its key is not a job record); 0 already final (completed,
 -- failed or cancelled);
--- 1 cancelled before it ran; 2 cancelled while running.
+-- 1 cancelled before it ran (pending, scheduled or waiting for dependencies); 2
+-- cancelled while running.
+--
+-- Jobs that wait for this one are cancelled with it, transitively, each naming the
+-- dependency that cancelled it (finalize in _lib.lua), unless they run whatever its
+-- outcome (JobConfig.depends_on_any_outcome). A waiting job also leaves its
+-- dependencies' dependents hashes.
 --
 -- The request id (random per call, in KEYS[6]) makes a cancel sent again after its reply
 -- was lost (redis-py does so by itself) answer what the first one did, not "already
@@ -37,6 +43,10 @@ elseif status == 'scheduled' then
 elseif status == 'processing' then
   redis.call('ZREM', processing, id)
   code = 2
+elseif status == 'waiting' then
+  redis.call('ZREM', base_of(pending, 'pending') .. 'waiting', id)
+  forget_dependencies(job_prefix, job_key, id)
+  code = 1
 else
   return 0
 end

@@ -39,7 +39,7 @@ local now = now_ms()
 -- Values only, in a fixed order: no field names to send or to parse for every job.
 local FIELDS = {'id', 'type', 'payload', 'status', 'priority', 'max_retries', 'timeout_ms',
   'backoff', 'metadata', 'created_at', 'run_at', 'started_at', 'completed_at', 'attempts',
-  'failures', 'lost', 'error', 'result', 'lease'}
+  'failures', 'lost', 'error', 'result', 'lease', 'deps'}
 
 local out = {now, -1}
 local deadline = now + lease_ms

@@ -3,7 +3,14 @@
 --
 -- KEYS[1] the index zset
 -- ARGV[1] job key prefix   ARGV[2] N
+-- ARGV[3] failed_ttl_ms   ARGV[4] max cancelled records kept: for the jobs that waited
+--           for a purged job (see below)
 -- Returns how many jobs were deleted by this call.
+--
+-- Jobs that wait for a purged job (JobConfig.depends_on) would otherwise wait forever:
+-- they are cancelled, transitively, their error naming it ('dependency X was purged'),
+-- or released if they run whatever the outcome ('after' = 'any'), as a cancel of the
+-- purged job would (settle_one in _lib.lua), purged ids taken in id order.
 
 local index, job_prefix = KEYS[1], ARGV[1]
 local ids = redis.call('ZRANGE', index, 0, tonumber(ARGV[2]) - 1)
@@ -12,5 +19,12 @@ for _, id in ipairs(ids) do
 end
 if #ids > 0 then
   redis.call('ZREM', index, unpack(ids))
+  local sorted = {unpack(ids)}
+  table.sort(sorted)
+  for _, id in ipairs(sorted) do
+    to_settle[#to_settle + 1] = {id, 'purged', tonumber(ARGV[3]), tonumber(ARGV[4])}
+  end
+  settle_all(job_prefix, string.sub(job_prefix, 1, #job_prefix - 4), now_ms())
+  announce_finished(job_prefix)
 end
 return #ids
