@@ -206,6 +206,24 @@ class QueueBase:
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise RedisUnavailable(f"cannot reach Redis at {self.address}: {exc}") from exc
 
+    @contextmanager
+    def _any_error_as_unavailable(self) -> Iterator[None]:
+        """`_unavailable_as_error`, and every other Redis error too: for the worker side.
+
+        A worker pool treats whatever Redis answers instead of doing the call (READONLY
+        during a failover, LOADING, CLUSTERDOWN, a cluster being resharded) as a pause:
+        it retries while its leases hold. So it sees one error type, `RedisUnavailable`.
+        """
+        try:
+            with self._unavailable_as_error():
+                yield
+        except RedisUnavailable:
+            raise
+        except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:
+            raise RedisUnavailable(
+                f"Redis at {self.address} refused the call for now: {type(exc).__name__}: {exc}"
+            ) from exc
+
     def _refused_credentials(self, exc: Exception) -> RedisUnavailable:
         return RedisUnavailable(
             f"Redis at {self.address} refused the credentials (wrong or missing "

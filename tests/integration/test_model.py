@@ -52,8 +52,8 @@ from hypothesis.stateful import (
 from jobs import ConfigError, JobConfig, JobNotFound, JobStatus, RedisQueueConfig
 from jobs._codec import CorruptRecord
 from jobs.queue._scripts import scripts
-from jobs.queue._wire import Failure, HeldJob
 from jobs.queue.redis_queue import RedisQueue
+from jobs.worker._protocol import Completed, Failed, Leased, LeaseState
 
 #: Leases and delays that never run out during a test: only the explicit steps age them.
 LONG = timedelta(hours=1)
@@ -79,6 +79,8 @@ INDEXES = (PENDING, SCHEDULED, PROCESSING, COMPLETED, FAILED, CANCELLED)
 #: The fields of the stats hash the scripts write.
 STATS_FIELDS = ("total", *INDEXES[3:], "retried", "lost_leases", "rejected", "last_processed")
 FINAL = frozenset({COMPLETED, FAILED, CANCELLED})
+#: heartbeat.lua's reply codes, as the model gives them.
+CODES = {LeaseState.HELD: 1, LeaseState.CANCELLED: 2, LeaseState.LOST: 0}
 
 
 @attrs.define
@@ -435,9 +437,8 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
         ) -> None:
             self._tick()
             fails = [
-                Failure(
-                    job_id=job_id,
-                    token=token,
+                Failed(
+                    Leased(job_id, token),
                     error=FAIL_ERROR,
                     traceback="Traceback: ...",
                     delay_ms=0 if kind == "retry_now" else LONG_MS,
@@ -445,15 +446,17 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
                 )
                 for job_id, token, kind in failures
             ]
-            done, failed = self.queue.finish(
-                [(HeldJob(i, t), b'"ok"') for i, t in completions], fails
+            written = self.queue.write(
+                [*(Completed(Leased(i, t), b'"ok"') for i, t in completions), *fails]
             )
+            done, failed = written[: len(completions)], written[len(completions) :]
             # complete.lua runs before fail.lua in the pipeline: the model follows suit.
             expected_done = [self.model.complete(i, t) for i, t in completions]
             if fails:
                 self.model.promote_due()
             expected_failed = [
-                self.model.fail(f.job_id, f.token, f.delay_ms, f.permanent) for f in fails
+                self.model.fail(f.leased.job_id, f.leased.token, f.delay_ms, f.permanent)
+                for f in fails
             ]
             assert [o.recorded for o in done] == expected_done
             assert [o.recorded for o in failed] == [bool(s) for s in expected_failed]
@@ -599,15 +602,15 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
         def heartbeat(self, picks: list[int], reap: bool) -> None:
             pairs = [_choose(self.model.leases, p) for p in picks]
             self._tick()
-            _, codes, next_expiry = self.queue.heartbeat(
+            _, states, next_expiry = self.queue.heartbeat(
                 "pool-1",
                 {"hostname": "h", "pid": 1, "num_workers": 1, "in_flight": len(pairs)},
                 timedelta(seconds=30),
-                [HeldJob(i, t) for i, t in pairs],
+                [Leased(i, t) for i, t in pairs],
                 LONG,
                 reap=reap,
             )
-            assert codes == self.model.heartbeat(pairs)
+            assert [CODES[s] for s in states] == self.model.heartbeat(pairs)
             if reap:
                 self.model.reap()
                 assert (next_expiry is None) == (not self.model.in_status(PROCESSING))
@@ -618,7 +621,7 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
             # What a stopping pool does with the jobs it holds.
             leases = (self.model.live_leases() if live_only else []) or self.model.leases
             pairs = [_choose(leases, p) for p in picks]
-            count = self.queue.requeue([HeldJob(i, t) for i, t in pairs])
+            count = self.queue.requeue([Leased(i, t) for i, t in pairs])
             assert count == self.model.requeue(pairs)
 
         @precondition(lambda self: any(j.due_at is None for j in self.model.in_status(SCHEDULED)))
@@ -893,11 +896,13 @@ def test_noscript_recovery_records_every_call(redis_client: redis.Redis) -> None
     leased = {job.job_id: job.token for job in queue.fetch(2, LONG).jobs}
     redis_client.script_flush()
     redis_client.script_load(scripts().fail.source)
-    done, failed = queue.finish(
-        [(HeldJob("a", leased["a"]), b'"ok"')],
-        [Failure("b", leased["b"], FAIL_ERROR, "", 0, permanent=False)],
+    written = queue.write(
+        [
+            Completed(Leased("a", leased["a"]), b'"ok"'),
+            Failed(Leased("b", leased["b"]), FAIL_ERROR, "", 0, permanent=False),
+        ]
     )
-    assert [o.recorded for o in done + failed] == [True, True]
+    assert [o.recorded for o in written] == [True, True]
     assert queue.get("a").status is JobStatus.COMPLETED
     assert queue.get("b").status is JobStatus.FAILED
     # One NOSCRIPT loads every script, so a restarted server is not half-loaded for long.
@@ -924,15 +929,15 @@ def test_a_due_job_keeps_its_fifo_place_ahead_of_later_writes(redis_client: redi
     # A backed-off retry that became due, then a job failed and retried at once.
     queue.enqueue("t", ["a", "b"], [b"{}", b"{}"], JobConfig(timeout=None, max_retries=1))
     tokens = {j.job_id: j.token for j in queue.fetch(2, LONG).jobs}
-    queue.finish([], [Failure("a", tokens["a"], FAIL_ERROR, "", LONG_MS, permanent=False)])
+    queue.write([Failed(Leased("a", tokens["a"]), FAIL_ERROR, "", LONG_MS, permanent=False)])
     become_due("a")
-    queue.finish([], [Failure("b", tokens["b"], FAIL_ERROR, "", 0, permanent=False)])
+    queue.write([Failed(Leased("b", tokens["b"]), FAIL_ERROR, "", 0, permanent=False)])
     assert [j.job_id for j in queue.fetch(2, LONG).jobs] == ["a", "b"]
 
     # A job due before a manual retry runs before the retried one.
     queue.enqueue("t", ["c"], [b"{}"], JobConfig(timeout=None, max_retries=0))
     (c,) = queue.fetch(1, LONG).jobs
-    queue.finish([], [Failure("c", c.token, FAIL_ERROR, "", 0, permanent=True)])
+    queue.write([Failed(c, FAIL_ERROR, "", 0, permanent=True)])
     queue.enqueue("t", ["d"], [b"{}"], delayed)
     become_due("d")
     assert queue.retry("c") is True
