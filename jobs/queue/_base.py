@@ -172,6 +172,11 @@ class QueueBase:
         return self.config.name
 
     @property
+    def max_payload_bytes(self) -> int:
+        """The largest encoded payload `Client.enqueue` accepts (`RedisQueueConfig`)."""
+        return self.config.max_payload_bytes
+
+    @property
     def address(self) -> str:
         """Where the queue's Redis is (``host:port``), for messages."""
         return address(self.client)

@@ -23,6 +23,11 @@ What `drain` does not do: enforce ``JobConfig.timeout`` (no watchdog runs, so
 ``ctx.cancelled`` stays false), run the scheduler's cron jobs, or share a queue with a
 worker pool running at the same time.
 
+`MemoryQueue` is `RedisQueue`'s twin in memory, with the scripts' semantics (the model
+test checks them against each other) and an injectable clock (`ManualClock`): a `Client`
+and its worker pool run on it without a server, single-process, for tests. `drain`
+works on it too.
+
 .. versionadded:: 1.2
 """
 
@@ -42,6 +47,7 @@ from jobs.context import CancellationToken, CancelReason, JobContext
 from jobs.errors import ConfigError, JobNotFound, JobsError
 from jobs.job import Job, JobStatus
 from jobs.queue._scripts import scripts
+from jobs.testing._memory import ManualClock, MemoryQueue
 from jobs.worker import _attempt
 from jobs.worker._attempt import Attempt
 from jobs.worker._protocol import Completed, Failed
@@ -54,6 +60,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DrainError",
+    "ManualClock",
+    "MemoryQueue",
     "TestClient",
     "advance",
     "assert_enqueued",
@@ -112,9 +120,12 @@ def advance(client: Client, seconds: float | timedelta) -> int:
     ms = _codec.to_ms(timedelta(seconds=to_seconds(seconds)))
     if ms < 0:
         raise ConfigError(f"advance needs a duration >= 0, got {seconds!r}")
-    queue = client.queue
-    reply = scripts().advance(queue.client, (queue.keys.scheduled,), (queue.keys.job_prefix, ms))
-    return int(reply)
+    queue: object = client.config.queue
+    if isinstance(queue, MemoryQueue):
+        return queue.advance_scheduled(timedelta(milliseconds=ms))
+    redis_queue = client.queue
+    keys = redis_queue.keys
+    return int(scripts().advance(redis_queue.client, (keys.scheduled,), (keys.job_prefix, ms)))
 
 
 def drain(
