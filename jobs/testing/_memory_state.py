@@ -52,6 +52,9 @@ class QueueState:
         self.types: dict[str, str] = {}  # declared job types -> settings (JSON)
         self.workers: dict[str, dict[str, Any]] = {}  # pool id -> record, with 'expires'
         self.finished: list[str] = []  # ids finalized since the last look (announcements)
+        #: Ids whose key holds something else than a record (`damage`): a script that
+        #: meets one in an index sets it aside (`set_aside`); every read finds no job.
+        self.damaged: set[str] = set()
 
     # -- records ------------------------------------------------------------------------
 
@@ -66,6 +69,22 @@ class QueueState:
     def delete(self, job_id: str) -> None:
         self.records.pop(job_id, None)
         self.expires.pop(job_id, None)
+        self.damaged.discard(job_id)
+
+    def exists(self, job_id: str, now: int) -> bool:
+        return self.record(job_id, now) is not None or job_id in self.damaged
+
+    def damage(self, job_id: str) -> None:
+        """A foreign tool wrote a string where the job's record was (for the model test)."""
+        self.delete(job_id)
+        self.damaged.add(job_id)
+
+    def set_aside(self, job_id: str) -> bool:
+        """set_aside in _lib.lua: True (counted) if the id's key is damaged."""
+        if job_id not in self.damaged:
+            return False
+        self.stats["damaged"] += 1
+        return True
 
     def holds_lease(self, job_id: str, token: str, now: int) -> dict[str, Any] | None:
         record = self.record(job_id, now)
@@ -119,6 +138,8 @@ class QueueState:
             record = self.record(job_id, now)
             if record is not None:
                 self.make_ready(job_id, record)
+            else:
+                self.set_aside(job_id)
         return len(due)
 
     def unique_holder(self, key: str, now: int) -> str | None:
@@ -189,7 +210,7 @@ class QueueState:
             if holder is not None:
                 out.append(holder)
                 continue
-            if self.record(job_id, now) is not None:
+            if self.exists(job_id, now):
                 out.append(0)
                 continue
             score = (1000 - int(priority)) * BAND + seq
@@ -248,21 +269,23 @@ class QueueState:
         else:
             self.promote_due(now, promote)
             leased: dict[str, int] = {}
-            for job_id in self.ordered("pending")[: max(count, 0)]:
+            popped = self.ordered("pending")[: max(count, 0)]
+            # One number per popped id is taken, whether it is leased or not (fetch.lua).
+            token = self.lease_seq
+            self.lease_seq += len(popped)
+            for job_id in popped:
                 del self.index["pending"][job_id]
                 record = self.record(job_id, now)
                 if record is None:
+                    self.set_aside(job_id)
                     continue  # deleted by hand: dropped, not leased
-                self.lease_seq += 1
+                token += 1
                 record["attempts"] = str(int(record.get("attempts") or 0) + 1)
                 record.update(
-                    id=job_id,
-                    status="processing",
-                    started_at=str(now),
-                    lease=f"{request}:{self.lease_seq}",
+                    id=job_id, status="processing", started_at=str(now), lease=f"{request}:{token}"
                 )
                 self.index["processing"][job_id] = deadline
-                leased[job_id] = self.lease_seq
+                leased[job_id] = token
                 out.append(dict(record))
             if leased:
                 self.fetches[request] = (now + request_ttl, leased)
@@ -349,7 +372,10 @@ class QueueState:
         for job_id in expired:
             del processing[job_id]
             record = self.record(job_id, now)
-            if record is None or record.get("status") != "processing":
+            if record is None:
+                self.set_aside(job_id)
+                continue
+            if record.get("status") != "processing":
                 continue
             record.pop("lease", None)
             self.stats["lost_leases"] += 1

@@ -54,6 +54,7 @@ from jobs._codec import CorruptRecord
 from jobs.queue._scripts import scripts
 from jobs.queue.redis_queue import RedisQueue
 from jobs.worker._protocol import Completed, Failed, Leased, LeaseState
+from tests.integration._memory_twin import Twin
 
 #: Leases and delays that never run out during a test: only the explicit steps age them.
 LONG = timedelta(hours=1)
@@ -396,13 +397,17 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
         def __init__(self) -> None:
             super().__init__()
             self.redis = redis.Redis.from_url(url)
-            self.queue = RedisQueue(
-                RedisQueueConfig(
-                    client=self.redis,
-                    name=f"model-{uuid.uuid4().hex[:8]}",
-                    max_lost_leases=MAX_LOST,
-                    max_failed_jobs=KEEP,
-                )
+            # Every call also goes to jobs.testing.MemoryQueue, which must answer alike.
+            self.queue = Twin(
+                RedisQueue(
+                    RedisQueueConfig(
+                        client=self.redis,
+                        name=f"model-{uuid.uuid4().hex[:8]}",
+                        max_lost_leases=MAX_LOST,
+                        max_failed_jobs=KEEP,
+                    )
+                ),
+                self.redis,
             )
             self.keys = self.queue.keys
             # Every script cached up front: with only some cached, a pipeline of two
@@ -583,6 +588,7 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
             at = self.model.past()
             # As if the lease's hour had passed without a heartbeat.
             assert self.redis.zadd(self.keys.processing, {job.id: at}, xx=True) == 0
+            self.queue.set_score(PROCESSING, job.id, at)
             job.expired_at = at
 
         @precondition(lambda self: self.model.in_status(PROCESSING))
@@ -630,6 +636,7 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
             job = _choose([j for j in self.model.in_status(SCHEDULED) if j.due_at is None], pick)
             at = self.model.past()
             assert self.redis.zadd(self.keys.scheduled, {job.id: at}, xx=True) == 0
+            self.queue.set_score(SCHEDULED, job.id, at)
             job.due_at = at
 
         @precondition(lambda self: any(not j.damaged for j in self.model.in_status(*INDEXES[:3])))
@@ -642,6 +649,7 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
             job = _choose(sorted(live, key=lambda j: j.id), pick)
             self.redis.delete(self.keys.job(job.id))
             self.redis.set(self.keys.job(job.id), "not a hash")
+            self.queue.damage_record(job.id)
             job.damaged = True
 
         @rule(field=st.sampled_from(STATS_FIELDS))
@@ -650,6 +658,7 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
             # half way (reap did, stranding the job it had taken out of 'processing').
             # It restarts from 0, and reads as 0 (or None) until then.
             self.redis.hset(self.keys.stats, field, "n/a")
+            self.queue.damage_counter(field)
             self.model.counts_damaged = True
             if field == "last_processed":
                 self.model.finalized_any = False
@@ -754,6 +763,10 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
             assert got.error == job.error
 
         # -- the check after every step --------------------------------------------------
+
+        @invariant()
+        def memory_queue_matches_scripts(self) -> None:
+            self.queue.assert_same_state(sorted(self.model.jobs))
 
         @invariant()
         def queue_matches_model(self) -> None:
@@ -872,6 +885,7 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
 # A passing run takes a few seconds; a failing one needs more to shrink its counterexample.
 @pytest.mark.timeout(180)
 def test_queue_scripts_follow_the_model(redis_url: str) -> None:
+    before = Twin.compared
     run_state_machine_as_test(
         make_machine(redis_url),
         settings=settings(
@@ -884,6 +898,8 @@ def test_queue_scripts_follow_the_model(redis_url: str) -> None:
             suppress_health_check=[HealthCheck.too_slow],
         ),
     )
+    # The same sequences ran against jobs.testing.MemoryQueue, compared call by call.
+    assert Twin.compared - before > 1000
 
 
 def test_noscript_recovery_records_every_call(redis_client: redis.Redis) -> None:
