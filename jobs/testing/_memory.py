@@ -431,6 +431,24 @@ class MemoryQueue:
     def warn_if_evicting(self, logger: logging.Logger) -> None:
         """Nothing to warn about: memory evicts nothing."""
 
+    def advance(self, seconds: float | timedelta) -> tuple[int, int]:
+        """Let time pass: move the `ManualClock` ahead, then reap, in one step.
+
+        What a stalled pool's lease, or a delay or retry backoff, looks like after that
+        long: expired leases go back to the queue (or fail, past ``max_lost_leases``),
+        and pools waiting for work are woken if a job became due. No heartbeat can come
+        in between. Returns what the reap did: (requeued, failed).
+
+        Raises:
+            ConfigError: the queue's clock is not a `ManualClock`.
+        """
+        clock = self._store.clock
+        if not isinstance(clock, ManualClock):
+            raise ConfigError("advance needs a MemoryQueue built with clock=ManualClock()")
+        with self._store.changed:
+            clock.advance(seconds)
+            return self.reap()
+
     def advance_scheduled(self, by: timedelta) -> int:
         """Make every scheduled job due ``by`` earlier (`jobs.testing.advance`); how many."""
         with self._store.changed:
