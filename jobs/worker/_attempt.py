@@ -23,6 +23,8 @@ from jobs.job import Job, JobStatus
 from jobs.worker._protocol import Completed, Failed, Leased, Outcome
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from jobs.client import Client
     from jobs.registry import Registry
     from jobs.worker._protocol import WorkerQueue
@@ -51,7 +53,7 @@ class Attempt:
     leased: Leased
     job: Job | None  # None when the record did not decode
     corrupt: str | None  # why it did not decode
-    fields: dict[str, Any]
+    fields: Mapping[str, Any]
     #: Until when (time.monotonic) the lease is known to hold; extended by heartbeats.
     lease_until: float
     token: CancellationToken = attrs.field(factory=CancellationToken)
@@ -240,7 +242,7 @@ def run(attempt: Attempt, registry: Registry, client: Client | None = None) -> O
 def recorded_job(
     attempt: Attempt, outcome: Outcome, status: str, now_ms: int, run_at_ms: int
 ) -> Job:
-    """The job as it now stands in Redis, for the success and error hooks."""
+    """The job as it now stands in the queue, for the success and error hooks."""
     assert attempt.job is not None
     now = _codec.from_ms(now_ms)
     if isinstance(outcome, Completed):

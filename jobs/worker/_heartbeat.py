@@ -57,7 +57,7 @@ class Heartbeat:
     ) -> None:
         self._queues = queues
         # The pool's job types and their declared settings, published on the first
-        # beat that reaches Redis (for producers without the registry: enqueue.lua).
+        # beat that reaches the queue (for producers without the registry).
         self._declarations = dict(declarations or {})
         self._pool_id = pool_id
         self._lease = lease
@@ -113,7 +113,7 @@ class Heartbeat:
             if now < self._due:
                 return self._due - now
         if not self._policy_checked:
-            # Once per pool, here rather than in start(), which must not wait for Redis.
+            # Once per pool, here rather than in start(), which must not wait for the queue.
             # The queues a pool serves share one server.
             self._policy_checked = True
             self._queues[0].warn_if_evicting(self._logger)
@@ -154,7 +154,7 @@ class Heartbeat:
                 else:
                     self._on_lost(attempt, _REASONS[state])
             if next_expiry_ms is not None:
-                # Reap right after the earliest lease runs out (Redis time: no clock skew).
+                # Reap right after the earliest lease runs out (the queue's clock: no skew).
                 delay = min(delay, max((next_expiry_ms - now_ms) / 1000 + 0.005, 0.005))
         self._first = False
         self._last = now

@@ -24,6 +24,7 @@ be encoded (`write` raises that before anything is written).
 from __future__ import annotations
 
 import enum
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 if TYPE_CHECKING:
@@ -41,8 +42,8 @@ class Leased(NamedTuple):
 
     job_id: str
     token: str
-    #: Empty in a handle made from an id and a token (never mutated).
-    fields: dict[str, Any] = {}
+    #: Empty in a handle made from an id and a token.
+    fields: Mapping[str, Any] = MappingProxyType({})
 
 
 class Fetched(NamedTuple):
