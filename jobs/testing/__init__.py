@@ -47,7 +47,8 @@ from jobs.context import CancellationToken, CancelReason, JobContext
 from jobs.errors import ConfigError, JobNotFound, JobsError
 from jobs.job import Job, JobStatus
 from jobs.queue._scripts import scripts
-from jobs.testing._memory import ManualClock, MemoryQueue
+from jobs.testing._memory import MemoryQueue
+from jobs.testing._memory_base import ManualClock
 from jobs.worker import _attempt
 from jobs.worker._attempt import Attempt
 from jobs.worker._protocol import Completed, Failed

@@ -2,84 +2,44 @@
 
 Its rules are the Lua scripts' (`jobs.testing._memory_state`, checked against the
 scripts by the model test), its API the one a `Client` and a worker pool use
-(`jobs.JobQueue`), and its clock injectable (`ManualClock`).
+(`jobs._queue_protocol.JobQueue`), and its clock injectable (`ManualClock`). Assembled
+like `RedisQueue`: `MemoryBase` (``_memory_base``: clock, lock, state), the worker side
+(``_memory_worker``), and here the producer, admin and monitor calls.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
-import threading
 import time
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any, cast
 
 from jobs import _codec
-from jobs.errors import ConfigError, JobNotFound, RedisUnavailable, UnknownJobType, WaitTimeout
+from jobs.errors import ConfigError, JobNotFound, UnknownJobType, WaitTimeout
 from jobs.job import JobStatus, MinuteCounts, QueueHistory, QueueStats, WorkerInfo
 from jobs.queue._base import (
     _HISTORY_FIELDS,
     _LETTERS,
     ANSWER_TTL_MS,
-    COMPLETED_TRIM,
-    FETCH_RECORD_MARGIN_MS,
     HISTORY_MINUTES,
-    PROMOTE_BATCH,
-    REAP_BATCH,
 )
 from jobs.queue._wire import job_args
-from jobs.testing._memory_state import PROMOTE_ON_WRITE, QueueState
-from jobs.worker._protocol import Beat, Completed, Fetched, Leased, LeaseState, Written
+from jobs.testing._memory_base import ManualClock
+from jobs.testing._memory_worker import MemoryWorkerSide
+from jobs.worker._protocol import LeaseState
 
 if TYPE_CHECKING:
     import logging
-    from collections.abc import Callable, Iterator, Mapping, Sequence
+    from collections.abc import Iterator, Mapping, Sequence
+    from datetime import timedelta
 
     from jobs.config import JobConfig
     from jobs.job import Job
-    from jobs.worker._protocol import Outcome, WorkerQueue
 
 _LEASE_STATES = {1: LeaseState.HELD, 2: LeaseState.CANCELLED, 0: LeaseState.LOST}
 
 
-class ManualClock:
-    """A clock that moves only when told to: pass it to `MemoryQueue` as ``clock``.
-
-    Calling it returns the time in seconds since the epoch, like `time.time`.
-    """
-
-    def __init__(self, start: float = 1_767_225_600.0) -> None:  # 2026-01-01 UTC
-        self._now = start
-        self._lock = threading.Lock()
-
-    def __call__(self) -> float:
-        with self._lock:
-            return self._now
-
-    def advance(self, seconds: float | timedelta) -> None:
-        """Move the clock ahead by ``seconds``."""
-        by = seconds.total_seconds() if isinstance(seconds, timedelta) else float(seconds)
-        if by < 0:
-            raise ConfigError(f"seconds must be >= 0 (the clock never goes back), got {by}")
-        with self._lock:
-            self._now += by
-
-
-class _Store:
-    """What the queues of one `MemoryQueue` family share: a lock, a clock, wake-ups."""
-
-    def __init__(self, clock: Callable[[], float]) -> None:
-        self.clock = clock
-        self.changed = threading.Condition(threading.RLock())
-        self.queues: dict[str, QueueState] = {}
-        self.pool_wakes: set[str] = set()
-        self.unavailable = False
-
-    def now(self) -> int:
-        return round(self.clock() * 1000)
-
-
-class MemoryQueue:
+class MemoryQueue(MemoryWorkerSide):
     """A job queue in this process's memory: `RedisQueue`'s semantics without Redis.
 
     For tests only: single-process (nothing is shared with other processes, nothing
@@ -101,102 +61,6 @@ class MemoryQueue:
 
     .. versionadded:: 1.3
     """
-
-    def __init__(
-        self,
-        name: str = "default",
-        *,
-        clock: Callable[[], float] | None = None,
-        max_lost_leases: int = 5,
-        completed_ttl: timedelta = timedelta(days=1),
-        failed_ttl: timedelta = timedelta(days=7),
-        max_failed_jobs: int = 10_000,
-        max_completed_jobs: int = 100_000,
-        max_payload_bytes: int = 1 << 20,
-        max_result_bytes: int = 1 << 20,
-        _store: _Store | None = None,
-    ) -> None:
-        if not name or not isinstance(name, str):
-            raise ConfigError(f"name must be a non-empty str, got {name!r}")
-        self._name = name
-        self._settings: dict[str, Any] = {
-            "max_lost_leases": max_lost_leases,
-            "completed_ttl": completed_ttl,
-            "failed_ttl": failed_ttl,
-            "max_failed_jobs": max_failed_jobs,
-            "max_completed_jobs": max_completed_jobs,
-            "max_payload_bytes": max_payload_bytes,
-            "max_result_bytes": max_result_bytes,
-        }
-        self._max_completed = max_completed_jobs
-        self._max_payload = max_payload_bytes
-        self._max_result = max_result_bytes
-        self._store = _store or _Store(clock or time.time)
-        self._state = self._store.queues.setdefault(
-            name,
-            QueueState(
-                max_lost_leases=max_lost_leases,
-                failed_ttl_ms=_codec.to_ms(failed_ttl),
-                completed_ttl_ms=_codec.to_ms(completed_ttl),
-                keep_failed=max_failed_jobs,
-            ),
-        )
-
-    # -- what it is -----------------------------------------------------------------------
-
-    @property
-    def name(self) -> str:
-        """The queue's name."""
-        return self._name
-
-    @property
-    def address(self) -> str:
-        """Where the queue lives, for messages."""
-        return "memory"
-
-    @property
-    def max_payload_bytes(self) -> int:
-        """The largest encoded payload `Client.enqueue` accepts."""
-        return self._max_payload
-
-    @property
-    def max_result_bytes(self) -> int:
-        """The largest encoded result stored."""
-        return self._max_result
-
-    @property
-    def reply_timeout(self) -> float | None:
-        """None: a call answers at once."""
-        return None
-
-    def __repr__(self) -> str:
-        return f"<MemoryQueue {self._name!r}>"
-
-    def sibling(self, name: str) -> MemoryQueue:
-        """The queue called ``name`` in the same memory, with this queue's settings."""
-        return MemoryQueue(name, _store=self._store, **self._settings)
-
-    def set_unavailable(self, unavailable: bool) -> None:
-        """Make every call raise `RedisUnavailable` (True) until set back (False).
-
-        What a lost connection looks like to its callers, for testing how they ride it out.
-        """
-        with self._store.changed:
-            self._store.unavailable = unavailable
-            self._store.changed.notify_all()
-
-    def close(self) -> None:
-        """Nothing to release (the protocol's `close`)."""
-
-    def _enter(self) -> tuple[QueueState, int]:
-        """The state and the time, under the lock (held by the caller)."""
-        if self._store.unavailable:
-            raise RedisUnavailable(f"queue {self._name!r} made unavailable (set_unavailable)")
-        return self._state, self._store.now()
-
-    def _announce(self) -> None:
-        """Wake every waiter: work may be there, or jobs may have finished."""
-        self._store.changed.notify_all()
 
     # -- producer ---------------------------------------------------------------------------
 
@@ -456,170 +320,6 @@ class MemoryQueue:
             moved = state.advance(_codec.to_ms(by))
             self._announce()
         return moved
-
-    # -- worker side --------------------------------------------------------------------------
-
-    def fetch(self, count: int, lease: timedelta, *, request: str | None = None) -> Fetched:
-        """Promote due jobs, then lease up to ``count`` ready jobs (best first)."""
-        fetched = self.exchange((), count, lease, request=request or secrets.token_hex(8))[1]
-        assert fetched is not None
-        return fetched
-
-    def write(self, outcomes: Sequence[Outcome]) -> list[Written]:
-        """Record finished attempts, each fenced by its lease; one reply per outcome."""
-        return self.exchange(outcomes, 0, None)[0]
-
-    def exchange(
-        self,
-        outcomes: Sequence[Outcome],
-        count: int,
-        lease: timedelta | None,
-        *,
-        request: str | None = None,
-    ) -> tuple[list[Written], Fetched | None]:
-        """`write` these outcomes and `fetch` up to ``count`` jobs in one call.
-
-        As `RedisQueue.exchange`: completions are written before failures (one script
-        each), then the fetch.
-        """
-        for outcome in outcomes:  # what redis-py would refuse to encode, before anything
-            if isinstance(outcome, Completed):
-                bytes(outcome.result)
-            else:
-                outcome.error.encode()
-                outcome.traceback.encode()
-        written: list[Written] = [Written(False, "", 0, 0)] * len(outcomes)
-        fetched: Fetched | None = None
-        with self._store.changed:
-            state, now = self._enter()
-            for index, outcome in enumerate(outcomes):
-                if isinstance(outcome, Completed):
-                    held = outcome.leased
-                    ok = state.complete(now, held.job_id, held.token, outcome.result)
-                    written[index] = Written(ok, "completed", now, 0)
-            if any(not isinstance(o, Completed) for o in outcomes):
-                state.promote_due(now, PROMOTE_ON_WRITE)
-            for index, outcome in enumerate(outcomes):
-                if not isinstance(outcome, Completed):
-                    held = outcome.leased
-                    delay = -1 if outcome.permanent else max(outcome.delay_ms, 0)
-                    ok, status, run_at = state.fail(
-                        now, held.job_id, held.token, outcome.error, outcome.traceback, delay
-                    )
-                    written[index] = Written(ok, status, now, run_at)
-            if count > 0 or request is not None:
-                assert lease is not None
-                lease_ms = _codec.to_ms(lease)
-                records, next_due = state.fetch(
-                    now,
-                    count,
-                    lease_ms,
-                    PROMOTE_BATCH,
-                    request or secrets.token_hex(8),
-                    lease_ms + FETCH_RECORD_MARGIN_MS,
-                )
-                fetched = Fetched(now, next_due, [_leased(r) for r in records])
-            self._announce()
-        return written, fetched
-
-    def heartbeat(
-        self,
-        pool_id: str,
-        info: Mapping[str, Any],
-        record_ttl: timedelta,
-        held: Sequence[Leased],
-        lease: timedelta,
-        *,
-        reap: bool = True,
-        first: bool = False,
-        trim: bool = False,
-        progress: Sequence[str] = (),
-    ) -> Beat:
-        """Refresh the pool's record, extend its leases and (optionally) reap."""
-        with self._store.changed:
-            state, now = self._enter()
-            state.beat(now, pool_id, json.dumps(dict(info)), _codec.to_ms(record_ttl), first)
-            lease_ms = _codec.to_ms(lease)
-            codes = [
-                state.extend(now, j.job_id, j.token, lease_ms, progress[i] if progress else "")
-                for i, j in enumerate(held)
-            ]
-            next_expiry = None
-            if reap:
-                self._reap(state, now, trim)
-                next_expiry = state.earliest("processing")
-            self._announce()
-        return Beat(now, [_LEASE_STATES[c] for c in codes], next_expiry)
-
-    def extend(self, pool_id: str, held: Sequence[Leased], lease: timedelta) -> list[LeaseState]:
-        """Extend these leases only: what each one found."""
-        return self.heartbeat(pool_id, {}, timedelta(0), held, lease, reap=False).leases
-
-    def _reap(self, state: QueueState, now: int, trim: bool) -> tuple[int, int]:
-        return state.reap(now, REAP_BATCH, trim, self._max_completed, COMPLETED_TRIM)
-
-    def reap(self, *, trim: bool = False) -> tuple[int, int]:
-        """Return expired leases to the queue now; (requeued, failed for too many losses)."""
-        with self._store.changed:
-            state, now = self._enter()
-            found = self._reap(state, now, trim)
-            self._announce()
-        return found
-
-    def requeue(self, held: Sequence[Leased]) -> int:
-        """Hand held jobs back to the front of the queue, attempts not counted; how many."""
-        with self._store.changed:
-            state, now = self._enter()
-            count = state.requeue(now, [(j.job_id, j.token) for j in held])
-            self._announce()
-        return count
-
-    def wait_for_work(self, pool_id: str, timeout: float, also: Sequence[WorkerQueue] = ()) -> bool:
-        """Block until woken or work is there, up to ``timeout`` seconds (real time).
-
-        Queues of ``also`` from another `MemoryQueue` family cannot be waited on: True
-        at once, so that the pool polls them.
-        """
-        states = [self._state]
-        for other in also:
-            if not isinstance(other, MemoryQueue) or other._store is not self._store:
-                return True
-            states.append(other._state)
-        deadline = time.monotonic() + timeout
-        store = self._store
-        with store.changed:
-            while True:
-                self._enter()
-                if pool_id in store.pool_wakes:
-                    store.pool_wakes.discard(pool_id)
-                    return True
-                for state in states:
-                    if state.wake:
-                        state.wake = False
-                        return True
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return any(state.index["pending"] for state in states)
-                store.changed.wait(left)
-
-    def wake_pool(self, pool_id: str) -> None:
-        """Wake the pool blocked in `wait_for_work`."""
-        with self._store.changed:
-            self._enter()
-            self._store.pool_wakes.add(pool_id)
-            self._announce()
-
-    def forget_pool(self, pool_id: str) -> None:
-        """Remove a stopped pool's record."""
-        with self._store.changed:
-            state, _ = self._enter()
-            self._store.pool_wakes.discard(pool_id)
-            state.workers.pop(pool_id, None)
-
-
-def _leased(record: Mapping[str, Any]) -> Leased:
-    fields = {n: record[n] for n in _codec.FETCHED_FIELDS if record.get(n) is not None}
-    return Leased(str(record["id"]), str(record["lease"]), fields)
 
 
 def _status(status: JobStatus | str) -> JobStatus:
