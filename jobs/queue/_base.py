@@ -218,11 +218,13 @@ class QueueBase:
         A worker pool treats whatever Redis answers instead of doing the call (READONLY
         during a failover, LOADING, CLUSTERDOWN, a cluster being resharded) as a pause:
         it retries while its leases hold. So it sees one error type, `RedisUnavailable`.
+        An ACL refusal (NOPERM) is no pause but the operator's to fix: it stays the
+        ``redis.exceptions.NoPermissionError`` it is, as on the producer side.
         """
         try:
             with self._unavailable_as_error():
                 yield
-        except RedisUnavailable:
+        except (RedisUnavailable, redis.exceptions.NoPermissionError):
             raise
         except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:
             raise RedisUnavailable(

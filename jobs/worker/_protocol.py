@@ -17,8 +17,9 @@ Glossary of a job's life inside a pool (one name per concept):
 
 Errors: every method raises `jobs.RedisUnavailable` (a `jobs.JobsError`) when the
 queue's store cannot be reached or refuses the call for now; an implementation maps
-its own errors in one place. Anything else raised is a bug or an outcome that cannot
-be encoded (`write` raises that before anything is written).
+its own errors in one place. Anything else raised is a bug, a permission the store
+refuses (the operator's to fix; Redis: ``NoPermissionError``), or an outcome that
+cannot be encoded (`write` raises that before anything is written).
 """
 
 from __future__ import annotations
