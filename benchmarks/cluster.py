@@ -37,7 +37,7 @@ import workloads
 from peers import Workers, spawn, tail, worker_env
 
 import jobs
-from jobs._embedded_redis import RedisServer, find_redis_server
+from jobs._embedded import RedisServer, find_redis_server
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator

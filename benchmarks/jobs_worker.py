@@ -4,7 +4,8 @@
 ``jobs.RedisQueue.from_url($BENCH_REDIS_URL, name=NAME)`` (a ``redis+cluster://`` URL
 too), the registry of ``jobs_app.py`` (the three benchmark bodies), and a `jobs.Client`
 with ``WorkerPoolConfig(num_workers=T)`` and otherwise default settings; it starts the
-pool and stops it gracefully on SIGTERM or SIGINT.
+pool and stops it gracefully on SIGTERM or SIGINT. With ``$BENCH_JOBS_METRICS`` set
+(``run.py --jobs-metrics``) the pool also counts into `jobs.metrics.WorkerMetrics`.
 
 `JobsAdapter` starts one such process per worker process; `SupervisedJobsAdapter`
 instead starts the library's own supervisor, ``python -m jobs worker --processes N``.
@@ -32,6 +33,10 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from peers import Body
+
+
+#: Set (by ``run.py --jobs-metrics``): the worker pools count into `WorkerMetrics`.
+METRICS_ENV = "BENCH_JOBS_METRICS"
 
 
 class JobsAdapter(Adapter):
@@ -119,11 +124,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING)
 
     queue = jobs.RedisQueue.from_url(os.environ[workloads.URL_ENV], name=args.queue)
+    events = None
+    if os.environ.get(METRICS_ENV):
+        from prometheus_client import CollectorRegistry
+
+        from jobs.metrics import WorkerMetrics
+
+        events = WorkerMetrics(CollectorRegistry())
     client = jobs.Client(
         jobs.ClientConfig(
             queue=queue,
             registry=registry,
-            worker_pool_config=jobs.WorkerPoolConfig(num_workers=args.threads),
+            worker_pool_config=jobs.WorkerPoolConfig(num_workers=args.threads, events=events),
         )
     )
     stop = threading.Event()

@@ -105,6 +105,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=None,
         help="measure jobs as committed at this git ref (default: the working tree)",
     )
+    parser.add_argument(
+        "--jobs-metrics",
+        action="store_true",
+        help="run jobs' worker processes with Prometheus worker metrics on "
+        "(jobs.metrics.WorkerMetrics as the pools' events; not the supervised drains)",
+    )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="the .rst report")
     parser.add_argument("--json", type=Path, default=None, help="also write raw results here")
     args = parser.parse_args(argv)
@@ -227,7 +233,7 @@ class Ceiling:
     """The no-queue ceiling, on its own private redis-server."""
 
     def __init__(self, tmp: Path, n: int) -> None:
-        from jobs._embedded_redis import RedisServer
+        from jobs._embedded import RedisServer
 
         self.n = n
         self.count_dir = tmp / "ceiling-counts"
@@ -262,7 +268,7 @@ class Library:
         import workloads
         from peers import load
 
-        from jobs._embedded_redis import RedisServer
+        from jobs._embedded import RedisServer
 
         self.name = name
         self.args = args
@@ -478,7 +484,7 @@ def measure_depth(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     import workloads
     from jobs_worker import JobsAdapter
 
-    from jobs._embedded_redis import RedisServer
+    from jobs._embedded import RedisServer
 
     window = 1000
     threads = args.thread_list[0]
@@ -555,7 +561,7 @@ def profile_jobs(args: argparse.Namespace, tmp: Path) -> dict[str, Any] | None:
     import workloads
     from jobs_worker import JobsAdapter
 
-    from jobs._embedded_redis import RedisServer
+    from jobs._embedded import RedisServer
 
     py_spy = _py_spy()
     if py_spy is None:
@@ -764,7 +770,7 @@ def machine() -> dict[str, str]:
 
 
 def versions(peers: list[str], source: Path, ref: str | None) -> dict[str, str]:
-    from jobs._embedded_redis import RedisServer, find_redis_server
+    from jobs._embedded import RedisServer, find_redis_server
 
     out = {}
     binary = find_redis_server()
@@ -818,6 +824,7 @@ def run(args: argparse.Namespace, command: str, tmp: Path, source: Path) -> dict
             "depth": None if args.quick else args.depth,
             "cluster_jobs": args.cluster_jobs if args.cluster else None,
             "cluster_processes": args.cluster_processes,
+            "jobs_metrics": args.jobs_metrics,
         },
         "libraries": {},
         "depth": None,
@@ -1641,6 +1648,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     command = "python benchmarks/run.py" + "".join(" " + shlex.quote(a) for a in argv)
+    if args.jobs_metrics:
+        # The worker processes (jobs_worker.py) inherit it.
+        os.environ["BENCH_JOBS_METRICS"] = "1"
     with tempfile.TemporaryDirectory(prefix="jobs-bench-") as tmp_name:
         tmp = Path(tmp_name)
         source = snapshot_jobs(tmp, args.jobs_ref)

@@ -31,7 +31,7 @@ from typing import Any
 import redis
 
 import jobs
-from jobs._embedded_redis import RedisServer
+from jobs._embedded import RedisServer
 
 QUEUE = "soak"
 RUNS = "soak:runs"  # executions, counted by the handler

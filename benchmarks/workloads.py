@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
     from peers import Adapter, Body, Workers
 
-    from jobs._embedded_redis import RedisServer
+    from jobs._embedded import RedisServer
 
 
 def tail(path: Path, lines: int) -> str:

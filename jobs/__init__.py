@@ -3,22 +3,18 @@
 Fenced leases (a stalled worker can never overwrite a re-delivered job), retries with
 backoff, priorities, delays, cooperative timeouts and cancellation, graceful shutdown
 that loses nothing, and a cron scheduler that fires each time exactly once across any
-number of processes. Everything public is importable from here.
+number of processes. Everything public is importable from here; the subpackages are the
+parts of the design (`jobs.queue`: Redis; `jobs.worker`: the pool runtime;
+`jobs.schedule`: cron; `jobs.cli`: the command line).
 """
 
 from __future__ import annotations
 
 from jobs._client_config import ClientConfig, EnqueueHook
-
-# Backoff
 from jobs.backoff import Backoff, ExplicitBackoff, ExponentialBackoff, LinearBackoff, NoBackoff
-
-# Queue, registry, client
 from jobs.client import Client
 from jobs.config import DefaultJobConfig, DefaultWorkerPoolConfig, JobConfig, WorkerPoolConfig
 from jobs.context import CancellationToken, CancelReason, JobContext
-
-# Errors
 from jobs.errors import (
     ConfigError,
     JobCancelled,
@@ -36,15 +32,11 @@ from jobs.errors import (
     WorkerShutdown,
 )
 from jobs.handle import JobHandle
-
-# Jobs and statistics
 from jobs.job import Job, JobStatus, MinuteCounts, QueueHistory, QueueStats, WorkerInfo
 from jobs.job_type import JobType, TypedJobHandle
 from jobs.queue._config import RedisQueueConfig
 from jobs.queue.redis_queue import RedisQueue
 from jobs.registry import Middleware, Registry
-
-# Scheduling
 from jobs.schedule.cron_job import CronJob
 from jobs.schedule.scheduler import Scheduler
 from jobs.schedule.schedules import (

@@ -71,8 +71,7 @@ class ClientConfig:
             request id, a trace context) to every job. An exception a hook raises comes
             out of the enqueue, and nothing is written. Cron fires do not run them.
 
-    .. versionadded:: 1.0
-    .. versionchanged:: 1.2 ``before_enqueue``.
+    .. versionadded:: 0.1
     """
 
     queue: JobQueue = attrs.field(validator=_job_queue)

@@ -65,7 +65,7 @@ def _non_negative_number(inst: object, field: attrs.Attribute[Any], value: objec
 class NoBackoff:
     """Retry at once: 0 s before every retry.
 
-    .. versionadded:: 1.0
+    .. versionadded:: 0.1
     """
 
     def __call__(self, attempt: int, /) -> float:
@@ -77,7 +77,7 @@ class NoBackoff:
 class LinearBackoff:
     """Wait ``step * n`` seconds before the n-th retry (1 s, 2 s, 3 s ... by default).
 
-    .. versionadded:: 1.0
+    .. versionadded:: 0.1
     """
 
     step: float = attrs.field(default=1.0, validator=_non_negative_number)
@@ -95,7 +95,7 @@ class ExponentialBackoff:
     delay is drawn uniformly from ``[d / 2, d]`` ("equal jitter"): retries of jobs that
     failed together spread out, and no retry comes sooner than half the nominal delay.
 
-    .. versionadded:: 1.0
+    .. versionadded:: 0.1
     """
 
     base: float = attrs.field(default=1.0, validator=_non_negative_number)
@@ -122,7 +122,7 @@ def _as_tuple(values: Iterable[float]) -> tuple[float, ...]:
 class ExplicitBackoff:
     """Wait ``delays[n - 1]`` seconds before the n-th retry; past the end, the last delay.
 
-    .. versionadded:: 1.0
+    .. versionadded:: 0.1
     """
 
     delays: tuple[float, ...] = attrs.field(converter=_as_tuple)
@@ -177,10 +177,13 @@ def backoff_to_spec(backoff: Backoff, max_retries: int) -> dict[str, Any]:
 
 
 def backoff_from_spec(spec: Mapping[str, Any]) -> Backoff:
-    """Rebuild a backoff from `backoff_to_spec`'s output; unknown specs fall back to the default.
+    """Rebuild a backoff from `backoff_to_spec`'s output.
+
+    An unknown or malformed spec raises: the caller decides what to fall back to (a
+    worker retries with the default exponential backoff, and logs why).
 
     Raises:
-        ConfigError: the spec is malformed.
+        ConfigError: the spec is malformed, or of an unknown kind.
     """
     kind = spec.get("kind")
     try:

@@ -62,7 +62,7 @@ class Client:
     A client without a registry is a producer only: it can enqueue, get, cancel and
     count jobs, but not `start`. Methods are thread-safe.
 
-    .. versionadded:: 1.0
+    .. versionadded:: 0.1
     """
 
     def __init__(self, config: ClientConfig) -> None:
@@ -288,7 +288,7 @@ class Client:
         Raises:
             ConfigError: ``minutes`` outside 1..60.
 
-        .. versionadded:: 1.1
+        .. versionadded:: 0.1
         """
         return self.queue.history(minutes)
 

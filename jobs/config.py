@@ -30,6 +30,7 @@ from jobs._validators import (
 )
 from jobs.backoff import Backoff, ExponentialBackoff
 from jobs.errors import ConfigError
+from jobs.worker._events import WorkerEvents
 
 if TYPE_CHECKING:
     from jobs.job import Job
@@ -117,8 +118,7 @@ class JobConfig:
         unique_for: also keep the key taken for this long after that job finished
             (completed, failed or cancelled); None or 0: released when it finishes.
 
-    .. versionadded:: 1.0
-    .. versionchanged:: 1.1 ``unique_key`` and ``unique_for``.
+    .. versionadded:: 0.1
     """
 
     max_retries: int = attrs.field(default=_DEFAULT_MAX_RETRIES, validator=int_in_range(0))
@@ -163,7 +163,7 @@ class JobConfig:
 def DefaultJobConfig() -> JobConfig:
     """The default job configuration: 3 retries, exponential backoff, 30 min timeout, priority 0.
 
-    .. versionadded:: 1.0
+    .. versionadded:: 0.1
     """
     return JobConfig()
 
@@ -205,6 +205,13 @@ def _queue_spec_valid(inst: object, field: attrs.Attribute[Any], value: object) 
         raise ConfigError(f"{field.name} names a queue twice: {names!r}")
 
 
+def _events_or_none(inst: object, field: attrs.Attribute[Any], value: object) -> None:
+    if value is not None and not isinstance(value, WorkerEvents):
+        raise ConfigError(
+            f"{field.name} must be a jobs.worker.WorkerEvents or None, got {type(value).__name__}"
+        )
+
+
 @attrs.frozen(kw_only=True)
 class WorkerPoolConfig:
     """How a client's worker pool runs jobs.
@@ -232,9 +239,11 @@ class WorkerPoolConfig:
             before a higher-priority job enqueued after it was fetched.
         error_handler: ``f(job, exc)`` after each failed attempt, once it is recorded.
         success_handler: ``f(job)`` after each completed job, once it is recorded.
+        events: a `jobs.worker.WorkerEvents` told of every attempt's start and end,
+            cancellations, timeouts, lost leases and refused writes (for metrics:
+            `jobs.metrics.WorkerMetrics`); None (the default) tells nobody.
 
-    .. versionadded:: 1.0
-    .. versionchanged:: 1.2 ``shutdown_grace``.
+    .. versionadded:: 0.1
     """
 
     num_workers: int = attrs.field(default=10, validator=int_in_range(1))
@@ -256,11 +265,12 @@ class WorkerPoolConfig:
     prefetch: int = attrs.field(default=0, validator=int_in_range(0))
     error_handler: ErrorHandler | None = attrs.field(default=None, validator=callable_or_none)
     success_handler: SuccessHandler | None = attrs.field(default=None, validator=callable_or_none)
+    events: WorkerEvents | None = attrs.field(default=None, validator=_events_or_none)
 
 
 def DefaultWorkerPoolConfig() -> WorkerPoolConfig:
     """The default worker pool configuration: 10 workers, 30 s lease, 1 s poll, 30 s shutdown.
 
-    .. versionadded:: 1.0
+    .. versionadded:: 0.1
     """
     return WorkerPoolConfig()

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 class CancelReason(enum.StrEnum):
     """Why an attempt's token was cancelled.
 
-    .. versionadded:: 1.0
+    .. versionadded:: 0.1
     """
 
     #: The attempt ran past its `JobConfig.timeout`; it is recorded as failed and retried by policy.
@@ -114,7 +114,7 @@ class JobContext:
                 write(chunk)
             return {"chunks": len(chunks)}
 
-    .. versionadded:: 1.0
+    .. versionadded:: 0.1
     """
 
     __slots__ = ("_client", "_logger", "_report", "_token", "job")

@@ -22,7 +22,7 @@ class JobHandle(str):
 
         print(client.enqueue("resize", {"path": "a.png"}).result(timeout=10))
 
-    .. versionadded:: 1.1
+    .. versionadded:: 0.1
     """
 
     _client: Client

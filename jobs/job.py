@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 class JobStatus(enum.StrEnum):
     """Where a job is in its life; ``str(JobStatus.COMPLETED) == "completed"``.
 
-    .. versionadded:: 1.0
+    .. versionadded:: 0.1
     """
 
     #: Ready to run now, waiting for a worker.
@@ -72,7 +72,7 @@ class Job:
         lost_leases: how many times a worker lost this job (died, or paused past its lease).
         queue: the name of the queue it belongs to.
 
-    .. versionadded:: 1.0
+    .. versionadded:: 0.1
     """
 
     id: str
@@ -121,7 +121,7 @@ class QueueStats:
     ``total_jobs`` is the sum of the six counts plus the pending and scheduled jobs
     purged.
 
-    .. versionadded:: 1.0
+    .. versionadded:: 0.1
     """
 
     total_jobs: int = 0
@@ -151,7 +151,7 @@ class WorkerInfo:
         started_at: when the pool started.
         last_seen: its last heartbeat.
 
-    .. versionadded:: 1.0
+    .. versionadded:: 0.1
     """
 
     id: str
@@ -174,7 +174,7 @@ class MinuteCounts:
         failed: jobs that failed for good (retries exhausted or a permanent error).
         cancelled: jobs cancelled.
 
-    .. versionadded:: 1.1
+    .. versionadded:: 0.1
     """
 
     minute: datetime
@@ -193,7 +193,7 @@ class QueueHistory:
     Attributes:
         minutes: one `MinuteCounts` per minute of the window, with no gaps.
 
-    .. versionadded:: 1.1
+    .. versionadded:: 0.1
     """
 
     minutes: tuple[MinuteCounts, ...] = ()

@@ -45,7 +45,7 @@ R = TypeVar("R")
 class JobType(Generic[P, R]):
     """A declared job type: its name, its handler, and the class its result is built as.
 
-    .. versionadded:: 1.1
+    .. versionadded:: 0.1
     """
 
     name: str
@@ -69,7 +69,7 @@ class JobType(Generic[P, R]):
 class TypedJobHandle(JobHandle, Generic[R]):
     """A `JobHandle` whose `result` is typed: returned by ``client.enqueue(job_type, ...)``.
 
-    .. versionadded:: 1.1
+    .. versionadded:: 0.1
     """
 
     _job_type: JobType[Any, R]

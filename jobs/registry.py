@@ -54,8 +54,7 @@ NOT_SET = _NotSet.TOKEN
 class RegisteredHandler:
     """A handler, how to build its payload, and the job settings its type declares.
 
-    .. versionadded:: 1.0
-    .. versionchanged:: 1.1 ``defaults`` and ``declared``.
+    .. versionadded:: 0.1
     """
 
     name: str
@@ -113,8 +112,7 @@ class Registry:
     Args:
         middleware: the first middleware, outermost first (`add_middleware` adds more).
 
-    .. versionadded:: 1.0
-    .. versionchanged:: 1.2 ``middleware``.
+    .. versionadded:: 0.1
     """
 
     def __init__(self, middleware: Iterable[Middleware] = ()) -> None:

@@ -14,6 +14,7 @@ import attrs
 from jobs._client_config import ClientConfig
 from jobs.cli import _format as fmt
 from jobs.cli._load import check_type, load_object, load_registry, load_scheduler
+from jobs.cli._metrics import check_metrics_arguments, metrics_argv, start_metrics
 from jobs.cli._serve import serve
 from jobs.cli._supervisor import supervise
 from jobs.client import Client
@@ -196,6 +197,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             raise UsageError("--processes: a worker started by a supervisor cannot supervise")
         if args.processes < 1:
             raise UsageError(f"--processes must be at least 1, got {args.processes}")
+        check_metrics_arguments(args, args.processes)
         # Check what the children will load, so a typo fails once here, not N times.
         load_registry(args.registry)
         queue = open_queue(args)
@@ -204,9 +206,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
         finally:
             queue.close()
         return supervise(child_argv(args), args.processes, redis_url(args))
+    check_metrics_arguments(args)
     registry = load_registry(args.registry)
     queue = open_queue(args)
-    settings = pool_config(args)
+    settings = start_metrics(args, queue, pool_config(args))
     client = Client(ClientConfig(queue=queue, registry=registry, worker_pool_config=settings))
     check_access(queue, [name for name, _ in settings.queues])
     scheduler = None if args.scheduler is None else load_scheduler(args.scheduler, client)
@@ -242,7 +245,7 @@ def child_argv(args: argparse.Namespace) -> list[str]:
         value = getattr(args, option)
         if value is not None:
             argv.append(f"--{option.replace('_', '-')}={value}")
-    return argv
+    return argv + metrics_argv(args)
 
 
 def cmd_scheduler(args: argparse.Namespace) -> int:

@@ -64,7 +64,7 @@ def check_access(queue: RedisQueue, names: Sequence[str] = ()) -> None:
             raise CliError(
                 f"the Redis user at {queue.address} lacks what queue {name!r} "
                 f"(prefix {queue.config.prefix!r}) needs: {' '.join(missing)} "
-                "(see the ACL rule in the README's Security section)"
+                "(see the ACL rule in docs/operations/security.rst)"
             )
 
 

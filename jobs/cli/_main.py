@@ -19,6 +19,7 @@ import redis
 
 from jobs.cli import _format as fmt
 from jobs.cli._dashboard import add_dashboard_arguments, cmd_dashboard
+from jobs.cli._metrics import add_metrics_arguments, process_number
 from jobs.cli._serve import exit_now
 from jobs.cli._supervisor import SUPERVISED_ENV
 from jobs.errors import (
@@ -187,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--poll-interval", type=float, metavar="SECONDS", help="longest idle wait (default: 1)"
     )
+    add_metrics_arguments(p)
 
     p = add("scheduler", cmd_scheduler, "Run a cron scheduler until SIGINT or SIGTERM.", logs)
     p.add_argument(
@@ -271,6 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         supervised = os.environ.pop(SUPERVISED_ENV, None) is not None
         args = build_parser().parse_args(argv)
         args.supervised = supervised
+        args.process_number = process_number() if supervised else 1
         args.queue = getattr(args, "queue", "default")
         args.prefix = getattr(args, "prefix", "jobs")
         code = _run(args)

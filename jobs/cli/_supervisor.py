@@ -24,6 +24,7 @@ import time
 
 import attrs
 
+from jobs.cli._metrics import PROCESS_NUMBER_ENV
 from jobs.cli._serve import _SignalPipe
 
 logger = logging.getLogger("jobs.cli")
@@ -84,6 +85,8 @@ def supervise(argv: list[str], processes: int, redis_url: str | None = None) -> 
 
 
 def _start(child: _Child, command: list[str], env: dict[str, str]) -> None:
+    # Its number tells a child which of the N ports is its own (``--metrics-port``).
+    env = {**env, PROCESS_NUMBER_ENV: str(child.number)}
     child.process = subprocess.Popen(
         command, stdin=subprocess.PIPE, env=env, start_new_session=True
     )

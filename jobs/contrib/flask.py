@@ -33,7 +33,7 @@ it too), so ``flask.current_app``, ``flask.g`` and Flask-SQLAlchemy's ``db.sessi
 work in them; ``Jobs(app_context=False)`` leaves it out. `Jobs.enqueue_after_commit`
 enqueues once the SQLAlchemy transaction commits, and never if it rolls back.
 
-.. versionadded:: 1.2
+.. versionadded:: 0.1
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ class Jobs:
         registry: the handlers; a new `Registry` by default (``background.registry``).
         app_context: run every handler inside the application's ``app_context()``.
 
-    .. versionadded:: 1.2
+    .. versionadded:: 0.1
     """
 
     def __init__(

@@ -78,7 +78,7 @@ class Dashboard:
     Pages are read-only for everyone who can reach them: put the dashboard behind your
     own authentication (or keep it on localhost) when payloads are sensitive.
 
-    .. versionadded:: 1.1
+    .. versionadded:: 0.1
     """
 
     def __init__(

@@ -426,8 +426,26 @@ def jobs_list(
     return layout(page, f"{queue}: {status}", body, notice=notice, prefix=prefix)
 
 
+def progress_section(progress: tuple[float, str | None]) -> str:
+    """A running job's last reported progress: a bar and its message.
+
+    A ``<progress>`` element, styled by the stylesheet: the page's policy allows no
+    inline style to size a bar with.
+    """
+    fraction, message = progress
+    fraction = min(max(fraction, 0.0), 1.0) if fraction == fraction else 0.0  # NaN: 0
+    percent = f"{fraction * 100:.0f}%"
+    text = f'<span class="progress-message">{e(message)}</span>' if message else ""
+    return (
+        '<h2>Progress</h2><div class="progress">'
+        f'<progress max="1" value="{fraction:.4f}" aria-label="progress {percent}">'
+        f"{percent}</progress>"
+        f'<span class="progress-percent">{percent}</span>{text}</div>'
+    )
+
+
 def job_page(page: Page, job: Job, notice: str, prefix: str, back: str) -> str:
-    """Everything about one job: fields, timeline, payload, result, error, traceback."""
+    """Everything about one job: fields, timeline, progress, payload, result, error, traceback."""
     facts = [
         ("status", badge(job.status.value)),
         ("type", e(job.type)),
@@ -464,6 +482,8 @@ def job_page(page: Page, job: Job, notice: str, prefix: str, back: str) -> str:
         '<dl class="facts">' + "".join(f"<dt>{e(k)}</dt><dd>{v}</dd>" for k, v in facts) + "</dl>",
         f'<h2>Timeline</h2><ol class="timeline">{timeline}</ol>',
     ]
+    if job.progress is not None and job.status is JobStatus.PROCESSING:
+        sections.append(progress_section(job.progress))
     if job.error:
         sections.append(f'<h2>Error</h2><pre class="code error">{e(job.error)}</pre>')
     if job.traceback:

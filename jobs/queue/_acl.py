@@ -28,17 +28,19 @@ _PROBE_SCRIPT = "return 1"
 _PROBE_SHA = hashlib.sha1(_PROBE_SCRIPT.encode()).hexdigest()
 
 
-#: In the README's rule but not required: without them a feature degrades, nothing fails.
-#: PUBLISH/SUBSCRIBE wake `Client.wait` (which otherwise re-reads every 10 s); GET/SET
-#: serve `JobConfig.unique_key` (whose enqueue then fails with NOPERM, saying so).
+#: In the documented ACL rule (docs/operations/security.rst) but not required: without
+#: them a feature degrades, nothing fails. PUBLISH/SUBSCRIBE wake `Client.wait` (which
+#: otherwise re-reads every 10 s); GET/SET serve `JobConfig.unique_key` (whose enqueue
+#: then fails with NOPERM, saying so).
 OPTIONAL = frozenset({"+publish", "+subscribe", "+get", "+set"})
 
 
 def _calls(key: str, *, wait: bool) -> list[tuple[str, tuple[Any, ...]]]:
     """``(ACL name, command)`` for everything the library sends or its scripts call.
 
-    The README's least-privilege rule (``tests/integration/test_security.py`` checks
-    it against ``INFO commandstats``) lists the same commands.
+    The documented least-privilege rule (``docs/operations/security.rst``;
+    ``tests/integration/test_security.py`` checks it against ``INFO commandstats``)
+    lists the same commands.
     """
     calls: list[tuple[str, tuple[Any, ...]]] = [
         ("ping", ("PING",)),

@@ -60,7 +60,7 @@ class RedisQueueConfig:
         wait_timeout: how long an enqueue waits for those replicas, seconds or
             timedelta; it must stay below the client's socket timeout.
 
-    .. versionadded:: 1.0
+    .. versionadded:: 0.1
     """
 
     client: redis.Redis | redis.cluster.RedisCluster = attrs.field(validator=_redis_client)

@@ -36,5 +36,5 @@ class RedisQueue(Producer, Admin, Monitor, Crons, WorkerSide):
     One queue is a handful of keys under the hash tag ``{prefix:name}``; any number of
     producers and worker pools, in any number of processes and hosts, may share it.
 
-    .. versionadded:: 1.0
+    .. versionadded:: 0.1
     """

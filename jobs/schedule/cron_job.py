@@ -60,7 +60,7 @@ class CronJob:
         misfire: fire times missed while no scheduler ran: ``"skip"`` them (default), or
             ``"run_once"``: enqueue one catch-up job for the latest of them.
 
-    .. versionadded:: 1.0
+    .. versionadded:: 0.1
     """
 
     id: str = attrs.field(validator=_non_empty_str)

@@ -1,61 +1,53 @@
-"""`Scheduler` and `CronJob`: periodic jobs, each fire time enqueued exactly once.
+"""`Scheduler`: the thread that fires cron jobs, each fire time enqueued exactly once.
 
 Any number of schedulers, in any number of processes and hosts, may run the same cron
 jobs against one queue. There is no leader and no lock that can expire: each fire is one
-Lua script (``jobs/queue/lua/cron_fire.lua``) that claims the fire time and enqueues its job
-together. The claim is the cron job's last fire time, kept in Redis; a fire time at or
-before it is refused, so whichever scheduler comes first enqueues it and the others learn
-they were late. The job id is deterministic, ``cron:<cron id>:<fire time in ms>``.
+Lua script that claims the fire time and enqueues its job together (see
+`jobs.schedule._firing`), so whichever scheduler comes first enqueues it and the others
+learn they were late. The job id is deterministic, ``cron:<cron id>:<fire time in ms>``.
 
 Timing. The scheduler thread sleeps until the earliest next fire time (an `Event` wait,
 so `Scheduler.stop` is immediate and `Scheduler.register` re-plans at once), but never
-longer than `MAX_WAIT`. Its clock is the Redis server's: Redis ``TIME`` is read at start
-and before each round that fires, and carried forward in between by the monotonic
-clock, so schedulers on hosts with skewed clocks fire at the same instants and a step of
-the host's clock (NTP, a VM resumed) changes nothing. A suspended host stops the
-monotonic clock but not the wall clock: when the two disagree, Redis is asked again.
+longer than `MAX_WAIT`. Its clock is the Redis server's, carried forward by the monotonic
+clock (`jobs.schedule._clock`), so schedulers on hosts with skewed clocks fire at the
+same instants and a step of the host's clock changes nothing.
 
-Failures. A schedule that raises (a custom one may), or an error reply about one cron
-job's data, is logged once per distinct error and that cron job is retried after
-`SCHEDULE_RETRY`; the others go on. Redis being unreachable fails the round, which the
-thread retries with a back-off. An exception that is not an `Exception` (``SystemExit``
-from a library) ends the thread: it is logged as critical, and `Scheduler.next_run`
-raises until `Scheduler.start` runs the thread again.
+Failures. A schedule that raises, or an error reply about one cron job's data, is logged
+and that cron job is retried after `SCHEDULE_RETRY`; the others go on. Redis being
+unreachable fails the round, which the thread retries with a back-off. An exception that
+is not an `Exception` (``SystemExit`` from a library) ends the thread: it is logged as
+critical, and `Scheduler.next_run` raises until `Scheduler.start` runs the thread again.
 
-Missed fire times. A fire time more than ``misfire_grace`` late (plus up to `WAKE_SLACK`
-of the scheduler's own wake-up latency) counts as missed: the scheduler was not running,
-or could not reach Redis, when it was due. With ``misfire="skip"`` (the default) missed
-fire times are not enqueued; with ``misfire="run_once"`` the latest of them is enqueued
-once, as a catch-up, and the others are not. A new cron job with no state in Redis starts
-with the fire times from ``now - misfire_grace`` on, so a scheduler that starts a few
-seconds after a fire time still fires it.
-
-Shared state. For each cron job the hash ``{prefix:queue}:cron:<id>`` holds
-``last_fire``, ``last_job_id`` and ``next_run`` (ms since the epoch) and what the
-schedulers announce (``schedule``, ``job_type``, ``enabled``, ``misfire``, ``tz``; every
-fire sets ``enabled`` again, as a scheduler runs it whatever a peer announced);
-`RedisQueue.crons` lists the enabled ones by next run, without any scheduler running.
+Missed fire times. A fire time more than ``misfire_grace`` late (plus up to `WAKE_SLACK`)
+counts as missed: with ``misfire="skip"`` (the default) it is not enqueued; with
+``misfire="run_once"`` the latest missed one is enqueued once, as a catch-up (the
+arithmetic is `jobs.schedule._planner`'s). What a cron job keeps in Redis is described in
+`jobs.schedule._firing`.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from datetime import UTC, datetime, timedelta, tzinfo
-from typing import TYPE_CHECKING, Any, TypeAlias, cast
+from typing import TYPE_CHECKING, cast
 
 import attrs
-import redis
 
-from jobs import _codec
 from jobs._loops import Loop
 from jobs.client import Client
-from jobs.config import JobConfig
-from jobs.errors import ConfigError, JobsError, PayloadError, RedisUnavailable, ReplicationError
+from jobs.errors import ConfigError, JobsError
+from jobs.schedule._clock import CLOCK_JUMP as CLOCK_JUMP
+from jobs.schedule._clock import AnyLogger as AnyLogger
+from jobs.schedule._clock import SchedulerClock, aware
+from jobs.schedule._firing import SCHEDULE_RETRY as SCHEDULE_RETRY
+from jobs.schedule._firing import Entry, Firing, encode_payload
+from jobs.schedule._planner import STATE_TTL as STATE_TTL
+from jobs.schedule._planner import WAKE_SLACK as WAKE_SLACK
+from jobs.schedule._planner import Planner, grace
+from jobs.schedule._tz import resolve_tz
 from jobs.schedule.cron_job import CronJob as CronJob
 from jobs.schedule.cron_job import Misfire as Misfire
-from jobs.schedule.schedules import _resolve_tz
 
 if TYPE_CHECKING:
     import builtins
@@ -64,104 +56,13 @@ if TYPE_CHECKING:
 
     from jobs.queue.redis_queue import RedisQueue
 
-#: A logger the scheduler accepts.
-AnyLogger: TypeAlias = "logging.Logger | logging.LoggerAdapter[Any]"
-
-#: Shortest life of a cron job's state in Redis, refreshed on every fire and announce.
-STATE_TTL = timedelta(days=30)
 #: Longest sleep of the scheduler thread, in seconds (see the module docstring).
 MAX_WAIT = 60.0
-#: Lateness the scheduler allows itself on top of ``misfire_grace``: its own wake-up
-#: latency must not turn a fire into a missed one, even with ``misfire_grace=0``.
-WAKE_SLACK = timedelta(seconds=1)
 #: How long `Scheduler.stop` waits for the thread (a round blocked on Redis ends by the
 #: client's socket timeout).
 STOP_TIMEOUT = 10.0
-#: How long a cron job whose schedule failed (or whose state Redis refused) waits before
-#: it is tried again; the other cron jobs go on meanwhile.
-SCHEDULE_RETRY = timedelta(seconds=10)
-#: Disagreement between the wall and monotonic clocks since the last Redis ``TIME`` that
-#: means the host's clock was stepped or the host was suspended, in seconds.
-CLOCK_JUMP = 1.0
-#: Missed fire times counted one by one before a binary search finds the latest.
-_MISSED_WALK = 100
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MS = timedelta(milliseconds=1)
-_US = timedelta(microseconds=1)
 _QUEUE_METHODS = ("fire_cron", "cron_state", "announce_cron", "server_time_ms")
-
-
-def _to_ms(instant: datetime) -> int:
-    return (instant - _EPOCH) // _MS
-
-
-def _from_ms(ms: int) -> datetime:
-    return _EPOCH + timedelta(milliseconds=ms)
-
-
-def _parse_ms(raw: str | None) -> int | None:
-    try:
-        return None if not raw else int(raw)
-    except ValueError:  # a corrupt field only loses the claim's history, not the schedule
-        return None
-
-
-def _isolated(exc: Exception) -> bool:
-    """Whether an error concerns one cron job (its schedule, its data) rather than Redis."""
-    if isinstance(exc, redis.RedisError):
-        # A plain error reply is about this call's keys (a damaged state hash); its
-        # subclasses (READONLY, cluster states ...) and connection errors are about the
-        # server: the round fails and the thread backs off.
-        return type(exc) is redis.ResponseError
-    return True
-
-
-@attrs.define
-class _Entry:
-    """One registration and its plan; mutated only under the scheduler's lock."""
-
-    job: CronJob
-    payload: bytes
-    #: The fire time to enqueue next (in the past for a pending catch-up); None: never.
-    next_fire: datetime | None = None
-    #: Planned against the state in Redis (False: from the schedule alone, or not yet).
-    planned: bool = False
-    #: ``next_fire`` is the one catch-up of a ``run_once`` cron job.
-    catch_up: bool = False
-    ttl: timedelta = STATE_TTL
-    #: When `Scheduler.enable` last enabled it: earlier fire times were not owed here.
-    resumed: datetime | None = None
-    #: The last error of its schedule or state ("Type: message"); None when it works.
-    error: str | None = None
-    #: No new try before this instant after an error.
-    retry_at: datetime | None = None
-
-
-@attrs.frozen
-class _Plan:
-    next_fire: datetime | None
-    catch_up: bool
-    ttl: timedelta
-
-
-def _grace(value: object) -> timedelta:
-    if isinstance(value, timedelta):
-        seconds = value
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        try:
-            seconds = timedelta(seconds=value)
-        except (OverflowError, ValueError):
-            raise ConfigError(
-                f"misfire_grace must be a finite number of seconds, got {value!r}"
-            ) from None
-    else:
-        raise ConfigError(
-            f"misfire_grace must be a number of seconds or a timedelta, got {value!r}"
-        )
-    if seconds < timedelta(0):
-        raise ConfigError(f"misfire_grace must be >= 0, got {seconds.total_seconds()!r} s")
-    return seconds
 
 
 class Scheduler:
@@ -180,7 +81,7 @@ class Scheduler:
 
     Args:
         client: a `Client` (or a `RedisQueue`) whose queue receives the jobs.
-        logger: a logger to use instead of ``jobs.schedule.scheduler``.
+        logger: a logger to use instead of ``jobs.scheduler``.
         tz: the zone of schedules that name none: an IANA name or a tzinfo.
         misfire_grace: seconds (or a timedelta, >= 0) a fire may be late and still count
             as on time rather than missed.
@@ -190,7 +91,7 @@ class Scheduler:
     Raises:
         ConfigError: a bad argument, with a message naming it.
 
-    .. versionadded:: 1.0
+    .. versionadded:: 0.1
     """
 
     def __init__(
@@ -213,20 +114,17 @@ class Scheduler:
         if clock is not None and not callable(clock):
             raise ConfigError(f"clock must be a callable, got {type(clock).__name__}")
         self._queue: RedisQueue = queue
-        self._logger: AnyLogger = logger or logging.getLogger("jobs.schedule.scheduler")
-        self.tz: tzinfo = _resolve_tz(tz, "tz") or UTC
-        self.misfire_grace: timedelta = _grace(misfire_grace)
-        self._clock = clock
-        #: Seconds to add to time.time() to get the Redis server's time (for the log).
-        self._offset = 0.0
-        #: (Redis time, monotonic time, wall time) in seconds at the last Redis TIME.
-        self._anchor: tuple[float, float, float] | None = None
+        self._logger: AnyLogger = logger or logging.getLogger("jobs.scheduler")
+        self._extra: dict[str, object] = {"queue": queue.name}
+        self._planner = Planner(
+            resolve_tz(tz, "tz") or UTC, grace(misfire_grace), self._logger, self._extra
+        )
+        self._clock = SchedulerClock(queue, self._logger, self._extra, clock)
         self._sync_due = True
-        self._entries: dict[str, _Entry] = {}
-        # Guards the registrations and plans, never held while a schedule computes: each
-        # fire is claimed under it after checking the registration is unchanged, so that
-        # once disable() or unregister() returns, the cron job fires no more.
-        self._lock = threading.RLock()
+        self._firing = Firing(queue, self._planner, self._logger, self._extra)
+        # Shared with the firing: once disable() or unregister() returns, nothing fires.
+        self._entries = self._firing.entries
+        self._lock = self._firing.lock
         # One round at a time (the thread's and run_once() calls of a custom loop).
         self._round = threading.Lock()
         self._changed = threading.Event()
@@ -235,7 +133,24 @@ class Scheduler:
         self._loop: Loop | None = None
         #: What killed the thread ("Type: message"), if something not an Exception did.
         self._death: str | None = None
-        self._extra: dict[str, object] = {"queue": queue.name}
+
+    @property
+    def tz(self) -> tzinfo:
+        """The zone of schedules that name none."""
+        return self._planner.tz
+
+    @tz.setter
+    def tz(self, value: tzinfo) -> None:
+        self._planner.tz = value
+
+    @property
+    def misfire_grace(self) -> timedelta:
+        """How late a fire may be and still count as on time rather than missed."""
+        return self._planner.misfire_grace
+
+    @misfire_grace.setter
+    def misfire_grace(self, value: timedelta) -> None:
+        self._planner.misfire_grace = value
 
     def __repr__(self) -> str:
         return f"<Scheduler queue={self._queue.name!r} cron_jobs={len(self._entries)}>"
@@ -251,21 +166,14 @@ class Scheduler:
         """
         if not isinstance(cron_job, CronJob):
             raise ConfigError(f"cron_job must be a jobs.CronJob, got {type(cron_job).__name__}")
-        payload = _codec.dumps(cron_job.payload, f"payload of cron job {cron_job.id!r}")
-        limit: int = self._queue.config.max_payload_bytes
-        if len(payload) > limit:
-            raise PayloadError(
-                f"payload of cron job {cron_job.id!r} is {len(payload)} bytes, "
-                f"over max_payload_bytes ({limit})"
-            )
-        self._check_schedule(cron_job)
-        entry = _Entry(cron_job, payload)
+        entry = Entry(cron_job, encode_payload(cron_job, self._queue.config.max_payload_bytes))
+        self._planner.check(cron_job, self._clock.now())
         with self._lock:
             self._entries[cron_job.id] = entry
             if not cron_job.enabled:
-                self._announce(entry)
+                self._firing.announce(entry)
         if cron_job.enabled:
-            self._plan_best_effort(entry, cron_job, self._now())
+            self._firing.plan_best_effort(entry, cron_job, self._clock.now())
         self._changed.set()
 
     def enable(self, cron_id: str) -> bool:
@@ -281,10 +189,10 @@ class Scheduler:
             job = None
             if not entry.job.enabled:
                 job = entry.job = attrs.evolve(entry.job, enabled=True)
-                now = entry.resumed = self._now()
+                now = entry.resumed = self._clock.now()
                 entry.planned, entry.error, entry.retry_at = False, None, None
         if job is not None:
-            self._plan_best_effort(entry, job, now)
+            self._firing.plan_best_effort(entry, job, now)
         self._changed.set()
         return True
 
@@ -297,7 +205,7 @@ class Scheduler:
             if entry.job.enabled:
                 entry.job = attrs.evolve(entry.job, enabled=False)
                 entry.next_fire, entry.planned, entry.catch_up = None, False, False
-                self._announce(entry)
+                self._firing.announce(entry)
         return True
 
     def unregister(self, cron_id: str) -> bool:
@@ -311,7 +219,7 @@ class Scheduler:
                 return False
             entry.job = attrs.evolve(entry.job, enabled=False)
             entry.next_fire = None
-            self._announce(entry)
+            self._firing.announce(entry)
         return True
 
     def list(self) -> builtins.list[CronJob]:
@@ -453,26 +361,27 @@ class Scheduler:
                 by the next round.
         """
         explicit = now is not None
-        own_clock = not explicit and self._clock is None
+        own_clock = not explicit and self._clock.custom is None
         with self._round:
             synced = False
-            if own_clock and (self._sync_due or self._clock_jumped()):
-                self._sync_clock()
+            if own_clock and (self._sync_due or self._clock.jumped()):
+                self._clock.sync()
                 synced, self._sync_due = True, False
-            current = self._aware(now, "now") if now is not None else self._now()
-            for entry, job in self._active(current):
+            current = aware(now, "now") if now is not None else self._clock.now()
+            firing = self._firing
+            for entry, job in firing.active(current):
                 if not entry.planned:
-                    self._guarded(entry, job, current, self._plan)
+                    firing.guarded(entry, job, current, firing.plan)
             due = [
                 (entry, job)
-                for entry, job in self._active(current)
+                for entry, job in firing.active(current)
                 if entry.next_fire is not None and entry.next_fire <= current
             ]
             if due and own_clock and not synced:
-                self._sync_clock()
-                current = self._now()
+                self._clock.sync()
+                current = self._clock.now()
             for entry, job in due:
-                self._guarded(entry, job, current, self._fire_due)
+                firing.guarded(entry, job, current, firing.fire_due)
             with self._lock:
                 upcoming = [
                     e.retry_at if e.retry_at is not None else e.next_fire
@@ -483,361 +392,5 @@ class Scheduler:
         if not wake:
             return MAX_WAIT
         # Measured after the round's round trips, so that the thread does not wake late.
-        reference = current if explicit else self._now()
+        reference = current if explicit else self._clock.now()
         return min(max((min(wake) - reference).total_seconds(), 0.0), MAX_WAIT)
-
-    # -- internals -------------------------------------------------------------------
-
-    def _active(self, now: datetime) -> builtins.list[tuple[_Entry, CronJob]]:
-        """The enabled registrations not waiting to retry after an error, with their job."""
-        with self._lock:
-            found = []
-            for entry in self._entries.values():
-                if not entry.job.enabled:
-                    continue
-                if entry.retry_at is not None:
-                    if entry.retry_at > now:
-                        continue
-                    entry.retry_at, entry.planned = None, False
-                found.append((entry, entry.job))
-            return found
-
-    def _current(self, entry: _Entry, job: CronJob) -> bool:
-        """Whether ``job`` is still this registration, enabled (call under the lock)."""
-        return self._entries.get(job.id) is entry and entry.job is job and job.enabled
-
-    def _guarded(
-        self,
-        entry: _Entry,
-        job: CronJob,
-        now: datetime,
-        action: Callable[[_Entry, CronJob, datetime], None],
-    ) -> None:
-        """Run one cron job's part of a round; its own failure does not stop the others."""
-        try:
-            action(entry, job, now)
-        except Exception as exc:
-            if not _isolated(exc):
-                raise
-            self._failed(entry, job, now, exc)
-            return
-        with self._lock:
-            error, entry.error = entry.error, None
-        if error is not None:
-            self._logger.info(
-                "cron job %r works again (after %s)",
-                job.id,
-                error,
-                extra={**self._extra, "job_type": job.job_type},
-            )
-
-    def _failed(self, entry: _Entry, job: CronJob, now: datetime, exc: Exception) -> None:
-        error = f"{type(exc).__name__}: {exc}"
-        with self._lock:
-            repeated = entry.error == error
-            entry.error, entry.planned, entry.retry_at = error, False, now + SCHEDULE_RETRY
-        extra = {**self._extra, "job_type": job.job_type}
-        if repeated:  # logged in full when it first happened
-            self._logger.debug("cron job %r failed again: %s", job.id, error, extra=extra)
-            return
-        self._logger.error(
-            "cron job %r failed (%s); it is skipped and tried again in %.0f s, "
-            "the other cron jobs go on",
-            job.id,
-            error,
-            SCHEDULE_RETRY.total_seconds(),
-            exc_info=exc,
-            extra=extra,
-        )
-
-    def _now(self) -> datetime:
-        if self._clock is not None:
-            return self._aware(self._clock(), "clock()")
-        anchor = self._anchor
-        if anchor is None:
-            return datetime.fromtimestamp(time.time(), UTC)
-        server, monotonic, _ = anchor
-        return datetime.fromtimestamp(server + time.monotonic() - monotonic, UTC)
-
-    def _clock_jumped(self) -> bool:
-        """Whether the host's clock was stepped, or the host suspended, since the last sync."""
-        anchor = self._anchor
-        if anchor is None:
-            return True
-        _, monotonic, wall = anchor
-        return abs((time.time() - wall) - (time.monotonic() - monotonic)) > CLOCK_JUMP
-
-    @staticmethod
-    def _aware(value: object, what: str) -> datetime:
-        if not isinstance(value, datetime) or value.utcoffset() is None:
-            raise ConfigError(f"{what} must be an aware datetime, got {value!r}")
-        return value.astimezone(UTC)
-
-    def _sync_clock(self) -> None:
-        mono_before, wall_before = time.monotonic(), time.time()
-        server = self._queue.server_time_ms() / 1000
-        mono_after, wall_after = time.monotonic(), time.time()
-        wall = (wall_before + wall_after) / 2
-        offset = server - wall
-        if abs(offset - self._offset) > CLOCK_JUMP:
-            self._logger.info(
-                "local clock is %+.3f s off the Redis server's; scheduling on Redis time",
-                -offset,
-                extra=self._extra,
-            )
-        self._offset = offset
-        self._anchor = (server, (mono_before + mono_after) / 2, wall)
-
-    def _next(self, job: CronJob, after: datetime) -> datetime | None:
-        found = job.schedule.next_after(after, default_tz=self.tz)
-        return None if found is None else found.astimezone(UTC)
-
-    def _check_schedule(self, cron_job: CronJob) -> None:
-        try:
-            found = cron_job.schedule.next_after(self._now(), default_tz=self.tz)
-        except Exception as exc:
-            raise ConfigError(
-                f"schedule of cron job {cron_job.id!r} failed: {type(exc).__name__}: {exc}"
-            ) from exc
-        if found is not None and (not isinstance(found, datetime) or found.utcoffset() is None):
-            raise ConfigError(
-                f"schedule of cron job {cron_job.id!r} returned {found!r}: next_after must "
-                "return an aware datetime or None"
-            )
-
-    def _plan(self, entry: _Entry, job: CronJob, now: datetime) -> None:
-        """Plan from the claim in Redis, then publish the plan."""
-        state = self._queue.cron_state(job.id)
-        plan = self._replan(
-            job,
-            now,
-            _parse_ms(state.get("last_fire")),
-            _parse_ms(state.get("next_run")),
-            entry.resumed,
-        )
-        with self._lock:
-            if self._current(entry, job):
-                entry.next_fire, entry.catch_up, entry.ttl = plan.next_fire, plan.catch_up, plan.ttl
-                entry.planned = True
-                self._announce(entry)
-
-    def _plan_best_effort(self, entry: _Entry, job: CronJob, now: datetime) -> None:
-        try:
-            self._guarded(entry, job, now, self._plan)
-        except (redis.RedisError, RedisUnavailable) as exc:
-            extra = {**self._extra, "job_type": job.job_type}
-            try:
-                plan = self._replan(job, now, None, None, entry.resumed)
-            except Exception as schedule_exc:
-                self._failed(entry, job, now, schedule_exc)
-                return
-            with self._lock:
-                if self._current(entry, job) and not entry.planned:
-                    # The thread plans it again from Redis; until then next_run shows this.
-                    entry.next_fire, entry.catch_up, entry.ttl = (
-                        plan.next_fire,
-                        plan.catch_up,
-                        plan.ttl,
-                    )
-            self._logger.warning(
-                "cron job %r: cannot read its state (%s: %s); planned from its schedule alone",
-                job.id,
-                type(exc).__name__,
-                exc,
-                extra=extra,
-            )
-
-    def _replan(
-        self,
-        job: CronJob,
-        now: datetime,
-        last_fire_ms: int | None,
-        announced_ms: int | None,
-        resumed: datetime | None,
-    ) -> _Plan:
-        """The plan from the claim (or the announced first fire time), without the lock."""
-        if last_fire_ms is not None:
-            first = self._next(job, _from_ms(last_fire_ms))
-        else:
-            # A brand-new cron job fires at most its latest fire time within the grace
-            # window (Daily(2, 0) first started at 02:00:03 still runs today), never a
-            # burst of every one of them (Every(1) would enqueue ten at once).
-            first = self._next(job, now - self.misfire_grace - _US)
-            if first is not None and first <= now:
-                first, _ = self._latest_before(job, first, now + _US)
-            # Never fired, but a scheduler announced an earlier first fire time: the fire
-            # times from there on were owed, a missed one included (run_once catches it up).
-            owed = None if announced_ms is None else self._next(job, _from_ms(announced_ms) - _US)
-            if owed is not None and (first is None or owed < first):
-                first = owed
-        if resumed is not None and first is not None and first < resumed:
-            latest, count = self._latest_before(job, first, resumed)
-            self._logger.info(
-                "cron job %r enabled again: %s fire time(s) from %s to %s, missed while it "
-                "was disabled, skipped",
-                job.id,
-                count if count is not None else f"more than {_MISSED_WALK}",
-                first.isoformat(),
-                latest.isoformat(),
-                extra={**self._extra, "job_type": job.job_type},
-            )
-            first = self._next(job, latest)
-        first, catch_up = self._resolve_missed(job, first, False, now)
-        following = None if first is None else self._next(job, first)
-        period = (following - first) if first is not None and following is not None else None
-        ttl = max(STATE_TTL, 3 * period) if period is not None else STATE_TTL
-        return _Plan(first, catch_up, ttl)
-
-    def _resolve_missed(
-        self, job: CronJob, first: datetime | None, catch_up: bool, now: datetime
-    ) -> tuple[datetime | None, bool]:
-        """Apply the misfire policy if ``first`` is more than the grace late."""
-        cutoff = now - self.misfire_grace - WAKE_SLACK
-        if first is None or first >= cutoff:
-            return first, catch_up
-        latest, count = self._latest_before(job, first, cutoff)
-        how_many = f"{count}" if count is not None else f"more than {_MISSED_WALK}"
-        extra = {**self._extra, "job_type": job.job_type}
-        if job.misfire == "run_once":
-            if not catch_up or latest != first:
-                self._logger.info(
-                    "cron job %r: %s fire time(s) missed from %s to %s; "
-                    "enqueueing one catch-up for %s",
-                    job.id,
-                    how_many,
-                    first.isoformat(),
-                    latest.isoformat(),
-                    latest.isoformat(),
-                    extra=extra,
-                )
-            return latest, True
-        self._logger.info(
-            "cron job %r: skipped %s missed fire time(s) from %s to %s",
-            job.id,
-            how_many,
-            first.isoformat(),
-            latest.isoformat(),
-            extra=extra,
-        )
-        return self._next(job, latest), False
-
-    def _latest_before(
-        self, job: CronJob, first: datetime, cutoff: datetime
-    ) -> tuple[datetime, int | None]:
-        """The last fire time before ``cutoff`` from ``first`` on, and how many (if few)."""
-        latest, count = first, 1
-        for _ in range(_MISSED_WALK):
-            found = self._next(job, latest)
-            if found is None or found >= cutoff:
-                return latest, count
-            latest, count = found, count + 1
-        found = self._next(job, latest)
-        if found is None or found >= cutoff:
-            return latest, None
-        # Many missed (a long outage of a frequent schedule): next_after is monotonic, so
-        # bisect for the last instant whose next fire is still before the cutoff.
-        lo, hi = latest, cutoff - _US
-        while hi - lo > _US:
-            mid = lo + (hi - lo) // 2
-            found = self._next(job, mid)
-            if found is not None and found < cutoff:
-                lo = mid
-            else:
-                hi = mid
-        result = self._next(job, lo)
-        assert result is not None  # the bisection keeps next(lo) before the cutoff
-        return result, None
-
-    def _fire_due(self, entry: _Entry, job: CronJob, now: datetime) -> None:
-        extra: dict[str, object] = {**self._extra, "job_type": job.job_type}
-        while True:
-            with self._lock:
-                if not self._current(entry, job):
-                    return
-                planned, catch_up = entry.next_fire, entry.catch_up
-            if planned is None or planned > now:
-                break
-            # The schedule is computed without the lock (it may be slow); the fire is
-            # claimed under it, and only if the registration did not change meanwhile.
-            fire, catch_up = self._resolve_missed(job, planned, catch_up, now)
-            following = None if fire is None or fire > now else self._next(job, fire)
-            with self._lock:
-                if not self._current(entry, job) or entry.next_fire != planned:
-                    return
-                if fire is None or fire > now:
-                    entry.next_fire, entry.catch_up = fire, catch_up
-                    break
-                fired, last_ms = self._fire(job, entry, fire, following, extra)
-                entry.next_fire, entry.catch_up = following, False
-            if fired:
-                self._logger.debug(
-                    "cron job %r fired for %s%s",
-                    job.id,
-                    fire.isoformat(),
-                    " (catch-up)" if catch_up else "",
-                    extra=extra,
-                )
-            else:
-                self._logger.debug(
-                    "cron job %r: %s already fired by another scheduler (last fire %s)",
-                    job.id,
-                    fire.isoformat(),
-                    _from_ms(last_ms).isoformat(),
-                    extra=extra,
-                )
-            last = _from_ms(last_ms)
-            if last > fire:  # a peer is ahead: go on from its last fire
-                ahead = self._next(job, last)
-                with self._lock:
-                    if self._current(entry, job) and entry.next_fire == following:
-                        entry.next_fire = ahead
-        with self._lock:
-            if self._current(entry, job) and entry.next_fire is None:
-                self._announce(entry)  # the schedule ended: take it off the listing
-
-    def _fire(
-        self,
-        job: CronJob,
-        entry: _Entry,
-        fire: datetime,
-        following: datetime | None,
-        extra: dict[str, object],
-    ) -> tuple[bool, int]:
-        """Claim ``fire`` and enqueue its job in Redis (under the lock)."""
-        fire_ms = _to_ms(fire)
-        job_id = f"cron:{job.id}:{fire_ms}"
-        extra["job_id"] = job_id
-        try:
-            return self._queue.fire_cron(
-                job.id,
-                fire_ms,
-                None if following is None else _to_ms(following),
-                (job_id, job.job_type, entry.payload, job.config or JobConfig()),
-                entry.ttl,
-            )
-        except ReplicationError as exc:  # written on the master: it did fire
-            self._logger.warning("cron job %r: %s", job.id, exc, extra=extra)
-            return True, fire_ms
-
-    def _announce(self, entry: _Entry) -> None:
-        job = entry.job
-        fields = {
-            "schedule": repr(job.schedule),
-            "job_type": job.job_type,
-            "enabled": "1" if job.enabled else "0",
-            "misfire": job.misfire,
-            "tz": str(self.tz),
-        }
-        next_fire = entry.next_fire if job.enabled else None
-        try:
-            self._queue.announce_cron(
-                job.id, fields, None if next_fire is None else _to_ms(next_fire), entry.ttl
-            )
-        except (redis.RedisError, RedisUnavailable) as exc:
-            self._logger.warning(
-                "cron job %r: cannot publish its registration (%s: %s)",
-                job.id,
-                type(exc).__name__,
-                exc,
-                extra={**self._extra, "job_type": job.job_type},
-            )

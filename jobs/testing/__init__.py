@@ -28,7 +28,7 @@ test checks them against each other) and an injectable clock (`ManualClock`): a 
 and its worker pool run on it without a server, single-process, for tests. `drain`
 works on it too.
 
-.. versionadded:: 1.2
+.. versionadded:: 0.1
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ class DrainError(JobsError, AssertionError):
     Jobs that keep enqueueing jobs (or a job that keeps failing with retries left)
     would loop for ever; the test fails instead. ``ran`` holds what ran.
 
-    .. versionadded:: 1.2
+    .. versionadded:: 0.1
     """
 
     def __init__(self, message: str, ran: list[Job]) -> None:
@@ -341,7 +341,7 @@ class TestClient(Client):
         client.enqueue("send_email", {"to": "ada@example.com"})
         assert [job.status for job in client.drain()] == ["completed"]
 
-    .. versionadded:: 1.2
+    .. versionadded:: 0.1
     """
 
     __test__ = False  # not a pytest test class, whatever a test module imports it as

@@ -59,7 +59,7 @@ class MemoryQueue(MemoryWorkerSide):
         queue = jobs.testing.MemoryQueue(clock=clock)
         client = jobs.Client(jobs.ClientConfig(queue=queue, registry=registry))
 
-    .. versionadded:: 1.3
+    .. versionadded:: 0.1
     """
 
     # -- producer ---------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from jobs._client_config import ClientConfig
-from jobs._embedded_redis import RedisServer, find_redis_server
+from jobs._embedded import RedisServer, find_redis_server
 from jobs.queue.redis_queue import RedisQueue
 from jobs.registry import Registry
 from jobs.testing import TestClient

@@ -10,5 +10,10 @@ responsibility on the shared state of ``_core``: ``_fetcher`` leases jobs, ``_sl
 runs them, ``_reports`` logs written outcomes and queues hooks. An attempt
 (``_attempt``) is one run of one leased job; ``_outbox`` writes outcomes back (one write
 loop, for the writer thread and the fetcher); ``_heartbeat`` extends the leases of held
-jobs and the pool's presence; ``_watchdog`` enforces timeouts.
+jobs and the pool's presence; ``_watchdog`` enforces timeouts. ``_events`` is what the
+pool tells an observer (metrics).
 """
+
+from jobs.worker._events import AttemptResult, Interruption, WorkerEvents
+
+__all__ = ["AttemptResult", "Interruption", "WorkerEvents"]

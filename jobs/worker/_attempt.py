@@ -59,6 +59,8 @@ class Attempt:
     token: CancellationToken = attrs.field(factory=CancellationToken)
     state: State = State.QUEUED
     started: float = 0.0
+    #: When (time.monotonic) its handler returned or it timed out; 0.0 until then.
+    ended: float = 0.0
     #: When (time.monotonic) the running attempt times out; inf without a timeout.
     deadline: float = math.inf
     #: Progress the handler reported since the last heartbeat took it (JSON), or None.
@@ -110,6 +112,11 @@ class Attempt:
             "attempt": self.number,
             "queue": self.queue.name,
         }
+
+    @property
+    def duration(self) -> float:
+        """Seconds its handler ran (0.0 if it never started)."""
+        return self.ended - self.started if self.started and self.ended else 0.0
 
 
 def retry_delay_ms(attempt: Attempt) -> int:

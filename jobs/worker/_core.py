@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from jobs.config import WorkerPoolConfig
     from jobs.registry import Registry
     from jobs.worker._attempt import Attempt
+    from jobs.worker._events import Guarded
     from jobs.worker._heartbeat import Heartbeat
     from jobs.worker._outbox import HookRunner, Outbox
     from jobs.worker._protocol import WorkerQueue
@@ -45,6 +46,7 @@ class PoolCore:
     _watchdog: Watchdog
     _outbox: Outbox
     _hooks: HookRunner | None
+    _events: Guarded | None  # the observer (`WorkerPoolConfig.events`), if any
 
     def _init_state(self) -> None:
         self._lock = threading.Lock()

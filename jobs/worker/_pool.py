@@ -32,6 +32,7 @@ from jobs._loops import Loop
 from jobs.context import CancelReason
 from jobs.worker._attempt import State
 from jobs.worker._core import logger
+from jobs.worker._events import Guarded
 from jobs.worker._fetcher import Fetching
 from jobs.worker._heartbeat import Heartbeat
 from jobs.worker._outbox import HookRunner, Outbox
@@ -100,6 +101,7 @@ class WorkerPool(Fetching, Slots, Reports):
         self._outbox = Outbox(self.queues[0].name, self._on_written, self._on_dropped, logger)
         has_hooks = config.success_handler is not None or config.error_handler is not None
         self._hooks = HookRunner(logger) if has_hooks else None
+        self._events = None if config.events is None else Guarded(config.events, logger)
 
     # -- lifecycle -------------------------------------------------------------------
 

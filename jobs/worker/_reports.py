@@ -13,12 +13,14 @@ from typing import TYPE_CHECKING
 from jobs.worker import _attempt
 from jobs.worker._attempt import State
 from jobs.worker._core import PoolCore, logger
+from jobs.worker._events import AttemptResult
 from jobs.worker._protocol import Completed
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from jobs.worker._attempt import Attempt
+    from jobs.worker._events import Guarded
     from jobs.worker._protocol import Outcome, Written
 
 
@@ -46,6 +48,8 @@ class Reports(PoolCore):
         with self._lock:
             for attempt in batch:
                 self._finish(attempt)
+        if self._events is not None:
+            _tell_written(self._events, batch, replies)
         quiet = not logger.isEnabledFor(logging.DEBUG) and self._hooks is None
         for attempt, written in zip(batch, replies, strict=True):
             outcome = attempt.outcome
@@ -106,3 +110,18 @@ class Reports(PoolCore):
             exc = outcome.exc
             assert exc is not None  # every failure the pool decides carries its error
             self._hooks.call(lambda: error_hook(job, exc))
+
+
+def _tell_written(events: Guarded, batch: Sequence[Attempt], replies: Sequence[Written]) -> None:
+    """Tell the events observer how each written attempt ended."""
+    for attempt, written in zip(batch, replies, strict=True):
+        if not written.recorded:
+            events.write_rejected(attempt.queue.name, attempt.job_type)
+            continue
+        if isinstance(attempt.outcome, Completed):
+            result = AttemptResult.COMPLETED
+        elif written.status == "failed":
+            result = AttemptResult.FAILED
+        else:
+            result = AttemptResult.RETRIED
+        events.finished(attempt.queue.name, attempt.job_type, result, attempt.duration)

@@ -21,6 +21,7 @@ from jobs.errors import JobTimeout
 from jobs.worker import _attempt
 from jobs.worker._attempt import State
 from jobs.worker._core import PoolCore, logger
+from jobs.worker._events import Interruption
 
 if TYPE_CHECKING:
     from jobs.worker._attempt import Attempt
@@ -67,7 +68,10 @@ class Slots(PoolCore):
                             self._returned(attempt)
                             return
                     continue
+                if self._events is not None:
+                    self._events.started(attempt.queue.name, attempt.job_type, attempt.job, waited)
                 outcome = self._run(attempt)
+                ended = time.monotonic() if self._events is not None else 0.0
                 with self._lock:
                     if attempt.state is State.ABANDONED:
                         self._stuck -= 1  # this thread leaves; its replacement already runs
@@ -77,6 +81,7 @@ class Slots(PoolCore):
                             extra=attempt.log_extra(),
                         )
                         return
+                    attempt.ended = ended  # (a timed-out one keeps the time it timed out)
                     attempt.state = State.FINISHED
                     self._running.discard(attempt)
                     # Wake the fetcher only when it has something to do: it then takes this
@@ -142,6 +147,7 @@ class Slots(PoolCore):
             attempt.state = State.DONE
             self._release(attempt)
             self._slot_free.notify()
+        self._interrupted_by(attempt, reason)
         level = logging.INFO if reason is CancelReason.CANCELLED else logging.WARNING
         logger.log(
             level,
@@ -187,6 +193,7 @@ class Slots(PoolCore):
                 return  # finished: its write is fenced like any other
             self._release(attempt)
         attempt.token.cancel(reason)
+        self._interrupted_by(attempt, reason)
         level = logging.INFO if reason is CancelReason.CANCELLED else logging.WARNING
         logger.log(
             level,
@@ -208,7 +215,20 @@ class Slots(PoolCore):
         with self._lock:
             if attempt.state is not State.RUNNING:
                 return
+            attempt.ended = time.monotonic()
             self._abandon_running(attempt)
             attempt.outcome = outcome
             self._outbox.put(attempt)
         attempt.token.cancel(CancelReason.TIMEOUT)
+        if self._events is not None:
+            self._events.interrupted(attempt.queue.name, attempt.job_type, Interruption.TIMED_OUT)
+
+    def _interrupted_by(self, attempt: Attempt, reason: CancelReason) -> None:
+        """Tell the events observer that the heartbeat took a job away from this pool."""
+        if self._events is not None:
+            why = (
+                Interruption.CANCELLED
+                if reason is CancelReason.CANCELLED
+                else Interruption.LEASE_LOST
+            )
+            self._events.interrupted(attempt.queue.name, attempt.job_type, why)

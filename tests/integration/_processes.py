@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from jobs._embedded_redis import _parent_death_signal
+from jobs._embedded.process import parent_death_signal
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -100,7 +100,7 @@ def spawn_worker(
             # ^C in the terminal reaches pytest only; the fixture ends the workers.
             start_new_session=True,
             # If pytest itself is killed, the kernel kills the workers too (Linux).
-            preexec_fn=_parent_death_signal(),
+            preexec_fn=parent_death_signal(),
         )
     finally:
         if log is not None:

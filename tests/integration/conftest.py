@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import redis
 
-from jobs._embedded_redis import RedisServer, find_redis_server
+from jobs._embedded import RedisServer, find_redis_server
 from tests.integration._topologies import (
     ClusterTopology,
     SentinelTopology,

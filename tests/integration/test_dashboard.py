@@ -11,6 +11,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import urllib.request
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,7 @@ import jobs
 from jobs.dashboard import Dashboard
 from jobs.dashboard._data import FILTER_WINDOW, PAGE_SIZE
 from jobs.queue._keys import QueueKeys
+from tests.helpers import wait_until
 from tests.integration._clients import make_client, unique_name
 from tests.integration._dashboard import EVIL, call, fill_queue, login, served
 
@@ -74,6 +76,35 @@ def test_payloads_and_errors_render_as_text_never_as_markup(redis_url: str, app:
     assert "script-src 'self'" in pages[0].headers["Content-Security-Policy"]
     assert re.findall(r"<script[^>]*>", pages[0].text) == ['<script src="/static/app.js" defer>']
     assert "http://" not in pages[0].text and "https://" not in pages[0].text
+
+
+def test_a_running_job_shows_its_progress_as_a_bar_and_escaped_text(
+    redis_url: str, app: Dashboard
+) -> None:
+    release = threading.Event()
+
+    def export(ctx: jobs.JobContext, payload: object) -> str:
+        ctx.progress(0.42, f"row 420 of 1000 {EVIL}")
+        release.wait(20)
+        return "done"
+
+    registry = jobs.Registry()
+    registry.register_func("export", export)
+    with make_client(redis_url, registry) as client:
+        job_id = client.enqueue("export")
+        queue = client.queue.name
+        # Stored by the pool's next heartbeat.
+        wait_until(lambda: client.get(job_id).progress is not None, 10)
+        running = call(app, "/job", {"queue": queue, "id": job_id})
+        release.set()
+        client.wait(job_id, timeout=10)
+        done = call(app, "/job", {"queue": queue, "id": job_id})
+    assert running.status == 200
+    assert '<progress max="1" value="0.4200" aria-label="progress 42%">' in running.text
+    assert "row 420 of 1000 &lt;script&gt;window.pwned=1&lt;/script&gt;" in running.text
+    assert "<script>" not in running.text
+    # A finished job has no progress to show.
+    assert "<progress" not in done.text and "<h2>Progress</h2>" not in done.text
 
 
 def test_mounted_under_a_prefix_every_link_and_form_stays_under_it(

@@ -13,6 +13,7 @@ import importlib.util
 import os
 import shutil
 import struct
+import threading
 import zlib
 from typing import TYPE_CHECKING, Any
 
@@ -195,6 +196,38 @@ def test_an_operator_reads_the_failure_and_retries_from_the_browser(
         phone = shots / "overview-phone.png"
         assert browser.save_screenshot(str(phone))
         print(f"screenshot: {phone} {_png_is_not_blank(phone)}")
+
+
+def test_a_running_job_shows_a_progress_bar(
+    redis_url: str, redis_client: redis.Redis, browser: Any, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    release = threading.Event()
+
+    def export(ctx: jobs.JobContext, payload: object) -> str:
+        ctx.progress(0.42, f"row 420 of 1000 {EVIL}")
+        release.wait(20)
+        return "done"
+
+    registry = jobs.Registry()
+    registry.register_func("export", export)
+    app = Dashboard(redis_client)
+    with served(app) as base, make_client(redis_url, registry) as client:
+        job_id = client.enqueue("export")
+        wait_until(lambda: client.get(job_id).progress is not None, 10)
+        browser.get(f"{base}/job?queue={client.queue.name}&id={job_id}")
+        bar = _wait_for(browser, By.CSS_SELECTOR, "div.progress progress")
+        assert browser.execute_script("return arguments[0].position", bar) == pytest.approx(0.42)
+        assert bar.size["width"] > 100 and bar.size["height"] > 4
+        text = browser.find_element(By.CSS_SELECTOR, "div.progress").text
+        assert "42%" in text and f"row 420 of 1000 {EVIL}" in text
+        assert browser.execute_script("return window.pwned === undefined")
+        shot = tmp_path / "running-job.png"
+        assert browser.save_screenshot(str(shot))
+        print(f"screenshot: {shot} {_png_is_not_blank(shot)}")
+        release.set()
+        client.wait(job_id, timeout=10)
 
 
 def _wait_for(driver: Any, by: str, value: str) -> Any:

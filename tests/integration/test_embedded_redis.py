@@ -13,8 +13,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from jobs import _embedded_redis
-from jobs._embedded_redis import RedisServer, find_redis_server
+from jobs._embedded import RedisServer, find_redis_server, process
 from tests.helpers import free_port, wait_until
 
 if TYPE_CHECKING:
@@ -177,7 +176,7 @@ def test_a_taken_free_port_is_replaced(
 ) -> None:
     # Simulate losing the race between choosing a port and redis-server binding it.
     ports = iter([redis_server.port, free_port()])
-    monkeypatch.setattr(_embedded_redis, "_free_port", lambda: next(ports))
+    monkeypatch.setattr(process, "free_port", lambda: next(ports))
     with RedisServer(binary=redis_server.binary, directory=tmp_path) as server:
         assert server.port != redis_server.port
         assert server.pid != redis_server.pid

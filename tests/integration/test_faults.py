@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     import redis
 
-    from jobs._embedded_redis import RedisServer
+    from jobs._embedded import RedisServer
 
 __all__ = ["worker_procs"]  # the fixture, used by name
 

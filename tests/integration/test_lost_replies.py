@@ -35,7 +35,7 @@ from tests.integration._proxy import FaultyProxy
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from jobs._embedded_redis import RedisServer
+    from jobs._embedded import RedisServer
 
 LEASE = timedelta(seconds=30)
 

@@ -36,7 +36,7 @@ from tests.integration._proxy import FaultyProxy
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    from jobs._embedded_redis import RedisServer
+    from jobs._embedded import RedisServer
 
 #: The worker's socket timeout (s): how long a stalled command waits before it fails.
 SOCKET_TIMEOUT = 1

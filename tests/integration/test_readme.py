@@ -1,9 +1,9 @@
-"""Every example in README.rst runs, against a private Redis, exactly as printed.
+"""Every example in README.rst and docs/, against a private Redis, runs exactly as printed.
 
 Each Python block runs as its own script (``python block.py``) in a directory holding the
-README's files (``app.py`` ...), with ``REDIS_URL`` set to the test's private server: the
+files the documents write (``app.py`` ...), with ``REDIS_URL`` set to the test's private server: the
 examples read it the way a reader's program would. Each console block runs its ``python
--m jobs`` lines in order, with a job id shown in the README standing for the one the
+-m jobs`` lines in order, with a job id shown in the example standing for the one the
 block's last ``enqueue`` printed; ``worker`` and ``scheduler`` lines run in the
 background until the block ends, then get SIGTERM and must exit 0. The two opening
 commands (install + demo, install + tox) are what CI and tests/integration/test_demo.py
@@ -13,6 +13,7 @@ run already.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -23,7 +24,7 @@ import pytest
 
 import jobs
 from tests.helpers import plugin_args, wait_until
-from tests.unit.test_readme import JOB_ID, Block, blocks
+from tests.unit.test_readme import JOB_ID, Block, all_blocks
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -40,18 +41,18 @@ def _env(redis_url: str) -> dict[str, str]:
 
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
-    for block in blocks():
+    for block in all_blocks():
         if block.file_name is not None:
             (tmp_path / block.file_name).write_text(block.code)
     return tmp_path
 
 
 def _runnable(language: str) -> list[Block]:
-    return [b for b in blocks() if b.language == language and b.file_name is None]
+    return [b for b in all_blocks() if b.language == language and b.file_name is None]
 
 
 def _id(block: Block) -> str:
-    return f"line{block.line}"
+    return block.where
 
 
 #: Directives that run a block against a topology instead of the plain server.
@@ -64,7 +65,8 @@ def test_python_example(
 ) -> None:
     if block.directive in TOPOLOGIES:
         redis_url = request.getfixturevalue(TOPOLOGIES[block.directive]).url
-    script = workdir / f"example_{block.line}.py"
+    # One name per block: two documents may have a block on the same line.
+    script = workdir / ("example_" + re.sub(r"\W", "_", block.where) + ".py")
     script.write_text(block.code)
     command = [sys.executable, str(script)]
     if block.directive == "pytest":
@@ -83,7 +85,7 @@ def test_python_example(
     )
     # Its stderr may hold the library's own log lines (a failed job's traceback, for
     # one): with no logging configured, Python prints warnings and errors there.
-    assert proc.returncode == 0, f"README.rst:{block.line}\n{proc.stdout}\n{proc.stderr}"
+    assert proc.returncode == 0, f"{block.where}\n{proc.stdout}\n{proc.stderr}"
 
 
 def _run_until_signalled(command: list[str], redis_url: str, workdir: Path) -> None:
@@ -152,12 +154,12 @@ def test_console_example(block: Block, redis_url: str, workdir: Path) -> None:
                 timeout=EXAMPLE_TIMEOUT,
                 check=False,
             )
-            assert done.returncode == 0, f"README.rst:{block.line}: {command}\n{done.stderr}"
+            assert done.returncode == 0, f"{block.where}: {command}\n{done.stderr}"
             if argv[3] == "enqueue":
                 last_id = done.stdout.split()[-1]
         for proc in background:
             proc.send_signal(signal.SIGTERM)
-            assert proc.wait(EXAMPLE_TIMEOUT) == 0, f"README.rst:{block.line}"
+            assert proc.wait(EXAMPLE_TIMEOUT) == 0, block.where
     finally:
         for proc in background:
             if proc.poll() is None:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 import jobs
-from jobs._embedded_redis import _parent_death_signal
+from jobs._embedded.process import parent_death_signal
 from tests.helpers import wait_until
 from tests.integration._clients import make_client, unique_name
 from tests.integration._processes import _reap, _tail, _wait_ready, stop_worker
@@ -221,7 +221,7 @@ def test_redis_corrects_a_skewed_local_clock(
     # This host's clock is an hour fast; the scheduler must plan on the Redis server's.
     real = time.time
     monkeypatch.setattr(
-        "jobs.schedule.scheduler.time",
+        "jobs.schedule._clock.time",
         SimpleNamespace(time=lambda: real() + 3600, monotonic=time.monotonic),
     )
     with producer(redis_url) as client:
@@ -264,7 +264,7 @@ def test_the_thread_keeps_firing_through_a_host_clock_stepped_back(
     step = [0.0]
     real = time.time
     monkeypatch.setattr(
-        "jobs.schedule.scheduler.time",
+        "jobs.schedule._clock.time",
         SimpleNamespace(time=lambda: real() - step[0], monotonic=time.monotonic),
     )
     with producer(redis_url) as client:
@@ -357,7 +357,7 @@ def spawn(redis_url: str, queue: str, log: Path) -> subprocess.Popen[bytes]:
             stdout=subprocess.PIPE,
             stderr=stderr,
             start_new_session=True,
-            preexec_fn=_parent_death_signal(),
+            preexec_fn=parent_death_signal(),
         )
     try:
         _wait_ready(proc, 20)

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from pathlib import Path
 
-    from jobs._embedded_redis import RedisServer
+    from jobs._embedded import RedisServer
 
 #: Least privilege for everything ``jobs`` does on the queues under prefix "jobs" (any
 #: queue name). For one queue only: ``~{jobs:NAME}:*``. Note the pattern: keys look like

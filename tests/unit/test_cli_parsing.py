@@ -69,6 +69,10 @@ def test_a_supervised_child_runs_the_same_worker_without_processes() -> None:
         "json",
         "--redis-url",
         "redis://user:secret@host:1/0",
+        "--metrics-port",
+        "9100",
+        "--metrics-host",
+        "0.0.0.0",
     ]
     args = parser.parse_args(argv)
     child_argv = _child_argv(args)

@@ -45,7 +45,7 @@ def test_every_requirement_of_the_suite_is_pinned() -> None:
     config = _setup_cfg()
     pins = _pins(CI / "constraints.txt")
     wanted = _requirements(config, "options", "install_requires")
-    for extra in ("test", "type", "lint"):
+    for extra in ("test", "type", "lint", "docs"):
         wanted += _requirements(config, "options.extras_require", extra)
     missing = sorted({_name(r) for r in wanted} - pins.keys() - {"types-python-dateutil"})
     assert not missing, f"not pinned in .ci/constraints.txt: {missing}"

@@ -1,8 +1,10 @@
-"""README.rst holds up: its first commands are CI's, its commands parse, its code compiles.
+"""README.rst and the docs hold up: the first commands are CI's, commands parse, code compiles.
 
 The examples themselves run in tests/integration/test_readme.py; this module also holds
-the README parsing both use. A code block may be preceded by an RST comment (invisible
-once rendered) that tells the test what to do with it:
+the parsing both use, of README.rst and of every page under docs/ (README first, then the
+pages by path: a file an example writes is there for every example after it). A code
+block may be preceded by an RST comment (invisible once rendered) that tells the test
+what to do with it:
 
 - ``.. test: file NAME``: write the block to NAME in the examples' directory; run nothing;
 - ``.. test: sigterm when the worker is live``: the block runs until signalled: send it
@@ -28,6 +30,7 @@ from jobs.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.rst"
+DOCS = ROOT / "docs"
 DEMO_COMMAND = (
     "python3 -m venv .venv && .venv/bin/pip install -q '.[embedded]'"
     " && .venv/bin/python -m jobs demo"
@@ -47,14 +50,29 @@ DIRECTIVES = (
 JOB_ID = re.compile(r"\b[0-9a-f]{32}\b")
 
 
+def documents() -> list[Path]:
+    """README.rst, then every page of the documentation, by path."""
+    return [README, *sorted(DOCS.rglob("*.rst"))]
+
+
+def _name(path: Path) -> str:
+    return path.relative_to(ROOT).as_posix()
+
+
 @attrs.frozen
 class Block:
-    """One ``.. code-block::`` of the README."""
+    """One ``.. code-block::`` of README.rst or of a page under docs/."""
 
     language: str
     line: int  # 1-based line of the directive
     code: str
     directive: str | None  # the ``.. test:`` comment before it, if any
+    source: str = "README.rst"  # the document, relative to the repository
+
+    @property
+    def where(self) -> str:
+        """``document:line``, for messages and test ids."""
+        return f"{self.source}:{self.line}"
 
     @property
     def file_name(self) -> str | None:
@@ -63,9 +81,9 @@ class Block:
         return None
 
 
-def blocks(text: str | None = None) -> list[Block]:
-    """Every code block of the README, in order."""
-    lines = (README.read_text() if text is None else text).splitlines()
+def blocks(text: str | None = None, source: str = "README.rst") -> list[Block]:
+    """Every code block of one document (README.rst unless told), in order."""
+    lines = ((ROOT / source).read_text() if text is None else text).splitlines()
     found = []
     directive: str | None = None
     i = 0
@@ -81,7 +99,7 @@ def blocks(text: str | None = None) -> list[Block]:
                 body.append(lines[i])
                 i += 1
             code = textwrap.dedent("\n".join(body)).strip("\n") + "\n"
-            found.append(Block(match.group(1), start + 1, code, directive))
+            found.append(Block(match.group(1), start + 1, code, directive, source))
             directive = None
             continue
         elif line.strip():
@@ -90,35 +108,45 @@ def blocks(text: str | None = None) -> list[Block]:
     return found
 
 
+def all_blocks() -> list[Block]:
+    """Every code block of README.rst and of the documentation, in document order."""
+    return [block for path in documents() for block in blocks(source=_name(path))]
+
+
+def all_text() -> str:
+    """README.rst and every page of the documentation, one after the other."""
+    return "\n".join(path.read_text() for path in documents())
+
+
 def python_blocks() -> list[Block]:
-    return [b for b in blocks() if b.language == "python"]
+    return [b for b in all_blocks() if b.language == "python"]
 
 
 def console_commands() -> list[tuple[Block, str]]:
     """Every ``$ ...`` line of the console blocks."""
     return [
         (block, line.removeprefix("$ ").strip())
-        for block in blocks()
+        for block in all_blocks()
         if block.language == "console"
         for line in block.code.splitlines()
         if line.startswith("$ ")
     ]
 
 
-def jobs_invocations() -> list[tuple[int, list[str]]]:
-    """The arguments of every ``python -m jobs`` the README shows, in any kind of block."""
-    found: list[tuple[int, list[str]]] = []
-    for block in blocks():
+def jobs_invocations() -> list[tuple[str, list[str]]]:
+    """The arguments of every ``python -m jobs`` the docs show, in any kind of block."""
+    found: list[tuple[str, list[str]]] = []
+    for block in all_blocks():
         for line in block.code.splitlines():
             if line.lstrip().startswith("CMD ["):
                 argv = json.loads(line.split("CMD", 1)[1])
                 if argv[:3] == ["python", "-m", "jobs"]:
-                    found.append((block.line, argv[3:]))
+                    found.append((block.where, argv[3:]))
                 continue
             for command in line.split("&&"):
                 match = re.search(r"python3? -m jobs(?: (.*))?$", command.strip())
                 if match:
-                    found.append((block.line, shlex.split(match.group(1) or "")))
+                    found.append((block.where, shlex.split(match.group(1) or "")))
     return found
 
 
@@ -137,28 +165,31 @@ def test_ci_runs_the_readme_test_command() -> None:
 
 def test_every_python_block_compiles() -> None:
     for block in python_blocks():
-        compile(block.code, f"README.rst:{block.line}", "exec")
+        compile(block.code, block.where, "exec")
 
 
 def test_directives_are_known_and_files_exist_before_use() -> None:
-    written: set[str] = set()
-    for block in blocks():
+    written: dict[str, Block] = {}
+    for block in all_blocks():
         if block.directive is not None:
-            assert block.directive.startswith(DIRECTIVES), (block.line, block.directive)
-            assert block.language == "python", block.line
+            assert block.directive.startswith(DIRECTIVES), (block.where, block.directive)
+            assert block.language == "python", block.where
         if block.file_name is not None:
-            written.add(block.file_name.removesuffix(".py"))
+            name = block.file_name.removesuffix(".py")
+            # One file, one text: the examples' directory holds a single app.py.
+            assert name not in written, f"{block.where} writes {name} again"
+            written[name] = block
         for module in re.findall(r"^from (\w+) import", block.code, re.MULTILINE):
             if module in ("app", "crons"):
-                assert module in written, f"README.rst:{block.line} imports {module} first"
-    assert {"app", "crons"} <= written
+                assert module in written, f"{block.where} imports {module} first"
+    assert {"app", "crons"} <= written.keys()
 
 
 @pytest.mark.parametrize(
-    ("line", "argv"), jobs_invocations(), ids=lambda v: str(v) if isinstance(v, int) else None
+    ("where", "argv"), jobs_invocations(), ids=lambda v: v if isinstance(v, str) else None
 )
-def test_every_command_line_in_the_readme_parses(line: int, argv: list[str]) -> None:
-    assert argv, f"README.rst:{line}: python -m jobs without a command"
+def test_every_command_line_in_the_docs_parses(where: str, argv: list[str]) -> None:
+    assert argv, f"{where}: python -m jobs without a command"
     if "--help" in argv:
         with pytest.raises(SystemExit) as exit_info:
             build_parser().parse_args(argv)
@@ -168,11 +199,11 @@ def test_every_command_line_in_the_readme_parses(line: int, argv: list[str]) -> 
     assert callable(args.func)
 
 
-def test_every_subcommand_appears_in_the_readme() -> None:
+def test_every_subcommand_appears_in_the_docs() -> None:
     shown = {argv[0] for _, argv in jobs_invocations() if argv and not argv[0].startswith("-")}
     commands = {"worker", "scheduler", "enqueue", "get", "cancel", "retry", "list", "purge"}
     commands |= {"stats", "workers", "demo"}
-    text = README.read_text()
+    text = all_text()
     for command in commands - shown:
         assert f"``{command} " in text or f"``{command}``" in text, command
 
@@ -213,12 +244,13 @@ def test_block_parser() -> None:
     assert first == Block("python", 5, "x = 1\n\ny = 2\n", "file app.py")
     assert first.file_name == "app.py"
     assert second == Block("console", 13, "$ python -m jobs stats\n", None)
+    assert blocks(text, source="docs/x.rst")[0].where == "docs/x.rst:5"
 
 
-def test_every_test_the_readme_names_exists() -> None:
+def test_every_test_the_docs_name_exists() -> None:
     # "Guarantees" names the test behind each promise: a renamed test must not leave the
-    # README pointing at nothing.
-    text = README.read_text()
+    # docs pointing at nothing.
+    text = all_text()
     named = re.findall(r"(test_\w+\.py)((?:::test_\w+)?)", text)
     assert named
     for file_name, test in named:
@@ -228,3 +260,29 @@ def test_every_test_the_readme_names_exists() -> None:
             assert f"def {test.removeprefix('::')}(" in path.read_text(), (file_name, test)
     for test in re.findall(r"``::(test_\w+)``", text):
         assert any(f"def {test}(" in p.read_text() for p in ROOT.glob("tests/**/*.py")), test
+
+
+def test_the_readme_links_every_page_of_the_docs() -> None:
+    # The README is the docs' table of contents on a code host, where the site is not
+    # built: each link must lead to a page, and each page must be reachable.
+    linked = re.findall(r"<(docs/[^>]+\.rst)>`__", README.read_text())
+    assert linked
+    for page in linked:
+        assert (ROOT / page).is_file(), page
+    pages = {_name(p) for p in DOCS.rglob("*.rst")} - {"docs/index.rst"}
+    assert pages - set(linked) == set(), "pages the README does not link"
+
+
+def test_every_public_name_is_in_the_api_reference() -> None:
+    import jobs
+
+    api = (DOCS / "api.rst").read_text()
+    documented = set(re.findall(r"^\.\. (?:auto(?!module)\w+|py:\w+):: jobs\.(\w+)\s*$", api, re.M))
+    assert set(jobs.__all__) - documented == set(), "public names missing from docs/api.rst"
+    assert documented - set(jobs.__all__) == set(), "docs/api.rst documents a non-public name"
+
+
+def test_the_readme_stays_short() -> None:
+    # The README says what the library is, how to start, and where the docs are; the
+    # rest lives in docs/ (issue 12: four documents in one had become hard to read).
+    assert README.read_text().count("\n") <= 250

@@ -475,7 +475,7 @@ def test_redis_errors_at_register_are_logged_and_replanned_later(
     queue.state["c"] = {"last_fire": str(ms(utc(11)))}
     queue.fail = True
     s = scheduler(queue, clock, misfire_grace=60)
-    with caplog.at_level("WARNING", logger="jobs.schedule.scheduler"):
+    with caplog.at_level("WARNING", logger="jobs.scheduler"):
         s.register(cron(misfire="run_once"))
     assert "cannot read its state" in caplog.text
     assert s.next_run("c") == utc(12)  # from the schedule alone: no state was read
@@ -490,7 +490,7 @@ def test_fires_are_logged_with_structured_fields(caplog: pytest.LogCaptureFixtur
     queue, clock = FakeQueue(), Clock(utc(12))
     s = scheduler(queue, clock)
     s.register(cron())
-    with caplog.at_level("DEBUG", logger="jobs.schedule.scheduler"):
+    with caplog.at_level("DEBUG", logger="jobs.scheduler"):
         s.run_once(utc(12))
     (record,) = [r for r in caplog.records if "fired" in r.getMessage()]
     assert (record.__dict__["job_id"], record.__dict__["job_type"]) == (
@@ -579,7 +579,7 @@ def test_a_host_clock_step_changes_nothing(
     # carried forward by the monotonic clock, so it neither goes quiet for the step (and
     # then skips the fires as missed) nor fires early.
     host = HostTime(utc(12, 0, 0, 500_000).timestamp())
-    monkeypatch.setattr("jobs.schedule.scheduler.time", host)
+    monkeypatch.setattr("jobs.schedule._clock.time", host)
     queue = RedisTime(utc(12, 0, 0, 500_000))
     s = jobs.Scheduler(cast("jobs.RedisQueue", queue))
     s.register(cron(schedule=jobs.Every(1)))
@@ -588,7 +588,7 @@ def test_a_host_clock_step_changes_nothing(
     for _ in range(3):
         host.advance(1.0)
         queue.now += timedelta(seconds=1)
-        with caplog.at_level("INFO", logger="jobs.schedule.scheduler"):
+        with caplog.at_level("INFO", logger="jobs.scheduler"):
             assert s.run_once() == pytest.approx(0.5)
     assert queue.job_ids() == [job_id("c", utc(12, 0, second)) for second in range(4)]
     assert "missed" not in caplog.text
@@ -601,7 +601,7 @@ def test_a_suspended_host_is_noticed_without_a_fire_being_due(
     # The monotonic clock stops while a host sleeps; the wall clock does not: when they
     # disagree, the scheduler asks Redis for the time again before planning.
     host = HostTime(utc(12).timestamp())
-    monkeypatch.setattr("jobs.schedule.scheduler.time", host)
+    monkeypatch.setattr("jobs.schedule._clock.time", host)
     queue = RedisTime(utc(12))
     s = jobs.Scheduler(cast("jobs.RedisQueue", queue))
     s.register(cron(schedule=jobs.Every(3600)))
@@ -643,7 +643,7 @@ def test_a_failing_schedule_is_logged_once_and_skipped_while_the_others_fire(
     s.register(cron("tick"))
     s.run_once(utc(12))
     flaky.error = KeyError("no holiday calendar for 2027")
-    with caplog.at_level("DEBUG", logger="jobs.schedule.scheduler"):
+    with caplog.at_level("DEBUG", logger="jobs.scheduler"):
         for minute in (1, 2, 3):
             delay = s.run_once(utc(12, minute))
             assert 0 < delay <= MAX_WAIT  # no busy loop on the failing one
@@ -656,7 +656,7 @@ def test_a_failing_schedule_is_logged_once_and_skipped_while_the_others_fire(
     assert "no holiday calendar for 2027" in errors[0].getMessage()
     assert errors[0].exc_info is not None
     flaky.error = ValueError("another one")
-    with caplog.at_level("ERROR", logger="jobs.schedule.scheduler"):
+    with caplog.at_level("ERROR", logger="jobs.scheduler"):
         s.run_once(utc(12, 4))
     assert "another one" in caplog.text  # a new error is logged again
     flaky.error = None
@@ -692,7 +692,7 @@ def test_a_base_exception_in_the_thread_is_logged_loudly_and_next_run_says_so(
     s = scheduler(queue, clock)
     s.register(cron("exits", schedule=exits))
     s.register(cron("tick"))
-    with caplog.at_level("INFO", logger="jobs.schedule.scheduler"):
+    with caplog.at_level("INFO", logger="jobs.scheduler"):
         s.start()
         try:
             wait_until(lambda: len(queue.job_ids()) == 2, timeout=5)
@@ -728,7 +728,7 @@ def test_the_first_fire_of_a_cron_job_that_never_fired_is_a_misfire_like_any(
     first.run_once(utc(12))
     assert queue.state["c"]["next_run"] == str(ms(utc(14, 30)))
     restarted = scheduler(queue, Clock(utc(15)))
-    with caplog.at_level("INFO", logger="jobs.schedule.scheduler"):
+    with caplog.at_level("INFO", logger="jobs.scheduler"):
         restarted.register(cron(schedule=jobs.Daily(14, 30), misfire=misfire))
         restarted.run_once(utc(15))
     assert "14:30" in caplog.text
@@ -749,7 +749,7 @@ def test_enable_skips_the_fire_times_missed_while_disabled(
     s.disable("c")
     clock.now = datetime(2024, 1, 17, 9, tzinfo=UTC)
     queue.fail = redis_down
-    with caplog.at_level("INFO", logger="jobs.schedule.scheduler"):
+    with caplog.at_level("INFO", logger="jobs.scheduler"):
         s.enable("c")
         queue.fail = False
         s.run_once(clock.now)

