@@ -11,12 +11,12 @@ from typing import Any, cast
 
 import attrs
 
+from jobs._queue_protocol import JobQueue
 from jobs._validators import (
     instance_of,
 )
 from jobs.config import JobConfig, WorkerPoolConfig
 from jobs.errors import ConfigError
-from jobs.queue.redis_queue import RedisQueue
 from jobs.registry import Registry
 
 
@@ -42,12 +42,21 @@ def _all_callable(inst: object, field: attrs.Attribute[Any], value: object) -> N
         raise ConfigError(f"{field.name} must be a sequence of callables, got {value!r}")
 
 
+def _job_queue(inst: object, field: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, JobQueue):
+        raise ConfigError(
+            f"{field.name} must be a RedisQueue (or another JobQueue, such as "
+            f"jobs.testing.MemoryQueue), got {type(value).__name__}"
+        )
+
+
 @attrs.frozen(kw_only=True)
 class ClientConfig:
     """What a `Client` works with: its queue, its handlers and its worker pool.
 
     Args:
-        queue: the `RedisQueue` to enqueue to and work from.
+        queue: the queue to enqueue to and work from: a `RedisQueue`, or any `JobQueue`
+            (in tests, a `jobs.testing.MemoryQueue`).
         registry: the job handlers; a producer-only client needs none.
         worker_pool_config: how `Client.start` runs the pool.
         strict_types: refuse to enqueue a job type nobody handles, with `UnknownJobType`
@@ -65,7 +74,7 @@ class ClientConfig:
     .. versionadded:: 0.1
     """
 
-    queue: RedisQueue = attrs.field(validator=instance_of(RedisQueue))
+    queue: JobQueue = attrs.field(validator=_job_queue)
     registry: Registry | None = attrs.field(
         default=None, validator=instance_of(Registry, optional=True)
     )

@@ -80,8 +80,14 @@ class Client:
 
     @property
     def queue(self) -> RedisQueue:
-        """The queue this client works with."""
-        return self.config.queue
+        """The queue this client works with.
+
+        Typed as the `RedisQueue` it is in production (callers reach Redis through it: the
+        CLI, the scheduler, the contrib helpers); a client built on another `JobQueue`
+        (a `jobs.testing.MemoryQueue` in tests) returns that queue, which has the
+        `JobQueue` methods only.
+        """
+        return cast("RedisQueue", self.config.queue)
 
     # -- producing -------------------------------------------------------------------
 
@@ -188,7 +194,7 @@ class Client:
                     "not a JobConfig (or None)"
                 )
             config = changed
-        limit = self.queue.config.max_payload_bytes
+        limit = self.queue.max_payload_bytes
         if config.metadata:
             size = len(_codec.dumps(dict(config.metadata), "metadata"))
             if size > limit:

@@ -172,6 +172,11 @@ class QueueBase:
         return self.config.name
 
     @property
+    def max_payload_bytes(self) -> int:
+        """The largest encoded payload `Client.enqueue` accepts (`RedisQueueConfig`)."""
+        return self.config.max_payload_bytes
+
+    @property
     def address(self) -> str:
         """Where the queue's Redis is (``host:port``), for messages."""
         return address(self.client)
@@ -205,6 +210,26 @@ class QueueBase:
             raise self._refused_credentials(exc) from redis.AuthenticationError(text)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise RedisUnavailable(f"cannot reach Redis at {self.address}: {exc}") from exc
+
+    @contextmanager
+    def _any_error_as_unavailable(self) -> Iterator[None]:
+        """`_unavailable_as_error`, and every other Redis error too: for the worker side.
+
+        A worker pool treats whatever Redis answers instead of doing the call (READONLY
+        during a failover, LOADING, CLUSTERDOWN, a cluster being resharded) as a pause:
+        it retries while its leases hold. So it sees one error type, `RedisUnavailable`.
+        An ACL refusal (NOPERM) is no pause but the operator's to fix: it stays the
+        ``redis.exceptions.NoPermissionError`` it is, as on the producer side.
+        """
+        try:
+            with self._unavailable_as_error():
+                yield
+        except (RedisUnavailable, redis.exceptions.NoPermissionError):
+            raise
+        except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:
+            raise RedisUnavailable(
+                f"Redis at {self.address} refused the call for now: {type(exc).__name__}: {exc}"
+            ) from exc
 
     def _refused_credentials(self, exc: Exception) -> RedisUnavailable:
         return RedisUnavailable(

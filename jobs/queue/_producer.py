@@ -223,7 +223,7 @@ class Producer(QueueBase):
     def declare_types(self, declarations: Mapping[str, str]) -> None:
         """Publish job types' declared settings (`Registry.declarations`) for producers."""
         if declarations:
-            with self._unavailable_as_error():
+            with self._any_error_as_unavailable():
                 hset: Any = self.client.hset  # its mapping type differs between releases
                 hset(self.keys.types, mapping=dict(declarations))
 

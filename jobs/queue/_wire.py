@@ -1,17 +1,14 @@
-"""What `RedisQueue` sends and gets back, apart from the queue that sends it.
+"""Job settings as script arguments, and what a redis-py client tells about itself.
 
-Job settings as script arguments, and the values the worker pool trades with the queue
-(leased jobs, outcomes, fenced job handles), so that the pool's modules can name these
-values without the queue that runs the scripts (`jobs.queue.redis_queue`).
+(The values a worker pool trades with a queue are in `jobs.worker._protocol`.)
 """
 
 from __future__ import annotations
 
 import functools
 import json
-from typing import TYPE_CHECKING, Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, cast
 
-import attrs
 import redis
 import redis.cluster
 import redis.sentinel
@@ -23,55 +20,6 @@ from jobs.queue import _urls
 if TYPE_CHECKING:
     from jobs.config import JobConfig
     from jobs.queue._scripts import Arg, RedisClient
-
-
-# The per-job values below are NamedTuples, not attrs classes: several are built for every
-# job on the hot path, and a tuple is the cheapest immutable record Python has.
-
-
-class Leased(NamedTuple):
-    """A job record as fetched: its fields, and the lease token that fences it."""
-
-    job_id: str
-    token: str
-    fields: dict[str, Any]
-
-
-@attrs.frozen
-class Fetched:
-    """What one fetch returned."""
-
-    now_ms: int
-    #: When the earliest scheduled job is due (Redis ms), or None.
-    next_due_ms: int | None
-    jobs: list[Leased]
-
-
-class Outcome(NamedTuple):
-    """How one complete/fail write ended (see complete.lua and fail.lua)."""
-
-    recorded: bool
-    status: str
-    now_ms: int
-    run_at_ms: int
-
-
-class HeldJob(NamedTuple):
-    """A job a pool holds: its id and lease token."""
-
-    job_id: str
-    token: str
-
-
-class Failure(NamedTuple):
-    """A failed attempt to record: permanent, or retried after ``delay_ms``."""
-
-    job_id: str
-    token: str
-    error: str
-    traceback: str
-    delay_ms: int
-    permanent: bool
 
 
 def job_args(config: JobConfig) -> tuple[Arg, ...]:

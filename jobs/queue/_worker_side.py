@@ -1,23 +1,20 @@
-"""The worker side of `RedisQueue`: lease, wait, extend, write outcomes, hand back, reap."""
+"""The worker side of `RedisQueue`: `jobs.worker.WorkerQueue` over the Lua scripts.
+
+Reply codes become `LeaseState` and `Written` values here, and every Redis error
+becomes `RedisUnavailable` (`QueueBase._any_error_as_unavailable`): the worker runtime
+above never sees redis-py.
+"""
 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Self
+
+import attrs
+import redis.cluster
 
 from jobs import _codec
-from jobs.queue._scripts import Arg, Script, execute
-from jobs.queue._wire import (
-    Failure,
-    Fetched,
-    HeldJob,
-    Leased,
-    Outcome,
-)
-
-if TYPE_CHECKING:
-    from collections.abc import Sequence
-    from datetime import timedelta
 from jobs.queue._base import (
     COMPLETED_TRIM,
     FETCH_RECORD_MARGIN_MS,
@@ -26,10 +23,44 @@ from jobs.queue._base import (
     QueueBase,
     new_request_id,
 )
+from jobs.queue._scripts import execute
+from jobs.queue._wire import socket_timeout
+from jobs.worker._protocol import Beat, Completed, Fetched, Leased, LeaseState, Written
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from jobs.queue._scripts import Arg, Script
+    from jobs.worker._protocol import Outcome, WorkerQueue
+
+    _Call = tuple[Script, Sequence[str], Sequence[Arg]]
+
+#: heartbeat.lua's reply code per held job.
+_LEASE_STATES = {1: LeaseState.HELD, 2: LeaseState.CANCELLED, 0: LeaseState.LOST}
+
+#: Blocking waits stay this far below the client's socket timeout (redis-py 8 defaults to
+#: 5 s and would otherwise fail a long BLPOP with a TimeoutError).
+SOCKET_TIMEOUT_MARGIN = 0.5
+
+_ZERO = timedelta(0)
 
 
 class WorkerSide(QueueBase):
-    """What a worker pool asks of its queue."""
+    """What a worker pool asks of its queue (`jobs.worker.WorkerQueue`), for Redis."""
+
+    @property
+    def max_result_bytes(self) -> int:
+        """The largest result (encoded) the queue accepts (`RedisQueueConfig`)."""
+        return self.config.max_result_bytes
+
+    @property
+    def reply_timeout(self) -> float | None:
+        """The client's socket timeout (s): a reply comes within it or never."""
+        return socket_timeout(self.client)
+
+    def sibling(self, name: str) -> Self:
+        """The queue called ``name`` on the same Redis, with this queue's settings."""
+        return type(self)(attrs.evolve(self.config, name=name))
 
     def fetch(self, count: int, lease: timedelta, *, request: str | None = None) -> Fetched:
         """Promote due jobs, then lease up to ``count`` ready jobs (best first).
@@ -38,67 +69,78 @@ class WorkerSide(QueueBase):
         with the id of one that ran leases nothing new: it returns the jobs the first
         leased, still held with their tokens (fetch.lua), whatever ``count``.
         """
-        fetched = self.exchange((), (), count, lease, request=request)[2]
+        fetched = self.exchange((), count, lease, request=request or new_request_id())[1]
         assert fetched is not None
         return fetched
 
-    def wait_for_work(self, pool_id: str, timeout: float, also: Sequence[QueueBase] = ()) -> bool:
+    def wait_for_work(self, pool_id: str, timeout: float, also: Sequence[WorkerQueue] = ()) -> bool:
         """Block until a wake-up marker arrives or ``timeout`` seconds pass.
 
         True if woken, or if a job is ready all the same: a marker can be lost (the
         reply to the BLPOP that took it lost and redis-py re-sending the BLPOP, or a
         pool that took it and died before fetching), and then one command more per
-        timeout finds the job, instead of the next reap.
+        timeout finds the job, instead of the next reap. True at once as well when some
+        of ``also`` (other queues the pool serves) sit in another cluster slot: one
+        BLPOP cannot watch them, so the pool polls them.
 
-        ``also``: other queues the pool serves, in this queue's cluster slot.
-        ``timeout`` must stay below the client's socket timeout; `socket_timeout` tells it.
+        The wait is cut to stay below the client's socket timeout.
         """
-        queues = [self, *also]
+        queues: list[QueueBase] = [self]
+        queues += (q for q in also if isinstance(q, QueueBase) and self._same_node(q))
+        polled = len(queues) < len(also) + 1
+        cap = socket_timeout(self.client)
+        if cap is not None:
+            timeout = min(timeout, max(cap - SOCKET_TIMEOUT_MARGIN, 0.05))
         keys = [self.keys.pool_wake(pool_id), *(q.keys.wake for q in queues)]
-        if self.client.blpop(keys, timeout) is not None:
+        with self._any_error_as_unavailable():
+            if self.client.blpop(keys, timeout) is not None:
+                return True
+            # One EXISTS for all: a zset key exists while it has members.
+            return polled or bool(self.client.exists(*(q.keys.pending for q in queues)))
+
+    def _same_node(self, other: QueueBase) -> bool:
+        """Whether one BLPOP can watch both queues (all, off a cluster: one hash slot)."""
+        if not isinstance(self.client, redis.cluster.RedisCluster):
             return True
-        # One EXISTS for all: a zset key exists while it has members.
-        return bool(self.client.exists(*(q.keys.pending for q in queues)))
+        return other.keys.base == self.keys.base
 
     def wake_pool(self, pool_id: str) -> None:
         """Wake one pool blocked in `wait_for_work` (so that stopping it is immediate)."""
         key = self.keys.pool_wake(pool_id)
-        pipe = self.client.pipeline(transaction=False)
-        pipe.rpush(key, "stop")
-        pipe.pexpire(key, 60_000)
-        pipe.execute()
+        with self._any_error_as_unavailable():
+            pipe = self.client.pipeline(transaction=False)
+            pipe.rpush(key, "stop")
+            pipe.pexpire(key, 60_000)
+            pipe.execute()
 
     def forget_pool(self, pool_id: str) -> None:
         """Remove a stopped pool's registry record and private wake-up list."""
-        pipe = self.client.pipeline(transaction=False)
-        # One key per DEL: redis-py's cluster pipeline refuses a multi-key delete.
-        pipe.delete(self.keys.pool_wake(pool_id))
-        pipe.delete(self.keys.worker(pool_id))
-        pipe.zrem(self.keys.workers, pool_id)
-        pipe.execute()
+        with self._any_error_as_unavailable():
+            pipe = self.client.pipeline(transaction=False)
+            # One key per DEL: redis-py's cluster pipeline refuses a multi-key delete.
+            pipe.delete(self.keys.pool_wake(pool_id))
+            pipe.delete(self.keys.worker(pool_id))
+            pipe.zrem(self.keys.workers, pool_id)
+            pipe.execute()
 
     def heartbeat(
         self,
         pool_id: str,
-        info: dict[str, Any],
+        info: Mapping[str, Any],
         record_ttl: timedelta,
-        held: Sequence[HeldJob],
+        held: Sequence[Leased],
         lease: timedelta,
         *,
         reap: bool = True,
         first: bool = False,
         trim: bool = False,
         progress: Sequence[str] = (),
-    ) -> tuple[int, list[int], int | None]:
+    ) -> Beat:
         """Refresh the pool's record, extend its leases and (optionally) reap, in one round trip.
 
         ``first``: the pool's first beat (it also prunes the records of dead pools).
         ``trim``: the reap also drops index entries of expired finished records.
         ``progress``: per held job, its new progress (JSON) to store, or '' for none.
-
-        Returns the Redis time (ms), each held job's code (1 extended, 2 cancelled, 0 lease
-        lost) and the earliest lease deadline left in the queue after reaping (Redis ms), or
-        None.
         """
         k = self.keys
         args: list[Arg] = [
@@ -106,24 +148,30 @@ class WorkerSide(QueueBase):
             _codec.to_ms(lease),
             _codec.to_ms(record_ttl),
             pool_id,
-            json.dumps(info),
+            json.dumps(dict(info)),
             "1" if first else "0",
         ]
         for index, job in enumerate(held):
             args += (job.job_id, job.token, progress[index] if progress else "")
-        calls: list[tuple[Script, Sequence[str], Sequence[Arg]]] = [
+        calls: list[_Call] = [
             (self._scripts.heartbeat, (k.processing, k.workers, k.worker(pool_id)), args)
         ]
         if reap:
             calls.append(self._reap_call(trim))
-        replies = execute(self.client, calls)
-        now, codes = int(replies[0][0]), [int(c) for c in replies[0][1:]]
+        with self._any_error_as_unavailable():
+            replies = execute(self.client, calls)
+        now = int(replies[0][0])
+        states = [_LEASE_STATES[int(c)] for c in replies[0][1:]]
         if not reap:
-            return now, codes, None
+            return Beat(now, states, None)
         next_expiry = int(replies[1][3])
-        return now, codes, None if next_expiry < 0 else next_expiry
+        return Beat(now, states, None if next_expiry < 0 else next_expiry)
 
-    def _reap_call(self, trim: bool = False) -> tuple[Script, Sequence[str], Sequence[Arg]]:
+    def extend(self, pool_id: str, held: Sequence[Leased], lease: timedelta) -> list[LeaseState]:
+        """Extend these leases only (no pool record, no reap): what each one found."""
+        return self.heartbeat(pool_id, {}, _ZERO, held, lease, reap=False).leases
+
+    def _reap_call(self, trim: bool = False) -> _Call:
         k = self.keys
         return (
             self._scripts.reap,
@@ -156,113 +204,116 @@ class WorkerSide(QueueBase):
         ``trim``: also drop the index entries of finished jobs whose records expired.
         """
         script, keys, args = self._reap_call(trim)
-        reply = script(self.client, keys, args)
+        with self._any_error_as_unavailable():
+            reply = script(self.client, keys, args)
         return int(reply[1]), int(reply[2])
 
-    def finish(
-        self, completions: Sequence[tuple[HeldJob, bytes]], failures: Sequence[Failure]
-    ) -> tuple[list[Outcome], list[Outcome]]:
+    def write(self, outcomes: Sequence[Outcome]) -> list[Written]:
         """Record finished attempts, all fenced by their lease tokens, in one round trip.
 
-        Returns one `Outcome` per completion and per failure, in order.
+        Returns one `Written` per outcome, in order.
         """
-        done, failed, _ = self.exchange(completions, failures, 0, None)
-        return done, failed
+        return self.exchange(outcomes, 0, None)[0]
 
     def exchange(
         self,
-        completions: Sequence[tuple[HeldJob, bytes]],
-        failures: Sequence[Failure],
+        outcomes: Sequence[Outcome],
         count: int,
         lease: timedelta | None,
         *,
         request: str | None = None,
-    ) -> tuple[list[Outcome], list[Outcome], Fetched | None]:
-        """`finish` these outcomes and `fetch` up to ``count`` jobs, in one round trip.
+    ) -> tuple[list[Written], Fetched | None]:
+        """`write` these outcomes and `fetch` up to ``count`` jobs, in one round trip.
 
         The worker pool's hot path: what a busy pool writes and what it takes next share
         a pipeline. Either part may be empty (``count`` 0 and no ``request``: no fetch).
         ``request`` is the fetch's request id (see `fetch`); passing the id of a fetch
         whose reply never came fetches even with ``count`` 0, to collect its jobs.
+
+        Raises:
+            RedisUnavailable: Redis could not be reached, or refused the call for now.
+            Exception: an outcome does not encode (before anything was sent).
         """
         k = self.keys
-        calls: list[tuple[Script, Sequence[str], Sequence[Arg]]] = []
-        if completions:
-            args: list[Arg] = [k.job_prefix, self._completed_ttl_ms]
-            for held, result in completions:
-                args += (held.job_id, held.token, result)
-            calls.append((self._scripts.complete, (k.processing, k.completed, k.stats), args))
-        if failures:
-            args = [k.job_prefix, self._failed_ttl_ms, self.config.max_failed_jobs]
-            for f in failures:
-                delay = -1 if f.permanent else max(f.delay_ms, 0)
-                args += (f.job_id, f.token, f.error, f.traceback, delay)
+        calls: list[_Call] = []
+        completed: list[int] = []  # the positions in ``outcomes`` of each reply
+        failed: list[int] = []
+        complete_args: list[Arg] = [k.job_prefix, self._completed_ttl_ms]
+        fail_args: list[Arg] = [k.job_prefix, self._failed_ttl_ms, self.config.max_failed_jobs]
+        for index, outcome in enumerate(outcomes):
+            held = outcome.leased
+            if isinstance(outcome, Completed):
+                complete_args += (held.job_id, held.token, outcome.result)
+                completed.append(index)
+            else:
+                delay = -1 if outcome.permanent else max(outcome.delay_ms, 0)
+                fail_args += (held.job_id, held.token, outcome.error, outcome.traceback, delay)
+                failed.append(index)
+        if completed:
+            calls.append(
+                (self._scripts.complete, (k.processing, k.completed, k.stats), complete_args)
+            )
+        if failed:
             calls.append(
                 (
                     self._scripts.fail,
                     (k.processing, k.pending, k.scheduled, k.failed, k.stats, k.seq, k.wake),
-                    args,
+                    fail_args,
                 )
             )
         fetching = count > 0 or request is not None
         if fetching:
             assert lease is not None
-            lease_ms = _codec.to_ms(lease)
-            request = request or new_request_id()
-            calls.append(
-                (
-                    self._scripts.fetch,
-                    (
-                        k.pending,
-                        k.scheduled,
-                        k.processing,
-                        k.seq,
-                        k.lease_seq,
-                        k.wake,
-                        k.request(request),
-                        k.stats,
-                    ),
-                    (
-                        k.job_prefix,
-                        count,
-                        lease_ms,
-                        PROMOTE_BATCH,
-                        request,
-                        lease_ms + FETCH_RECORD_MARGIN_MS,
-                    ),
-                )
-            )
+            calls.append(self._fetch_call(count, lease, request or new_request_id()))
         if not calls:
-            return [], [], None
-        replies = iter(execute(self.client, calls))
-        done: list[Outcome] = []
-        failed: list[Outcome] = []
-        fetched: Fetched | None = None
-        if completions:
+            return [], None
+        with self._any_error_as_unavailable():
+            replies = iter(execute(self.client, calls))
+        written: list[Written] = [Written(False, "", 0, 0)] * len(outcomes)
+        if completed:
             reply = next(replies)
             now = int(reply[0])
-            done = [Outcome(bool(int(c)), "completed", now, 0) for c in reply[1:]]
-        if failures:
+            for index, code in zip(completed, reply[1:], strict=True):
+                written[index] = Written(bool(int(code)), "completed", now, 0)
+        if failed:
             reply = next(replies)
             now = int(reply[0])
-            failed = [
-                Outcome(bool(int(reply[i])), _codec.text(reply[i + 1]), now, int(reply[i + 2]))
-                for i in range(1, len(reply), 3)
-            ]
-        if fetching:
-            reply = next(replies)
-            leased = []
-            names = _codec.FETCHED_FIELDS
-            for values in reply[2:]:
-                fields = {n: v for n, v in zip(names, values, strict=True) if v is not None}
-                leased.append(
-                    Leased(_codec.text(fields["id"]), _codec.text(fields["lease"]), fields)
+            for n, index in enumerate(failed):
+                i = 1 + 3 * n
+                written[index] = Written(
+                    bool(int(reply[i])), _codec.text(reply[i + 1]), now, int(reply[i + 2])
                 )
-            next_due = int(reply[1])
-            fetched = Fetched(int(reply[0]), None if next_due < 0 else next_due, leased)
-        return done, failed, fetched
+        fetched: Fetched | None = None
+        if fetching:
+            fetched = _fetched(next(replies))
+        return written, fetched
 
-    def requeue(self, held: Sequence[HeldJob]) -> int:
+    def _fetch_call(self, count: int, lease: timedelta, request: str) -> _Call:
+        k = self.keys
+        lease_ms = _codec.to_ms(lease)
+        return (
+            self._scripts.fetch,
+            (
+                k.pending,
+                k.scheduled,
+                k.processing,
+                k.seq,
+                k.lease_seq,
+                k.wake,
+                k.request(request),
+                k.stats,
+            ),
+            (
+                k.job_prefix,
+                count,
+                lease_ms,
+                PROMOTE_BATCH,
+                request,
+                lease_ms + FETCH_RECORD_MARGIN_MS,
+            ),
+        )
+
+    def requeue(self, held: Sequence[Leased]) -> int:
         """Hand held jobs back to the front of the queue, attempts not counted.
 
         Returns:
@@ -274,5 +325,18 @@ class WorkerSide(QueueBase):
         args: list[Arg] = [k.job_prefix]
         for job in held:
             args += (job.job_id, job.token)
-        reply = self._scripts.requeue(self.client, (k.processing, k.pending, k.seq, k.wake), args)
+        with self._any_error_as_unavailable():
+            reply = self._scripts.requeue(
+                self.client, (k.processing, k.pending, k.seq, k.wake), args
+            )
         return sum(int(c) for c in reply[1:])
+
+
+def _fetched(reply: Any) -> Fetched:
+    leased = []
+    names = _codec.FETCHED_FIELDS
+    for values in reply[2:]:
+        fields = {n: v for n, v in zip(names, values, strict=True) if v is not None}
+        leased.append(Leased(_codec.text(fields["id"]), _codec.text(fields["lease"]), fields))
+    next_due = int(reply[1])
+    return Fetched(int(reply[0]), None if next_due < 0 else next_due, leased)

@@ -103,13 +103,11 @@ class Scheduler:
         *,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
-        if isinstance(client, Client):
-            queue = client.queue
-        elif all(callable(getattr(client, name, None)) for name in _QUEUE_METHODS):
-            queue = client
-        else:
+        queue = client.queue if isinstance(client, Client) else client
+        if not all(callable(getattr(queue, name, None)) for name in _QUEUE_METHODS):
             raise ConfigError(
-                f"client must be a jobs.Client or a jobs.RedisQueue, got {type(client).__name__}"
+                "client must be a jobs.Client or a jobs.RedisQueue (the scheduler keeps its "
+                f"state in Redis), got {type(client).__name__} on {type(queue).__name__}"
             )
         if logger is not None and not isinstance(logger, logging.Logger | logging.LoggerAdapter):
             raise ConfigError(f"logger must be a logging.Logger, got {type(logger).__name__}")

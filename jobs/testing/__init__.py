@@ -23,6 +23,11 @@ What `drain` does not do: enforce ``JobConfig.timeout`` (no watchdog runs, so
 ``ctx.cancelled`` stays false), run the scheduler's cron jobs, or share a queue with a
 worker pool running at the same time.
 
+`MemoryQueue` is `RedisQueue`'s twin in memory, with the scripts' semantics (the model
+test checks them against each other) and an injectable clock (`ManualClock`): a `Client`
+and its worker pool run on it without a server, single-process, for tests. `drain`
+works on it too.
+
 .. versionadded:: 0.1
 """
 
@@ -42,19 +47,22 @@ from jobs.context import CancellationToken, CancelReason, JobContext
 from jobs.errors import ConfigError, JobNotFound, JobsError
 from jobs.job import Job, JobStatus
 from jobs.queue._scripts import scripts
-from jobs.queue._wire import HeldJob
+from jobs.testing._memory import MemoryQueue
+from jobs.testing._memory_base import ManualClock
 from jobs.worker import _attempt
-from jobs.worker._attempt import Attempt, Completed, Failed
-from jobs.worker._outbox import REDIS_ERRORS
+from jobs.worker._attempt import Attempt
+from jobs.worker._protocol import Completed, Failed
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from jobs.queue.redis_queue import RedisQueue
     from jobs.registry import Registry
+    from jobs.worker._protocol import Outcome
 
 __all__ = [
     "DrainError",
+    "ManualClock",
+    "MemoryQueue",
     "TestClient",
     "advance",
     "assert_enqueued",
@@ -113,9 +121,12 @@ def advance(client: Client, seconds: float | timedelta) -> int:
     ms = _codec.to_ms(timedelta(seconds=to_seconds(seconds)))
     if ms < 0:
         raise ConfigError(f"advance needs a duration >= 0, got {seconds!r}")
-    queue = client.queue
-    reply = scripts().advance(queue.client, (queue.keys.scheduled,), (queue.keys.job_prefix, ms))
-    return int(reply)
+    queue: object = client.config.queue
+    if isinstance(queue, MemoryQueue):
+        return queue.advance_scheduled(timedelta(milliseconds=ms))
+    redis_queue = client.queue
+    keys = redis_queue.keys
+    return int(scripts().advance(redis_queue.client, (keys.scheduled,), (keys.job_prefix, ms)))
 
 
 def drain(
@@ -164,7 +175,7 @@ def drain(
             continue
         leased = fetched.jobs[0]
         if len(ran) >= max_jobs:
-            queue.requeue([HeldJob(leased.job_id, leased.token)])
+            queue.requeue([leased])
             kinds = sorted({job.type for job in ran[-20:]})
             raise DrainError(
                 f"drain ran {max_jobs} jobs (max_jobs) and the queue is still not empty: "
@@ -177,21 +188,21 @@ def drain(
         job = _write(client, attempt, outcome)
         ran.append(job)
         _call_hook(client, job, outcome)
-        if reraise and isinstance(outcome, Failed):
+        if reraise and isinstance(outcome, Failed) and outcome.exc is not None:
             raise outcome.exc
 
 
-def _write(client: Client, attempt: Attempt, outcome: _attempt.Outcome) -> Job:
+def _write(client: Client, attempt: Attempt, outcome: Outcome) -> Job:
     """Record the outcome as the pool's writer would; the job as it now stands."""
     queue = client.queue
     try:
-        _finish(queue, attempt, outcome)
-    except REDIS_ERRORS:
+        queue.write([outcome])
+    except JobsError:
         raise
     except Exception as exc:  # an outcome that does not encode: recorded as the pool does
-        _finish(queue, attempt, _attempt.unwritable(attempt, outcome, exc))
+        queue.write([_attempt.unwritable(attempt, outcome, exc)])
     try:
-        return queue.get(attempt.held.job_id)
+        return queue.get(attempt.leased.job_id)
     except JobNotFound:  # purged by its own handler, say: what was written is all we know
         now = queue.server_time_ms()
         status = "completed" if isinstance(outcome, Completed) else "failed"
@@ -200,19 +211,12 @@ def _write(client: Client, attempt: Attempt, outcome: _attempt.Outcome) -> Job:
         return _attempt.recorded_job(attempt, outcome, status, now, 0)
 
 
-def _finish(queue: RedisQueue, attempt: Attempt, outcome: _attempt.Outcome) -> None:
-    if isinstance(outcome, Completed):
-        queue.finish([(attempt.held, outcome.result)], [])
-    else:
-        queue.finish([], [outcome.failure])
-
-
-def _call_hook(client: Client, job: Job, outcome: _attempt.Outcome) -> None:
+def _call_hook(client: Client, job: Job, outcome: Outcome) -> None:
     pool = client.config.worker_pool_config
     if isinstance(outcome, Completed):
         if pool.success_handler is not None:
             pool.success_handler(job)
-    elif pool.error_handler is not None:
+    elif pool.error_handler is not None and outcome.exc is not None:
         pool.error_handler(job, outcome.exc)
 
 

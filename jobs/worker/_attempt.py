@@ -1,6 +1,6 @@
-"""One delivery of one job to this pool: decoding it, running its handler, shaping the outcome.
+"""`Attempt`: one run of a `Leased` job in this pool (decode, run, decide its `Outcome`).
 
-Nothing here touches Redis or threads; the pool decides where the outcome goes.
+Nothing here touches the queue or threads; the pool decides where the outcome goes.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import logging
 import math
 import time
 import traceback
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -20,12 +20,14 @@ from jobs.backoff import ExponentialBackoff, backoff_from_spec
 from jobs.context import CancellationToken, JobContext
 from jobs.errors import ConfigError, PayloadError, PermanentError, UnknownJobType
 from jobs.job import Job, JobStatus
-from jobs.queue._wire import Failure, HeldJob, Leased
+from jobs.worker._protocol import Completed, Failed, Leased, Outcome
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from jobs.client import Client
-    from jobs.queue.redis_queue import RedisQueue
     from jobs.registry import Registry
+    from jobs.worker._protocol import WorkerQueue
 
 job_logger = logging.getLogger("jobs.job")
 
@@ -45,13 +47,13 @@ class State(enum.Enum):
 
 @attrs.define(eq=False)
 class Attempt:
-    """A leased job inside the pool, from fetch until its outcome is written."""
+    """One run of a leased job inside the pool, from fetch until its outcome is written."""
 
-    queue: RedisQueue
-    held: HeldJob
+    queue: WorkerQueue
+    leased: Leased
     job: Job | None  # None when the record did not decode
     corrupt: str | None  # why it did not decode
-    fields: dict[str, Any]
+    fields: Mapping[str, Any]
     #: Until when (time.monotonic) the lease is known to hold; extended by heartbeats.
     lease_until: float
     token: CancellationToken = attrs.field(factory=CancellationToken)
@@ -63,6 +65,8 @@ class Attempt:
     deadline: float = math.inf
     #: Progress the handler reported since the last heartbeat took it (JSON), or None.
     progress: str | None = None
+    #: What it decided, once decided (then it goes to the outbox).
+    outcome: Outcome | None = None
 
     def report_progress(self, fraction: float, message: str | None) -> None:
         """Keep the handler's latest progress for the next heartbeat to store."""
@@ -74,22 +78,21 @@ class Attempt:
         return progress or ""
 
     @classmethod
-    def from_leased(cls, leased: Leased, queue: RedisQueue, lease_until: float) -> Attempt:
+    def from_leased(cls, leased: Leased, queue: WorkerQueue, lease_until: float) -> Attempt:
         """Decode a fetched record; a corrupt one becomes an attempt that fails permanently."""
-        held = HeldJob(leased.job_id, leased.token)
         try:
             job = _codec.decode_job(leased.fields, queue.name)
         except _codec.CorruptRecord as exc:
-            return cls(queue, held, None, str(exc), leased.fields, lease_until)
+            return cls(queue, leased, None, str(exc), leased.fields, lease_until)
         except BaseException as exc:  # anything else is the record's fault too: it fails alone
             corrupt = f"job record does not decode: {_codec.describe(exc)}"
-            return cls(queue, held, None, corrupt, leased.fields, lease_until)
-        return cls(queue, held, job, None, leased.fields, lease_until)
+            return cls(queue, leased, None, corrupt, leased.fields, lease_until)
+        return cls(queue, leased, job, None, leased.fields, lease_until)
 
     @property
     def key(self) -> tuple[str, str]:
         """What the pool files it under: its queue and job id."""
-        return self.queue.name, self.held.job_id
+        return self.queue.name, self.leased.job_id
 
     @property
     def job_type(self) -> str:
@@ -104,7 +107,7 @@ class Attempt:
     def log_extra(self) -> dict[str, object]:
         """The structured logging fields for this attempt."""
         return {
-            "job_id": self.held.job_id,
+            "job_id": self.leased.job_id,
             "job_type": self.job_type,
             "attempt": self.number,
             "queue": self.queue.name,
@@ -114,23 +117,6 @@ class Attempt:
     def duration(self) -> float:
         """Seconds its handler ran (0.0 if it never started)."""
         return self.ended - self.started if self.started and self.ended else 0.0
-
-
-class Completed(NamedTuple):
-    """The handler returned a JSON result."""
-
-    result: bytes
-    value: Any
-
-
-class Failed(NamedTuple):
-    """The attempt failed; ``failure`` is what to record, ``exc`` what to tell hooks."""
-
-    failure: Failure
-    exc: BaseException
-
-
-Outcome = Completed | Failed
 
 
 def retry_delay_ms(attempt: Attempt) -> int:
@@ -154,7 +140,7 @@ def retry_delay_ms(attempt: Attempt) -> int:
         seconds = ExponentialBackoff()(1)
         job_logger.warning(
             "job %s: its retry backoff is unusable (%s); retrying in %g s",
-            attempt.held.job_id,
+            attempt.leased.job_id,
             _codec.describe(exc),
             seconds,
             extra=attempt.log_extra(),
@@ -177,15 +163,12 @@ def fail(
         trace = f"<no traceback: formatting it raised {_codec.describe(inner)}>"
     text = error if error is not None else _codec.describe(exc)
     return Failed(
-        Failure(
-            job_id=attempt.held.job_id,
-            token=attempt.held.token,
-            error=_codec.bounded(_codec.storable(text), _codec.MAX_ERROR_CHARS),
-            traceback=_codec.bounded(_codec.storable(trace), _codec.MAX_TRACEBACK_CHARS),
-            delay_ms=0 if permanent else retry_delay_ms(attempt),
-            permanent=permanent,
-        ),
-        exc,
+        attempt.leased,
+        error=_codec.bounded(_codec.storable(text), _codec.MAX_ERROR_CHARS),
+        traceback=_codec.bounded(_codec.storable(trace), _codec.MAX_TRACEBACK_CHARS),
+        delay_ms=0 if permanent else retry_delay_ms(attempt),
+        permanent=permanent,
+        exc=exc,
     )
 
 
@@ -199,25 +182,23 @@ def unwritable(attempt: Attempt, outcome: Outcome, exc: BaseException) -> Failed
     why = _codec.describe(exc)
     if isinstance(outcome, Completed):
         error = f"the handler completed, but its result could not be written: {why}"
-        delay_ms, permanent, cause = 0, True, exc
+        delay_ms, permanent = 0, True
+        cause: BaseException | None = exc
     else:
-        error = f"{outcome.failure.error} (writing this error as is raised {why})"
-        delay_ms, permanent = outcome.failure.delay_ms, outcome.failure.permanent
+        error = f"{outcome.error} (writing this error as is raised {why})"
+        delay_ms, permanent = outcome.delay_ms, outcome.permanent
         cause = outcome.exc
     try:
         trace = "".join(traceback.format_exception(exc))
     except Exception:  # as in `fail`
         trace = ""
     return Failed(
-        Failure(
-            job_id=attempt.held.job_id,
-            token=attempt.held.token,
-            error=_codec.bounded(_codec.ascii_text(error), _codec.MAX_ERROR_CHARS),
-            traceback=_codec.bounded(_codec.ascii_text(trace), _codec.MAX_TRACEBACK_CHARS),
-            delay_ms=delay_ms,
-            permanent=permanent,
-        ),
-        cause,
+        attempt.leased,
+        error=_codec.bounded(_codec.ascii_text(error), _codec.MAX_ERROR_CHARS),
+        traceback=_codec.bounded(_codec.ascii_text(trace), _codec.MAX_TRACEBACK_CHARS),
+        delay_ms=delay_ms,
+        permanent=permanent,
+        exc=cause,
     )
 
 
@@ -258,17 +239,17 @@ def run(attempt: Attempt, registry: Registry, client: Client | None = None) -> O
         data = _codec.dumps(value, "result")
     except BaseException as exc:  # a PayloadError, or an attrs result whose fields raised
         return fail(attempt, exc, permanent=True)
-    limit = attempt.queue.config.max_result_bytes
+    limit = attempt.queue.max_result_bytes
     if len(data) > limit:
         too_big = PayloadError(f"result is {len(data)} bytes, over max_result_bytes ({limit})")
         return fail(attempt, too_big, permanent=True)
-    return Completed(data, value)
+    return Completed(attempt.leased, data, value)
 
 
 def recorded_job(
     attempt: Attempt, outcome: Outcome, status: str, now_ms: int, run_at_ms: int
 ) -> Job:
-    """The job as it now stands in Redis, for the success and error hooks."""
+    """The job as it now stands in the queue, for the success and error hooks."""
     assert attempt.job is not None
     now = _codec.from_ms(now_ms)
     if isinstance(outcome, Completed):
@@ -279,7 +260,7 @@ def recorded_job(
     return attrs.evolve(
         attempt.job,
         status=job_status,
-        error=outcome.failure.error,
+        error=outcome.error,
         completed_at=now if job_status.is_final else None,
         run_at=_codec.from_ms(run_at_ms) if run_at_ms else attempt.job.run_at,
     )

@@ -1,6 +1,7 @@
 """The pool's heartbeat: registry record, lease extension, cancellation check and reaping.
 
-One round trip per beat does all four (heartbeat.lua and reap.lua in one pipeline).
+One call per queue and beat does all four (`WorkerQueue.heartbeat`; for Redis,
+heartbeat.lua and reap.lua in one pipeline).
 While the pool holds jobs it beats every `BUSY_INTERVAL` at least (every lease/3 when
 that is shorter), which is also how a ``Client.cancel`` from any process reaches a
 running handler within a second, without a pub/sub connection that could silently miss
@@ -17,17 +18,17 @@ import time
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-import redis
-
 from jobs._loops import Loop
 from jobs.context import CancelReason
+from jobs.errors import JobsError
+from jobs.worker._protocol import LeaseState
 
 if TYPE_CHECKING:
     import logging
     from collections.abc import Callable, Mapping, Sequence
 
-    from jobs.queue.redis_queue import RedisQueue
     from jobs.worker._attempt import Attempt
+    from jobs.worker._protocol import WorkerQueue
 
 #: Longest gap between beats while the pool holds jobs: bounds cancellation latency.
 BUSY_INTERVAL = 0.5
@@ -36,13 +37,16 @@ IDLE_INTERVAL = 15.0
 #: How often a beat also trims the finished-job indexes of records that expired.
 TRIM_INTERVAL = 60.0
 
+#: Why an attempt must stop, per lease that is no longer held.
+_REASONS = {LeaseState.CANCELLED: CancelReason.CANCELLED, LeaseState.LOST: CancelReason.LEASE_LOST}
+
 
 class Heartbeat:
     """The heartbeat loop of one pool."""
 
     def __init__(
         self,
-        queues: Sequence[RedisQueue],
+        queues: Sequence[WorkerQueue],
         pool_id: str,
         num_workers: int,
         lease: timedelta,
@@ -53,7 +57,7 @@ class Heartbeat:
     ) -> None:
         self._queues = queues
         # The pool's job types and their declared settings, published on the first
-        # beat that reaches Redis (for producers without the registry: enqueue.lua).
+        # beat that reaches the queue (for producers without the registry).
         self._declarations = dict(declarations or {})
         self._pool_id = pool_id
         self._lease = lease
@@ -83,20 +87,18 @@ class Heartbeat:
         """Check (and extend) one attempt's lease now; why it must not run, or None.
 
         For a job about to start after waiting for a thread: a cancellation since the
-        last beat would otherwise be noticed only after its handler started. A Redis
+        last beat would otherwise be noticed only after its handler started. A queue
         error answers None: the next beat decides, as for a running job.
         """
         sent = time.monotonic()
         try:
-            _, codes, _ = attempt.queue.heartbeat(
-                self._pool_id, {}, timedelta(0), [attempt.held], self._lease, reap=False
-            )
-        except redis.RedisError:
+            state = attempt.queue.extend(self._pool_id, [attempt.leased], self._lease)[0]
+        except JobsError:
             return None
-        if codes[0] == 1:
+        if state is LeaseState.HELD:
             attempt.lease_until = sent + self._lease.total_seconds()
             return None
-        return CancelReason.CANCELLED if codes[0] == 2 else CancelReason.LEASE_LOST
+        return _REASONS[state]
 
     def beat(self) -> float:
         """One beat of every queue the pool serves; returns the seconds until the next one.
@@ -111,7 +113,7 @@ class Heartbeat:
             if now < self._due:
                 return self._due - now
         if not self._policy_checked:
-            # Once per pool, here rather than in start(), which must not wait for Redis.
+            # Once per pool, here rather than in start(), which must not wait for the queue.
             # The queues a pool serves share one server.
             self._policy_checked = True
             self._queues[0].warn_if_evicting(self._logger)
@@ -130,11 +132,11 @@ class Heartbeat:
             progress = [a.take_progress() for a in mine]
             sent = time.monotonic()
             try:
-                now_ms, codes, next_expiry_ms = queue.heartbeat(
+                now_ms, states, next_expiry_ms = queue.heartbeat(
                     self._pool_id,
                     self._info,
                     self._record_ttl,
-                    [a.held for a in mine],
+                    [a.leased for a in mine],
                     self._lease,
                     first=first,
                     trim=trim,
@@ -146,14 +148,13 @@ class Heartbeat:
                         attempt.progress = value  # not stored: the next beat sends it
                 raise
             lease_until = sent + self._lease.total_seconds()
-            for attempt, code in zip(mine, codes, strict=True):
-                if code == 1:
+            for attempt, state in zip(mine, states, strict=True):
+                if state is LeaseState.HELD:
                     attempt.lease_until = lease_until
                 else:
-                    reason = CancelReason.CANCELLED if code == 2 else CancelReason.LEASE_LOST
-                    self._on_lost(attempt, reason)
+                    self._on_lost(attempt, _REASONS[state])
             if next_expiry_ms is not None:
-                # Reap right after the earliest lease runs out (Redis time: no clock skew).
+                # Reap right after the earliest lease runs out (the queue's clock: no skew).
                 delay = min(delay, max((next_expiry_ms - now_ms) / 1000 + 0.005, 0.005))
         self._first = False
         self._last = now

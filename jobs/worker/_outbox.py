@@ -1,6 +1,6 @@
-"""Writing finished attempts to Redis in batches, and running the user's hooks.
+"""Writing decided attempts to the queue in batches, and running the user's hooks.
 
-Handler threads never wait for Redis: they drop their outcome here and take the next job.
+Handler threads never wait for the queue: they drop their outcome here and take the next job.
 Outcomes leave by one of two doors, always in batches:
 
 - the fetcher *claims* the outbox while the pool is busy: an outcome whose slot woke the
@@ -12,9 +12,9 @@ Outcomes leave by one of two doors, always in batches:
 So no outcome waits for the fetcher's next decision, however long the jobs still
 running take.
 
-When Redis is unreachable an outcome is retried for as long as its lease holds (heartbeats
-keep extending it once Redis is back); past that it is dropped and the job is re-delivered
-by the reaper: at-least-once, never a double record.
+When the queue is unreachable an outcome is retried for as long as its lease holds
+(heartbeats keep extending it once the queue is back); past that it is dropped and the
+job is re-delivered by the reaper: at-least-once, never a double record.
 """
 
 from __future__ import annotations
@@ -22,66 +22,50 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from typing import TYPE_CHECKING, NamedTuple
-
-import redis
+from typing import TYPE_CHECKING, Protocol
 
 from jobs import _codec
 from jobs._loops import Loop
+from jobs.errors import JobsError
 from jobs.worker import _attempt
-from jobs.worker._attempt import Completed
 
 if TYPE_CHECKING:
     import logging
     from collections.abc import Callable, Sequence
+    from datetime import timedelta
 
-    from jobs.queue._wire import Failure, HeldJob
-    from jobs.queue._wire import Outcome as Written
-    from jobs.worker._attempt import Attempt, Outcome
-
-
-#: What a Redis that is unreachable or being reconfigured raises (redis-py's cluster
-#: errors are not `redis.RedisError`): the outcomes wait and are tried again.
-REDIS_ERRORS = (redis.RedisError, redis.exceptions.RedisClusterException)
+    from jobs.worker._attempt import Attempt
+    from jobs.worker._protocol import Fetched, Outcome, WorkerQueue, Written
 
 
-class Pending(NamedTuple):
-    """An outcome waiting to be written."""
+class Fetch(Protocol):
+    """A fetch that rides along with a write (`Outbox.send`): the fetcher's side."""
 
-    attempt: Attempt
-    outcome: Outcome
+    @property
+    def lease(self) -> timedelta:
+        """The lease to fetch with."""
+        ...
 
+    def plan(self, queue: WorkerQueue) -> tuple[int, str | None]:
+        """How many jobs to lease from ``queue`` now, and the fetch's request id (None: none)."""
+        ...
 
-def split(
-    batch: Sequence[Pending],
-) -> tuple[list[tuple[HeldJob, bytes]], list[Failure], list[Pending]]:
-    """A batch as `RedisQueue.exchange` takes it.
-
-    Returns:
-        The completions, the failures, and the batch in the order of the replies.
-    """
-    completions: list[tuple[HeldJob, bytes]] = []
-    failures: list[Failure] = []
-    done: list[Pending] = []
-    failed: list[Pending] = []
-    for pending in batch:
-        outcome = pending.outcome
-        if isinstance(outcome, Completed):
-            completions.append((pending.attempt.held, outcome.result))
-            done.append(pending)
-        else:
-            failures.append(outcome.failure)
-            failed.append(pending)
-    return completions, failures, done + failed
+    def answered(self, queue: WorkerQueue, fetched: Fetched | None) -> None:
+        """The call to ``queue`` returned (``fetched``: what the fetch leased, if one was sent)."""
+        ...
 
 
 class Outbox:
-    """Outcomes waiting to be written, and the writer thread that writes them."""
+    """Outcomes waiting to be written, and the writer thread that writes them.
+
+    It holds attempts whose `Attempt.outcome` is decided; ``on_written(attempts,
+    replies)`` and ``on_dropped(attempt, why)`` tell the pool how each one ended.
+    """
 
     def __init__(
         self,
         queue_name: str,
-        on_written: Callable[[Sequence[Pending], Sequence[Written]], None],
+        on_written: Callable[[Sequence[Attempt], Sequence[Written]], None],
         on_dropped: Callable[[Attempt, str], None],
         logger: logging.Logger,
     ) -> None:
@@ -90,32 +74,31 @@ class Outbox:
         self._logger = logger
         self._extra: dict[str, object] = {"queue": queue_name}
         self._cv = threading.Condition()
-        self._pending: list[Pending] = []  # for the writer thread
-        self._riding: list[Pending] = []  # for the fetch a slot just woke the fetcher for
+        self._pending: list[Attempt] = []  # for the writer thread
+        self._riding: list[Attempt] = []  # for the fetch a slot just woke the fetcher for
         self._writing = 0  # outcomes taken and not yet written or dropped
         self._claimed = False  # the fetcher will take what rides along with its fetch
         self.loop = Loop(
             "jobs-writer", self._step, logger, wake=self._wake, extra={"queue": queue_name}
         )
 
-    def put(self, attempt: Attempt, outcome: Outcome, *, fetch_soon: bool = False) -> None:
-        """Queue an outcome for writing.
+    def put(self, attempt: Attempt, *, fetch_soon: bool = False) -> None:
+        """Queue a decided attempt for writing.
 
         Args:
-            attempt: whose outcome it is.
-            outcome: what to write.
+            attempt: the attempt, its `Attempt.outcome` set.
             fetch_soon: the fetcher was just woken to fetch (the caller decided that under
                 the pool's lock, and puts under it too: see `hand_over`); if it holds the
                 claim, the outcome goes with that fetch instead of waking the writer.
         """
         with self._cv:
             if self._claimed and fetch_soon:
-                self._riding.append(Pending(attempt, outcome))
+                self._riding.append(attempt)
             else:
-                self._pending.append(Pending(attempt, outcome))
+                self._pending.append(attempt)
                 self._cv.notify_all()
 
-    def claim(self) -> list[Pending]:
+    def claim(self) -> list[Attempt]:
         """For the fetcher: take everything now, and hold the claim until `release`."""
         with self._cv:
             self._claimed = True
@@ -145,33 +128,96 @@ class Outbox:
             self._riding = []
             self._cv.notify_all()
 
-    def written(self, batch: Sequence[Pending], replies: Sequence[Written]) -> None:
-        """Report a batch written (replies in `split` order, as `RedisQueue.exchange` gives)."""
+    def send(
+        self,
+        batch: Sequence[Attempt],
+        order: Sequence[WorkerQueue] = (),
+        fetch: Fetch | None = None,
+    ) -> None:
+        """Write a taken batch, one call per queue, each call also fetching for ``fetch``.
+
+        The one write loop, for the writer thread and for the fetcher. Queues are visited
+        in ``order`` (the fetcher's), then those of the batch's other outcomes. A queue
+        error (`jobs.JobsError`) hands what is not written yet back to the outbox
+        (`failed`) and propagates.
+        """
+        by_queue: dict[str, list[Attempt]] = {}
+        for attempt in batch:
+            by_queue.setdefault(attempt.queue.name, []).append(attempt)
+        queues = {q.name: q for q in order}
+        for group in by_queue.values():
+            queues.setdefault(group[0].queue.name, group[0].queue)
+        for name, target in queues.items():
+            mine = by_queue.pop(name, [])
+            count, request = fetch.plan(target) if fetch is not None else (0, None)
+            if not mine and request is None:
+                continue
+            try:
+                fetched = self._exchange(target, mine, count, request, fetch)
+            except BaseException:  # `_exchange` has seen to ``mine``: the rest waits
+                self.failed([a for rest in by_queue.values() for a in rest])
+                raise
+            if fetch is not None and request is not None:
+                fetch.answered(target, fetched)
+
+    def _exchange(
+        self,
+        target: WorkerQueue,
+        batch: list[Attempt],
+        count: int,
+        request: str | None,
+        fetch: Fetch | None,
+    ) -> Fetched | None:
+        """Write ``batch`` and fetch from ``target`` in one call; reports the batch written.
+
+        An error other than the queue's (an outcome that does not encode, refused before
+        anything was sent) writes the batch apart, then fetches alone (the same request:
+        nothing of it reached the queue). A queue error hands the batch to `failed`.
+        """
+        lease = fetch.lease if fetch is not None else None
+        outcomes: list[Outcome] = [a.outcome for a in batch if a.outcome is not None]
+        try:
+            written, fetched = target.exchange(outcomes, max(count, 0), lease, request=request)
+        except JobsError:
+            self.failed(batch)
+            raise
+        except BaseException as exc:
+            if not batch:
+                raise
+            self.write_apart(batch, exc)
+            if request is None:
+                return None
+            return target.exchange((), max(count, 0), lease, request=request)[1]
+        self.written(batch, written)
+        return fetched
+
+    def written(self, batch: Sequence[Attempt], replies: Sequence[Written]) -> None:
+        """Report a batch written (one reply per attempt, in order)."""
         try:
             self._on_written(batch, replies)
         finally:  # else `drain` would wait for these until it times out
             self._done(len(batch))
 
-    def failed(self, batch: Sequence[Pending]) -> None:
+    def failed(self, batch: Sequence[Attempt]) -> None:
         """A batch could not be written: keep what its leases still cover, drop the rest."""
         now = time.monotonic()
-        keep = [p for p in batch if p.attempt.lease_until > now]
-        for pending in batch:
-            if pending.attempt.lease_until <= now:
-                self._on_dropped(pending.attempt, "Redis unreachable past the lease")
+        keep = [a for a in batch if a.lease_until > now]
+        for attempt in batch:
+            if attempt.lease_until <= now:
+                self._on_dropped(attempt, "the queue unreachable past the lease")
         with self._cv:
             self._pending[:0] = keep
             self._writing -= len(batch)
             self._cv.notify_all()
 
-    def write_apart(self, batch: Sequence[Pending], error: BaseException) -> None:
-        """Write one by one a batch whose write failed for a reason other than Redis.
+    def write_apart(self, batch: Sequence[Attempt], error: BaseException) -> None:
+        """Write one by one a batch whose write failed for a reason other than the queue.
 
         Such an error (an outcome that does not encode, say) comes before anything is
         sent, and would come again for the whole batch: alone, every good outcome is
         recorded, and a bad one is replaced by a failure saying why
         (`_attempt.unwritable`). One that cannot even be written so is dropped (its job
-        is re-delivered once its lease expires). A Redis error hands what is left to
+        is re-delivered once its lease expires). A queue error hands what is left to
         `failed`, as for any batch.
 
         Args:
@@ -184,38 +230,39 @@ class Outbox:
             _codec.describe(error),
             extra=self._extra,
         )
-        for index, pending in enumerate(batch):
+        for index, attempt in enumerate(batch):
             try:
-                self._write_alone(pending)
-            except REDIS_ERRORS:
+                self._write_alone(attempt)
+            except JobsError:
                 self.failed(batch[index:])
                 return
 
-    def _write_alone(self, pending: Pending) -> None:
-        attempt, outcome = pending
+    def _write_alone(self, attempt: Attempt) -> None:
+        outcome = attempt.outcome
+        assert outcome is not None
         try:
-            written = _exchange_one(pending)
-        except REDIS_ERRORS:
+            written = attempt.queue.write([outcome])[0]
+        except JobsError:
             raise
-        except BaseException as exc:  # not Redis: this outcome is the one that does not write
-            rescued = Pending(attempt, _attempt.unwritable(attempt, outcome, exc))
+        except BaseException as exc:  # not the queue: this outcome is the one that does not write
+            rescued = _attempt.unwritable(attempt, outcome, exc)
             self._logger.error(
                 "job %s: its outcome could not be written (%s); recording a failure instead",
-                attempt.held.job_id,
+                attempt.leased.job_id,
                 _codec.describe(exc),
                 exc_info=exc,
                 extra=attempt.log_extra(),
             )
             try:
-                written = _exchange_one(rescued)
-            except REDIS_ERRORS:
+                written = attempt.queue.write([rescued])[0]
+            except JobsError:
                 raise
             except BaseException as again:
                 self._on_dropped(attempt, f"it cannot be written: {_codec.describe(again)}")
                 self._done(1)
                 return
-            pending = rescued
-        self.written([pending], [written])
+            attempt.outcome = rescued
+        self.written([attempt], [written])
 
     def drain(self, timeout: float) -> bool:
         """Wait until everything queued so far is written or dropped; True if it was."""
@@ -239,31 +286,9 @@ class Outbox:
                 self._cv.wait()
             batch, self._pending = self._pending, []
             self._writing += len(batch)
-        if not batch:
-            return 0.0
-        by_queue: dict[int, list[Pending]] = {}
-        for pending in batch:
-            by_queue.setdefault(id(pending.attempt.queue), []).append(pending)
-        groups = list(by_queue.values())
-        for index, group in enumerate(groups):
-            completions, failures, ordered = split(group)
-            try:
-                done, failed, _ = group[0].attempt.queue.exchange(completions, failures, 0, None)
-            except REDIS_ERRORS:
-                self.failed([p for rest in groups[index:] for p in rest])
-                raise
-            except BaseException as exc:
-                self.write_apart(ordered, exc)
-                continue
-            self.written(ordered, done + failed)
+        if batch:
+            self.send(batch)
         return 0.0
-
-
-def _exchange_one(pending: Pending) -> Written:
-    """Write one outcome alone; how it ended."""
-    completions, failures, _ = split([pending])
-    done, failed, _ = pending.attempt.queue.exchange(completions, failures, 0, None)
-    return (done + failed)[0]
 
 
 class HookRunner:

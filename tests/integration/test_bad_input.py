@@ -20,7 +20,7 @@ import pytest
 
 import jobs
 from jobs._codec import MAX_ERROR_CHARS, MAX_TRACEBACK_CHARS
-from jobs.queue._wire import HeldJob
+from jobs.worker._protocol import Completed, Leased
 from tests.helpers import wait_until
 from tests.integration._clients import make_client, wait_for_status
 
@@ -359,7 +359,7 @@ def test_a_fetch_sets_aside_a_damaged_key_among_the_jobs_it_pops(
         assert redis_client.zcard(keys.pending) == 0
         assert client.stats().damaged_records == 1
         # Lease checks read it as "not held": a write naming it is refused, not an error.
-        done, _ = queue.finish([(HeldJob("bad", "x:1"), b"1")], [])
+        done = queue.write([Completed(Leased("bad", "x:1"), b"1")])
         assert [o.recorded for o in done] == [False]
         with pytest.raises(jobs.JobNotFound):
             client.cancel("bad")

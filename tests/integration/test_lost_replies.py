@@ -28,7 +28,7 @@ from redis.retry import Retry
 
 import jobs
 from jobs.queue._scripts import scripts
-from jobs.queue._wire import Failure, Fetched, HeldJob
+from jobs.worker._protocol import Completed, Failed, Fetched, Leased
 from tests.helpers import wait_until
 from tests.integration._proxy import FaultyProxy
 
@@ -142,7 +142,7 @@ def test_a_fetch_sent_again_after_its_reply_was_lost_leases_nothing_new(
     a = queue.get("a")
     assert (a.status, a.attempts) == (jobs.JobStatus.PROCESSING, 1)
     # The caller's token is the live one: its completion is recorded.
-    done, _ = queue.finish([(HeldJob("a", fetched.jobs[0].token), b'"ok"')], [])
+    done = queue.write([Completed(Leased("a", fetched.jobs[0].token), b'"ok"')])
     assert done[0].recorded
 
 
@@ -155,13 +155,13 @@ def test_an_exchange_sent_again_after_its_reply_was_lost_leases_nothing_new(
     queue.enqueue("t", ids, [b"{}"] * 5, jobs.JobConfig())
     first = queue.fetch(1, LEASE).jobs[0]
     proxy.drop_reply_to(sha("fetch"))
-    outcome = [(HeldJob(first.job_id, first.token), b'"r"')]
+    outcome = [Completed(first, b'"r"')]
     try:
-        done, _, fetched = queue.exchange(outcome, [], 2, LEASE, request="r1")
+        done, fetched = queue.exchange(outcome, 2, LEASE, request="r1")
     except redis.ConnectionError:
         # redis-py before 6 does not send a pipeline again by itself: the pool then sends
         # the same exchange again, with the same request id. So does the test.
-        done, _, fetched = queue.exchange(outcome, [], 2, LEASE, request="r1")
+        done, fetched = queue.exchange(outcome, 2, LEASE, request="r1")
     assert proxy.dropped_replies == 1
     assert fetched is not None
     assert [o.recorded for o in done] == [True]
@@ -273,7 +273,7 @@ def test_a_request_id_makes_cancel_and_retry_answer_once(redis_client: redis.Red
     assert queue.cancel("a", request="c2") is False
     assert queue.retry("a", request="r1") is True
     leased = queue.fetch(1, LEASE).jobs[0]
-    queue.finish([], [Failure("a", leased.token, "E: x", "", 0, permanent=True)])
+    queue.write([Failed(leased, "E: x", "", 0, permanent=True)])
     assert queue.get("a").status is jobs.JobStatus.FAILED
     assert queue.retry("a", request="r1") is True
     assert queue.get("a").status is jobs.JobStatus.FAILED  # not requeued again

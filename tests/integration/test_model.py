@@ -61,8 +61,9 @@ from jobs import ConfigError, JobConfig, JobNotFound, JobStatus, RedisQueueConfi
 from jobs._codec import CorruptRecord
 from jobs.queue._producer import FlowJob, FlowProfile
 from jobs.queue._scripts import scripts
-from jobs.queue._wire import Failure, HeldJob
 from jobs.queue.redis_queue import RedisQueue
+from jobs.worker._protocol import Completed, Failed, Leased, LeaseState
+from tests.integration._memory_twin import Twin
 
 #: Leases and delays that never run out during a test: only the explicit steps age them.
 LONG = timedelta(hours=1)
@@ -97,6 +98,8 @@ STATS_FIELDS = (
     "last_processed",
 )
 FINAL = frozenset({COMPLETED, FAILED, CANCELLED})
+#: heartbeat.lua's reply codes, as the model gives them.
+CODES = {LeaseState.HELD: 1, LeaseState.CANCELLED: 2, LeaseState.LOST: 0}
 
 
 @attrs.define
@@ -519,13 +522,17 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
         def __init__(self) -> None:
             super().__init__()
             self.redis = redis.Redis.from_url(url)
-            self.queue = RedisQueue(
-                RedisQueueConfig(
-                    client=self.redis,
-                    name=f"model-{uuid.uuid4().hex[:8]}",
-                    max_lost_leases=MAX_LOST,
-                    max_failed_jobs=KEEP,
-                )
+            # Every call also goes to jobs.testing.MemoryQueue, which must answer alike.
+            self.queue = Twin(
+                RedisQueue(
+                    RedisQueueConfig(
+                        client=self.redis,
+                        name=f"model-{uuid.uuid4().hex[:8]}",
+                        max_lost_leases=MAX_LOST,
+                        max_failed_jobs=KEEP,
+                    )
+                ),
+                self.redis,
             )
             self.keys = self.queue.keys
             # Every script cached up front: with only some cached, a pipeline of two
@@ -560,9 +567,8 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
         ) -> None:
             self._tick()
             fails = [
-                Failure(
-                    job_id=job_id,
-                    token=token,
+                Failed(
+                    Leased(job_id, token),
                     error=FAIL_ERROR,
                     traceback="Traceback: ...",
                     delay_ms=0 if kind == "retry_now" else LONG_MS,
@@ -570,15 +576,17 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
                 )
                 for job_id, token, kind in failures
             ]
-            done, failed = self.queue.finish(
-                [(HeldJob(i, t), b'"ok"') for i, t in completions], fails
+            written = self.queue.write(
+                [*(Completed(Leased(i, t), b'"ok"') for i, t in completions), *fails]
             )
+            done, failed = written[: len(completions)], written[len(completions) :]
             # complete.lua runs before fail.lua in the pipeline: the model follows suit.
             expected_done = [self.model.complete(i, t) for i, t in completions]
             if fails:
                 self.model.promote_due()
             expected_failed = [
-                self.model.fail(f.job_id, f.token, f.delay_ms, f.permanent) for f in fails
+                self.model.fail(f.leased.job_id, f.leased.token, f.delay_ms, f.permanent)
+                for f in fails
             ]
             assert [o.recorded for o in done] == expected_done
             assert [o.recorded for o in failed] == [bool(s) for s in expected_failed]
@@ -803,6 +811,7 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
             at = self.model.past()
             # As if the lease's hour had passed without a heartbeat.
             assert self.redis.zadd(self.keys.processing, {job.id: at}, xx=True) == 0
+            self.queue.set_score(PROCESSING, job.id, at)
             job.expired_at = at
 
         @precondition(lambda self: self.model.in_status(PROCESSING))
@@ -822,15 +831,15 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
         def heartbeat(self, picks: list[int], reap: bool) -> None:
             pairs = [_choose(self.model.leases, p) for p in picks]
             self._tick()
-            _, codes, next_expiry = self.queue.heartbeat(
+            _, states, next_expiry = self.queue.heartbeat(
                 "pool-1",
                 {"hostname": "h", "pid": 1, "num_workers": 1, "in_flight": len(pairs)},
                 timedelta(seconds=30),
-                [HeldJob(i, t) for i, t in pairs],
+                [Leased(i, t) for i, t in pairs],
                 LONG,
                 reap=reap,
             )
-            assert codes == self.model.heartbeat(pairs)
+            assert [CODES[s] for s in states] == self.model.heartbeat(pairs)
             if reap:
                 self.model.reap()
                 assert (next_expiry is None) == (not self.model.in_status(PROCESSING))
@@ -841,7 +850,7 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
             # What a stopping pool does with the jobs it holds.
             leases = (self.model.live_leases() if live_only else []) or self.model.leases
             pairs = [_choose(leases, p) for p in picks]
-            count = self.queue.requeue([HeldJob(i, t) for i, t in pairs])
+            count = self.queue.requeue([Leased(i, t) for i, t in pairs])
             assert count == self.model.requeue(pairs)
 
         @precondition(lambda self: any(j.due_at is None for j in self.model.in_status(SCHEDULED)))
@@ -850,6 +859,7 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
             job = _choose([j for j in self.model.in_status(SCHEDULED) if j.due_at is None], pick)
             at = self.model.past()
             assert self.redis.zadd(self.keys.scheduled, {job.id: at}, xx=True) == 0
+            self.queue.set_score(SCHEDULED, job.id, at)
             job.due_at = at
 
         @precondition(lambda self: any(not j.damaged for j in self.model.in_status(*INDEXES[:3])))
@@ -862,6 +872,7 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
             job = _choose(sorted(live, key=lambda j: j.id), pick)
             self.redis.delete(self.keys.job(job.id))
             self.redis.set(self.keys.job(job.id), "not a hash")
+            self.queue.damage_record(job.id)
             job.damaged = True
 
         @rule(field=st.sampled_from(STATS_FIELDS))
@@ -870,6 +881,7 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
             # half way (reap did, stranding the job it had taken out of 'processing').
             # It restarts from 0, and reads as 0 (or None) until then.
             self.redis.hset(self.keys.stats, field, "n/a")
+            self.queue.damage_counter(field)
             self.model.counts_damaged = True
             if field == "last_processed":
                 self.model.finalized_any = False
@@ -975,6 +987,10 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
             assert got.error == job.error
 
         # -- the check after every step --------------------------------------------------
+
+        @invariant()
+        def memory_queue_matches_scripts(self) -> None:
+            self.queue.assert_same_state(sorted(self.model.jobs))
 
         @invariant()
         def queue_matches_model(self) -> None:
@@ -1101,6 +1117,7 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
 # A passing run takes a few seconds; a failing one needs more to shrink its counterexample.
 @pytest.mark.timeout(180)
 def test_queue_scripts_follow_the_model(redis_url: str) -> None:
+    before = Twin.compared
     run_state_machine_as_test(
         make_machine(redis_url),
         settings=settings(
@@ -1113,6 +1130,8 @@ def test_queue_scripts_follow_the_model(redis_url: str) -> None:
             suppress_health_check=[HealthCheck.too_slow],
         ),
     )
+    # The same sequences ran against jobs.testing.MemoryQueue, compared call by call.
+    assert Twin.compared - before > 1000
 
 
 def test_noscript_recovery_records_every_call(redis_client: redis.Redis) -> None:
@@ -1125,11 +1144,13 @@ def test_noscript_recovery_records_every_call(redis_client: redis.Redis) -> None
     leased = {job.job_id: job.token for job in queue.fetch(2, LONG).jobs}
     redis_client.script_flush()
     redis_client.script_load(scripts().fail.source)
-    done, failed = queue.finish(
-        [(HeldJob("a", leased["a"]), b'"ok"')],
-        [Failure("b", leased["b"], FAIL_ERROR, "", 0, permanent=False)],
+    written = queue.write(
+        [
+            Completed(Leased("a", leased["a"]), b'"ok"'),
+            Failed(Leased("b", leased["b"]), FAIL_ERROR, "", 0, permanent=False),
+        ]
     )
-    assert [o.recorded for o in done + failed] == [True, True]
+    assert [o.recorded for o in written] == [True, True]
     assert queue.get("a").status is JobStatus.COMPLETED
     assert queue.get("b").status is JobStatus.FAILED
     # One NOSCRIPT loads every script, so a restarted server is not half-loaded for long.
@@ -1156,15 +1177,15 @@ def test_a_due_job_keeps_its_fifo_place_ahead_of_later_writes(redis_client: redi
     # A backed-off retry that became due, then a job failed and retried at once.
     queue.enqueue("t", ["a", "b"], [b"{}", b"{}"], JobConfig(timeout=None, max_retries=1))
     tokens = {j.job_id: j.token for j in queue.fetch(2, LONG).jobs}
-    queue.finish([], [Failure("a", tokens["a"], FAIL_ERROR, "", LONG_MS, permanent=False)])
+    queue.write([Failed(Leased("a", tokens["a"]), FAIL_ERROR, "", LONG_MS, permanent=False)])
     become_due("a")
-    queue.finish([], [Failure("b", tokens["b"], FAIL_ERROR, "", 0, permanent=False)])
+    queue.write([Failed(Leased("b", tokens["b"]), FAIL_ERROR, "", 0, permanent=False)])
     assert [j.job_id for j in queue.fetch(2, LONG).jobs] == ["a", "b"]
 
     # A job due before a manual retry runs before the retried one.
     queue.enqueue("t", ["c"], [b"{}"], JobConfig(timeout=None, max_retries=0))
     (c,) = queue.fetch(1, LONG).jobs
-    queue.finish([], [Failure("c", c.token, FAIL_ERROR, "", 0, permanent=True)])
+    queue.write([Failed(c, FAIL_ERROR, "", 0, permanent=True)])
     queue.enqueue("t", ["d"], [b"{}"], delayed)
     become_due("d")
     assert queue.retry("c") is True

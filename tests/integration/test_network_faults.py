@@ -28,7 +28,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 import jobs
-from jobs.queue._wire import HeldJob
+from jobs.worker._protocol import Completed, Leased
 from tests.helpers import checkout_connection, wait_until
 from tests.integration._clients import make_client
 from tests.integration._proxy import FaultyProxy
@@ -347,9 +347,9 @@ def test_a_write_resent_after_its_reply_was_lost_counts_as_recorded(
     queue = jobs.RedisQueue(jobs.RedisQueueConfig(client=redis_client, name=queue_name()))
     queue.enqueue("work", ["a"], [b"{}"], jobs.JobConfig())
     leased = queue.fetch(1, timedelta(seconds=30)).jobs[0]
-    held = HeldJob("a", leased.token)
-    first, _ = queue.finish([(held, b"1")], [])
-    again, _ = queue.finish([(held, b"1")], [])
+    held = Leased("a", leased.token)
+    first = queue.write([Completed(held, b"1")])
+    again = queue.write([Completed(held, b"1")])
     assert first[0].recorded
     assert again[0].recorded, "the resent write of a recorded outcome was refused"
     assert queue.stats().rejected_writes == 0

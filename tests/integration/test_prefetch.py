@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 import jobs
-from jobs.worker import _pool
+from jobs.worker import _slots
 from tests.helpers import wait_until
 from tests.integration._clients import Gate, make_client, recorder, wait_for_status
 
@@ -113,7 +113,7 @@ def test_job_cancelled_while_prefetched_never_starts(redis_url: str) -> None:
             # The job waits for the thread a little longer than a job a free thread
             # takes at once: the pool checks its lease before starting it, rather than
             # learning of the cancellation at its next heartbeat, after the handler began.
-            time.sleep(2 * _pool.CONFIRM_AFTER)
+            time.sleep(2 * _slots.CONFIRM_AFTER)
             gate.release.set()
             wait_for_status(client, first, jobs.JobStatus.COMPLETED)
             # Anything more the pool fetches runs after the cancelled job would have.

@@ -279,8 +279,8 @@ class _Inject:
 
 
 def _writes_outcomes(args: tuple[Any, ...]) -> bool:
-    _queue, completions, failures, *_ = args
-    return bool(completions or failures)
+    _queue, outcomes, *_ = args
+    return bool(outcomes)
 
 
 #: name -> (owner, attribute, is a method, which calls): where the runtime is broken.

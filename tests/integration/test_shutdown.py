@@ -360,8 +360,7 @@ def test_stop_hands_back_jobs_of_a_fetch_still_in_flight(redis_url: str) -> None
         exchange = queue.exchange
 
         def late_fetch(
-            completions: Any,
-            failures: Any,
+            outcomes: Any,
             count: int,
             lease: timedelta | None,
             *,
@@ -370,7 +369,7 @@ def test_stop_hands_back_jobs_of_a_fetch_still_in_flight(redis_url: str) -> None
             if count > 0:
                 fetching.set()
                 reply.wait(30)
-            return exchange(completions, failures, count, lease, request=request)
+            return exchange(outcomes, count, lease, request=request)
 
         stopper = threading.Thread(target=client.stop, name="test-stopper")
         try:

@@ -23,7 +23,6 @@ PACKAGE = Path(jobs.__file__).resolve().parent
 MAX_LINES = 400
 #: Modules over `MAX_LINES` for now, by path relative to the repository, with the reason.
 TOO_LONG_FOR_NOW: dict[str, str] = {
-    "jobs/worker/_pool.py": "the worker pool is being split (issue 12, worker/ restructuring)",
     "jobs/client.py": "Client is being split (issue 12)",
     "jobs/dashboard/_html.py": "the dashboard's HTML is being split (issue 12)",
 }

@@ -1,0 +1,119 @@
+"""`PoolCore`: the state every part of a `WorkerPool` shares, and the moves they share.
+
+The pool is assembled from one part per responsibility, as `RedisQueue` is: `Fetching`
+(``_fetcher``: leasing jobs), `Slots` (``_slots``: running them, abandoning them),
+`Reports` (``_reports``: logging written outcomes and queueing hooks) and the lifecycle
+(``_pool``: start, stop). All of them work on this state under its one lock.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from jobs.client import Client
+    from jobs.config import WorkerPoolConfig
+    from jobs.registry import Registry
+    from jobs.worker._attempt import Attempt
+    from jobs.worker._events import Guarded
+    from jobs.worker._heartbeat import Heartbeat
+    from jobs.worker._outbox import HookRunner, Outbox
+    from jobs.worker._protocol import WorkerQueue
+    from jobs.worker._watchdog import Watchdog
+
+logger = logging.getLogger("jobs.worker")
+
+
+class PoolCore:
+    """What the parts of a pool share: its queues, its attempts, its lock and threads."""
+
+    queue: WorkerQueue
+    queues: list[WorkerQueue]
+    client: Client | None
+    registry: Registry
+    config: WorkerPoolConfig
+    id: str
+    _lease_s: float
+    _extra: dict[str, object]
+    _executor: ThreadPoolExecutor | None
+    _heartbeat: Heartbeat
+    _watchdog: Watchdog
+    _outbox: Outbox
+    _hooks: HookRunner | None
+    _events: Guarded | None  # the observer (`WorkerPoolConfig.events`), if any
+
+    def _init_state(self) -> None:
+        self._lock = threading.Lock()
+        self._slot_free = threading.Condition(self._lock)  # the fetcher waits on it
+        self._work = threading.Condition(self._lock)  # idle slots wait on it
+        self._queued: collections.deque[Attempt] = collections.deque()
+        self._running: set[Attempt] = set()
+        self._held: dict[tuple[str, str], Attempt] = {}  # every lease this pool holds
+        self._stuck = 0  # abandoned handlers that have not returned yet
+        self._accepting = False
+        self._slots_open = False
+        self._stop_deadline = float("inf")  # monotonic; when stop() stops waiting for jobs
+        # Attempts stop() cancelled whose handlers have not returned yet, and until when
+        # (monotonic) stop() waits for them (`WorkerPoolConfig.shutdown_grace`).
+        self._interrupted: set[Attempt] = set()
+        self._grace_deadline = float("inf")
+
+    # -- capacity (the lock is held) ---------------------------------------------------
+
+    def _capacity(self) -> int:
+        return self.config.num_workers + self.config.prefetch
+
+    def _free_slots(self) -> int:
+        return self._capacity() - len(self._running) - len(self._queued)
+
+    def _should_fetch(self) -> bool:
+        """Whether the fetcher should fetch now (the lock is held)."""
+        free = self._free_slots()
+        # Refill in batches (half the capacity at a time) unless a slot is left waiting.
+        return free > 0 and (not self._queued or free >= self._capacity() // 2)
+
+    # -- holding leases ----------------------------------------------------------------
+
+    def _release(self, attempt: Attempt) -> None:
+        """Stop holding an attempt's lease: nothing more to write for it (the lock is held)."""
+        if self._held.get(attempt.key) is attempt:
+            del self._held[attempt.key]
+
+    def _held_now(self) -> list[Attempt]:
+        with self._lock:
+            return list(self._held.values())
+
+    def _hand_back(self, attempts: list[Attempt]) -> None:
+        """Return held jobs to their queues, retrying while their leases last."""
+        for queue in self.queues:
+            mine = [a for a in attempts if a.queue is queue]
+            if mine:
+                self._requeue(queue, mine)
+
+    def _requeue(self, queue: WorkerQueue, attempts: list[Attempt]) -> None:
+        deadline = max(a.lease_until for a in attempts)
+        failures = 0
+        while True:
+            try:
+                queue.requeue([a.leased for a in attempts])
+                return
+            except Exception as exc:
+                failures += 1
+                if time.monotonic() >= deadline:
+                    logger.warning(
+                        "could not return %d jobs to queue %r (%s); "
+                        "they come back when their leases expire",
+                        len(attempts),
+                        queue.name,
+                        exc,
+                        extra=self._extra,
+                    )
+                    return
+                # Only stop() gets here, with nothing else to do until the queue answers.
+                time.sleep(min(0.1 * failures, 1.0))
