@@ -27,7 +27,7 @@ import redis
 
 import jobs
 from jobs._embedded import RedisServer
-from jobs.queue._wire import HeldJob
+from jobs.worker._protocol import Completed, Leased
 
 
 def _script_usec(store: redis.Redis) -> tuple[int, float]:
@@ -63,7 +63,7 @@ def _drain(client: jobs.Client, callback: str, members: int) -> int:
                     raise RuntimeError(f"callback delivered after {done} of {members} members")
             else:
                 done += 1
-        client.queue.finish([(HeldJob(j.job_id, j.token), b"1") for j in fetched.jobs], [])
+        client.queue.write([Completed(Leased(j.job_id, j.token), b"1") for j in fetched.jobs])
 
 
 def _enqueue_rate(client: jobs.Client, n: int, config: jobs.JobConfig) -> float:

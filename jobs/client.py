@@ -151,7 +151,7 @@ class Client:
         """
         config, handler = self._prepare(job_type, config)
         typed = handler.payload_type if handler is not None else None
-        limit = self.queue.config.max_payload_bytes
+        limit = self.queue.max_payload_bytes
         encoded = [
             self._encode(payload, typed, limit, f"payload #{index}")
             for index, payload in enumerate(payloads)
@@ -222,9 +222,9 @@ class Client:
 
     def _same_queue(self, job_ids: Iterable[str]) -> None:
         """Refuse a dependency whose handle was enqueued on another queue."""
-        base = self.queue.keys.base
+        here = _queue_identity(self.queue)
         for job_id in job_ids:
-            if isinstance(job_id, JobHandle) and job_id.client.queue.keys.base != base:
+            if isinstance(job_id, JobHandle) and _queue_identity(job_id.client.queue) != here:
                 raise ConfigError(
                     f"depends_on: job {job_id.id} is on queue "
                     f"{job_id.client.queue.name!r}, this job on {self.queue.name!r}: "
@@ -261,7 +261,7 @@ class Client:
         if not isinstance(flow, Task | Chain | Group):
             raise ConfigError(f"flow must be a Task, Chain or Group, got {type(flow).__name__}")
         placed, ends = plan(flow, new_job_id)
-        limit = self.queue.config.max_payload_bytes
+        limit = self.queue.max_payload_bytes
         profiles: dict[tuple[str, JobConfig], int] = {}
         specs: list[FlowProfile] = []
         flow_jobs: list[FlowJob] = []
@@ -532,3 +532,9 @@ class Client:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _queue_identity(queue: Any) -> tuple[str, str]:
+    """Where a queue lives: two clients share a queue when these agree."""
+    keys = getattr(queue, "keys", None)  # a RedisQueue's key schema; a MemoryQueue has none
+    return (queue.address, queue.name if keys is None else keys.base)

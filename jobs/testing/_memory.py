@@ -39,6 +39,13 @@ if TYPE_CHECKING:
 _LEASE_STATES = {1: LeaseState.HELD, 2: LeaseState.CANCELLED, 0: LeaseState.LOST}
 
 
+#: Why `MemoryQueue` refuses ``depends_on`` and flows (`jobs.group`, `jobs.chain`).
+_NO_FLOWS = (
+    "depends_on, groups and chains need a RedisQueue: MemoryQueue does not model "
+    "dependencies (use the jobs.testing fixtures' private Redis for such tests)"
+)
+
+
 class MemoryQueue(MemoryWorkerSide):
     """A job queue in this process's memory: `RedisQueue`'s semantics without Redis.
 
@@ -82,6 +89,8 @@ class MemoryQueue(MemoryWorkerSide):
         """
         if len(ids) != len(payloads):
             raise ValueError(f"{len(ids)} ids for {len(payloads)} payloads")
+        if config.depends_on:
+            raise ConfigError(_NO_FLOWS)
         settings: list[Any] = list(job_args(config))
         letters = "".join(_LETTERS[n] for n in sorted(config.defaulted())) if declared else ""
         unique = "" if config.unique_key is None else f"unique:{config.unique_key}"
@@ -107,6 +116,14 @@ class MemoryQueue(MemoryWorkerSide):
             job_id if isinstance(flag, int) else flag
             for job_id, flag in zip(ids, flags, strict=True)
         ]
+
+    def enqueue_flow(self, profiles: Sequence[Any], jobs: Sequence[Any]) -> None:
+        """Refused: dependencies, groups and chains live in Redis's scripts only.
+
+        Raises:
+            ConfigError: always.
+        """
+        raise ConfigError(_NO_FLOWS)
 
     def get(self, job_id: str) -> Job:
         """The job's current record (`JobNotFound` if there is none)."""

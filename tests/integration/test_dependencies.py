@@ -21,7 +21,7 @@ import jobs
 import jobs.flow
 import jobs.testing
 from jobs.queue._scripts import scripts
-from jobs.queue._wire import Failure, HeldJob
+from jobs.worker._protocol import Completed, Failed, Leased
 from tests.integration._clients import Gate, make_client, wait_for_status
 
 if TYPE_CHECKING:
@@ -204,7 +204,7 @@ def test_a_delayed_dependent_keeps_its_delay(redis_url: str) -> None:
         b = client.enqueue("b", None, jobs.JobConfig(depends_on=[a], delay=3600))
         c = client.queue.fetch(1, timedelta(seconds=30))
         assert [j.job_id for j in c.jobs] == [a]
-        client.queue.finish([(HeldJob(a, c.jobs[0].token), b"null")], [])
+        client.queue.write([Completed(Leased(a, c.jobs[0].token), b"null")])
         assert client.get(b).status is jobs.JobStatus.SCHEDULED
 
 
@@ -313,16 +313,16 @@ def test_a_group_of_10000_is_created_in_one_call_and_its_callback_fires_once(
                     assert done == size  # only once every member is final
             # Every fifth member fails for good: the callback runs whatever the outcome.
             completions = [
-                (HeldJob(j.job_id, j.token), b"1")
+                Completed(Leased(j.job_id, j.token), b"1")
                 for j in fetched.jobs
                 if j.job_id == flow.last or int(j.fields["payload"]) % 5
             ]
             failures = [
-                Failure(j.job_id, j.token, "E", "", -1, True)
+                Failed(Leased(j.job_id, j.token), "E", "", -1, True)
                 for j in fetched.jobs
                 if j.job_id != flow.last and not int(j.fields["payload"]) % 5
             ]
-            queue.finish(completions, failures)
+            queue.write([*completions, *failures])
             done += len(fetched.jobs) - (1 if flow.last in {j.job_id for j in fetched.jobs} else 0)
         assert fired == 1
         stats = client.stats()
