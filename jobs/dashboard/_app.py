@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import redis
 
-from jobs.dashboard import _html
+from jobs.dashboard import _html, _pages
 from jobs.dashboard._data import Store, valid_name
 from jobs.errors import ConfigError, JobNotFound, RedisUnavailable
 from jobs.job import JobStatus
@@ -159,7 +159,7 @@ class Dashboard:
             status, body, headers = answer.status, answer.body, answer.headers
         except (RedisUnavailable, redis.ConnectionError, redis.TimeoutError) as exc:
             status = HTTPStatus.SERVICE_UNAVAILABLE
-            body = _html.message_page(page, "Redis unavailable", str(exc), self.prefix)
+            body = _pages.message_page(page, "Redis unavailable", str(exc), self.prefix)
         data = body.encode("utf-8")
         start_response(
             f"{status.value} {status.phrase}",
@@ -210,7 +210,7 @@ class Dashboard:
         if path == "/":
             names = self.store.queue_names()
             summaries = [self.store.summary(n) for n in names]
-            return HTTPStatus.OK, _html.overview(page, summaries, self.prefix, notice)
+            return HTTPStatus.OK, _pages.overview(page, summaries, self.prefix, notice)
         if path == "/jobs":
             queue = self._queue_arg(page, query)
             try:
@@ -223,7 +223,7 @@ class Dashboard:
                 start = 0
             job_type, error_text = query.get("type", ""), query.get("error", "")
             result = self.store.page(queue, status, start, job_type, error_text)
-            return HTTPStatus.OK, _html.jobs_list(
+            return HTTPStatus.OK, _pages.jobs_list(
                 page, queue, status.value, result, job_type, error_text, notice, self.prefix, back
             )
         if path == "/job":
@@ -235,15 +235,15 @@ class Dashboard:
                 raise self._not_found(
                     page, f"No job {job_id!r} in queue {queue!r} (or its record expired)."
                 ) from None
-            return HTTPStatus.OK, _html.job_page(page, job, notice, self.prefix, back)
+            return HTTPStatus.OK, _pages.job_page(page, job, notice, self.prefix, back)
         if path == "/workers":
             names = self.store.queue_names()
-            return HTTPStatus.OK, _html.workers_page(
+            return HTTPStatus.OK, _pages.workers_page(
                 page, {n: self.store.workers(n) for n in names}, self.prefix
             )
         if path == "/crons":
             names = self.store.queue_names()
-            return HTTPStatus.OK, _html.crons_page(
+            return HTTPStatus.OK, _pages.crons_page(
                 page, {n: self.store.crons(n) for n in names}, self.prefix
             )
         if path == "/login":
@@ -262,7 +262,7 @@ class Dashboard:
 
     def _not_found(self, page: _html.Page, text: str) -> _Response:
         return _Response(
-            HTTPStatus.NOT_FOUND, _html.message_page(page, "Not found", text, self.prefix)
+            HTTPStatus.NOT_FOUND, _pages.message_page(page, "Not found", text, self.prefix)
         )
 
     def _queue_arg(self, page: _html.Page, query: dict[str, str]) -> str:
@@ -286,21 +286,21 @@ class Dashboard:
         if not page.actions:
             raise _Response(
                 HTTPStatus.FORBIDDEN,
-                _html.message_page(
+                _pages.message_page(
                     page, "Actions disabled", "Start the dashboard with a secret.", self.prefix
                 ),
             )
         if page.csrf is None:
             raise _Response(
                 HTTPStatus.FORBIDDEN,
-                _html.message_page(
+                _pages.message_page(
                     page, "Log in first", "Your session is missing or expired.", self.prefix
                 ),
             )
         if not hmac.compare_digest(form.get("csrf", ""), page.csrf):
             raise _Response(
                 HTTPStatus.FORBIDDEN,
-                _html.message_page(
+                _pages.message_page(
                     page, "Refused", "The form's token does not match.", self.prefix
                 ),
             )
@@ -328,16 +328,18 @@ class Dashboard:
         if self._secret is None:
             raise _Response(
                 HTTPStatus.FORBIDDEN,
-                _html.message_page(
+                _pages.message_page(
                     page, "Actions disabled", "Start the dashboard with a secret.", self.prefix
                 ),
             )
         if method != "POST":
-            return HTTPStatus.OK, _html.login_page(page, self.prefix, False, query.get("back", "/"))
+            return HTTPStatus.OK, _pages.login_page(
+                page, self.prefix, False, query.get("back", "/")
+            )
         form = self._form(environ)
         if not hmac.compare_digest(form.get("secret", "").encode(), self._secret.encode()):
             logger.warning("dashboard: a login with a wrong secret")
-            return HTTPStatus.UNAUTHORIZED, _html.login_page(
+            return HTTPStatus.UNAUTHORIZED, _pages.login_page(
                 page, self.prefix, True, form.get("back", "/")
             )
         sid = secrets.token_urlsafe(16)

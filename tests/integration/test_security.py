@@ -29,7 +29,7 @@ import pytest
 import redis
 
 import jobs
-from jobs.client import new_job_id
+from jobs._producing import new_job_id
 from jobs.queue import _acl
 from tests.helpers import checkout_connection, free_port, wait_until
 from tests.integration._clients import make_client, wait_for_status

@@ -5,9 +5,7 @@ inside a function, except those under ``if TYPE_CHECKING:`` (annotations only, n
 run). A cycle means two modules that cannot be understood, tested or changed apart.
 
 A module over `MAX_LINES` lines has more than one responsibility: split it so that a
-reader finds the logic by file name. `TOO_LONG_FOR_NOW` names the modules still being
-split, each with the reason; an entry that is no longer needed fails the test, so the
-list only shrinks.
+reader finds the logic by file name.
 """
 
 from __future__ import annotations
@@ -21,11 +19,6 @@ PACKAGE = Path(jobs.__file__).resolve().parent
 
 #: The most lines a module of ``jobs/`` may have.
 MAX_LINES = 400
-#: Modules over `MAX_LINES` for now, by path relative to the repository, with the reason.
-TOO_LONG_FOR_NOW: dict[str, str] = {
-    "jobs/client.py": "Client is being split (issue 12)",
-    "jobs/dashboard/_html.py": "the dashboard's HTML is being split (issue 12)",
-}
 
 
 def _module_name(path: Path) -> str:
@@ -115,12 +108,5 @@ def _module_lengths() -> dict[str, int]:
 
 
 def test_no_module_is_too_long() -> None:
-    lengths = _module_lengths()
-    too_long = {
-        path: n for path, n in lengths.items() if n > MAX_LINES and path not in TOO_LONG_FOR_NOW
-    }
+    too_long = {path: n for path, n in _module_lengths().items() if n > MAX_LINES}
     assert not too_long, f"modules over {MAX_LINES} lines (split them): {too_long}"
-    stale = {
-        path: lengths.get(path) for path in TOO_LONG_FOR_NOW if lengths.get(path, 0) <= MAX_LINES
-    }
-    assert not stale, f"allowed to be too long but no longer are (drop them): {stale}"
