@@ -102,7 +102,7 @@ class QueueStats:
 
     Attributes:
         total_jobs: ever enqueued.
-        pending_jobs: ready to run now.
+        pending_jobs: ready to run (``throttled_jobs`` of them held back).
         scheduled_jobs: waiting for a delay or a retry backoff.
         processing_jobs: leased by a worker.
         completed_jobs: cumulative (expired and purged records stay counted).
@@ -116,12 +116,15 @@ class QueueStats:
         damaged_records: queued ids whose Redis key was not a job record at all (a
             string, a list ... written by hand or by another tool): taken out of their
             index, named in the Redis server's log, the key left as it was.
+        throttled_jobs: pending jobs held back by their type's rate limit or
+            concurrency cap (`Registry.register`), until it lets them start.
 
     Each job counts once, where it is or in the final state it last reached:
     ``total_jobs`` is the sum of the six counts plus the pending and scheduled jobs
     purged.
 
     .. versionadded:: 1.0
+    .. versionchanged:: 1.3 ``throttled_jobs``.
     """
 
     total_jobs: int = 0
@@ -136,6 +139,7 @@ class QueueStats:
     lost_leases: int = 0
     rejected_writes: int = 0
     damaged_records: int = 0
+    throttled_jobs: int = 0
 
 
 @attrs.frozen(kw_only=True)

@@ -32,6 +32,9 @@ class QueueKeys:
     finished: str
     types: str
     history_prefix: str
+    limits: str
+    rate: str
+    parked: str
 
     @classmethod
     def for_queue(cls, prefix: str, name: str) -> QueueKeys:
@@ -58,6 +61,9 @@ class QueueKeys:
             finished=base + "finished",
             types=base + "types",
             history_prefix=base + "history:",
+            limits=base + "limits",
+            rate=base + "rate",
+            parked=base + "parked",
         )
 
     def job(self, job_id: str) -> str:
@@ -87,3 +93,11 @@ class QueueKeys:
     def pool_wake(self, pool_id: str) -> str:
         """A list only one pool blocks on, so that stopping it is immediate."""
         return f"{self.base}wake:{pool_id}"
+
+    def held(self, job_type: str) -> str:
+        """The zset of one job type's ready jobs held back by its limits (parked)."""
+        return f"{self.base}parked:{job_type}"
+
+    def running(self, job_type: str) -> str:
+        """The zset of one capped job type's jobs holding a concurrency slot."""
+        return f"{self.base}running:{job_type}"

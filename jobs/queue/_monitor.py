@@ -27,7 +27,7 @@ class Monitor(QueueBase):
         """The queue's counts, in one O(1) call."""
         k = self.keys
         with self._unavailable_as_error():
-            pending, scheduled, processing, flat = self._scripts.stats(
+            pending, scheduled, processing, flat, held = self._scripts.stats(
                 self.client, (k.pending, k.scheduled, k.processing, k.stats), ()
             )
         counters = _codec.pairs(flat)
@@ -55,6 +55,7 @@ class Monitor(QueueBase):
             lost_leases=count("lost_leases"),
             rejected_writes=count("rejected"),
             damaged_records=count("damaged"),
+            throttled_jobs=int(held),
         )
 
     def history(self, minutes: int = HISTORY_MINUTES) -> QueueHistory:

@@ -177,6 +177,7 @@ class Scripts:
         self.purge = Script("purge")
         self.cron_fire = Script("cron_fire")
         self.advance = Script("advance")  # jobs.testing only
+        self.limits = Script("limits")
 
     def all(self) -> list[Script]:
         """Every script."""

@@ -119,6 +119,9 @@ class WorkerPool:
         self._grace_deadline = float("inf")
         self._executor: ThreadPoolExecutor | None = None
 
+        # The job types' rate limits and caps, published before the first fetch (not by
+        # the first heartbeat, which may come after it: that fetch would ignore them).
+        self._limits_unpublished = registry.limits()
         self._need_fetch = True
         self._due_at: float | None = None  # monotonic time the earliest scheduled job is due
         # A fetch that may have leased jobs though its reply never came: its queue and
@@ -563,6 +566,10 @@ class WorkerPool:
         One round trip per queue visited: the first queue in `_order` gets the fetch and
         the outcomes of its jobs; later queues are asked only for what is still free.
         """
+        if self._limits_unpublished:
+            for queue in self.queues:
+                queue.publish_limits(self._limits_unpublished)
+            self._limits_unpublished = {}
         batch = self._outbox.claim()
         by_queue: dict[str, list[Pending]] = {}
         for pending in batch:

@@ -29,13 +29,16 @@ if not status then
 end
 local code
 if status == 'pending' then
-  redis.call('ZREM', pending, id)
+  if redis.call('ZREM', pending, id) == 0 then
+    flow_unready(job_prefix, job_key, id)  -- held back by its type's limits
+  end
   code = 1
 elseif status == 'scheduled' then
   redis.call('ZREM', scheduled, id)
   code = 1
 elseif status == 'processing' then
   redis.call('ZREM', processing, id)
+  give_slot(job_prefix, job_key, id)
   code = 2
 else
   return 0

@@ -22,6 +22,7 @@ for b = 3, #ARGV, 3 do
   if holds_lease(job_key, token) then
     redis.call('HSET', job_key, 'result', ARGV[b + 2], 'written_by', 'c:' .. token)
     redis.call('ZREM', processing, id)
+    give_slot(job_prefix, job_key, id)
     finalize(job_prefix, id, 'completed', now, ttl, completed, stats, 0)
     out[#out + 1] = 1
   elseif field_of(job_key, 'written_by') == 'c:' .. token then

@@ -33,6 +33,7 @@ for b = 4, #ARGV, 5 do
   end
   if done == nil then
     redis.call('ZREM', processing, id)
+    give_slot(job_prefix, job_key, id)
     redis.call('HSET', job_key, 'error', ARGV[b + 2], 'traceback', ARGV[b + 3], 'written_by', 'f:' .. token)
     redis.call('HDEL', job_key, 'lease')
     local failures = bump(job_key, 'failures', 1)

@@ -35,6 +35,7 @@ for b = 7, #ARGV, 3 do
   local job_key = job_prefix .. id
   if holds_lease(job_key, ARGV[b + 1]) then
     redis.call('ZADD', processing, 'XX', deadline, id)
+    extend_slot(job_prefix, job_key, id, deadline)
     if ARGV[b + 2] ~= '' then
       redis.call('HSET', job_key, 'progress', ARGV[b + 2])
     end

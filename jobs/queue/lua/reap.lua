@@ -34,6 +34,7 @@ for _, id in ipairs(expired) do
   if kind ~= 'hash' and kind ~= 'none' then
     set_aside(stats, job_key, kind)
   elseif redis.call('HGET', job_key, 'status') == 'processing' then
+    give_slot(job_prefix, job_key, id)
     redis.call('HDEL', job_key, 'lease')
     tally(stats, 'lost_leases', 1)
     if bump(job_key, 'lost', 1) >= max_lost then

@@ -15,6 +15,7 @@ for b = 2, #ARGV, 2 do
   local job_key = job_prefix .. id
   if holds_lease(job_key, ARGV[b + 1]) then
     redis.call('ZREM', processing, id)
+    give_slot(job_prefix, job_key, id)
     redis.call('HDEL', job_key, 'lease')
     bump(job_key, 'attempts', -1)
     make_ready_front(job_key, id, pending, seq_key)
