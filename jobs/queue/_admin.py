@@ -65,7 +65,10 @@ class Admin(QueueBase):
             return []
         with self._unavailable_as_error():
             read = self.client.zrevrange if job_status.is_final else self.client.zrange
-            ids = cast("list[str | bytes]", read(index, offset, offset + limit - 1))
+            if job_status is JobStatus.PENDING:
+                ids = self._pending_ids(offset, limit)
+            else:
+                ids = cast("list[str | bytes]", read(index, offset, offset + limit - 1))
             pipe = self.client.pipeline(transaction=False)
             for job_id in ids:
                 pipe.hgetall(self.keys.job(_codec.text(job_id)))
@@ -82,6 +85,21 @@ class Admin(QueueBase):
             # record at all, and the next fetch or reap sets it aside.
             if fields and not isinstance(fields, Exception)
         ]
+
+    def _pending_ids(self, offset: int, limit: int) -> list[str | bytes]:
+        """Pending ids in run order, those held back by their type's limits included."""
+        k = self.keys
+        end = offset + limit - 1
+        held = cast("list[str | bytes]", self.client.zrange(k.parked, 0, -1))
+        if not held:
+            return cast("list[str | bytes]", self.client.zrange(k.pending, offset, end))
+        pipe = self.client.pipeline(transaction=False)
+        for key in (k.pending, *(k.held(_codec.text(t)) for t in held)):
+            pipe.zrange(key, 0, end, withscores=True)
+        merged = sorted(
+            (pair for page in pipe.execute() for pair in page), key=lambda pair: pair[1]
+        )
+        return [job_id for job_id, _ in merged[offset : end + 1]]
 
     def retry(self, job_id: str, *, request: str | None = None) -> bool:
         """Put a failed or cancelled job back in the queue; False if it is in another state.
@@ -194,8 +212,13 @@ class Admin(QueueBase):
             raise ConfigError("status must not be processing: running jobs cannot be purged")
         deleted = 0
         with self._unavailable_as_error():
-            while batch := int(
-                self._scripts.purge(self.client, (index,), (self.keys.job_prefix, 1000))
-            ):
-                deleted += batch
+            indexes = [index]
+            if job_status is JobStatus.PENDING:
+                held = cast("list[str | bytes]", self.client.zrange(self.keys.parked, 0, -1))
+                indexes += [self.keys.held(_codec.text(t)) for t in held]
+            for each in indexes:
+                while batch := int(
+                    self._scripts.purge(self.client, (each,), (self.keys.job_prefix, 1000))
+                ):
+                    deleted += batch
         return deleted
