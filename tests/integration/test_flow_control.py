@@ -82,7 +82,7 @@ def test_limits_are_validated_naming_the_field() -> None:
     with pytest.raises(jobs.ConfigError, match=r"concurrency_limits\['a'\]"):
         jobs.RedisQueueConfig(client=client, concurrency_limits={"a": 0})
     with pytest.raises(jobs.ConfigError, match="concurrency_limits"):
-        jobs.RedisQueueConfig(client=client, concurrency_limits=[("a", 1)])  # type: ignore[arg-type]
+        jobs.RedisQueueConfig(client=client, concurrency_limits=[("a", 1)])
     client.close()
 
 
