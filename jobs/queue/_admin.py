@@ -212,13 +212,20 @@ class Admin(QueueBase):
             raise ConfigError("status must not be processing: running jobs cannot be purged")
         deleted = 0
         with self._unavailable_as_error():
-            indexes = [index]
+            calls: list[tuple[tuple[str, ...], tuple[str | int, ...]]] = [
+                ((index,), (self.keys.job_prefix, 1000))
+            ]
             if job_status is JobStatus.PENDING:
                 held = cast("list[str | bytes]", self.client.zrange(self.keys.parked, 0, -1))
-                indexes += [self.keys.held(_codec.text(t)) for t in held]
-            for each in indexes:
-                while batch := int(
-                    self._scripts.purge(self.client, (each,), (self.keys.job_prefix, 1000))
-                ):
+                for raw in held:
+                    name = _codec.text(raw)
+                    calls.append(
+                        (
+                            (self.keys.held(name), self.keys.parked),
+                            (self.keys.job_prefix, 1000, name),
+                        )
+                    )
+            for keys, args in calls:
+                while batch := int(self._scripts.purge(self.client, keys, args)):
                     deleted += batch
         return deleted

@@ -15,6 +15,12 @@ string, or a stats counter with text, as a foreign tool or a hand edit would. No
 may then fail half way: the job is set aside (out of its index, counted in
 ``damaged_records``), the counter restarts, and everything else goes on.
 
+Flow control: besides the unlimited type ``t``, jobs of type ``r`` are rate limited
+(`RATE`: one start per hour, a burst of one) and jobs of type ``c`` capped (`CAP` running
+at once). A job fetch meets over its type's limit is parked (still pending, in its type's
+held-back list, no attempt counted); the model knows which, which jobs hold a slot, and
+whether each type's next look (its score in the ``parked`` zset) is due.
+
 Time: the scripts read the Redis clock, so the test never waits for it.
 
 - Leases are taken for an hour and delays are an hour, so nothing expires or comes due by
@@ -22,6 +28,11 @@ Time: the scripts read the Redis clock, so the test never waits for it.
   processing or scheduled zset to a moment in 1970 (ZADD XX), which is exactly what the
   passing of time would have done; the next reap or fetch then sees it. The library is
   not changed for the test.
+- "rate_time_passes" does the same for the rate limit: it sets the type's GCRA timestamp
+  (the ``rate`` hash) to 0 and its next look (the ``parked`` zset) to 0, as an hour
+  passing would. Slot deadlines (``running:c``) are never aged: a slot is given back only
+  by a script (complete, fail, cancel, requeue, reap), which is what the test checks; a
+  set-aside job's slot stays taken, as it would until its deadline passed.
 - Failed and cancelled indexes keep only `KEEP` records (``max_failed_jobs``), dropping the
   oldest by (finish time, id). So that the model knows which is oldest without reading
   clocks, a step that may finish jobs first waits until the Redis clock has moved past the
@@ -51,6 +62,7 @@ from hypothesis.stateful import (
 
 from jobs import ConfigError, JobConfig, JobNotFound, JobStatus, RedisQueueConfig
 from jobs._codec import CorruptRecord
+from jobs._limits import RateLimit, TypeLimits
 from jobs.queue._scripts import scripts
 from jobs.queue._wire import Failure, HeldJob
 from jobs.queue.redis_queue import RedisQueue
@@ -79,6 +91,14 @@ INDEXES = (PENDING, SCHEDULED, PROCESSING, COMPLETED, FAILED, CANCELLED)
 #: The fields of the stats hash the scripts write.
 STATS_FIELDS = ("total", *INDEXES[3:], "retried", "lost_leases", "rejected", "last_processed")
 FINAL = frozenset({COMPLETED, FAILED, CANCELLED})
+#: The held-back lists of the two limited types (read like the indexes).
+HELD = ("parked:r", "parked:c")
+
+
+#: The rate-limited and the capped job type, and their limits (set once per machine).
+RATE_TYPE, CAP_TYPE = "r", "c"
+RATE = "1/h"
+CAP = 2
 
 
 @attrs.define
@@ -101,6 +121,9 @@ class ModelJob:
     written_by: str | None = None  # "c:"/"f:" and the token of the last recorded outcome
     damaged: bool = False  # its key holds a string, not a record
     unique: str | None = None  # the unique key it was enqueued with
+    type: str = "t"
+    parked: bool = False  # pending, held back by its type's limits (parked:<type>)
+    slot: bool = False  # in running:c (and its record names the slot), while it holds one
 
 
 class Model:
@@ -121,6 +144,10 @@ class Model:
         self.counts_damaged = False
         self._past = 1_000
         self._ids = 0
+        # Flow control: may the rate-limited type start a job now; is a held-back type's
+        # next look due (its score in the parked zset <= now).
+        self.rate_ready = True
+        self.parked_due: dict[str, bool] = {}
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -161,7 +188,50 @@ class Model:
         self.counters["damaged"] += 1
 
     def pending_order(self) -> list[str]:
+        """The pending index: ready jobs not held back, in run order."""
+        ready = (j for j in self.in_status(PENDING) if not j.parked)
+        return [j.id for j in sorted(ready, key=lambda j: j.score)]
+
+    def pending_listed(self) -> list[str]:
+        """What list_jobs('pending') shows: every pending job, held back or not, in order."""
         return [j.id for j in sorted(self.in_status(PENDING), key=lambda j: j.score)]
+
+    # -- flow control ----------------------------------------------------------------------
+
+    def held_back(self, job_type: str) -> list[ModelJob]:
+        parked = (j for j in self.in_status(PENDING) if j.parked and j.type == job_type)
+        return sorted(parked, key=lambda j: j.score)
+
+    def parked_types(self) -> set[str]:
+        return {j.type for j in self.in_status(PENDING) if j.parked}
+
+    def room(self, job_type: str) -> int:
+        """How many jobs of the type may start now."""
+        if job_type == RATE_TYPE:
+            return 1 if self.rate_ready else 0
+        if job_type == CAP_TYPE:
+            return max(CAP - sum(1 for j in self.jobs.values() if j.slot), 0)
+        return 10**9
+
+    def give_slot(self, job: ModelJob) -> None:
+        """give_slot in _lib.lua: a job left processing; its type's held jobs are due."""
+        if job.slot:
+            job.slot = False
+            if self.held_back(job.type):
+                self.parked_due[job.type] = True
+
+    def unpark(self) -> None:
+        """flow_unpark: held-back jobs of due types go back, as many as may start."""
+        for job_type in sorted(self.parked_types()):
+            if self.parked_due.get(job_type):
+                for job in self.held_back(job_type)[: self.room(job_type)]:
+                    job.parked = False
+                self.parked_due[job_type] = False
+
+    def rate_time_passes(self) -> None:
+        self.rate_ready = True
+        if self.held_back(RATE_TYPE):
+            self.parked_due[RATE_TYPE] = True
 
     def _leave_processing(self, job: ModelJob) -> None:
         job.token = None
@@ -203,7 +273,9 @@ class Model:
             else:
                 self.make_ready(job)
 
-    def enqueue(self, ids: list[str], priority: int, max_retries: int, delayed: bool) -> list[bool]:
+    def enqueue(
+        self, ids: list[str], priority: int, max_retries: int, delayed: bool, job_type: str = "t"
+    ) -> list[bool]:
         self.promote_due()
         base = self.seq
         self.seq += len(ids)  # one INCRBY for the batch, whatever gets written
@@ -219,6 +291,7 @@ class Model:
                 max_retries=max_retries,
                 status=SCHEDULED if delayed else PENDING,
                 score=(1000 - priority) * BAND + base + i + 1,
+                type=job_type,
             )
             self.counters["total"] += 1
             created.append(True)
@@ -247,15 +320,28 @@ class Model:
 
     def fetch(self, n: int) -> list[str]:
         self.promote_due()
-        leased = []
-        for job_id in self.pending_order()[:n]:
-            job = self.jobs[job_id]
-            if job.damaged:
-                self.set_aside(job)
-                continue
-            job.status = PROCESSING
-            job.attempts += 1
-            leased.append(job_id)
+        self.unpark()
+        leased: list[str] = []
+        # Jobs held back do not count towards n: fetch pops on past them.
+        while len(leased) < n:
+            batch = self.pending_order()[: n - len(leased)]
+            if not batch:
+                break
+            for job_id in batch:
+                job = self.jobs[job_id]
+                if job.damaged:
+                    self.set_aside(job)
+                    continue
+                if self.room(job.type) < 1:
+                    job.parked = True
+                    self.parked_due[job.type] = False
+                    continue
+                if job.type == RATE_TYPE:
+                    self.rate_ready = False
+                job.slot = job.type == CAP_TYPE
+                job.status = PROCESSING
+                job.attempts += 1
+                leased.append(job_id)
         return leased
 
     def fetch_again(self, request: str) -> list[str]:
@@ -278,6 +364,7 @@ class Model:
             self.counters["rejected"] += 1
             return False
         job.written_by = f"c:{token}"
+        self.give_slot(job)
         self.finalize(job, COMPLETED)
         return True
 
@@ -290,6 +377,7 @@ class Model:
             self.counters["rejected"] += 1
             return ""
         job.written_by = f"f:{token}"
+        self.give_slot(job)
         self._leave_processing(job)
         job.error = FAIL_ERROR
         job.failures += 1
@@ -306,6 +394,8 @@ class Model:
     def cancel(self, job: ModelJob) -> bool:
         if job.status in FINAL:
             return False
+        self.give_slot(job)
+        job.parked = False
         self.finalize(job, CANCELLED)
         return True
 
@@ -319,6 +409,7 @@ class Model:
             if job.damaged:
                 self.set_aside(job)
                 continue
+            self.give_slot(job)
             self._leave_processing(job)
             self.counters["lost_leases"] += 1
             job.lost += 1
@@ -349,6 +440,7 @@ class Model:
         for job_id, token in pairs:
             job = self.holds(job_id, token)
             if job is not None:
+                self.give_slot(job)
                 self._leave_processing(job)
                 job.attempts -= 1
                 job.status = PENDING
@@ -376,6 +468,7 @@ class Model:
             self.counters["purged_unfinished"] += len(doomed)
         for job in doomed:
             job.status = GONE
+            job.parked = False
         return len(doomed)
 
 
@@ -409,6 +502,12 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
                 self.redis.script_load(script.source)
             self.model = Model()
             self.last_write_ms = 0
+            self.queue.set_limits(
+                {
+                    RATE_TYPE: TypeLimits(rate_limit=RateLimit.parse(RATE)),
+                    CAP_TYPE: TypeLimits(max_concurrency=CAP),
+                }
+            )
 
         def teardown(self) -> None:
             self.redis.close()
@@ -489,7 +588,27 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
             got = self.queue.enqueue("t", ids, [b"{}"] * n, config)
             assert got == self.model.enqueue_unique(ids, key, delayed)
 
-        def _enqueue(self, ids: list[str], priority: int, max_retries: int, delayed: bool) -> None:
+        @rule(
+            n=st.integers(1, 3),
+            job_type=st.sampled_from([RATE_TYPE, CAP_TYPE]),
+            priority=PRIORITIES,
+            max_retries=st.integers(0, 2),
+            delayed=st.booleans(),
+        )
+        def enqueue_limited(
+            self, n: int, job_type: str, priority: int, max_retries: int, delayed: bool
+        ) -> None:
+            ids = [self.model.new_id() for _ in range(n)]
+            self._enqueue(ids, priority, max_retries, delayed, job_type)
+
+        def _enqueue(
+            self,
+            ids: list[str],
+            priority: int,
+            max_retries: int,
+            delayed: bool,
+            job_type: str = "t",
+        ) -> None:
             config = JobConfig(
                 priority=priority,
                 max_retries=max_retries,
@@ -498,8 +617,8 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
             )
             # Without a unique key every payload keeps its own id, new or not; the state
             # check after the step tells whether the script created the right ones.
-            assert self.queue.enqueue("t", ids, [b"{}"] * len(ids), config) == ids
-            self.model.enqueue(ids, priority, max_retries, delayed)
+            assert self.queue.enqueue(job_type, ids, [b"{}"] * len(ids), config) == ids
+            self.model.enqueue(ids, priority, max_retries, delayed, job_type)
 
         # -- workers ---------------------------------------------------------------------
 
@@ -519,7 +638,18 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
                 self.model.lease(leased.job_id, leased.token)
             if fetched.jobs:
                 self.model.fetches[request] = [(j.job_id, j.token) for j in fetched.jobs]
-            assert (fetched.next_due_ms is None) == (not self.model.in_status(SCHEDULED))
+            assert (fetched.next_due_ms is None) == self._nothing_due()
+
+        def _nothing_due(self) -> bool:
+            """No scheduled job and no held-back type: an idle pool may wait for ever."""
+            return not self.model.in_status(SCHEDULED) and not self.model.parked_types()
+
+        @rule()
+        def rate_time_passes(self) -> None:
+            # As if the rate limit's hour had passed (see the module doc).
+            self.redis.hset(self.keys.rate, RATE_TYPE, "0")
+            self.redis.zadd(self.keys.parked, {RATE_TYPE: 0}, xx=True)
+            self.model.rate_time_passes()
 
         @precondition(lambda self: self.model.fetches)
         @rule(pick=PICK, n=st.integers(0, 4))
@@ -534,7 +664,7 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
                 assert leased.token == tokens[leased.job_id]
                 job = self.model.jobs[leased.job_id]
                 assert int(leased.fields.get("attempts", 0)) == job.attempts
-            assert (fetched.next_due_ms is None) == (not self.model.in_status(SCHEDULED))
+            assert (fetched.next_due_ms is None) == self._nothing_due()
 
         @precondition(lambda self: self.model.live_leases())
         @rule(
@@ -726,7 +856,7 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
             for status in INDEXES:
                 listed = [j.id for j in self.queue.list_jobs(status, limit=1000)]
                 if status == PENDING:
-                    expected = [i for i in self.model.pending_order() if self.model.is_record(i)]
+                    expected = [i for i in self.model.pending_listed() if self.model.is_record(i)]
                     assert listed == expected
                 else:
                     expected = [j.id for j in self.model.in_status(status) if not j.damaged]
@@ -759,6 +889,8 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
             pipe = self.redis.pipeline(transaction=False)
             for name in INDEXES:
                 pipe.zrange(getattr(k, name), 0, -1, withscores=True)
+            for name in HELD:
+                pipe.zrange(k.held(name[len("parked:") :]), 0, -1, withscores=True)
             for job_id in ids:
                 pipe.hgetall(k.job(job_id))
                 pipe.pttl(k.job(job_id))
@@ -769,9 +901,9 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
             self.last_write_ms = now_ms
             indexes = {
                 name: [(_text(m), int(s)) for m, s in reply]
-                for name, reply in zip(INDEXES, replies[: len(INDEXES)], strict=True)
+                for name, reply in zip(INDEXES + HELD, replies[: len(INDEXES + HELD)], strict=True)
             }
-            records = replies[len(INDEXES) : -1]
+            records = replies[len(INDEXES + HELD) : -1]
 
             # Each job in exactly the index its status names; a gone job in none.
             where: dict[str, list[str]] = {}
@@ -782,12 +914,15 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
             for job_id in ids:
                 job = self.model.jobs[job_id]
                 expected = [] if job.status in (GONE, SET_ASIDE) else [job.status]
+                if job.parked:
+                    expected = [f"parked:{job.type}"]
                 assert where.get(job_id, []) == expected, (job_id, where.get(job_id), job)
 
             # The indexes' contents, order and scores.
             assert [m for m, _ in indexes[PENDING]] == self.model.pending_order()
-            for member, score in indexes[PENDING]:
+            for member, score in indexes[PENDING] + indexes[HELD[0]] + indexes[HELD[1]]:
                 assert score == self.model.jobs[member].score
+            self._check_flow(now_ms)
             for member, score in indexes[SCHEDULED]:
                 due_at = self.model.jobs[member].due_at
                 assert score == due_at if due_at is not None else score > now_ms
@@ -818,6 +953,7 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
                 )
                 assert got == (job.attempts, job.failures, job.lost, job.score), (job_id, job)
                 assert fields.get("lease") == (job.token if job.status == PROCESSING else None)
+                assert fields.get("slot") == (job.type if job.slot else None), (job_id, job)
                 assert fields.get("error") == job.error
                 # Final records expire on their own; live ones never may.
                 assert (ttl > 0) if job.status in FINAL else (ttl == -1), (job_id, ttl)
@@ -836,6 +972,7 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
                 stats.lost_leases,
                 stats.rejected_writes,
                 stats.damaged_records,
+                stats.throttled_jobs,
             ) == (
                 c["total"],
                 len(self.model.in_status(PENDING)),
@@ -848,6 +985,7 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
                 c["lost_leases"],
                 c["rejected"],
                 c["damaged"],
+                sum(len(self.model.held_back(t)) for t in (RATE_TYPE, CAP_TYPE)),
             )
             # Each job counts once: where it is, in the final state it last reached, or
             # set aside (unless a damaged counter restarted from 0).
@@ -862,6 +1000,17 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
                 + c["damaged"]
             )
             assert (stats.last_processed is not None) == self.model.finalized_any
+
+        def _check_flow(self, now_ms: int) -> None:
+            """The held-back types, when each is looked at next, and the cap's slots."""
+            k = self.keys
+            parked = {_text(m): s for m, s in self.redis.zrange(k.parked, 0, -1, withscores=True)}
+            assert set(parked) == self.model.parked_types()
+            for name, score in parked.items():
+                assert (score <= now_ms) == self.model.parked_due[name], (name, score)
+            slots = {_text(m) for m in self.redis.zrange(k.running(CAP_TYPE), 0, -1)}
+            assert slots == {j.id for j in self.model.jobs.values() if j.slot}
+            assert len(slots) <= CAP or any(self.model.jobs[i].damaged for i in slots)
 
     return QueueMachine
 
