@@ -45,7 +45,7 @@ import time
 import uuid
 from collections import Counter
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import attrs
 import pytest
@@ -1004,11 +1004,15 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
         def _check_flow(self, now_ms: int) -> None:
             """The held-back types, when each is looked at next, and the cap's slots."""
             k = self.keys
-            parked = {_text(m): s for m, s in self.redis.zrange(k.parked, 0, -1, withscores=True)}
+            raw = cast(
+                "list[tuple[bytes, float]]", self.redis.zrange(k.parked, 0, -1, withscores=True)
+            )
+            parked = {_text(m): s for m, s in raw}
             assert set(parked) == self.model.parked_types()
             for name, score in parked.items():
                 assert (score <= now_ms) == self.model.parked_due[name], (name, score)
-            slots = {_text(m) for m in self.redis.zrange(k.running(CAP_TYPE), 0, -1)}
+            members = cast("list[bytes]", self.redis.zrange(k.running(CAP_TYPE), 0, -1))
+            slots = {_text(m) for m in members}
             assert slots == {j.id for j in self.model.jobs.values() if j.slot}
             assert len(slots) <= CAP or any(self.model.jobs[i].damaged for i in slots)
 
