@@ -390,6 +390,11 @@ end
 -- deadline passed without a reap (its record deleted) no longer counts.
 
 local FLOW_UNPARK = 1000  -- parked ids moved back per type and fetch, at most
+-- When a type held back by a full cap is looked at again if nothing wakes it first. A
+-- slot given back wakes it at once (give_slot), and so does a reap that finds a job's
+-- record gone (flow_record_gone), the one way a slot can go without being given back:
+-- so this is only a backstop, and no pool polls a full cap.
+local FLOW_RECHECK = 3600000
 
 -- The limits of the queue's job types, or nil when no type has any (the common case:
 -- one HGETALL of an empty hash is all flow control then costs a fetch).
@@ -426,9 +431,10 @@ end
 
 -- How many jobs of type t may start now (at most `want`), and, for each limit that this
 -- many starts would exhaust, when the next start is allowed: the latest of those (ms), or
--- nil. A full cap names the earliest slot deadline (a slot given back wakes the type
--- sooner, see give_slot), or `fallback` when none is held.
-local function flow_room(base, t, lim, now, want, fallback)
+-- nil. For a full cap that is FLOW_RECHECK from now: a slot given back wakes the type
+-- (give_slot). A slot whose deadline passed without a reap (its record was deleted)
+-- counts no more.
+local function flow_room(base, t, lim, now, want)
   local room, at = want, nil
   if lim.cap > 0 then
     local running = base .. 'running:' .. t
@@ -436,8 +442,7 @@ local function flow_room(base, t, lim, now, want, fallback)
     local free = math.max(lim.cap - redis.call('ZCARD', running), 0)
     if free <= room then
       room = free
-      local first = earliest(running)
-      at = first >= 0 and first or fallback
+      at = now + FLOW_RECHECK
     end
   end
   if lim.interval then
@@ -476,14 +481,14 @@ end
 
 -- Move parked jobs whose type may start jobs again back to pending. Returns the
 -- earliest time a type still parked is looked at again (ms), or -1.
-local function flow_unpark(base, limits, pending, now, fallback)
+local function flow_unpark(base, limits, pending, now)
   local due = redis.call('ZRANGEBYSCORE', base .. 'parked', '-inf', now, 'LIMIT', 0, 100)
   for _, t in ipairs(due) do
     local key = base .. 'parked:' .. t
     local lim = limits and limits[t]
     local room, at = FLOW_UNPARK, nil
     if lim then
-      room, at = flow_room(base, t, lim, now, FLOW_UNPARK, fallback)
+      room, at = flow_room(base, t, lim, now, FLOW_UNPARK)
     end
     if room > 0 then
       local moved = redis.call('ZPOPMIN', key, room)
@@ -525,6 +530,18 @@ local function extend_slot(job_prefix, job_key, id, deadline)
   if t then
     redis.pcall('ZADD', base_of(job_prefix, 'job:') .. 'running:' .. t, deadline, id)
   end
+end
+
+-- A reap met a leased job whose record is gone (deleted by hand): its slot, if it held
+-- one, cannot be given back by name, and its deadline has passed, so every held-back
+-- type is looked at again by the next fetch (flow_room drops the slot then).
+local function flow_record_gone(job_prefix)
+  local parked = base_of(job_prefix, 'job:') .. 'parked'
+  local types = redis.call('ZRANGE', parked, 0, -1)
+  for _, t in ipairs(types) do
+    redis.call('ZADD', parked, 0, t)
+  end
+  return #types > 0
 end
 
 -- A pending job left the queue another way than fetch (cancel): out of its parked list.

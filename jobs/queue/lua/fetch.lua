@@ -76,7 +76,7 @@ else
   limits = flow_limits(base)
   flow = limits ~= nil or redis.call('EXISTS', base .. 'parked') == 1
   if flow then
-    flow_unpark(base, limits, pending, now, deadline)
+    flow_unpark(base, limits, pending, now)
   end
 
   local leased, recorded_any, taken, held_back = {}, false, 0, 0
@@ -97,7 +97,7 @@ else
       local lim = t and limits[t]
       local room, at = 1, nil
       if lim then
-        room, at = flow_room(base, t, lim, now, 1, deadline)
+        room, at = flow_room(base, t, lim, now, 1)
       end
       if kind ~= 'hash' and kind ~= 'none' then
         set_aside(stats, job_key, kind)
