@@ -160,7 +160,7 @@ def measure_rate(args: argparse.Namespace, r: redis.Redis, client: jobs.Client) 
     client.enqueue_many("limited", [None] * args.limited)
     beside = free_drain(client, r, args.free)
     wait_for(lambda: r.llen(STARTS) >= args.limited, 600, "the limited drain")
-    starts = sorted(e["at"] for e in entries(r, STARTS))
+    starts: list[float] = sorted(e["at"] for e in entries(r, STARTS))
     span = starts[-1] - starts[0]
     rate = (len(starts) - 1) / span
     densest = max(sum(1 for t in starts[i:] if t < first + 1.0) for i, first in enumerate(starts))
