@@ -22,6 +22,7 @@ from jobs.errors import (
     CliError,
     UsageError,
 )
+from jobs.job import JobStatus
 
 if TYPE_CHECKING:
     import argparse
@@ -69,7 +70,14 @@ def cmd_get(args: argparse.Namespace) -> int:
     """Print one job."""
     with producer(args) as client:
         job = client.get(args.job_id)
-    _print(args, fmt.job_dict(job), fmt.job_lines(job), "")
+        data, lines = fmt.job_dict(job), fmt.job_lines(job)
+        limits = client.queue.limits().get(job.type)
+        if limits:
+            # Only for a limited type: what holds the job, or could.
+            held = job.status is JobStatus.PENDING and client.queue.is_held_back(job.id, job.type)
+            data |= {"limits": limits.describe(), "held_back": held}
+            lines += [f"limits: {limits.describe()}", f"held_back: {'yes' if held else 'no'}"]
+    _print(args, data, lines, "")
     return 0
 
 
@@ -138,7 +146,18 @@ def cmd_stats(args: argparse.Namespace) -> int:
     with producer(args) as client:
         if not args.watch:
             stats = client.stats()
-            _print(args, fmt.stats_dict(stats), fmt.stats_lines(stats), "")
+            data, lines = fmt.stats_dict(stats), fmt.stats_lines(stats)
+            queue = client.queue
+            limits = queue.limits()
+            if limits:
+                running = {
+                    name: queue.running_by_type(name)
+                    for name, each in limits.items()
+                    if each.max_concurrency is not None
+                }
+                data["limits"] = fmt.limits_dict(limits, queue.held_back(), running)
+                lines += fmt.limits_lines(data["limits"])
+            _print(args, data, lines, "")
             return 0
         view = fmt.StatsView(
             sys.stdout,

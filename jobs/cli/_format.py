@@ -20,8 +20,9 @@ import attrs
 from jobs.job import JobStatus
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Iterable, Mapping, Sequence
 
+    from jobs._limits import TypeLimits
     from jobs.job import Job, QueueHistory, QueueStats, WorkerInfo
 
 #: What a missing value (a timestamp not reached yet, no error) prints as in text output.
@@ -146,6 +147,33 @@ def stats_dict(stats: QueueStats) -> dict[str, Any]:
     data = attrs.asdict(stats)
     data["last_processed"] = iso(stats.last_processed)
     return data
+
+
+def limits_dict(
+    limits: Mapping[str, TypeLimits], held: Mapping[str, int], running: Mapping[str, int]
+) -> dict[str, dict[str, Any]]:
+    """Job types' flow limits with what waits for them, JSON-ready (``stats``)."""
+    return {
+        name: {
+            "rate_limit": None if each.rate_limit is None else str(each.rate_limit),
+            "max_concurrency": each.max_concurrency,
+            "held_back": held.get(name, 0),
+            "running": running.get(name) if each.max_concurrency is not None else None,
+        }
+        for name, each in sorted(limits.items())
+    }
+
+
+def limits_lines(data: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """``limits_dict`` as one ``limit TYPE: ...`` line per type."""
+    lines = []
+    for name, each in data.items():
+        parts = [p for p in (each["rate_limit"],) if p is not None]
+        if each["max_concurrency"] is not None:
+            parts.append(f"at most {each['max_concurrency']} at once ({each['running']} running)")
+        parts.append(f"{each['held_back']} held back")
+        lines.append(f"limit {one_line(name)}: {', '.join(parts)}")
+    return lines
 
 
 def stats_lines(stats: QueueStats) -> list[str]:

@@ -95,3 +95,13 @@ class FlowControl(QueueBase):
         with self._unavailable_as_error():
             count: Any = self.client.zcard(self.keys.running(job_type))
             return int(count)
+
+    def is_held_back(self, job_id: str, job_type: str) -> bool:
+        """Whether a pending job waits for its type's limits (parked by a fetch)."""
+        k = self.keys
+        with self._unavailable_as_error():
+            score: Any = self.client.hget(k.job(job_id), "score")
+            if score is None:
+                return False
+            found = cast("list[Any]", self.client.zrangebyscore(k.held(job_type), score, score))
+        return job_id in {_codec.text(each) for each in found}

@@ -26,6 +26,7 @@ from jobs.queue.redis_queue import RedisQueue
 from tests.helpers import wait_until
 from tests.integration._clients import make_client, unique_name
 from tests.integration._processes import WorkerProcs, worker_procs
+from tests.integration.test_cli import cli
 from tests.integration.worker_process import STARTED_KEY
 
 if TYPE_CHECKING:
@@ -332,3 +333,34 @@ def test_a_killed_workers_slot_comes_back_when_its_lease_is_reaped(
         assert queue.running_by_type("capped") == 0
     finally:
         queue.close()
+
+
+# -- the command line ------------------------------------------------------------------------
+
+
+def test_the_cli_shows_limits_and_held_back_jobs(queue: RedisQueue, redis_url: str) -> None:
+    queue.set_type_limits("slow", rate_limit="1/h", max_concurrency=3)
+    first, second = enqueue(queue, "slow", 2)
+    assert len(queue.fetch(5, LEASE).jobs) == 1
+    options = ("--queue", queue.name)
+    stats = cli("stats", *options, "--json", redis_url=redis_url)
+    assert stats.returncode == 0, stats.stderr
+    data = json.loads(stats.stdout)
+    assert data["throttled_jobs"] == 1
+    assert data["limits"] == {
+        "slow": {"rate_limit": "1/h", "max_concurrency": 3, "held_back": 1, "running": 1}
+    }
+    text = cli("stats", *options, redis_url=redis_url).stdout
+    assert "limit slow: 1/h, at most 3 at once (1 running), 1 held back" in text
+    got = json.loads(cli("get", second, *options, "--json", redis_url=redis_url).stdout)
+    assert (got["status"], got["limits"], got["held_back"]) == (
+        "pending",
+        "1/h, at most 3 at once",
+        True,
+    )
+    lines = cli("get", first, *options, redis_url=redis_url).stdout.splitlines()
+    assert "limits: 1/h, at most 3 at once" in lines
+    assert "held_back: no" in lines
+    assert "limits" not in json.loads(
+        cli("stats", "--queue", "other", "--json", redis_url=redis_url).stdout
+    )
