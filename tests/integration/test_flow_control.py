@@ -161,6 +161,23 @@ def test_a_rate_limit_spaces_starts_with_a_small_burst(queue: RedisQueue) -> Non
     assert 0 < first.next_due_ms - first.now_ms <= 20
 
 
+def test_a_rate_and_a_cap_together_name_the_rates_next_start(queue: RedisQueue) -> None:
+    # The cap (3) has room left when the rate's burst (2) is used up: the type is looked
+    # at again at the rate's next start, not when the cap might free (found by README).
+    queue.set_type_limits("both", rate_limit="20/s", max_concurrency=3)
+    enqueue(queue, "both", 6)
+    first = queue.fetch(10, LEASE)
+    assert len(first.jobs) == 2
+    assert first.next_due_ms is not None
+    assert 0 < first.next_due_ms - first.now_ms <= 50
+    # Once the rate allows, the cap binds: one more (3 running), then a slot must free.
+    let_time_pass(queue, "both")
+    assert len(queue.fetch(10, LEASE).jobs) == 1
+    queue.finish([(held(first.jobs[0]), b"1")], [])
+    let_time_pass(queue, "both")
+    assert len(queue.fetch(10, LEASE).jobs) == 1
+
+
 def test_a_held_back_job_can_be_cancelled_and_purged(queue: RedisQueue) -> None:
     queue.set_type_limits("slow", rate_limit="1/h")
     ids = enqueue(queue, "slow", 4)

@@ -435,24 +435,24 @@ end
 -- (give_slot). A slot whose deadline passed without a reap (its record was deleted)
 -- counts no more.
 local function flow_room(base, t, lim, now, want)
-  local room, at = want, nil
+  local free, tokens, tat = math.huge, math.huge, nil
   if lim.cap > 0 then
     local running = base .. 'running:' .. t
     redis.call('ZREMRANGEBYSCORE', running, '-inf', '(' .. int(now))
-    local free = math.max(lim.cap - redis.call('ZCARD', running), 0)
-    if free <= room then
-      room = free
-      at = now + FLOW_RECHECK
-    end
+    free = math.max(lim.cap - redis.call('ZCARD', running), 0)
   end
   if lim.interval then
-    local tat = flow_tat(base, t, now)
-    local tokens = math.max(math.floor((now + lim.tolerance - tat) / lim.interval) + 1, 0)
-    if tokens <= room then
-      room = tokens
-      local next_start = math.ceil(tat + tokens * lim.interval - lim.tolerance)
-      at = math.max(at or 0, next_start)
-    end
+    tat = flow_tat(base, t, now)
+    tokens = math.max(math.floor((now + lim.tolerance - tat) / lim.interval) + 1, 0)
+  end
+  local room = math.min(want, free, tokens)
+  local at = nil
+  -- Only the limits that `room` starts use up name a time.
+  if free <= room then
+    at = now + FLOW_RECHECK
+  end
+  if tokens <= room then
+    at = math.max(at or 0, math.ceil(tat + tokens * lim.interval - lim.tolerance))
   end
   return room, at
 end
