@@ -148,6 +148,7 @@ class Model:
         # next look due (its score in the parked zset <= now).
         self.rate_ready = True
         self.parked_due: dict[str, bool] = {}
+        self.cap = CAP
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -210,7 +211,7 @@ class Model:
         if job_type == RATE_TYPE:
             return 1 if self.rate_ready else 0
         if job_type == CAP_TYPE:
-            return max(CAP - sum(1 for j in self.jobs.values() if j.slot), 0)
+            return max(self.cap - sum(1 for j in self.jobs.values() if j.slot), 0)
         return 10**9
 
     def give_slot(self, job: ModelJob) -> None:
@@ -227,6 +228,13 @@ class Model:
                 for job in self.held_back(job_type)[: self.room(job_type)]:
                     job.parked = False
                 self.parked_due[job_type] = False
+
+    def set_cap(self, cap: int) -> bool:
+        """limits.lua: a changed limit makes the type's held-back jobs due."""
+        changed, self.cap = cap != self.cap, cap
+        if changed and self.held_back(CAP_TYPE):
+            self.parked_due[CAP_TYPE] = True
+        return changed
 
     def rate_time_passes(self) -> None:
         self.rate_ready = True
@@ -651,6 +659,13 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
             self.redis.zadd(self.keys.parked, {RATE_TYPE: 0}, xx=True)
             self.model.rate_time_passes()
 
+        @rule(cap=st.integers(1, 3))
+        def change_cap(self, cap: int) -> None:
+            # An operator (or a pool starting with other declarations) changes the cap;
+            # the jobs running over a lowered cap keep their slots.
+            limits = TypeLimits(max_concurrency=cap)
+            assert self.queue.set_limits({CAP_TYPE: limits}) == self.model.set_cap(cap)
+
         @precondition(lambda self: self.model.fetches)
         @rule(pick=PICK, n=st.integers(0, 4))
         def fetch_sent_again(self, pick: int, n: int) -> None:
@@ -1014,7 +1029,7 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
             members = cast("list[bytes]", self.redis.zrange(k.running(CAP_TYPE), 0, -1))
             slots = {_text(m) for m in members}
             assert slots == {j.id for j in self.model.jobs.values() if j.slot}
-            assert len(slots) <= CAP or any(self.model.jobs[i].damaged for i in slots)
+            assert len(slots) <= 3 or any(self.model.jobs[i].damaged for i in slots)
 
     return QueueMachine
 
