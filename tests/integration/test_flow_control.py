@@ -20,6 +20,7 @@ import pytest
 import redis
 
 import jobs
+from jobs import testing
 from jobs._limits import RateLimit, TypeLimits
 from jobs.queue._wire import Failure, HeldJob, Leased
 from jobs.queue.redis_queue import RedisQueue
@@ -381,3 +382,23 @@ def test_the_cli_shows_limits_and_held_back_jobs(queue: RedisQueue, redis_url: s
     assert "limits" not in json.loads(
         cli("stats", "--queue", "other", "--json", redis_url=redis_url).stdout
     )
+
+
+# -- jobs.testing ----------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(20)
+def test_drain_applies_rate_limits_on_the_moved_clock(redis_url: str) -> None:
+    registry = jobs.Registry()
+    registry.register("hourly", lambda ctx, p: p, rate_limit="1/h", max_concurrency=1)
+    queue = RedisQueue.from_url(redis_url, name=unique_name("drain"))
+    try:
+        client = testing.TestClient(jobs.ClientConfig(queue=queue, registry=registry))
+        client.enqueue_many("hourly", [1, 2, 3])
+        # One an hour: the drain moves the clock two hours on instead of waiting for it
+        # (the pytest timeout says so).
+        ran = client.drain()
+        assert [job.result for job in ran] == [1, 2, 3]
+        assert queue.limits() == {"hourly": TypeLimits(RateLimit(1, 3_600_000), 1)}
+    finally:
+        queue.close()

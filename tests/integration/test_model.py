@@ -19,7 +19,8 @@ Flow control: besides the unlimited type ``t``, jobs of type ``r`` are rate limi
 (`RATE`: one start per hour, a burst of one) and jobs of type ``c`` capped (`CAP` running
 at once). A job fetch meets over its type's limit is parked (still pending, in its type's
 held-back list, no attempt counted); the model knows which, which jobs hold a slot, and
-whether each type's next look (its score in the ``parked`` zset) is due.
+whether each type's next look (its score in the ``parked`` zset) is due. "change_cap"
+sets another cap (limits.lua), which makes the held-back jobs due.
 
 Time: the scripts read the Redis clock, so the test never waits for it.
 
