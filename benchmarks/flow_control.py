@@ -43,8 +43,8 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 import jobs
+from jobs import RateLimit
 from jobs._embedded_redis import RedisServer
-from jobs._limits import RateLimit
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

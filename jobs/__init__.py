@@ -9,6 +9,7 @@ number of processes. Everything public is importable from here.
 from __future__ import annotations
 
 from jobs._client_config import ClientConfig, EnqueueHook
+from jobs._limits import RateLimit, TypeLimits
 
 # Backoff
 from jobs.backoff import Backoff, ExplicitBackoff, ExponentialBackoff, LinearBackoff, NoBackoff
@@ -110,12 +111,14 @@ __all__ = [
     "QueueHistory",
     "QueueStats",
     "RRule",
+    "RateLimit",
     "RedisQueue",
     "RedisQueueConfig",
     "RedisUnavailable",
     "Registry",
     "ReplicationError",
     "Scheduler",
+    "TypeLimits",
     "TypedJobHandle",
     "UnknownJobType",
     "WaitTimeout",

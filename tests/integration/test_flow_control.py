@@ -20,8 +20,7 @@ import pytest
 import redis
 
 import jobs
-from jobs import testing
-from jobs._limits import RateLimit, TypeLimits
+from jobs import RateLimit, TypeLimits, testing
 from jobs.queue._wire import Failure, HeldJob, Leased
 from jobs.queue.redis_queue import RedisQueue
 from tests.helpers import wait_until

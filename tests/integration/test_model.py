@@ -61,9 +61,16 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from jobs import ConfigError, JobConfig, JobNotFound, JobStatus, RedisQueueConfig
+from jobs import (
+    ConfigError,
+    JobConfig,
+    JobNotFound,
+    JobStatus,
+    RateLimit,
+    RedisQueueConfig,
+    TypeLimits,
+)
 from jobs._codec import CorruptRecord
-from jobs._limits import RateLimit, TypeLimits
 from jobs.queue._scripts import scripts
 from jobs.queue._wire import Failure, HeldJob
 from jobs.queue.redis_queue import RedisQueue
