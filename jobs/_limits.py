@@ -31,7 +31,7 @@ class RateLimit:
     ``max(1, count // 10)`` after a pause: over any run the rate is exact, and any one
     period sees at most ``count + burst - 1`` starts.
 
-    .. versionadded:: 1.3
+    .. versionadded:: 0.1
     """
 
     count: int
@@ -74,7 +74,7 @@ def parse_cap(value: object, field: str = "max_concurrency") -> int:
 class TypeLimits:
     """One job type's flow limits; None: no such limit.
 
-    .. versionadded:: 1.3
+    .. versionadded:: 0.1
     """
 
     rate_limit: RateLimit | None = None

@@ -124,7 +124,6 @@ class QueueStats:
     purged.
 
     .. versionadded:: 1.0
-    .. versionchanged:: 1.3 ``throttled_jobs``.
     """
 
     total_jobs: int = 0

@@ -57,7 +57,6 @@ class RegisteredHandler:
 
     .. versionadded:: 1.0
     .. versionchanged:: 1.1 ``defaults`` and ``declared``.
-    .. versionchanged:: 1.3 ``limits``.
     """
 
     name: str

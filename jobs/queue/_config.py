@@ -72,7 +72,6 @@ class RedisQueueConfig:
     set with `RedisQueue.set_limits`; the fetch script enforces them.
 
     .. versionadded:: 1.0
-    .. versionchanged:: 1.3 ``rate_limits`` and ``concurrency_limits``.
     """
 
     client: redis.Redis | redis.cluster.RedisCluster = attrs.field(validator=_redis_client)
