@@ -33,7 +33,8 @@ Time: the scripts read the Redis clock, so the test never waits for it.
   (the ``rate`` hash) to 0 and its next look (the ``parked`` zset) to 0, as an hour
   passing would. Slot deadlines (``running:c``) are never aged: a slot is given back only
   by a script (complete, fail, cancel, requeue, reap), which is what the test checks; a
-  set-aside job's slot stays taken, as it would until its deadline passed.
+  set-aside job's slot stays taken, as it would until its deadline passed (its reap makes
+  every held-back type due, so that the next fetch would drop it).
 - Failed and cancelled indexes keep only `KEEP` records (``max_failed_jobs``), dropping the
   oldest by (finish time, id). So that the model knows which is oldest without reading
   clocks, a step that may finish jobs first waits until the Redis clock has moved past the
@@ -424,6 +425,9 @@ class Model:
         for job in expired:
             if job.damaged:
                 self.set_aside(job)
+                # Its slot cannot be given back by name: every held-back type is due.
+                for job_type in self.parked_types():
+                    self.parked_due[job_type] = True
                 continue
             self.give_slot(job)
             self._leave_processing(job)

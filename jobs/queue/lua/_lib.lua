@@ -532,9 +532,10 @@ local function extend_slot(job_prefix, job_key, id, deadline)
   end
 end
 
--- A reap met a leased job whose record is gone (deleted by hand): its slot, if it held
--- one, cannot be given back by name, and its deadline has passed, so every held-back
--- type is looked at again by the next fetch (flow_room drops the slot then).
+-- A reap met a leased job whose record is gone (deleted by hand) or is no record at all
+-- (set aside): its slot, if it held one, cannot be given back by name, and its deadline
+-- has passed, so every held-back type is looked at again by the next fetch (flow_room
+-- drops the slot then).
 local function flow_record_gone(job_prefix)
   local parked = base_of(job_prefix, 'job:') .. 'parked'
   local types = redis.call('ZRANGE', parked, 0, -1)

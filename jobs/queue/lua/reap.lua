@@ -14,7 +14,7 @@
 --
 -- An expired id whose key is not a hash is set aside (set_aside in _lib.lua). A reaped
 -- job gives its concurrency slot back (give_slot); so does, in effect, one whose record is
--- gone (flow_record_gone).
+-- gone or set aside (flow_record_gone).
 --
 -- Lost leases are counted apart from handler failures ('lost', stats 'lost_leases') and
 -- never consume max_retries. The lost attempt stays counted in 'attempts': its handler
@@ -26,7 +26,7 @@ local job_prefix, max_lost = ARGV[1], tonumber(ARGV[2])
 local ttl, keep = tonumber(ARGV[3]), tonumber(ARGV[4])
 local now = now_ms()
 local requeued, dead = 0, 0
-local gone = false  -- a leased job's record was gone: see flow_record_gone
+local gone = false  -- a leased job's record was gone or damaged: see flow_record_gone
 
 local expired = redis.call('ZRANGEBYSCORE', processing, '-inf', '(' .. now,
   'LIMIT', 0, tonumber(ARGV[5]))
@@ -38,6 +38,7 @@ for _, id in ipairs(expired) do
     gone = true
   elseif kind ~= 'hash' then
     set_aside(stats, job_key, kind)
+    gone = true
   elseif redis.call('HGET', job_key, 'status') == 'processing' then
     give_slot(job_prefix, job_key, id)
     redis.call('HDEL', job_key, 'lease')
