@@ -10,6 +10,8 @@
 -- Returns -1 no such job (or its key is not a job record); 0 already final (completed,
 -- failed or cancelled);
 -- 1 cancelled before it ran; 2 cancelled while running.
+-- A running job gives its concurrency slot back (give_slot in _lib.lua); a pending one held
+-- back by its type's limits leaves its held-back list (flow_unready).
 --
 -- The request id (random per call, in KEYS[6]) makes a cancel sent again after its reply
 -- was lost (redis-py does so by itself) answer what the first one did, not "already

@@ -9,6 +9,7 @@
 -- rejected because the caller no longer holds the lease (it expired and the job moved on,
 -- or the job was cancelled). Rejections are counted in stats 'rejected' and change
 -- nothing else.
+-- A recorded job gives its concurrency slot back (give_slot in _lib.lua).
 
 local processing, completed, stats = KEYS[1], KEYS[2], KEYS[3]
 local job_prefix, ttl = ARGV[1], tonumber(ARGV[2])

@@ -12,6 +12,7 @@
 -- ('pending', 'scheduled' or 'failed'), run_at its due time when retried, else 0.
 --
 -- A retry consumes one of max_retries ('failures'); lost leases never do (reap.lua).
+-- A recorded attempt gives its concurrency slot back (give_slot in _lib.lua).
 -- Scheduled jobs due by now are made ready first (promote_due in _lib.lua), so that a job
 -- retried at once queues behind those that were due before it.
 

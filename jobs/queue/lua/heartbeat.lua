@@ -10,6 +10,7 @@
 -- Returns {now_ms, code_1, ..., code_n}: 1 extended; 2 the job was cancelled (stop it);
 -- 0 the lease is lost (expired and re-delivered, or the record is gone): stop it, its
 -- result would be rejected anyway.
+-- An extended lease extends the job's concurrency slot with it (extend_slot in _lib.lua).
 
 local processing, workers, record = KEYS[1], KEYS[2], KEYS[3]
 local job_prefix, lease_ms, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])

@@ -5,6 +5,7 @@
 -- KEYS[1] processing   KEYS[2] pending   KEYS[3] seq   KEYS[4] wake
 -- ARGV[1] job key prefix   ARGV[2..] 2 values per job: id, lease token
 -- Returns {now_ms, code_1, ..., code_n}: 1 requeued, 0 the lease was no longer held.
+-- A job handed back gives its concurrency slot back (give_slot in _lib.lua).
 
 local processing, pending, seq_key, wake_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local job_prefix = ARGV[1]
