@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 import jobs
-from jobs.queue import redis_queue
+from jobs.queue import _admin
 from tests.helpers import wait_until
 from tests.integration._clients import make_client
 
@@ -36,7 +36,7 @@ def _failed_jobs(client: jobs.Client, counts: dict[str, int]) -> dict[str, list[
 def test_retry_failed_by_type_through_ties(
     redis_url: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch, batch: int
 ) -> None:
-    monkeypatch.setattr(redis_queue, "RETRY_BATCH", batch)
+    monkeypatch.setattr(_admin, "RETRY_BATCH", batch)
     registry = jobs.Registry()
     registry.register_func("a", _boom)
     registry.register_func("b", _boom)
