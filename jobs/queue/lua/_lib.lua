@@ -346,11 +346,12 @@ local function announce_finished(job_prefix)
   end
 end
 
--- The fence: may the holder of `token` still change this job?
+-- The fence: may the holder of `token` still change this job? Also returns the job's
+-- concurrency slot (its type, or false: see give_slot), read in the same call.
 -- (A key that is not a hash holds no lease: HMGET's error reply has no fields.)
 local function holds_lease(job_key, token)
-  local fields = redis.pcall('HMGET', job_key, 'status', 'lease')
-  return fields[1] == 'processing' and fields[2] == token
+  local fields = redis.pcall('HMGET', job_key, 'status', 'lease', 'slot')
+  return fields[1] == 'processing' and fields[2] == token, fields[3] or false
 end
 
 local function earliest(zset_key)
@@ -510,9 +511,13 @@ local function flow_unpark(base, limits, pending, now)
 end
 
 -- A job left 'processing' (by whatever path): give its slot back, and have the next
--- fetch look at its type's parked jobs at once.
-local function give_slot(job_prefix, job_key, id)
-  local t = field_of(job_key, 'slot')
+-- fetch look at its type's parked jobs at once. `slot`: the record's 'slot' field when
+-- the caller has read it already (holds_lease), else nil to read it here.
+local function give_slot(job_prefix, job_key, id, slot)
+  local t = slot
+  if t == nil then
+    t = field_of(job_key, 'slot')
+  end
   if t then
     local base = base_of(job_prefix, 'job:')
     redis.pcall('ZREM', base .. 'running:' .. t, id)
@@ -524,9 +529,8 @@ local function give_slot(job_prefix, job_key, id)
   end
 end
 
--- A heartbeat extended a job's lease: its slot lasts as long.
-local function extend_slot(job_prefix, job_key, id, deadline)
-  local t = field_of(job_key, 'slot')
+-- A heartbeat extended a job's lease: its slot (as holds_lease read it) lasts as long.
+local function extend_slot(job_prefix, id, deadline, t)
   if t then
     redis.pcall('ZADD', base_of(job_prefix, 'job:') .. 'running:' .. t, deadline, id)
   end

@@ -20,10 +20,11 @@ for b = 3, #ARGV, 3 do
   local id = ARGV[b]
   local job_key = job_prefix .. id
   local token = ARGV[b + 1]
-  if holds_lease(job_key, token) then
+  local held, slot = holds_lease(job_key, token)
+  if held then
     redis.call('HSET', job_key, 'result', ARGV[b + 2], 'written_by', 'c:' .. token)
     redis.call('ZREM', processing, id)
-    give_slot(job_prefix, job_key, id)
+    give_slot(job_prefix, job_key, id, slot)
     finalize(job_prefix, id, 'completed', now, ttl, completed, stats, 0)
     out[#out + 1] = 1
   elseif field_of(job_key, 'written_by') == 'c:' .. token then

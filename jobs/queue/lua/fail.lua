@@ -28,13 +28,14 @@ for b = 4, #ARGV, 5 do
   local id, token, delay = ARGV[b], ARGV[b + 1], tonumber(ARGV[b + 4])
   local job_key = job_prefix .. id
   local done = nil
-  if not holds_lease(job_key, token) then
+  local held, slot = holds_lease(job_key, token)
+  if not held then
     -- (An error reply, for a key that is not a hash, has no fields: rejected.)
     done = redis.pcall('HMGET', job_key, 'written_by', 'status', 'run_at')
   end
   if done == nil then
     redis.call('ZREM', processing, id)
-    give_slot(job_prefix, job_key, id)
+    give_slot(job_prefix, job_key, id, slot)
     redis.call('HSET', job_key, 'error', ARGV[b + 2], 'traceback', ARGV[b + 3], 'written_by', 'f:' .. token)
     redis.call('HDEL', job_key, 'lease')
     local failures = bump(job_key, 'failures', 1)

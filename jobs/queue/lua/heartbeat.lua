@@ -34,9 +34,10 @@ local deadline = now + lease_ms
 for b = 7, #ARGV, 3 do
   local id = ARGV[b]
   local job_key = job_prefix .. id
-  if holds_lease(job_key, ARGV[b + 1]) then
+  local held, slot = holds_lease(job_key, ARGV[b + 1])
+  if held then
     redis.call('ZADD', processing, 'XX', deadline, id)
-    extend_slot(job_prefix, job_key, id, deadline)
+    extend_slot(job_prefix, id, deadline, slot)
     if ARGV[b + 2] ~= '' then
       redis.call('HSET', job_key, 'progress', ARGV[b + 2])
     end

@@ -14,9 +14,10 @@ local out = {now}
 for b = 2, #ARGV, 2 do
   local id = ARGV[b]
   local job_key = job_prefix .. id
-  if holds_lease(job_key, ARGV[b + 1]) then
+  local held, slot = holds_lease(job_key, ARGV[b + 1])
+  if held then
     redis.call('ZREM', processing, id)
-    give_slot(job_prefix, job_key, id)
+    give_slot(job_prefix, job_key, id, slot)
     redis.call('HDEL', job_key, 'lease')
     bump(job_key, 'attempts', -1)
     make_ready_front(job_key, id, pending, seq_key)
