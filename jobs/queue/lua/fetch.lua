@@ -73,9 +73,10 @@ if #recorded > 0 then
   redis.call('PEXPIRE', request, request_ttl)
 else
   promote_due(job_prefix, scheduled, pending, seq_key, stats, now, tonumber(ARGV[4]))
-  limits = flow_limits(base)
-  flow = limits ~= nil or redis.call('EXISTS', base .. 'parked') == 1
+  -- One O(1) command while no type is limited or held back (the common case).
+  flow = redis.call('EXISTS', base .. 'limits', base .. 'parked') > 0
   if flow then
+    limits = flow_limits(base)
     flow_unpark(base, limits, pending, now)
   end
 
