@@ -11,6 +11,7 @@ parts of the design (`jobs.queue`: Redis; `jobs.worker`: the pool runtime;
 from __future__ import annotations
 
 from jobs._client_config import ClientConfig, EnqueueHook
+from jobs._limits import RateLimit, TypeLimits
 from jobs.backoff import Backoff, ExplicitBackoff, ExponentialBackoff, LinearBackoff, NoBackoff
 from jobs.client import Client
 from jobs.config import DefaultJobConfig, DefaultWorkerPoolConfig, JobConfig, WorkerPoolConfig
@@ -106,6 +107,7 @@ __all__ = [
     "QueueHistory",
     "QueueStats",
     "RRule",
+    "RateLimit",
     "RedisQueue",
     "RedisQueueConfig",
     "RedisUnavailable",
@@ -113,6 +115,7 @@ __all__ = [
     "ReplicationError",
     "Scheduler",
     "Task",
+    "TypeLimits",
     "TypedJobHandle",
     "UnknownJobType",
     "WaitTimeout",

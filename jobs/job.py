@@ -109,7 +109,7 @@ class QueueStats:
 
     Attributes:
         total_jobs: ever enqueued.
-        pending_jobs: ready to run now.
+        pending_jobs: ready to run (``throttled_jobs`` of them held back).
         scheduled_jobs: waiting for a delay or a retry backoff.
         processing_jobs: leased by a worker.
         completed_jobs: cumulative (expired and purged records stay counted).
@@ -124,6 +124,8 @@ class QueueStats:
             string, a list ... written by hand or by another tool): taken out of their
             index, named in the Redis server's log, the key left as it was.
         waiting_jobs: waiting for the jobs they depend on (`JobConfig.depends_on`).
+        throttled_jobs: pending jobs held back by their type's rate limit or
+            concurrency cap (`Registry.register`), until it lets them start.
 
     Each job counts once, where it is or in the final state it last reached:
     ``total_jobs`` is the sum of the seven counts plus the pending, scheduled and
@@ -145,6 +147,7 @@ class QueueStats:
     rejected_writes: int = 0
     damaged_records: int = 0
     waiting_jobs: int = 0
+    throttled_jobs: int = 0
 
 
 @attrs.frozen(kw_only=True)

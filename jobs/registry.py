@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import attrs
 
 from jobs import _typed
+from jobs._limits import RateLimit, TypeLimits, parse_cap
 from jobs._validators import require_text
 from jobs.config import JobConfig
 from jobs.context import JobContext
@@ -63,6 +64,8 @@ class RegisteredHandler:
     #: The job type's declared settings (a `JobConfig` holding them), and their names.
     defaults: JobConfig = attrs.field(factory=JobConfig)
     declared: frozenset[str] = frozenset()
+    #: The type's declared rate limit and concurrency cap (enforced by the queue).
+    limits: TypeLimits = attrs.field(factory=TypeLimits)
 
     def apply(self, config: JobConfig) -> JobConfig:
         """``config`` with the declared settings in every field it left at the default."""
@@ -186,6 +189,8 @@ class Registry:
         retry_backoff: Backoff | _NotSet = NOT_SET,
         timeout: float | timedelta | _NotSet | None = NOT_SET,
         priority: int | _NotSet = NOT_SET,
+        rate_limit: str | RateLimit | None = None,
+        max_concurrency: int | None = None,
     ) -> None:
         """Register ``handler`` for jobs of type ``name``, declaring its job settings once.
 
@@ -210,6 +215,16 @@ class Registry:
             retry_backoff: declared delay before each retry.
             timeout: declared per-attempt timeout (None: none).
             priority: declared priority.
+            rate_limit: at most this many jobs of the type start per second, minute or
+                hour across every worker (``"10/s"``, ``"5/m"``, ``"100/h"``; see
+                `RateLimit` for the spacing); None: no limit.
+            max_concurrency: at most this many jobs of the type run at once across every
+                worker; None: no cap.
+
+        The two limits are published by every worker pool with this registry when it
+        starts (a queue may override them: `RedisQueueConfig.rate_limits` and
+        ``concurrency_limits``) and enforced when jobs are fetched: a job over its
+        type's limits waits, still pending, while other types' jobs go on.
 
         Raises:
             ConfigError: an empty name, a handler that is not callable, a payload type
@@ -232,8 +247,12 @@ class Registry:
         }
         declared: dict[str, Any] = {k: v for k, v in given.items() if v is not NOT_SET}
         defaults = JobConfig(**declared)  # validates them, naming the field
+        limits = TypeLimits(
+            None if rate_limit is None else RateLimit.parse(rate_limit),
+            None if max_concurrency is None else parse_cap(max_concurrency),
+        )
         self._handlers[name] = RegisteredHandler(
-            name, handler, payload_type, defaults, frozenset(declared)
+            name, handler, payload_type, defaults, frozenset(declared), limits
         )
 
     def register_func(self, name: str, handler: Handler, **settings: Any) -> None:
@@ -248,7 +267,7 @@ class Registry:
 
         Example::
 
-            @registry.job("resize", timeout=60, max_retries=5)
+            @registry.job("resize", timeout=60, max_retries=5, rate_limit="10/s", max_concurrency=3)
             def resize(ctx: jobs.JobContext, payload: dict) -> dict: ...
         """
 
@@ -278,6 +297,10 @@ class Registry:
     def declarations(self) -> dict[str, str]:
         """Every registered type's declared settings, as a worker pool publishes them."""
         return {name: handler.declaration() for name, handler in self._handlers.items()}
+
+    def limits(self) -> dict[str, TypeLimits]:
+        """Every registered type's declared limits (empty ones included: they clear)."""
+        return {name: handler.limits for name, handler in self._handlers.items()}
 
     def get(self, name: str) -> RegisteredHandler | None:
         """The handler registered for ``name``, or None."""

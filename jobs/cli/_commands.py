@@ -14,6 +14,7 @@ import attrs
 from jobs._client_config import ClientConfig
 from jobs.cli import _format as fmt
 from jobs.cli._load import check_type, load_object, load_registry, load_scheduler
+from jobs.cli._logging import configure_logging
 from jobs.cli._metrics import check_metrics_arguments, metrics_argv, start_metrics
 from jobs.cli._serve import serve
 from jobs.cli._supervisor import supervise
@@ -23,6 +24,7 @@ from jobs.errors import (
     CliError,
     UsageError,
 )
+from jobs.job import JobStatus
 
 if TYPE_CHECKING:
     import argparse
@@ -70,7 +72,14 @@ def cmd_get(args: argparse.Namespace) -> int:
     """Print one job."""
     with producer(args) as client:
         job = client.get(args.job_id)
-    _print(args, fmt.job_dict(job), fmt.job_lines(job), "")
+        data, lines = fmt.job_dict(job), fmt.job_lines(job)
+        limits = client.queue.limits().get(job.type)
+        if limits:
+            # Only for a limited type: what holds the job, or could.
+            held = job.status is JobStatus.PENDING and client.queue.is_held_back(job.id, job.type)
+            data |= {"limits": limits.describe(), "held_back": held}
+            lines += [f"limits: {limits.describe()}", f"held_back: {'yes' if held else 'no'}"]
+    _print(args, data, lines, "")
     return 0
 
 
@@ -139,7 +148,18 @@ def cmd_stats(args: argparse.Namespace) -> int:
     with producer(args) as client:
         if not args.watch:
             stats = client.stats()
-            _print(args, fmt.stats_dict(stats), fmt.stats_lines(stats), "")
+            data, lines = fmt.stats_dict(stats), fmt.stats_lines(stats)
+            queue = client.queue
+            limits = queue.limits()
+            if limits:
+                running = {
+                    name: queue.running_by_type(name)
+                    for name, each in limits.items()
+                    if each.max_concurrency is not None
+                }
+                data["limits"] = fmt.limits_dict(limits, queue.held_back(), running)
+                lines += fmt.limits_lines(data["limits"])
+            _print(args, data, lines, "")
             return 0
         view = fmt.StatsView(
             sys.stdout,
@@ -164,7 +184,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from jobs.cli.demo import run_demo
 
     # The narration tells the story; the library's own log lines would only repeat it.
-    fmt.configure_logging("info" if args.verbose else "critical", "text")
+    configure_logging("info" if args.verbose else "critical", "text")
     return run_demo(redis_url(args), queue_name=args.queue)
 
 
@@ -190,7 +210,7 @@ def pool_config(args: argparse.Namespace) -> WorkerPoolConfig:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """Run a worker pool (and optionally a scheduler) until SIGINT/SIGTERM."""
-    fmt.configure_logging(args.log_level, args.log_format)
+    configure_logging(args.log_level, args.log_format)
     if args.processes is not None:
         if args.supervised:
             # Whatever the command line says, a supervised child never forks a tree of its own.
@@ -250,7 +270,7 @@ def child_argv(args: argparse.Namespace) -> list[str]:
 
 def cmd_scheduler(args: argparse.Namespace) -> int:
     """Run a scheduler alone until SIGINT/SIGTERM."""
-    fmt.configure_logging(args.log_level, args.log_format)
+    configure_logging(args.log_level, args.log_format)
     queue = open_queue(args)
     client = Client(ClientConfig(queue=queue))
     check_access(queue)

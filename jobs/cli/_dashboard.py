@@ -9,7 +9,7 @@ import signal
 import threading
 from typing import TYPE_CHECKING, Any
 
-from jobs.cli import _format as fmt
+from jobs.cli._logging import configure_logging
 
 if TYPE_CHECKING:
     import argparse
@@ -50,7 +50,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     from jobs.cli._connect import open_queue, ping
     from jobs.dashboard import Dashboard, make_dashboard_server
 
-    fmt.configure_logging(args.log_level, args.log_format)
+    configure_logging(args.log_level, args.log_format)
     queue = open_queue(args)
     try:
         ping(queue)

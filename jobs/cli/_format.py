@@ -1,4 +1,4 @@
-"""What the command line prints: jobs, stats and worker pools as text or JSON, and log lines.
+"""What the command line prints: jobs, stats and worker pools as text or JSON.
 
 Kept apart from `jobs.cli` (argument parsing and running commands) so that every output
 format lives in one place. Text output is ``field: value`` lines or aligned tables, one
@@ -9,9 +9,7 @@ record per line; ``--json`` output is one JSON document (or one per line with
 from __future__ import annotations
 
 import json
-import logging
 import re
-import sys
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -20,8 +18,9 @@ import attrs
 from jobs.job import JobStatus
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Iterable, Mapping, Sequence
 
+    from jobs._limits import TypeLimits
     from jobs.job import Job, QueueHistory, QueueStats, WorkerInfo
 
 #: What a missing value (a timestamp not reached yet, no error) prints as in text output.
@@ -31,11 +30,6 @@ ERROR_WIDTH = 60
 
 #: Dependencies ``get`` prints in text (``--json`` shows them all).
 DEPENDS_SHOWN = 5
-
-#: The order of the structured fields (`jobs.log.EXTRA_FIELDS`) in log lines; others follow sorted.
-EXTRA_ORDER = ("queue", "job_id", "job_type", "attempt", "duration_ms")
-# Every attribute a bare LogRecord has: anything else on a record came from ``extra``.
-_RECORD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 
 def iso(value: datetime | None) -> str | None:
@@ -157,6 +151,33 @@ def stats_dict(stats: QueueStats) -> dict[str, Any]:
     data = attrs.asdict(stats)
     data["last_processed"] = iso(stats.last_processed)
     return data
+
+
+def limits_dict(
+    limits: Mapping[str, TypeLimits], held: Mapping[str, int], running: Mapping[str, int]
+) -> dict[str, dict[str, Any]]:
+    """Job types' flow limits with what waits for them, JSON-ready (``stats``)."""
+    return {
+        name: {
+            "rate_limit": None if each.rate_limit is None else str(each.rate_limit),
+            "max_concurrency": each.max_concurrency,
+            "held_back": held.get(name, 0),
+            "running": running.get(name) if each.max_concurrency is not None else None,
+        }
+        for name, each in sorted(limits.items())
+    }
+
+
+def limits_lines(data: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """``limits_dict`` as one ``limit TYPE: ...`` line per type."""
+    lines = []
+    for name, each in data.items():
+        parts = [p for p in (each["rate_limit"],) if p is not None]
+        if each["max_concurrency"] is not None:
+            parts.append(f"at most {each['max_concurrency']} at once ({each['running']} running)")
+        parts.append(f"{each['held_back']} held back")
+        lines.append(f"limit {one_line(name)}: {', '.join(parts)}")
+    return lines
 
 
 def stats_lines(stats: QueueStats) -> list[str]:
@@ -294,81 +315,3 @@ def workers_table(workers: Sequence[WorkerInfo]) -> list[str]:
 
 
 # -- logging -----------------------------------------------------------------------
-
-
-def _extras(record: logging.LogRecord) -> dict[str, Any]:
-    found = {k: v for k, v in vars(record).items() if k not in _RECORD_ATTRS}
-    ordered = {k: found.pop(k) for k in EXTRA_ORDER if k in found}
-    return {**ordered, **dict(sorted(found.items()))}
-
-
-class TextFormatter(logging.Formatter):
-    """``2025-01-02 03:04:05.678 INFO jobs.worker: message  job_id=... attempt=2``.
-
-    The structured fields (`jobs.log.EXTRA_FIELDS`, and any other ``extra``) follow the
-    message as ``key=value`` pairs, so ``grep job_id=abc`` finds a job's whole story.
-    """
-
-    def __init__(self) -> None:
-        super().__init__("%(asctime)s.%(msecs)03d %(levelname)s %(name)s: %(message)s")
-        self.datefmt = "%Y-%m-%d %H:%M:%S"
-
-    def format(self, record: logging.LogRecord) -> str:
-        """The record as one line, then its traceback (if any) on indented lines after.
-
-        Control characters are escaped throughout, and nothing but the first line starts
-        at the margin: text from a job (its error, its type) cannot forge a record.
-        """
-        record.message = record.getMessage()
-        record.asctime = self.formatTime(record, self.datefmt)
-        head = one_line(self.formatMessage(record))
-        extras = _extras(record)
-        if extras:
-            head += "  " + " ".join(f"{k}={one_line(str(v))}" for k, v in extras.items())
-        tail = []
-        if record.exc_info and not record.exc_text:
-            record.exc_text = self.formatException(record.exc_info)
-        if record.exc_text:
-            tail.append(record.exc_text)
-        if record.stack_info:
-            tail.append(self.formatStack(record.stack_info))
-        return "\n".join([head, *(indented(text) for text in tail)])
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, then the structured fields.
-
-    A traceback goes in ``exc_info`` as one string, so every record stays one line.
-    """
-
-    def format(self, record: logging.LogRecord) -> str:
-        """The record as a single-line JSON object."""
-        data: dict[str, Any] = {
-            "time": iso(datetime.fromtimestamp(record.created, UTC)),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        data.update(_extras(record))
-        if record.exc_info:
-            data["exc_info"] = self.formatException(record.exc_info)
-        elif record.exc_text:
-            data["exc_info"] = record.exc_text
-        if record.stack_info:
-            data["stack_info"] = self.formatStack(record.stack_info)
-        return json_text(json.dumps(data, ensure_ascii=False, default=str))
-
-
-def configure_logging(level: str, fmt: str, stream: TextIO | None = None) -> None:
-    """Send every logger's records at ``level`` and above to ``stream`` (stderr) as text or JSON.
-
-    The command line is the one place that installs a handler (the library never does);
-    it goes on the root logger so that the handlers' own loggers show up as well.
-    """
-    handler = logging.StreamHandler(sys.stderr if stream is None else stream)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
-    root.addHandler(handler)
-    root.setLevel(level.upper())

@@ -53,6 +53,7 @@ from flask.cli import AppGroup
 from jobs import _codec
 from jobs._client_config import ClientConfig
 from jobs.cli import _format as fmt
+from jobs.cli._logging import configure_logging
 from jobs.cli._serve import exit_now, serve
 from jobs.client import Client
 from jobs.config import JobConfig, WorkerPoolConfig
@@ -303,7 +304,7 @@ class Jobs:
             workers: int | None, with_scheduler: bool, log_level: str, log_format: str
         ) -> None:
             """Run a worker pool until SIGINT/SIGTERM, then stop gracefully."""
-            fmt.configure_logging(log_level, log_format)
+            configure_logging(log_level, log_format)
             app = flask.current_app._get_current_object()  # type: ignore[attr-defined]
             options = {} if workers is None else {"num_workers": workers}
             client = self.worker_client(app, **options)
@@ -315,7 +316,7 @@ class Jobs:
         @log_format
         def scheduler(log_level: str, log_format: str) -> None:
             """Run the cron jobs (Jobs.schedule) until SIGINT/SIGTERM."""
-            fmt.configure_logging(log_level, log_format)
+            configure_logging(log_level, log_format)
             runner = self._scheduler(self.client)
             if runner is None:
                 raise click.ClickException("no cron jobs: add some with Jobs.schedule()")

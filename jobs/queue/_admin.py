@@ -68,7 +68,10 @@ class Admin(QueueBase):
             return []
         with self._unavailable_as_error():
             read = self.client.zrevrange if job_status.is_final else self.client.zrange
-            ids = cast("list[str | bytes]", read(index, offset, offset + limit - 1))
+            if job_status is JobStatus.PENDING:
+                ids = self._pending_ids(offset, limit)
+            else:
+                ids = cast("list[str | bytes]", read(index, offset, offset + limit - 1))
             pipe = self.client.pipeline(transaction=False)
             for job_id in ids:
                 pipe.hgetall(self.keys.job(_codec.text(job_id)))
@@ -85,6 +88,27 @@ class Admin(QueueBase):
             # record at all, and the next fetch or reap sets it aside.
             if fields and not isinstance(fields, Exception)
         ]
+
+    def _pending_ids(self, offset: int, limit: int) -> list[str | bytes]:
+        """Pending ids in run order, those held back by their type's limits included."""
+        k = self.keys
+        end = offset + limit - 1
+        # One round trip, and one O(1) check more than the plain index read, while no
+        # type has jobs held back (the common case).
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zrange(k.pending, offset, end)
+        pipe.exists(k.parked)
+        ids, any_held = pipe.execute()
+        if not any_held:
+            return cast("list[str | bytes]", ids)
+        held = cast("list[str | bytes]", self.client.zrange(k.parked, 0, -1))
+        pipe = self.client.pipeline(transaction=False)
+        for key in (k.pending, *(k.held(_codec.text(t)) for t in held)):
+            pipe.zrange(key, 0, end, withscores=True)
+        merged = sorted(
+            (pair for page in pipe.execute() for pair in page), key=lambda pair: pair[1]
+        )
+        return [job_id for job_id, _ in merged[offset : end + 1]]
 
     def retry(self, job_id: str, *, request: str | None = None) -> bool:
         """Put a failed or cancelled job back in the queue; False if it is in another state.
@@ -199,23 +223,28 @@ class Admin(QueueBase):
             raise ConfigError("status must not be processing: running jobs cannot be purged")
         deleted = 0
         with self._unavailable_as_error():
-            while True:
-                batch = int(
-                    self._scripts.purge(
-                        self.client,
-                        (index,),
+            settle = (self._failed_ttl_ms, self.config.max_failed_jobs)
+            calls: list[tuple[tuple[str, ...], tuple[str | int, ...]]] = [
+                ((index,), (self.keys.job_prefix, PURGE_BATCH, *settle))
+            ]
+            if job_status is JobStatus.PENDING:
+                # Pending jobs held back by their type's limits sit in one list per type.
+                held = cast("list[str | bytes]", self.client.zrange(self.keys.parked, 0, -1))
+                for raw in held:
+                    name = _codec.text(raw)
+                    calls.append(
                         (
-                            self.keys.job_prefix,
-                            PURGE_BATCH,
-                            self._failed_ttl_ms,
-                            self.config.max_failed_jobs,
-                        ),
+                            (self.keys.held(name), self.keys.parked),
+                            (self.keys.job_prefix, PURGE_BATCH, *settle, name),
+                        )
                     )
-                )
-                deleted += batch
-                # A short batch emptied the index as it was. Stop there: jobs that the
-                # purge itself released into it (dependents that run whatever the
-                # outcome) are not what was asked to be deleted.
-                if batch < PURGE_BATCH:
-                    break
+            for keys, args in calls:
+                while True:
+                    batch = int(self._scripts.purge(self.client, keys, args))
+                    deleted += batch
+                    # A short batch emptied the index as it was. Stop there: jobs that
+                    # the purge itself released into it (dependents that run whatever
+                    # the outcome) are not what was asked to be deleted.
+                    if batch < PURGE_BATCH:
+                        break
         return deleted

@@ -9,6 +9,7 @@ import attrs
 import redis
 import redis.cluster
 
+from jobs._limits import RateLimit, concurrency_limits, rate_limits
 from jobs._validators import (
     duration,
     int_in_range,
@@ -59,6 +60,16 @@ class RedisQueueConfig:
             lose a job whose enqueue had already returned; 0 (the default) does not wait.
         wait_timeout: how long an enqueue waits for those replicas, seconds or
             timedelta; it must stay below the client's socket timeout.
+        rate_limits: job type -> rate limit (``"5/s"``, ``"10/m"``, ``"100/h"``) on this
+            queue, replacing the one the type declares (`Registry.register`'s
+            ``rate_limit``); None: no rate limit on this queue.
+        concurrency_limits: job type -> the most jobs of the type running at once on
+            this queue, across every pool, replacing the declared ``max_concurrency``;
+            None: no cap on this queue.
+
+    Flow limits are published by every worker pool that starts on the queue (its
+    declarations with this queue's overrides applied: the last pool to start wins), or
+    set with `RedisQueue.set_limits`; the fetch script enforces them.
 
     .. versionadded:: 0.1
     """
@@ -80,4 +91,10 @@ class RedisQueueConfig:
     wait_for_replicas: int = attrs.field(default=0, validator=int_in_range(0))
     wait_timeout: timedelta = attrs.field(
         default=timedelta(seconds=1), converter=duration, validator=positive_duration
+    )
+    rate_limits: dict[str, RateLimit | None] = attrs.field(
+        factory=dict, converter=rate_limits, hash=False
+    )
+    concurrency_limits: dict[str, int | None] = attrs.field(
+        factory=dict, converter=concurrency_limits, hash=False
     )

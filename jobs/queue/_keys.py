@@ -34,6 +34,9 @@ class QueueKeys:
     history_prefix: str
     waiting: str
     dependents_prefix: str
+    limits: str
+    rate: str
+    parked: str
 
     @classmethod
     def for_queue(cls, prefix: str, name: str) -> QueueKeys:
@@ -62,6 +65,9 @@ class QueueKeys:
             history_prefix=base + "history:",
             waiting=base + "waiting",
             dependents_prefix=base + "dependents:",
+            limits=base + "limits",
+            rate=base + "rate",
+            parked=base + "parked",
         )
 
     def job(self, job_id: str) -> str:
@@ -95,3 +101,11 @@ class QueueKeys:
     def pool_wake(self, pool_id: str) -> str:
         """A list only one pool blocks on, so that stopping it is immediate."""
         return f"{self.base}wake:{pool_id}"
+
+    def held(self, job_type: str) -> str:
+        """The zset of one job type's ready jobs held back by its limits (parked)."""
+        return f"{self.base}parked:{job_type}"
+
+    def running(self, job_type: str) -> str:
+        """The zset of one capped job type's jobs holding a concurrency slot."""
+        return f"{self.base}running:{job_type}"

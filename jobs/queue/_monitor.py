@@ -27,7 +27,7 @@ class Monitor(QueueBase):
         """The queue's counts, in one O(1) call."""
         k = self.keys
         with self._unavailable_as_error():
-            pending, scheduled, processing, flat, waiting = self._scripts.stats(
+            pending, scheduled, processing, flat, waiting, held = self._scripts.stats(
                 self.client, (k.pending, k.scheduled, k.processing, k.stats, k.waiting), ()
             )
         counters = _codec.pairs(flat)
@@ -56,6 +56,7 @@ class Monitor(QueueBase):
             rejected_writes=count("rejected"),
             damaged_records=count("damaged"),
             waiting_jobs=int(waiting),
+            throttled_jobs=int(held),
         )
 
     def history(self, minutes: int = HISTORY_MINUTES) -> QueueHistory:

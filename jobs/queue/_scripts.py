@@ -178,6 +178,7 @@ class Scripts:
         self.cron_fire = Script("cron_fire")
         self.advance = Script("advance")  # jobs.testing only
         self.flow = Script("flow")
+        self.limits = Script("limits")
 
     def all(self) -> list[Script]:
         """Every script."""

@@ -2,7 +2,8 @@
 
 The class is assembled from one part per kind of caller: `Producer` (enqueue, read,
 wait), `Admin` (cancel, retry, purge, list), `Monitor` (stats, history, workers),
-`Crons` (the scheduler's fire times) and `WorkerSide` (what a worker pool asks), all on
+`Crons` (the scheduler's fire times), `WorkerSide` (what a worker pool asks) and
+`FlowControl` (job types' rate limits and concurrency caps), all on
 `QueueBase` (client, key schema, scripts, error mapping). Only the `jobs.queue` package
 talks to Redis: it knows the key schema (`jobs.queue._keys`) and the scripts' argument
 layouts (documented at the top of each ``jobs/queue/lua/*.lua``); the client and the
@@ -12,6 +13,7 @@ worker pool speak in Python values.
 from jobs.queue._admin import Admin
 from jobs.queue._base import ENQUEUE_CHUNK, ENQUEUE_CHUNK_BYTES, enqueue_chunks, new_request_id
 from jobs.queue._crons import Crons
+from jobs.queue._flow import FlowControl
 from jobs.queue._monitor import Monitor
 from jobs.queue._producer import Producer
 from jobs.queue._worker_side import WorkerSide
@@ -25,7 +27,7 @@ __all__ = [
 ]
 
 
-class RedisQueue(Producer, Admin, Monitor, Crons, WorkerSide):
+class RedisQueue(Producer, Admin, Monitor, Crons, WorkerSide, FlowControl):
     """A job queue stored in Redis.
 
     Example::

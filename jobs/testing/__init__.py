@@ -109,8 +109,9 @@ def _registry(client: Client) -> Registry:
 def advance(client: Client, seconds: float | timedelta) -> int:
     """Move the queue's clock ahead: every scheduled job becomes due ``seconds`` earlier.
 
-    Delayed jobs and retries waiting out their backoff are moved; nothing runs (call
-    `drain` for that). Job timestamps other than ``run_at`` are left as they were.
+    Delayed jobs and retries waiting out their backoff are moved, and rate limits'
+    clocks with them; nothing runs (call `drain` for that). Job timestamps other than
+    ``run_at`` are left as they were.
 
     Returns:
         How many scheduled jobs moved.
@@ -144,8 +145,9 @@ def drain(
     ``error_handler`` (``client``'s `WorkerPoolConfig`) are called here, in order (an
     exception they raise comes out of ``drain``, where a pool would log it). A job
     that a handler enqueues runs in the same drain. When nothing is due but jobs are
-    scheduled (a delay, a retry backoff), the clock moves ahead to the earliest one
-    (`advance`) and the drain goes on.
+    scheduled (a delay, a retry backoff) or held back by a rate limit, the clock moves
+    ahead to the earliest one (`advance`) and the drain goes on. The registry's rate
+    limits and concurrency caps are published first, as a worker pool does.
 
     Args:
         client: a client with a registry, on the queue to drain (no worker pool may be
@@ -165,6 +167,8 @@ def drain(
     """
     registry = _registry(client)
     queue = client.queue
+    # As a pool starting on the queue would: its types' rate limits and caps apply.
+    queue.publish_limits(registry.limits())
     ran: list[Job] = []
     while True:
         fetched = queue.fetch(1, DRAIN_LEASE)

@@ -10,6 +10,7 @@ like `RedisQueue`: `MemoryBase` (``_memory_base``: clock, lock, state), the work
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import time
 from typing import TYPE_CHECKING, Any, cast
@@ -29,15 +30,17 @@ from jobs.testing._memory_worker import MemoryWorkerSide
 from jobs.worker._protocol import LeaseState
 
 if TYPE_CHECKING:
-    import logging
     from collections.abc import Iterator, Mapping, Sequence
     from datetime import timedelta
 
+    from jobs._limits import TypeLimits
     from jobs.config import JobConfig
     from jobs.job import Job
 
 _LEASE_STATES = {1: LeaseState.HELD, 2: LeaseState.CANCELLED, 0: LeaseState.LOST}
 
+
+logger = logging.getLogger("jobs.testing")
 
 #: Why `MemoryQueue` refuses ``depends_on`` and flows (`jobs.group`, `jobs.chain`).
 _NO_FLOWS = (
@@ -147,6 +150,24 @@ class MemoryQueue(MemoryWorkerSide):
             None if fields is None else _codec.decode_job(fields, self.name, lenient=True)
             for fields in copies
         ]
+
+    def publish_limits(self, declared: Mapping[str, TypeLimits]) -> int:
+        """Not modelled: rate limits and concurrency caps are enforced by fetch.lua only.
+
+        A pool whose registry declares limits runs on a MemoryQueue without them; this
+        logs a warning once, naming the types, rather than pretending to enforce them.
+        """
+        limited = sorted(name for name, limits in declared.items() if limits)
+        if limited and not self._limits_warned:
+            self._limits_warned = True
+            logger.warning(
+                "MemoryQueue %r does not enforce rate limits or concurrency caps "
+                "(declared for %s): test them against a RedisQueue",
+                self.name,
+                ", ".join(limited),
+                extra={"queue": self.name},
+            )
+        return 0
 
     def declare_types(self, declarations: Mapping[str, str]) -> None:
         """Publish job types' declared settings for producers."""

@@ -82,6 +82,7 @@ class MemoryBase:
             "max_result_bytes": max_result_bytes,
         }
         self._max_completed = max_completed_jobs
+        self._limits_warned = False  # see MemoryQueue.publish_limits
         self._max_payload = max_payload_bytes
         self._max_result = max_result_bytes
         self._store = _store or _Store(clock or time.time)

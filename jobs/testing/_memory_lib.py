@@ -17,7 +17,9 @@ BAND = 4398046511104
 #: Due jobs made ready by a write (PROMOTE_ON_WRITE in _lib.lua).
 PROMOTE_ON_WRITE = 1000
 FINAL = frozenset({"completed", "failed", "cancelled"})
-INDEXES = ("pending", "scheduled", "processing", "completed", "failed", "cancelled")
+#: 'waiting' stays empty: dependencies are refused (see MemoryQueue.enqueue), but the
+#: status exists, so that listing or purging it answers as on Redis.
+INDEXES = ("pending", "scheduled", "processing", "completed", "failed", "cancelled", "waiting")
 LOST_ERROR = "lease expired (worker lost)"
 
 

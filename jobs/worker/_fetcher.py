@@ -28,6 +28,8 @@ class Fetching(PoolCore):
     _weights: list[int] | None  # of the queues, when weighted (else strict order)
 
     def _init_fetching(self) -> None:
+        # The job types' rate limits and caps, published before the first fetch.
+        self._limits_unpublished = self.registry.limits()
         self._need_fetch = True
         self._due_at: float | None = None  # monotonic time the earliest scheduled job is due
         # A fetch that may have leased jobs though its reply never came: its queue and
@@ -112,6 +114,12 @@ class Fetching(PoolCore):
         One call per queue visited: the first queue in `_order` gets the fetch and the
         outcomes of its jobs; later queues are asked only for what is still free.
         """
+        if self._limits_unpublished:
+            # Before the first fetch (not at the first heartbeat, which may come after
+            # it): that fetch would lease jobs as if no type were limited.
+            for queue in self.queues:
+                queue.publish_limits(self._limits_unpublished)
+            self._limits_unpublished = {}
         self._want, self._taken, self._round_due = free, 0, None
         self._outbox.send(self._outbox.claim(), self._order(), self)
         self._due_at = self._round_due

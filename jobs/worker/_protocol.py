@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from datetime import timedelta
 
+    from jobs._limits import TypeLimits
+
 
 # The per-job values below are NamedTuples: several are built for every job on the hot
 # path, and a tuple is the cheapest immutable record Python has.
@@ -217,4 +219,11 @@ class WorkerQueue(Protocol):
 
     def warn_if_evicting(self, logger: logging.Logger) -> None:
         """Log a warning if the store may evict the queue's keys."""
+        ...
+
+    def publish_limits(self, declared: Mapping[str, TypeLimits]) -> int:
+        """Put the job types' declared rate limits and caps in force.
+
+        The queue's own overrides win. Returns how many types' limits changed.
+        """
         ...

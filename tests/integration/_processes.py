@@ -66,6 +66,7 @@ def spawn_worker(
     shutdown_timeout: float = 5.0,
     max_lost_leases: int | None = None,
     record_url: str | None = None,
+    cap: int | None = None,
     log_path: Path | None = None,
     ready_timeout: float = READY_TIMEOUT,
 ) -> Worker:
@@ -88,6 +89,8 @@ def spawn_worker(
         command += ["--max-lost-leases", str(max_lost_leases)]
     if record_url is not None:
         command += ["--record-url", record_url]
+    if cap is not None:
+        command += ["--cap", str(cap)]
     log = log_path.open("ab") if log_path is not None else None
     try:
         proc = subprocess.Popen(
@@ -177,6 +180,7 @@ class WorkerProcs:
         shutdown_timeout: float = 5.0,
         max_lost_leases: int | None = None,
         record_url: str | None = None,
+        cap: int | None = None,
     ) -> Worker:
         """`spawn_worker`, tracked; its log goes to ``worker-<n>.log`` in the log directory."""
         log_path = self._log_dir / f"worker-{len(self._procs) + 1}.log"
@@ -189,6 +193,7 @@ class WorkerProcs:
             shutdown_timeout=shutdown_timeout,
             max_lost_leases=max_lost_leases,
             record_url=record_url,
+            cap=cap,
             log_path=log_path,
         )
         self._procs.append(proc)

@@ -751,7 +751,7 @@ def test_scheduler_command_rejects_what_is_not_a_scheduler(
 def test_json_log_formatter_keeps_a_traceback_on_one_line() -> None:
     import logging
 
-    from jobs.cli._format import JsonFormatter, TextFormatter
+    from jobs.cli._logging import JsonFormatter, TextFormatter
 
     try:
         raise ValueError("bad\nthing")
@@ -1003,7 +1003,7 @@ def test_get_and_list_never_print_control_characters(redis_url: str) -> None:
 
 
 def test_text_log_lines_cannot_be_forged_by_a_job(redis_url: str, app_dir: Path) -> None:
-    from jobs.cli._format import TextFormatter
+    from jobs.cli._logging import TextFormatter
 
     name = unique_name()
     _failed_hostile_job(redis_url, name)

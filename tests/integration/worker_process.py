@@ -18,6 +18,10 @@ test process measures what really ran even when this process was SIGKILLed halfw
   ``t:cancelled``;
 - ``hang``: ignores its token (``time.sleep``), then records;
 - ``crash``: ends this process at once with exit code 1 (a poison pill).
+- ``capped`` (declared with ``max_concurrency=--cap`` when given): appends
+  ``{"id", "attempt", "pid", "at"}`` (this host's clock, s) to ``t:started``, sleeps
+  ``payload["seconds"]`` on its first attempt only (not cancellable), then records like
+  ``record``.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ if TYPE_CHECKING:
 
 RAN_KEY = "t:ran"
 CANCELLED_KEY = "t:cancelled"
+STARTED_KEY = "t:started"
 #: How long a handler keeps trying to leave its trace while Redis is away.
 RECORD_PATIENCE = 60.0
 
@@ -54,6 +59,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--poll-interval", type=float, default=0.2, help="seconds")
     parser.add_argument("--shutdown-timeout", type=float, default=5.0, help="seconds")
     parser.add_argument("--max-lost-leases", type=int, default=5)
+    parser.add_argument("--cap", type=int, default=None, help="max_concurrency of 'capped'")
     parser.add_argument(
         "--record-url",
         default=None,
@@ -91,7 +97,7 @@ class Recorder:
         self._client.close()
 
 
-def _registry(recorder: Recorder) -> jobs.Registry:
+def _registry(recorder: Recorder, cap: int | None = None) -> jobs.Registry:
     registry = jobs.Registry()
 
     def ran(ctx: jobs.JobContext) -> dict[str, Any]:
@@ -128,6 +134,20 @@ def _registry(recorder: Recorder) -> jobs.Registry:
     registry.register_func("block", block)
     registry.register_func("hang", hang)
     registry.register_func("crash", crash)
+
+    def capped(ctx: jobs.JobContext, payload: dict[str, Any]) -> dict[str, Any]:
+        attempt = ctx.job.attempts
+        entry = {"id": ctx.job.id, "attempt": attempt, "pid": os.getpid(), "at": time.time()}
+        recorder.push(STARTED_KEY, entry)
+        if attempt == 1:
+            time.sleep(float(payload["seconds"]))
+        return ran(ctx)
+
+    # Only when asked: the clock-skew tests run this file under an installed jobs too.
+    if cap is None:
+        registry.register_func("capped", capped)
+    else:
+        registry.register("capped", capped, max_concurrency=cap)
     return registry
 
 
@@ -154,7 +174,7 @@ def main(argv: list[str] | None = None) -> None:
     client = jobs.Client(
         jobs.ClientConfig(
             queue=queue,
-            registry=_registry(recorder),
+            registry=_registry(recorder, args.cap),
             worker_pool_config=jobs.WorkerPoolConfig(
                 num_workers=args.workers,
                 lease=args.lease,

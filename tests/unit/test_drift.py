@@ -155,6 +155,8 @@ def test_the_architecture_page_lists_every_key_of_a_queue() -> None:
             keys.history(0).removesuffix("0") + "MINUTE",
             keys.pool_wake("POOL"),
             keys.dependents("ID"),
+            keys.held("TYPE"),
+            keys.running("TYPE"),
         ]
     finally:
         queue.close()

@@ -578,11 +578,12 @@ local function announce_finished(job_prefix)
   end
 end
 
--- The fence: may the holder of `token` still change this job?
+-- The fence: may the holder of `token` still change this job? Also returns the job's
+-- concurrency slot (its type, or false: see give_slot), read in the same call.
 -- (A key that is not a hash holds no lease: HMGET's error reply has no fields.)
 local function holds_lease(job_key, token)
-  local fields = redis.pcall('HMGET', job_key, 'status', 'lease')
-  return fields[1] == 'processing' and fields[2] == token
+  local fields = redis.pcall('HMGET', job_key, 'status', 'lease', 'slot')
+  return fields[1] == 'processing' and fields[2] == token, fields[3] or false
 end
 
 local function earliest(zset_key)
@@ -591,4 +592,203 @@ local function earliest(zset_key)
     return tonumber(first[2])
   end
   return -1
+end
+
+-- Flow control: rate limits and concurrency caps per job type ----------------------------
+--
+-- Keys (B as above):
+--   B..'limits'       hash  job type -> 'count period_ms cap' (0: no such limit); written
+--                           by limits.lua (worker pools publish their declarations, with
+--                           the queue's overrides applied)
+--   B..'rate'         hash  job type -> the next start time its rate allows (GCRA's
+--                           theoretical arrival time, ms, fractional)
+--   B..'running:'..t  zset  ids of type t that hold one of its concurrency slots, score =
+--                           the lease deadline (heartbeats extend it, like the lease)
+--   B..'parked:'..t   zset  ready ids of type t held back by its limits, score = their
+--                           ready_score (order kept); their status stays 'pending'
+--   B..'parked'       zset  types with parked ids, score = when fetch looks at them again
+--                           (0 once a slot was given back: at the next fetch)
+--
+-- Why parked lists: a limited type's ready jobs leave the pending index when fetch meets
+-- them over their limit, so that no later fetch walks past them again (each waiting job
+-- is moved at most once per time it is held back), and an idle pool is not woken by
+-- jobs it may not take. Fetch moves them back, in their old places, once the type may
+-- start jobs again, as many as it may start.
+--
+-- The rate is GCRA (a token bucket kept as one timestamp): starts are spaced by
+-- period / count, with a burst of up to max(1, floor(count / 10)) after a pause, so any
+-- window of one period sees at most count + burst - 1 starts and a long run exactly the
+-- rate. A slot is counted from the lease (fetch) to the job leaving 'processing' by any
+-- path: complete, fail or retry, cancel, requeue, reap (give_slot); an entry whose
+-- deadline passed without a reap (its record deleted) no longer counts.
+
+local FLOW_UNPARK = 1000  -- parked ids moved back per type and fetch, at most
+-- When a type held back by a full cap is looked at again if nothing wakes it first. A
+-- slot given back wakes it at once (give_slot), and so does a reap that finds a job's
+-- record gone (flow_record_gone), the one way a slot can go without being given back:
+-- so this is only a backstop, and no pool polls a full cap.
+local FLOW_RECHECK = 3600000
+
+-- The limits of the queue's job types, or nil when no type has any (the common case:
+-- one HGETALL of an empty hash is all flow control then costs a fetch).
+local function flow_limits(base)
+  local flat = redis.pcall('HGETALL', base .. 'limits')
+  if type(flat) ~= 'table' or flat.err or #flat == 0 then
+    return nil
+  end
+  local limits, any = {}, false
+  for i = 1, #flat, 2 do
+    local count, period, cap = string.match(flat[i + 1], '^(%d+) (%d+) (%d+)$')
+    if count then
+      count, period, cap = tonumber(count), tonumber(period), tonumber(cap)
+      local lim = {cap = cap}
+      if count > 0 and period > 0 then
+        lim.interval = period / count
+        lim.tolerance = (math.max(1, math.floor(count / 10)) - 1) * lim.interval
+      end
+      if lim.interval or cap > 0 then
+        limits[flat[i]] = lim
+        any = true
+      end
+    end
+  end
+  if any then
+    return limits
+  end
+  return nil
+end
+
+local function flow_tat(base, t, now)
+  return math.max(tonumber(field_of(base .. 'rate', t)) or now, now)
+end
+
+-- How many jobs of type t may start now (at most `want`), and, for each limit that this
+-- many starts would exhaust, when the next start is allowed: the latest of those (ms), or
+-- nil. For a full cap that is FLOW_RECHECK from now: a slot given back wakes the type
+-- (give_slot). A slot whose deadline passed without a reap (its record was deleted)
+-- counts no more.
+local function flow_room(base, t, lim, now, want)
+  local free, tokens, tat = math.huge, math.huge, nil
+  if lim.cap > 0 then
+    local running = base .. 'running:' .. t
+    redis.call('ZREMRANGEBYSCORE', running, '-inf', '(' .. int(now))
+    free = math.max(lim.cap - redis.call('ZCARD', running), 0)
+  end
+  if lim.interval then
+    tat = flow_tat(base, t, now)
+    tokens = math.max(math.floor((now + lim.tolerance - tat) / lim.interval) + 1, 0)
+  end
+  local room = math.min(want, free, tokens)
+  local at = nil
+  -- Only the limits that `room` starts use up name a time.
+  if free <= room then
+    at = now + FLOW_RECHECK
+  end
+  if tokens <= room then
+    at = math.max(at or 0, math.ceil(tat + tokens * lim.interval - lim.tolerance))
+  end
+  return room, at
+end
+
+-- Start one job of type t: use its rate, take a slot (recorded in the job's 'slot').
+local function flow_take(base, t, lim, job_key, id, now, deadline)
+  if lim.interval then
+    local rate = base .. 'rate'
+    local value = string.format('%.3f', flow_tat(base, t, now) + lim.interval)
+    if type(redis.pcall('HSET', rate, t, value)) == 'table' then
+      redis.call('DEL', rate)  -- not a hash: damaged, only timing state is lost
+      redis.call('HSET', rate, t, value)
+    end
+  end
+  if lim.cap > 0 then
+    redis.call('ZADD', base .. 'running:' .. t, deadline, id)
+    redis.call('HSET', job_key, 'slot', t)
+  end
+end
+
+-- Hold a ready job of type t back until `at` (ms).
+local function flow_park(base, t, id, score, at)
+  redis.call('ZADD', base .. 'parked:' .. t, score, id)
+  redis.call('ZADD', base .. 'parked', int(at), t)
+end
+
+-- Move parked jobs whose type may start jobs again back to pending. Returns the
+-- earliest time a type still parked is looked at again (ms), or -1.
+local function flow_unpark(base, limits, pending, now)
+  local due = redis.call('ZRANGEBYSCORE', base .. 'parked', '-inf', now, 'LIMIT', 0, 100)
+  for _, t in ipairs(due) do
+    local key = base .. 'parked:' .. t
+    local lim = limits and limits[t]
+    local room, at = FLOW_UNPARK, nil
+    if lim then
+      room, at = flow_room(base, t, lim, now, FLOW_UNPARK)
+    end
+    if room > 0 then
+      local moved = redis.call('ZPOPMIN', key, room)
+      local adds = {}
+      for i = 1, #moved, 2 do
+        adds[#adds + 1], adds[#adds + 2] = moved[i + 1], moved[i]
+      end
+      if #adds > 0 then
+        redis.call('ZADD', pending, unpack(adds))
+      end
+    end
+    if redis.call('EXISTS', key) == 0 then
+      redis.call('ZREM', base .. 'parked', t)
+    else
+      redis.call('ZADD', base .. 'parked', int(at or now), t)
+    end
+  end
+  return earliest(base .. 'parked')
+end
+
+-- A job left 'processing' (by whatever path): give its slot back, and have the next
+-- fetch look at its type's parked jobs at once. `slot`: the record's 'slot' field when
+-- the caller has read it already (holds_lease), else nil to read it here.
+local function give_slot(job_prefix, job_key, id, slot)
+  local t = slot
+  if t == nil then
+    t = field_of(job_key, 'slot')
+  end
+  if t then
+    local base = base_of(job_prefix, 'job:')
+    redis.pcall('ZREM', base .. 'running:' .. t, id)
+    redis.call('HDEL', job_key, 'slot')
+    if redis.call('EXISTS', base .. 'parked:' .. t) == 1 then
+      redis.call('ZADD', base .. 'parked', 0, t)
+      wake(base .. 'wake')
+    end
+  end
+end
+
+-- A heartbeat extended a job's lease: its slot (as holds_lease read it) lasts as long.
+local function extend_slot(job_prefix, id, deadline, t)
+  if t then
+    redis.pcall('ZADD', base_of(job_prefix, 'job:') .. 'running:' .. t, deadline, id)
+  end
+end
+
+-- A reap met a leased job whose record is gone (deleted by hand) or is no record at all
+-- (set aside): its slot, if it held one, cannot be given back by name, and its deadline
+-- has passed, so every held-back type is looked at again by the next fetch (flow_room
+-- drops the slot then).
+local function flow_record_gone(job_prefix)
+  local parked = base_of(job_prefix, 'job:') .. 'parked'
+  local types = redis.call('ZRANGE', parked, 0, -1)
+  for _, t in ipairs(types) do
+    redis.call('ZADD', parked, 0, t)
+  end
+  return #types > 0
+end
+
+-- A pending job left the queue another way than fetch (cancel): out of its parked list.
+local function flow_unready(job_prefix, job_key, id)
+  local t = field_of(job_key, 'type')
+  if t then
+    local base = base_of(job_prefix, 'job:')
+    if redis.call('ZREM', base .. 'parked:' .. t, id) == 1
+        and redis.call('EXISTS', base .. 'parked:' .. t) == 0 then
+      redis.call('ZREM', base .. 'parked', t)
+    end
+  end
 end

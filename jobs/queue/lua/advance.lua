@@ -8,7 +8,9 @@
 --
 -- Both the index score and the record's run_at move, so the job reads as due when its
 -- delay, on the moved clock, is over; an id whose key is not a record is left as is
--- (fetch sets it aside once it is due).
+-- (fetch sets it aside once it is due). Rate limits' clocks (the 'rate' hash) and the
+-- held-back types' next looks (the 'parked' zset, see _lib.lua) move as well, so a rate
+-- limit lets the next job start when its time comes on the moved clock.
 
 local scheduled = KEYS[1]
 local job_prefix, by = ARGV[1], tonumber(ARGV[2])
@@ -30,5 +32,19 @@ for i = 1, #entries, 2 do
 end
 if #moved > 0 then
   redis.call('ZADD', scheduled, unpack(moved))
+end
+local base = base_of(job_prefix, 'job:')
+local rates = redis.pcall('HGETALL', base .. 'rate')
+if type(rates) == 'table' and not rates.err then
+  for i = 1, #rates, 2 do
+    local tat = tonumber(rates[i + 1])
+    if tat then
+      redis.call('HSET', base .. 'rate', rates[i], string.format('%.3f', tat - by))
+    end
+  end
+end
+local parked = redis.call('ZRANGE', base .. 'parked', 0, -1, 'WITHSCORES')
+for i = 1, #parked, 2 do
+  redis.call('ZADD', base .. 'parked', int(tonumber(parked[i + 1]) - by), parked[i])
 end
 return #entries / 2

@@ -15,7 +15,9 @@
 -- Jobs that wait for this one are cancelled with it, transitively, each naming the
 -- dependency that cancelled it (finalize in _lib.lua), unless they run whatever its
 -- outcome (JobConfig.depends_on_any_outcome). A waiting job also leaves its
--- dependencies' dependents hashes.
+-- dependencies' dependents hashes. A running job gives its concurrency slot back
+-- (give_slot in _lib.lua); a pending one held back by its type's limits leaves its
+-- held-back list (flow_unready).
 --
 -- The request id (random per call, in KEYS[6]) makes a cancel sent again after its reply
 -- was lost (redis-py does so by itself) answer what the first one did, not "already
@@ -35,13 +37,16 @@ if not status then
 end
 local code
 if status == 'pending' then
-  redis.call('ZREM', pending, id)
+  if redis.call('ZREM', pending, id) == 0 then
+    flow_unready(job_prefix, job_key, id)  -- held back by its type's limits
+  end
   code = 1
 elseif status == 'scheduled' then
   redis.call('ZREM', scheduled, id)
   code = 1
 elseif status == 'processing' then
   redis.call('ZREM', processing, id)
+  give_slot(job_prefix, job_key, id)
   code = 2
 elseif status == 'waiting' then
   redis.call('ZREM', base_of(pending, 'pending') .. 'waiting', id)

@@ -9,6 +9,7 @@
 -- rejected because the caller no longer holds the lease (it expired and the job moved on,
 -- or the job was cancelled). Rejections are counted in stats 'rejected' and change
 -- nothing else.
+-- A recorded job gives its concurrency slot back (give_slot in _lib.lua).
 
 local processing, completed, stats = KEYS[1], KEYS[2], KEYS[3]
 local job_prefix, ttl = ARGV[1], tonumber(ARGV[2])
@@ -19,9 +20,11 @@ for b = 3, #ARGV, 3 do
   local id = ARGV[b]
   local job_key = job_prefix .. id
   local token = ARGV[b + 1]
-  if holds_lease(job_key, token) then
+  local held, slot = holds_lease(job_key, token)
+  if held then
     redis.call('HSET', job_key, 'result', ARGV[b + 2], 'written_by', 'c:' .. token)
     redis.call('ZREM', processing, id)
+    give_slot(job_prefix, job_key, id, slot)
     finalize(job_prefix, id, 'completed', now, ttl, completed, stats, 0)
     out[#out + 1] = 1
   elseif field_of(job_key, 'written_by') == 'c:' .. token then

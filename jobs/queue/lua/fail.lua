@@ -12,6 +12,7 @@
 -- ('pending', 'scheduled' or 'failed'), run_at its due time when retried, else 0.
 --
 -- A retry consumes one of max_retries ('failures'); lost leases never do (reap.lua).
+-- A recorded attempt gives its concurrency slot back (give_slot in _lib.lua).
 -- Scheduled jobs due by now are made ready first (promote_due in _lib.lua), so that a job
 -- retried at once queues behind those that were due before it.
 
@@ -27,12 +28,14 @@ for b = 4, #ARGV, 5 do
   local id, token, delay = ARGV[b], ARGV[b + 1], tonumber(ARGV[b + 4])
   local job_key = job_prefix .. id
   local done = nil
-  if not holds_lease(job_key, token) then
+  local held, slot = holds_lease(job_key, token)
+  if not held then
     -- (An error reply, for a key that is not a hash, has no fields: rejected.)
     done = redis.pcall('HMGET', job_key, 'written_by', 'status', 'run_at')
   end
   if done == nil then
     redis.call('ZREM', processing, id)
+    give_slot(job_prefix, job_key, id, slot)
     redis.call('HSET', job_key, 'error', ARGV[b + 2], 'traceback', ARGV[b + 3], 'written_by', 'f:' .. token)
     redis.call('HDEL', job_key, 'lease')
     local failures = bump(job_key, 'failures', 1)

@@ -15,8 +15,16 @@
 -- Returns {now_ms, next_event_ms, job_1, ..., job_k} where job_i is the record's values
 -- in the order of FIELDS below (jobs._codec.FETCHED_FIELDS; missing ones nil), with
 -- status processing, attempts + 1 and a fresh lease token in 'lease'; and
--- next_event_ms is when the earliest scheduled job is due (-1 if none): an idle pool may
--- block until then. (Expired leases are returned to pending by reap.lua, which wakes.)
+-- next_event_ms is when the earliest scheduled job is due, or the earliest time a job
+-- type held back by its limits may start jobs again, whichever comes first (-1 if
+-- neither): an idle pool may block until then. (Expired leases are returned to pending
+-- by reap.lua, and slots given back by give_slot, both of which wake.)
+--
+-- Flow control (rate limits and concurrency caps per job type, see _lib.lua): a popped
+-- job whose type may not start one more job now is parked (out of pending, in its type's
+-- parked list, status still 'pending', no attempt counted) and the fetch goes on with the
+-- next ready jobs, so a limited type never holds up the others. Before popping, parked
+-- jobs of types that may start again are moved back to their old places in pending.
 --
 -- Strict priority, FIFO within a priority (ready_score). A popped id whose record is
 -- gone (deleted by hand, or a corrupt queue) is dropped rather than leased; one whose key
@@ -42,6 +50,9 @@ local FIELDS = {'id', 'type', 'payload', 'status', 'priority', 'max_retries', 't
   'failures', 'lost', 'error', 'result', 'lease', 'deps'}
 
 local out = {now, -1}
+local base = base_of(job_prefix, 'job:')
+-- Flow control state (see _lib.lua): nil/false while no type is limited or held back.
+local limits, flow = nil, true
 local deadline = now + lease_ms
 
 local function deliver(job_key)
@@ -62,20 +73,44 @@ if #recorded > 0 then
   redis.call('PEXPIRE', request, request_ttl)
 else
   promote_due(job_prefix, scheduled, pending, seq_key, stats, now, tonumber(ARGV[4]))
+  -- One O(1) command while no type is limited or held back (the common case).
+  flow = redis.call('EXISTS', base .. 'limits', base .. 'parked') > 0
+  if flow then
+    limits = flow_limits(base)
+    flow_unpark(base, limits, pending, now)
+  end
 
-  local popped = redis.call('ZPOPMIN', pending, n)
-  local count = #popped / 2
-  if count > 0 then
+  local leased, recorded_any, taken, held_back = {}, false, 0, 0
+  -- Jobs held back by their type's limits do not count towards N: pop on past them
+  -- (each is parked once, so this ends), but no more than FLOW_UNPARK per call.
+  while taken < n and held_back < FLOW_UNPARK do
+    local popped = redis.call('ZPOPMIN', pending, n - taken)
+    local count = #popped / 2
+    if count == 0 then
+      break
+    end
     local token = take(lease_seq, count) - count
-    local leased, recorded_any = {}, false
     for i = 1, #popped, 2 do
       local id = popped[i]
       local job_key = job_prefix .. id
       local kind = record_type(job_key)
+      local t = limits and kind == 'hash' and field_of(job_key, 'type')
+      local lim = t and limits[t]
+      local room, at = 1, nil
+      if lim then
+        room, at = flow_room(base, t, lim, now, 1)
+      end
       if kind ~= 'hash' and kind ~= 'none' then
         set_aside(stats, job_key, kind)
+      elseif kind == 'hash' and room < 1 then
+        flow_park(base, t, id, popped[i + 1], at)
+        held_back = held_back + 1
       elseif kind == 'hash' then
+        if lim then
+          flow_take(base, t, lim, job_key, id, now, deadline)
+        end
         token = token + 1
+        taken = taken + 1
         bump(job_key, 'attempts', 1)
         -- 'id' again: a record that lost it would otherwise reach the worker nameless.
         redis.call('HSET', job_key, 'id', id, 'status', 'processing', 'started_at', now,
@@ -91,12 +126,15 @@ else
         end
       end
     end
-    if #leased > 0 then
-      redis.call('ZADD', request, unpack(leased))
+    if not limits then
+      break  -- nothing held back: one pop took what there was
     end
-    if recorded_any then
-      redis.call('PEXPIRE', request, request_ttl)
-    end
+  end
+  if #leased > 0 then
+    redis.call('ZADD', request, unpack(leased))
+  end
+  if recorded_any then
+    redis.call('PEXPIRE', request, request_ttl)
   end
 end
 
@@ -106,4 +144,10 @@ if redis.call('ZCARD', pending) > 0 then
 end
 
 out[2] = earliest(scheduled)
+-- A pool with nothing to do sleeps until then: the earliest due job, or the earliest
+-- time a held-back type may start jobs again.
+local parked_at = flow and earliest(base .. 'parked') or -1
+if parked_at >= 0 and (out[2] < 0 or parked_at < out[2]) then
+  out[2] = math.max(parked_at, now)
+end
 return out

@@ -10,6 +10,7 @@
 -- Returns {now_ms, code_1, ..., code_n}: 1 extended; 2 the job was cancelled (stop it);
 -- 0 the lease is lost (expired and re-delivered, or the record is gone): stop it, its
 -- result would be rejected anyway.
+-- An extended lease extends the job's concurrency slot with it (extend_slot in _lib.lua).
 
 local processing, workers, record = KEYS[1], KEYS[2], KEYS[3]
 local job_prefix, lease_ms, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -33,8 +34,10 @@ local deadline = now + lease_ms
 for b = 7, #ARGV, 3 do
   local id = ARGV[b]
   local job_key = job_prefix .. id
-  if holds_lease(job_key, ARGV[b + 1]) then
+  local held, slot = holds_lease(job_key, ARGV[b + 1])
+  if held then
     redis.call('ZADD', processing, 'XX', deadline, id)
+    extend_slot(job_prefix, id, deadline, slot)
     if ARGV[b + 2] ~= '' then
       redis.call('HSET', job_key, 'progress', ARGV[b + 2])
     end

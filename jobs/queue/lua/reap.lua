@@ -12,7 +12,9 @@
 -- Returns {now_ms, requeued, failed, next_expiry_ms}: next_expiry_ms is the earliest
 -- remaining lease deadline (-1 if none), when the next reap could find something.
 --
--- An expired id whose key is not a hash is set aside (set_aside in _lib.lua).
+-- An expired id whose key is not a hash is set aside (set_aside in _lib.lua). A reaped
+-- job gives its concurrency slot back (give_slot); so does, in effect, one whose record is
+-- gone or set aside (flow_record_gone).
 --
 -- Lost leases are counted apart from handler failures ('lost', stats 'lost_leases') and
 -- never consume max_retries. The lost attempt stays counted in 'attempts': its handler
@@ -24,6 +26,7 @@ local job_prefix, max_lost = ARGV[1], tonumber(ARGV[2])
 local ttl, keep = tonumber(ARGV[3]), tonumber(ARGV[4])
 local now = now_ms()
 local requeued, dead = 0, 0
+local gone = false  -- a leased job's record was gone or damaged: see flow_record_gone
 
 local expired = redis.call('ZRANGEBYSCORE', processing, '-inf', '(' .. now,
   'LIMIT', 0, tonumber(ARGV[5]))
@@ -31,9 +34,13 @@ for _, id in ipairs(expired) do
   local job_key = job_prefix .. id
   redis.call('ZREM', processing, id)
   local kind = record_type(job_key)
-  if kind ~= 'hash' and kind ~= 'none' then
+  if kind == 'none' then
+    gone = true
+  elseif kind ~= 'hash' then
     set_aside(stats, job_key, kind)
+    gone = true
   elseif redis.call('HGET', job_key, 'status') == 'processing' then
+    give_slot(job_prefix, job_key, id)
     redis.call('HDEL', job_key, 'lease')
     tally(stats, 'lost_leases', 1)
     if bump(job_key, 'lost', 1) >= max_lost then
@@ -45,6 +52,10 @@ for _, id in ipairs(expired) do
       requeued = requeued + 1
     end
   end
+end
+
+if gone and flow_record_gone(job_prefix) then
+  wake(wake_key)
 end
 
 -- Finished records expire by themselves; their index entries are trimmed whenever a job
