@@ -114,6 +114,13 @@ def _png_is_not_blank(path: Path) -> tuple[int, int]:
     return width, height
 
 
+def _report(capsys: pytest.CaptureFixture[str], shot: Path) -> None:
+    """Check a screenshot is not blank, and name it in the test run's own output."""
+    width, height = _png_is_not_blank(shot)
+    with capsys.disabled():  # shown even when the test passes (CI's log keeps it)
+        print(f"\nscreenshot: {shot} ({width}x{height})")
+
+
 def _no_sideways_scroll(driver: Any) -> None:
     overflow = driver.execute_script(
         "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
@@ -122,7 +129,11 @@ def _no_sideways_scroll(driver: Any) -> None:
 
 
 def test_an_operator_reads_the_failure_and_retries_from_the_browser(
-    redis_url: str, redis_client: redis.Redis, browser: Any, tmp_path: Path
+    redis_url: str,
+    redis_client: redis.Redis,
+    browser: Any,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     from selenium.webdriver.common.by import By
 
@@ -139,7 +150,7 @@ def test_an_operator_reads_the_failure_and_retries_from_the_browser(
         _no_sideways_scroll(browser)
         overview = shots / "overview.png"
         assert browser.save_screenshot(str(overview))
-        print(f"screenshot: {overview} {_png_is_not_blank(overview)}")
+        _report(capsys, overview)
 
         # From the failed tile to the list to the job: the traceback, and the script in
         # the payload and the error shown as text, never run.
@@ -153,7 +164,7 @@ def test_an_operator_reads_the_failure_and_retries_from_the_browser(
         assert browser.execute_script("return window.pwned === undefined")
         failed_page = shots / "failed-job.png"
         assert browser.save_screenshot(str(failed_page))
-        print(f"screenshot: {failed_page} {_png_is_not_blank(failed_page)}")
+        _report(capsys, failed_page)
         assert not browser.find_elements(By.CSS_SELECTOR, "button[value=retry]")  # read-only
 
         # Log in, back where we were, and retry this job.
@@ -195,11 +206,15 @@ def test_an_operator_reads_the_failure_and_retries_from_the_browser(
         _no_sideways_scroll(browser)
         phone = shots / "overview-phone.png"
         assert browser.save_screenshot(str(phone))
-        print(f"screenshot: {phone} {_png_is_not_blank(phone)}")
+        _report(capsys, phone)
 
 
 def test_a_running_job_shows_a_progress_bar(
-    redis_url: str, redis_client: redis.Redis, browser: Any, tmp_path: Path
+    redis_url: str,
+    redis_client: redis.Redis,
+    browser: Any,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     from selenium.webdriver.common.by import By
 
@@ -225,7 +240,7 @@ def test_a_running_job_shows_a_progress_bar(
         assert browser.execute_script("return window.pwned === undefined")
         shot = tmp_path / "running-job.png"
         assert browser.save_screenshot(str(shot))
-        print(f"screenshot: {shot} {_png_is_not_blank(shot)}")
+        _report(capsys, shot)
         release.set()
         client.wait(job_id, timeout=10)
 
