@@ -174,7 +174,10 @@ def test_a_worker_process_exports_its_counts_after_real_jobs(redis_url: str, app
         samples = last[0]
         assert proc.poll() is None, log_path.read_text()
 
-    assert samples[("jobs_worker_run_duration_seconds_sum", "default", "slow")] >= 0.3
+    # A timed-out attempt's run ends when it timed out (the timeout counts from when a
+    # slot took the job, a moment before its handler started), not when its abandoned
+    # handler returns: 30 s later.
+    assert 0 < samples[("jobs_worker_run_duration_seconds_sum", "default", "slow")] < 5
     assert samples[("jobs_worker_queue_wait_seconds_sum", "default", "ok")] >= 0
     # The served queue's gauges, read from Redis at scrape time, come along.
     assert samples[("jobs_up", "default", "")] == 1
