@@ -155,7 +155,7 @@ def full_flow(url: str, prefix: str = "jobs") -> jobs.QueueStats:
             # Failed records are trimmed to one too, so count rather than read them.
             wait_until(lambda: client.stats().failed_jobs >= 2, timeout=10)
             wait_until(lambda: client.stats().completed_jobs >= 7, timeout=10)
-            assert client.workers()
+            wait_until(client.workers, timeout=10, message="the pool never reported itself")
             assert client.list_jobs("completed")
             assert client.queue.crons()
             assert client.purge("cancelled") >= 1

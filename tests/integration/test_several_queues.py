@@ -87,8 +87,13 @@ def test_the_clients_own_queue_need_not_be_served(redis_url: str) -> None:
             own = client.enqueue("echo", 8)
             assert wait_for_status(producer, job_id, jobs.JobStatus.COMPLETED).result == 7
             assert client.get(own).status is jobs.JobStatus.PENDING
-            # The pool reports itself on the queues it serves.
-            assert [w.num_workers for w in producer.workers()] == [2]
+            # The pool reports itself on the queues it serves (its heartbeat thread's
+            # first beat, which may come after the job ran).
+            wait_until(
+                lambda: [w.num_workers for w in producer.workers()] == [2],
+                timeout=10,
+                message="the pool never reported itself on the queue it serves",
+            )
             assert client.workers() == []
     finally:
         producer.queue.close()
