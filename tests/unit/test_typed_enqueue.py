@@ -7,6 +7,7 @@ fail on exactly the lines marked ``# E:``.
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,16 +18,22 @@ ROOT = SAMPLES.parents[1]
 
 
 def _errors(path: Path, tmp_path: Path) -> tuple[set[int], str]:
-    out, err, _ = api.run(
-        [
-            "--config-file",
-            str(ROOT / "setup.cfg"),
-            "--cache-dir",
-            str(tmp_path / "mypy-cache"),
-            "--no-error-summary",
-            str(path),
-        ]
-    )
+    # mypy raises the interpreter's recursion limit for good; the JSON encoder's depth
+    # bound follows it, so later tests in this process would see deeper payloads pass.
+    limit = sys.getrecursionlimit()
+    try:
+        out, err, _ = api.run(
+            [
+                "--config-file",
+                str(ROOT / "setup.cfg"),
+                "--cache-dir",
+                str(tmp_path / "mypy-cache"),
+                "--no-error-summary",
+                str(path),
+            ]
+        )
+    finally:
+        sys.setrecursionlimit(limit)
     lines = {
         int(m.group(1))
         for m in re.finditer(rf"^{re.escape(path.name)}:(\d+): error:", out, re.MULTILINE)
