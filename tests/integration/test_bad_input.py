@@ -11,6 +11,7 @@ would leave them, next to good jobs enqueued the normal way.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from datetime import timedelta
@@ -363,6 +364,26 @@ def test_a_fetch_sets_aside_a_damaged_key_among_the_jobs_it_pops(
         assert [o.recorded for o in done] == [False]
         with pytest.raises(jobs.JobNotFound):
             client.cancel("bad")
+
+
+def test_a_fetched_record_keeps_bytes_that_are_not_utf8_and_control_characters(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    # fetch.lua sends each job as one JSON array: what Redis holds must come through it
+    # byte for byte, whether or not it is UTF-8, for the record's own checks to judge.
+    with make_client(redis_url) as client:
+        queue, keys = client.queue, client.queue.keys
+        odd = client.enqueue("work", {"text": 'quote " backslash \\ nul \x00 tab \t'})
+        bad = client.enqueue("work", 1)
+        redis_client.hset(keys.job(bad), mapping={"error": b"caf\xe9 \xff", "type": b"w\xe9"})
+        fetched = {j.job_id: j for j in queue.fetch(2, timedelta(seconds=30)).jobs}
+        assert set(fetched) == {odd, bad}
+        assert json.loads(fetched[odd].fields["payload"]) == {
+            "text": 'quote " backslash \\ nul \x00 tab \t'
+        }
+        assert fetched[bad].fields["error"] == b"caf\xe9 \xff"
+        assert fetched[bad].fields["type"] == b"w\xe9"
+        assert "result" not in fetched[bad].fields  # absent fields stay absent
 
 
 def test_a_damaged_stats_counter_does_not_strand_a_reaped_job(
