@@ -59,7 +59,7 @@ class QueueKeys:
             worker_prefix=base + "worker:",
             cron_prefix=base + "cron:",
             crons=base + "crons",
-            # A pub/sub channel, not a key: see announce_finished in _lib.lua.
+            # A pub/sub channel, not a key: see finish_call in _lib.lua.
             finished=base + "finished",
             types=base + "types",
             history_prefix=base + "history:",

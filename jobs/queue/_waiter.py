@@ -1,7 +1,7 @@
 """Waiting for jobs to finish, woken by Redis rather than by polling.
 
 Every script that finalizes jobs (complete, fail, cancel, reap) publishes their ids on
-the queue's ``finished`` channel in one message (``announce_finished`` in ``_lib.lua``).
+the queue's ``finished`` channel in one message (``finish_call`` in ``_lib.lua``).
 One `FinishedListener` per queue object holds one pub/sub connection and wakes exactly
 the waiters of the announced ids, however many threads wait on however many ids: 10,000
 waited ids cost the same connection as one.

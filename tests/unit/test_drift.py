@@ -69,8 +69,9 @@ def test_the_history_fields_python_reads_are_the_ones_lua_counts() -> None:
     lib = (_lua_dir() / "_lib.lua").read_text()
     scripts = "\n".join(p.read_text() for p in _scripts()) + lib
     counted = set(re.findall(r"count_minute\(.*, now, '(\w+)'", scripts))
-    # finalize counts each job under the final status its callers give it.
-    if re.search(r"count_minute\(.*, now, status, 1\)", lib):
+    # finalize counts each job under the final status its callers give it (finish_call
+    # writes those counts, summed per status, at the end of the script call).
+    if re.search(r"count_minute\(.*, call_totals\.now, status, n\)", lib):
         counted |= set(re.findall(r"finalize\([^,]+, [^,]+, '(\w+)'", scripts))
     assert set(_python_constant("_HISTORY_FIELDS")) == counted
 

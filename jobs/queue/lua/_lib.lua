@@ -32,7 +32,7 @@
 --                           cancels them. A hash, not a set: the least-privilege ACL
 --                           rule (README.rst) then needs no set commands.
 --   B..'finished'     pub/sub channel (not a key): a JSON array of the ids that reached
---                     a final state in one script call (see announce_finished)
+--                     a final state in one script call (see finish_call)
 --   B..'req:'..id     one request's record, so that a request sent again after its reply
 --                           was lost is not applied twice; short-lived (PEXPIRE). A fetch's
 --                           is a zset (fetch.lua), a cancel's or retry's a hash (cancel.lua)
@@ -351,8 +351,8 @@ end
 -- Also returns whether other jobs wait for this one (the record's 'dependents' flag, see
 -- "Dependencies" below): finalize reads both with one HMGET, so that a job nothing
 -- depends on costs no more to finish than before dependencies existed.
-local function release_unique(job_key, id)
-  local unique = redis.call('HMGET', job_key, 'unique', 'unique_for', 'dependents')
+local function release_unique(job_key, id, read)
+  local unique = read or redis.call('HMGET', job_key, 'unique', 'unique_for', 'dependents')
   if unique[1] and redis.pcall('GET', unique[1]) == id then
     local window = tonumber(unique[2]) or 0
     if window > 0 then
@@ -364,7 +364,7 @@ local function release_unique(job_key, id)
   return unique[3] ~= false
 end
 
--- Ids finalized by this script call, published once at its end (announce_finished).
+-- Ids finalized by this script call, published once at its end (finish_call).
 local finished_ids = {}
 
 -- Dependencies (JobConfig.depends_on). A dependent job is written 'waiting' (indexed in
@@ -523,22 +523,39 @@ settle_one = function(job_prefix, base, id, status, now, ttl_ms, keep)
   end
 end
 
+-- The counts and index trims of the jobs a script call finalizes, written once at the
+-- call's end (finish_call) rather than once per job: a batch of completions then costs
+-- one HINCRBY of each counter, not one per job.
+local call_totals = {stats = nil, now = nil, counts = {}, trims = {}}
+
 -- Move a job to a final state: index it, count it, expire its record, trim the index;
 -- then settle the jobs that wait for it (settle_one).
 -- keep = 0 means no count bound (completed jobs are bounded by age only).
-finalize = function(job_prefix, id, status, now, ttl_ms, index_key, stats_key, keep)
+-- `read`: the record's 'unique', 'unique_for' and 'dependents', when the caller has read
+-- them already (holds_lease); `fields`: more fields to write with the status.
+finalize = function(job_prefix, id, status, now, ttl_ms, index_key, stats_key, keep, read,
+                    fields)
   local job_key = job_prefix .. id
   finished_ids[#finished_ids + 1] = id
-  local awaited = release_unique(job_key, id)
-  redis.call('HSET', job_key, 'status', status, 'completed_at', now)
+  local awaited = release_unique(job_key, id, read)
+  if fields then
+    redis.call('HSET', job_key, 'status', status, 'completed_at', now, unpack(fields))
+  else
+    redis.call('HSET', job_key, 'status', status, 'completed_at', now)
+  end
   redis.call('HDEL', job_key, 'lease')
   redis.call('PEXPIRE', job_key, ttl_ms)
   redis.call('ZADD', index_key, now, id)
-  tally(stats_key, status, 1)
-  redis.pcall('HSET', stats_key, 'last_processed', now)
-  count_minute(base_of(stats_key, 'stats'), now, status, 1)
-  -- Expired records vanish by themselves; only their index entries need removing.
-  redis.call('ZREMRANGEBYSCORE', index_key, '-inf', '(' .. int(now - ttl_ms))
+  call_totals.stats, call_totals.now = stats_key, now
+  call_totals.counts[status] = (call_totals.counts[status] or 0) + 1
+  -- Expired records vanish by themselves; only their index entries need removing. With a
+  -- count bound, before it is applied (an expired entry must not count against it).
+  local cutoff = int(now - ttl_ms)
+  if keep > 0 then
+    redis.call('ZREMRANGEBYSCORE', index_key, '-inf', '(' .. cutoff)
+  else
+    call_totals.trims[index_key] = cutoff
+  end
   if keep > 0 then
     local excess = redis.call('ZCARD', index_key) - keep
     if excess > 0 then
@@ -566,10 +583,25 @@ local function forget_dependencies(job_prefix, job_key, id)
   end
 end
 
--- Tell the processes blocked in Client.wait which jobs just finished: one PUBLISH per
--- script call, whatever the batch size (free when nobody listens). A waiter that misses
--- it (its connection dropped) re-reads the status of what it waits for on reconnecting.
-local function announce_finished(job_prefix)
+-- The end of every script call that may finalize jobs: write their counts and trims
+-- (see `call_totals`), and tell the processes blocked in Client.wait which jobs just
+-- finished: one PUBLISH per script call, whatever the batch size (free when nobody
+-- listens). A waiter that misses it (its connection dropped) re-reads the status of
+-- what it waits for on reconnecting.
+local function finish_call(job_prefix)
+  if call_totals.stats then
+    local base = base_of(call_totals.stats, 'stats')
+    for status, n in pairs(call_totals.counts) do
+      tally(call_totals.stats, status, n)
+      count_minute(base, call_totals.now, status, n)
+    end
+    redis.pcall('HSET', call_totals.stats, 'last_processed', call_totals.now)
+    call_totals.stats, call_totals.counts = nil, {}
+  end
+  for index_key, cutoff in pairs(call_totals.trims) do
+    redis.call('ZREMRANGEBYSCORE', index_key, '-inf', '(' .. cutoff)
+  end
+  call_totals.trims = {}
   if #finished_ids > 0 then
     local channel = string.sub(job_prefix, 1, #job_prefix - 4) .. 'finished'
     -- pcall: a user whose ACL does not allow PUBLISH on the channel must not see the
@@ -579,11 +611,16 @@ local function announce_finished(job_prefix)
 end
 
 -- The fence: may the holder of `token` still change this job? Also returns the job's
--- concurrency slot (its type, or false: see give_slot), read in the same call.
+-- concurrency slot (its type, or false: see give_slot) and, when held, what finalize
+-- reads (its `read` argument), all in the same call.
 -- (A key that is not a hash holds no lease: HMGET's error reply has no fields.)
 local function holds_lease(job_key, token)
-  local fields = redis.pcall('HMGET', job_key, 'status', 'lease', 'slot')
-  return fields[1] == 'processing' and fields[2] == token, fields[3] or false
+  local fields = redis.pcall('HMGET', job_key, 'status', 'lease', 'slot', 'unique',
+    'unique_for', 'dependents')
+  local held = fields[1] == 'processing' and fields[2] == token
+  -- For finalize (release_unique), when the holder ends the job: read here, not again.
+  local read = held and {fields[4], fields[5], fields[6]} or nil
+  return held, fields[3] or false, read
 end
 
 local function earliest(zset_key)

@@ -59,5 +59,5 @@ finalize(job_prefix, id, 'cancelled', now_ms(), tonumber(ARGV[3]), cancelled, st
   tonumber(ARGV[4]))
 redis.call('HSET', request, 'code', code)
 redis.call('PEXPIRE', request, tonumber(ARGV[5]))
-announce_finished(job_prefix)
+finish_call(job_prefix)
 return code

@@ -20,12 +20,12 @@ for b = 3, #ARGV, 3 do
   local id = ARGV[b]
   local job_key = job_prefix .. id
   local token = ARGV[b + 1]
-  local held, slot = holds_lease(job_key, token)
+  local held, slot, read = holds_lease(job_key, token)
   if held then
-    redis.call('HSET', job_key, 'result', ARGV[b + 2], 'written_by', 'c:' .. token)
     redis.call('ZREM', processing, id)
     give_slot(job_prefix, job_key, id, slot)
-    finalize(job_prefix, id, 'completed', now, ttl, completed, stats, 0)
+    finalize(job_prefix, id, 'completed', now, ttl, completed, stats, 0, read,
+      {'result', ARGV[b + 2], 'written_by', 'c:' .. token})
     out[#out + 1] = 1
   elseif field_of(job_key, 'written_by') == 'c:' .. token then
     -- This very write, sent again after its reply was lost: it is recorded.
@@ -35,5 +35,5 @@ for b = 3, #ARGV, 3 do
     out[#out + 1] = 0
   end
 end
-announce_finished(job_prefix)
+finish_call(job_prefix)
 return out

@@ -103,7 +103,7 @@ if doomed then
     finalize(job_prefix, id, 'cancelled', now, tonumber(ARGV[15]), cancelled, stats,
       tonumber(ARGV[16]))
   end
-  announce_finished(job_prefix)
+  finish_call(job_prefix)
 elseif hold and #held > 0 then
   add_dependents(job_prefix, unmet, held)
 end

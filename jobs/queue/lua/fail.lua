@@ -28,7 +28,7 @@ for b = 4, #ARGV, 5 do
   local id, token, delay = ARGV[b], ARGV[b + 1], tonumber(ARGV[b + 4])
   local job_key = job_prefix .. id
   local done = nil
-  local held, slot = holds_lease(job_key, token)
+  local held, slot, read = holds_lease(job_key, token)
   if not held then
     -- (An error reply, for a key that is not a hash, has no fields: rejected.)
     done = redis.pcall('HMGET', job_key, 'written_by', 'status', 'run_at')
@@ -41,7 +41,7 @@ for b = 4, #ARGV, 5 do
     local failures = bump(job_key, 'failures', 1)
     local max_retries = tonumber(redis.call('HGET', job_key, 'max_retries')) or 0
     if delay < 0 or failures > max_retries then
-      finalize(job_prefix, id, 'failed', now, ttl, failed, stats, keep)
+      finalize(job_prefix, id, 'failed', now, ttl, failed, stats, keep, read)
       out[#out + 1], out[#out + 2], out[#out + 3] = 1, 'failed', 0
     elseif delay == 0 then
       redis.call('HSET', job_key, 'run_at', now)
@@ -66,5 +66,5 @@ for b = 4, #ARGV, 5 do
     out[#out + 1], out[#out + 2], out[#out + 3] = 0, '', 0
   end
 end
-announce_finished(job_prefix)
+finish_call(job_prefix)
 return out

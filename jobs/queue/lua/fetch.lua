@@ -50,6 +50,9 @@ local FIELDS = {'id', 'type', 'payload', 'status', 'priority', 'max_retries', 't
   'backoff', 'metadata', 'created_at', 'run_at', 'started_at', 'completed_at', 'attempts',
   'failures', 'lost', 'error', 'result', 'lease', 'deps'}
 
+-- Positions in FIELDS of what a lease changes.
+local STATUS, STARTED_AT, ATTEMPTS, LEASE = 4, 12, 14, 19
+
 local out = {now, -1}
 local base = base_of(job_prefix, 'job:')
 -- Flow control state (see _lib.lua): nil/false while no type is limited or held back.
@@ -96,8 +99,15 @@ else
     for i = 1, #popped, 2 do
       local id = popped[i]
       local job_key = job_prefix .. id
-      local kind = record_type(job_key)
-      local t = limits and kind == 'hash' and field_of(job_key, 'type')
+      -- One read for the checks and the reply (patched below with what the lease
+      -- writes): 3 commands a job with the HSET and the ZADD. A record without its 'id',
+      -- or a key that is not a hash (HMGET's error reply), is looked at more closely.
+      local values = redis.pcall('HMGET', job_key, unpack(FIELDS))
+      local kind = 'hash'
+      if values.err or not values[1] then
+        kind = record_type(job_key)
+      end
+      local t = limits and kind == 'hash' and values[2]
       local lim = t and limits[t]
       local room, at = 1, nil
       if lim then
@@ -114,14 +124,18 @@ else
         end
         token = token + 1
         taken = taken + 1
-        bump(job_key, 'attempts', 1)
+        -- A damaged count restarts from 0 (as bump in _lib.lua does).
+        local attempts = int((tonumber(values[ATTEMPTS]) or 0) + 1)
+        local lease = request_id .. ':' .. int(token)
         -- 'id' again: a record that lost it would otherwise reach the worker nameless.
         redis.call('HSET', job_key, 'id', id, 'status', 'processing', 'started_at', now,
-          'lease', request_id .. ':' .. int(token))
+          'lease', lease, 'attempts', attempts)
         redis.call('ZADD', processing, deadline, id)
         leased[#leased + 1], leased[#leased + 2] = int(token), id
         recorded_any = true
-        deliver(job_key)
+        values[1], values[STATUS], values[STARTED_AT] = id, 'processing', int(now)
+        values[ATTEMPTS], values[LEASE] = attempts, lease
+        out[#out + 1] = cjson.encode(values)
         -- In slices: unpack() has a bound, and a pool may fetch thousands at once.
         if #leased >= 1000 then
           redis.call('ZADD', request, unpack(leased))

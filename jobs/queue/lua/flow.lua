@@ -111,6 +111,6 @@ for _, entry in ipairs(doomed_jobs) do
       tonumber(ARGV[3]))
   end
 end
-announce_finished(job_prefix)
+finish_call(job_prefix)
 wake(wake_key)
 return {now}

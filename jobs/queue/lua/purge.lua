@@ -30,7 +30,7 @@ if #ids > 0 then
     to_settle[#to_settle + 1] = {id, 'purged', tonumber(ARGV[3]), tonumber(ARGV[4])}
   end
   settle_all(job_prefix, string.sub(job_prefix, 1, #job_prefix - 4), now_ms())
-  announce_finished(job_prefix)
+  finish_call(job_prefix)
 end
 if KEYS[2] and redis.call('EXISTS', index) == 0 then
   redis.call('ZREM', KEYS[2], ARGV[5])

@@ -87,5 +87,5 @@ local next_due = earliest(scheduled)
 if redis.call('ZCARD', pending) > 0 or (next_due >= 0 and next_due <= now) then
   wake(wake_key)
 end
-announce_finished(job_prefix)
+finish_call(job_prefix)
 return {now, requeued, dead, earliest(processing)}
