@@ -119,6 +119,11 @@ def _restart_rrule(rule: rrule, wall: datetime) -> rrule:
         return rule
     naive_start, naive_wall = dtstart.replace(tzinfo=None), wall.replace(tzinfo=None)
     for moved in _later_starts(parts["_freq"], parts["_interval"], naive_start, naive_wall):
+        if parts["_freq"] == WEEKLY and parts["_bysetpos"]:
+            # dateutil's first week runs from dtstart's day, not from the week's start
+            # (wkst), and BYSETPOS picks within it: start the week whole, as every week
+            # after the rule's first one is. (What this adds comes before ``wall``.)
+            moved -= timedelta(days=(moved.weekday() - parts["_wkst"]) % 7)
         try:
             restarted = rule.replace(dtstart=moved.replace(tzinfo=dtstart.tzinfo))
         except (ValueError, OverflowError):

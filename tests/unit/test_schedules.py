@@ -441,6 +441,14 @@ def test_rrule_with_seconds() -> None:
     assert rule.next_after(utc(2024, 5, 1, 12, 0, 30)) == utc(2024, 5, 1, 12, 1, 30)
 
 
+def test_rrule_weekly_setpos_picks_within_whole_weeks() -> None:
+    # Restarted on a Wednesday, dateutil's first week would begin that day and BYSETPOS=1
+    # would pick its Friday; the rule's own weeks begin on Monday (found by hypothesis).
+    rule = rrule(WEEKLY, dtstart=datetime(2018, 11, 28), bysetpos=1, byweekday=(MO, FR))
+    assert rule.after(datetime(2020, 1, 1)) == datetime(2020, 1, 6)
+    assert RRule(rule).next_after(utc(2020, 1, 1)) == utc(2020, 1, 6)
+
+
 def test_rrule_count_runs_out() -> None:
     schedule = RRule(rrule(DAILY, count=2, dtstart=datetime(2024, 1, 1, 9)))
     assert fires(schedule, utc(2023, 1, 1), 2) == [utc(2024, 1, 1, 9), utc(2024, 1, 2, 9)]
