@@ -44,10 +44,12 @@ class RedisQueueConfig:
         failed_ttl: how long failed and cancelled jobs' records are kept.
         max_failed_jobs: at most this many failed (and, separately, cancelled) records
             are kept; the oldest are dropped first.
-        max_completed_jobs: at most about this many completed records are kept (the
-            oldest are dropped by the workers' heartbeats, up to `COMPLETED_TRIM` per
-            beat); 0 keeps every record for its ``completed_ttl``. At roughly 700 bytes
-            a record, the default 100,000 is about 70 MB.
+        max_completed_jobs: at most this many completed records are kept: the oldest
+            are dropped as jobs complete (and by the workers' heartbeats, up to
+            `COMPLETED_TRIM` per beat, after the bound was lowered); 0 keeps every
+            record for its ``completed_ttl``. A dropped job is gone: `Client.get` and
+            `Client.wait` find nothing. At roughly 700 bytes a record, the default
+            100,000 is about 70 MB.
         max_payload_bytes: the largest encoded payload `Client.enqueue` accepts, and the
             largest encoded ``JobConfig.metadata``.
         max_result_bytes: the largest encoded result stored; a handler returning more

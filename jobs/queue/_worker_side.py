@@ -238,7 +238,11 @@ class WorkerSide(QueueBase):
         calls: list[_Call] = []
         completed: list[int] = []  # the positions in ``outcomes`` of each reply
         failed: list[int] = []
-        complete_args: list[Arg] = [k.job_prefix, self._completed_ttl_ms]
+        complete_args: list[Arg] = [
+            k.job_prefix,
+            self._completed_ttl_ms,
+            self.config.max_completed_jobs,
+        ]
         fail_args: list[Arg] = [k.job_prefix, self._failed_ttl_ms, self.config.max_failed_jobs]
         for index, outcome in enumerate(outcomes):
             held = outcome.leased

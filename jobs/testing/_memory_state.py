@@ -230,15 +230,19 @@ class QueueState(QueueLib):
                 index = self.index[name]
                 for old in [i for i, score in index.items() if score < now - ttl]:
                     del index[old]
-        completed = self.index["completed"]
-        if keep_completed > 0 and len(completed) > keep_completed:
-            for old in self.ordered("completed")[: min(len(completed) - keep_completed, batch)]:
-                self.delete(old)
-                del completed[old]
+        self.trim_completed(keep_completed, batch)
         next_due = self.earliest("scheduled")
         if self.index["pending"] or (next_due is not None and next_due <= now):
             self.wake = True
         return requeued, dead
+
+    def trim_completed(self, keep: int, most: int) -> None:
+        """Drop the oldest completed records past ``keep`` (0: no bound), ``most`` at most."""
+        completed = self.index["completed"]
+        if keep > 0 and len(completed) > keep:
+            for old in self.ordered("completed")[: min(len(completed) - keep, most)]:
+                self.delete(old)
+                del completed[old]
 
     def requeue(self, now: int, held: Sequence[tuple[str, str]]) -> int:
         """requeue.lua: how many went back to the front of the queue."""

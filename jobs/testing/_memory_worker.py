@@ -59,11 +59,14 @@ class MemoryWorkerSide(MemoryBase):
         fetched: Fetched | None = None
         with self._store.changed:
             state, now = self._enter()
+            recorded = 0
             for index, outcome in enumerate(outcomes):
                 if isinstance(outcome, Completed):
                     held = outcome.leased
                     ok = state.complete(now, held.job_id, held.token, outcome.result)
                     written[index] = Written(ok, "completed", now, 0)
+                    recorded += ok
+            state.trim_completed(self._max_completed, 2 * recorded)
             if any(not isinstance(o, Completed) for o in outcomes):
                 state.promote_due(now, PROMOTE_ON_WRITE)
             for index, outcome in enumerate(outcomes):
