@@ -114,7 +114,9 @@ class FinishedListener:
         while not self._stopping.is_set():
             pubsub: Any = None
             try:
-                pubsub = self._client.pubsub()
+                # Through Any: RedisCluster.pubsub is untyped before redis-py 8.2.
+                client: Any = self._client
+                pubsub = client.pubsub()
                 pubsub.subscribe(self._channel)
                 self._await_confirmation(pubsub)
                 self._subscribed.set()

@@ -17,9 +17,12 @@ import redis.cluster
 
 import jobs
 from jobs import _codec
+from jobs._loops import MAX_BACKOFF
+from jobs.queue import _cluster as jobs_cluster
 from jobs.queue._keys import QueueKeys
+from jobs.queue._waiter import RECHECK
 from tests.helpers import wait_until
-from tests.integration._clients import make_client, recorder, unique_name, wait_for_status
+from tests.integration._clients import Gate, make_client, recorder, unique_name, wait_for_status
 from tests.integration._topologies import (
     ClusterTopology,
     drive_failover,
@@ -243,3 +246,43 @@ def test_workers_carry_on_after_a_master_fails_over(
     assert not [
         r for r in caplog.records if r.levelno >= logging.ERROR and r.name.startswith("jobs")
     ], caplog.text
+
+
+def test_a_waiting_producer_is_woken_after_a_master_fails_over(cluster: ClusterTopology) -> None:
+    # The ``finished`` channel hashes to the queue's slot, so the waiters' subscription
+    # lives on the master this test kills: it must subscribe again on the promoted
+    # replica and be woken there by the outcome, not only by its RECHECK re-read.
+    name = unique_name("wait-failover")
+    key = QueueKeys.for_queue("jobs", name).pending
+    # A lease longer than the failover: the handler's outcome is the one written.
+    with (
+        Gate(result="done") as gate,
+        make_client(cluster.url, _registry(slow=gate), name=name, lease=30) as client,
+    ):
+        job_id = client.enqueue("slow")
+        assert gate.entered.wait(10)
+        got: list[jobs.Job] = []
+        waiter = threading.Thread(
+            target=lambda: got.append(client.wait(job_id, timeout=60)), name="test-waiter"
+        )
+        waiter.start()
+        wait_until(lambda: client.queue._listener is not None, 10)
+        listener = client.queue._listener
+        assert listener is not None
+        assert listener.wait_subscribed(10)
+        killed = cluster.kill_master_of(key)
+        wait_until(
+            lambda: not listener._subscribed.is_set(),
+            10,
+            message="the listener did not notice that its node died",
+        )
+        cluster.wait_for_failover(key, killed)
+        # As for the heartbeat: one call's failover window, the loop's longest backoff and
+        # a second more.
+        bound = jobs_cluster.FAILOVER_WINDOW + MAX_BACKOFF + 1.0
+        assert listener.wait_subscribed(bound), f"not subscribed again within {bound:.0f} s"
+        gate.release.set()
+        waiter.join(RECHECK / 2)
+        assert not waiter.is_alive(), "wait() was not woken by the outcome after the failover"
+    assert got[0].status is jobs.JobStatus.COMPLETED
+    assert got[0].result == "done"
