@@ -21,8 +21,9 @@ from tests.helpers import wait_until
 from tests.integration._clients import Gate, make_client, unique_name
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
+    from jobs._embedded import RedisServer
     from tests.integration._topologies import ClusterTopology, SentinelTopology
 
 
@@ -256,6 +257,34 @@ def test_a_waiter_carries_on_after_its_connection_is_cut(
         assert not waiter.is_alive()
         assert got[0].result == "done"
         wait_until(lambda: redis_client.pubsub_numsub(channel)[0][1] == 1)
+
+
+def test_a_wait_outlives_a_redis_restart(redis_factory: Callable[..., RedisServer]) -> None:
+    # docs/guide/tracking.rst: the job is cancelled once the server is back, maybe before
+    # the listener has subscribed again; its re-read on resubscribing finds it (the
+    # waiter's own re-read is an hour away here).
+    server = redis_factory(appendonly=True, appendfsync="always")
+    with make_client(server.url) as client:
+        job_id = client.enqueue("never", config=jobs.JobConfig(delay=3600))
+        got: list[jobs.Job] = []
+        waiter = threading.Thread(target=lambda: got.append(client.wait(job_id, timeout=60)))
+        waiter.start()
+        observer = server.client()
+        channel = client.queue.keys.finished
+        wait_until(lambda: observer.pubsub_numsub(channel)[0][1] == 1)
+        observer.close()
+        server.kill()
+        server.restart()
+        other = jobs.Client(
+            jobs.ClientConfig(queue=jobs.RedisQueue.from_url(server.url, name=client.queue.name))
+        )
+        try:
+            assert other.cancel(job_id)
+        finally:
+            other.queue.close()
+        waiter.join(30)
+        assert not waiter.is_alive(), "the wait did not come back after the restart"
+        assert got[0].status is jobs.JobStatus.CANCELLED
 
 
 def test_closing_the_queue_ends_the_listener(redis_url: str) -> None:
