@@ -285,9 +285,18 @@ class Producer(QueueBase):
                 # RECHECK seconds.
                 listener.wait_subscribed(min(left, RECHECK))
                 due = list(watch.take_due() & waiting)
+                if due and not listener.readers.acquire(timeout=min(left, RECHECK)):
+                    watch.mark(due)  # other waiters held every reader slot: try again
+                    continue
+                jobs: list[Job | None] | None
                 try:
                     jobs = self.get_many(due)
                 except RedisUnavailable:
+                    jobs = None
+                finally:
+                    if due:
+                        listener.readers.release()
+                if jobs is None:
                     failures += 1
                     watch.mark(due)
                     watch.event.wait(min(backoff_delay(failures), left))

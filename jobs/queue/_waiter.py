@@ -4,7 +4,9 @@ Every script that finalizes jobs (complete, fail, cancel, reap) publishes their 
 the queue's ``finished`` channel in one message (``finish_call`` in ``_lib.lua``).
 One `FinishedListener` per queue object holds one pub/sub connection and wakes exactly
 the waiters of the announced ids, however many threads wait on however many ids: 10,000
-waited ids cost the same connection as one.
+waited ids cost the same connection as one. The waiters read records themselves, at
+most `WAIT_READERS` at a time, so that however many threads wait, they hold at most that
+many pooled connections besides the subscription's.
 
 Pub/sub delivers at most once: a message published while the listener is disconnected
 is gone. So the listener marks every watched id as "to re-read" each time it
@@ -36,6 +38,11 @@ logger = logging.getLogger("jobs.client")
 RECHECK = 10.0
 #: How long the listener blocks for one message (bounds how fast `stop` takes effect).
 LISTEN_TIMEOUT = 1.0
+#: At most this many waiting threads of one queue object read records at once. Each read
+#: holds a pooled connection: without a bound, 10,000 threads each in ``wait()`` (woken by
+#: one announcement, or starting together) take the whole pool (redis-py 6+ caps it at
+#: 100 and then refuses), and the process's other calls fail with "Too many connections".
+WAIT_READERS = 4
 
 
 class Watch:
@@ -74,6 +81,8 @@ class FinishedListener:
         self._subscribed = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        #: Held while a waiter reads records (`WAIT_READERS` at once).
+        self.readers = threading.BoundedSemaphore(WAIT_READERS)
 
     def watch(self, ids: Iterable[str]) -> Watch:
         """Start watching ``ids``; `unwatch` the result when done."""

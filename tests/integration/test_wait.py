@@ -13,17 +13,17 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 import pytest
+import redis
 
 import jobs
 from jobs.queue import _waiter
 from tests.helpers import wait_until
-from tests.integration._clients import Gate, make_client
+from tests.integration._clients import Gate, make_client, unique_name
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
-    import redis
-
+    from jobs._embedded import RedisServer
     from tests.integration._topologies import ClusterTopology, SentinelTopology
 
 
@@ -176,6 +176,53 @@ def test_many_waits_share_one_subscription(redis_url: str, redis_client: redis.R
     assert [job.id for job in finished[0]] == ids
 
 
+class _PeakPool(redis.ConnectionPool):
+    """A pool that remembers the most connections it had checked out at once."""
+
+    most = 0
+
+    def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        connection = super().get_connection(*args, **kwargs)
+        self.most = max(self.most, len(self._in_use_connections))
+        return connection
+
+
+def test_many_threads_waiting_hold_a_bounded_number_of_connections(redis_url: str) -> None:
+    # 300 threads each in wait() on one job, all woken by its one announcement: their
+    # reads take turns, so together they hold the subscription and WAIT_READERS
+    # connections, and leave the rest of the pool to the process's other calls (unbounded,
+    # they took all of redis-py's 100 and enqueues failed with "Too many connections").
+    gate = Gate(result="done")
+    pool = _PeakPool.from_url(redis_url)
+    queue = jobs.RedisQueue(
+        jobs.RedisQueueConfig(client=redis.Redis(connection_pool=pool), name=unique_name())
+    )
+    waiter = jobs.Client(jobs.ClientConfig(queue=queue))
+    try:
+        with make_client(redis_url, _registry(slow=gate), name=queue.name) as client:
+            job_id = client.enqueue("slow")
+            assert gate.entered.wait(10)
+            got: list[jobs.Job] = []
+            threads = [
+                threading.Thread(target=lambda: got.append(waiter.wait(job_id, timeout=30)))
+                for _ in range(300)
+            ]
+            for thread in threads:
+                thread.start()
+            listener = queue._listener
+            assert listener is not None
+            wait_until(lambda: len(listener._watches.get(job_id, ())) == len(threads))
+            gate.release.set()
+            for thread in threads:
+                thread.join(30)
+            assert not any(thread.is_alive() for thread in threads)
+        assert [job.result for job in got] == ["done"] * len(threads)
+        assert 2 <= pool.most <= _waiter.WAIT_READERS + 1
+    finally:
+        queue.close()
+        pool.disconnect()
+
+
 def test_as_completed_yields_in_finishing_order(redis_url: str) -> None:
     first, second = Gate(result="first"), Gate(result="second")
     with make_client(redis_url, _registry(a=first, b=second), num_workers=2) as client:
@@ -210,6 +257,34 @@ def test_a_waiter_carries_on_after_its_connection_is_cut(
         assert not waiter.is_alive()
         assert got[0].result == "done"
         wait_until(lambda: redis_client.pubsub_numsub(channel)[0][1] == 1)
+
+
+def test_a_wait_outlives_a_redis_restart(redis_factory: Callable[..., RedisServer]) -> None:
+    # docs/guide/tracking.rst: the job is cancelled once the server is back, maybe before
+    # the listener has subscribed again; its re-read on resubscribing finds it (the
+    # waiter's own re-read is an hour away here).
+    server = redis_factory(appendonly=True, appendfsync="always")
+    with make_client(server.url) as client:
+        job_id = client.enqueue("never", config=jobs.JobConfig(delay=3600))
+        got: list[jobs.Job] = []
+        waiter = threading.Thread(target=lambda: got.append(client.wait(job_id, timeout=60)))
+        waiter.start()
+        observer = server.client()
+        channel = client.queue.keys.finished
+        wait_until(lambda: observer.pubsub_numsub(channel)[0][1] == 1)
+        observer.close()
+        server.kill()
+        server.restart()
+        other = jobs.Client(
+            jobs.ClientConfig(queue=jobs.RedisQueue.from_url(server.url, name=client.queue.name))
+        )
+        try:
+            assert other.cancel(job_id)
+        finally:
+            other.queue.close()
+        waiter.join(30)
+        assert not waiter.is_alive(), "the wait did not come back after the restart"
+        assert got[0].status is jobs.JobStatus.CANCELLED
 
 
 def test_closing_the_queue_ends_the_listener(redis_url: str) -> None:
