@@ -10,6 +10,8 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from jobs._json_depth import MAX_JSON_DEPTH as MAX_JSON_DEPTH
+from jobs._json_depth import too_deep
 from jobs._typed import is_typed, unstructure
 from jobs.errors import JobsError, PayloadError
 from jobs.job import Job, JobStatus
@@ -68,12 +70,16 @@ def dumps(value: object, what: str = "payload") -> bytes:
     """Encode ``value`` as compact UTF-8 JSON; attrs instances become their fields.
 
     Raises:
-        PayloadError: not JSON (a set, an object, NaN, a lone surrogate, nesting too deep).
+        PayloadError: not JSON (a set, an object, NaN, a lone surrogate), or nesting
+            deeper than `MAX_JSON_DEPTH`.
     """
     try:
-        return _ENCODER.encode(value).encode("utf-8")
+        data = _ENCODER.encode(value).encode("utf-8")
     except (TypeError, ValueError, RecursionError) as exc:
         raise PayloadError(f"{what} is not JSON-serializable: {exc}") from None
+    if too_deep(data):
+        raise PayloadError(f"{what} nests deeper than {MAX_JSON_DEPTH} levels")
+    return data
 
 
 def loads(data: str | bytes, what: str = "payload") -> Any:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import secrets
 import threading
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self, cast
 
 import redis
 import redis.cluster
@@ -128,6 +128,9 @@ class QueueBase:
         self._wait_ms = _codec.to_ms(config.wait_timeout)
         self._listener: FinishedListener | None = None
         self._listener_lock = threading.Lock()
+        #: The server's proto-max-bulk-len as last read, and when to read it again.
+        self._bulk_limit: int | None = None
+        self._bulk_limit_due = 0.0
         if config.wait_for_replicas:
             limit = socket_timeout(self.client)
             if limit is not None and config.wait_timeout.total_seconds() >= limit:
@@ -194,6 +197,21 @@ class QueueBase:
 
     def __repr__(self) -> str:
         return f"<RedisQueue {self.name!r} prefix={self.config.prefix!r} at {self.address}>"
+
+    def config_get(self, pattern: str) -> dict[str, str]:
+        """CONFIG GET ``pattern`` on the server that holds this queue's keys.
+
+        Raises:
+            redis.RedisError: refused (an ACL without ``+config|get``, a managed Redis
+                that renamed CONFIG), or Redis unreachable.
+        """
+        if isinstance(self.client, redis.cluster.RedisCluster):
+            cluster: Any = self.client  # untyped in some redis-py releases, typed in others
+            node = cluster.get_node_from_key(self.keys.pending)
+            raw = cluster.config_get(pattern, target_nodes=node)
+        else:
+            raw = self.client.config_get(pattern)
+        return {_codec.text(k): _codec.text(v) for k, v in cast("dict[Any, Any]", raw).items()}
 
     @contextmanager
     def _unavailable_as_error(self) -> Iterator[None]:

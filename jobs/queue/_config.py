@@ -54,7 +54,8 @@ class RedisQueueConfig:
             largest encoded ``JobConfig.metadata``.
         max_result_bytes: the largest encoded result stored; a handler returning more
             fails its job for good ("result is N bytes, over max_result_bytes"): keep
-            large results elsewhere and return where they are.
+            large results elsewhere and return where they are. Raised above the
+            server's ``proto-max-bulk-len``, a result longer than that fails for good too.
         wait_for_replicas: when > 0, enqueues (and cron fires) also wait, in the same
             round trip, until this many replicas have acknowledged the write (Redis
             ``WAIT``), and raise `ReplicationError` when fewer did within

@@ -117,13 +117,7 @@ class Monitor(QueueBase):
             redis.RedisError: CONFIG GET refused (an ACL without ``+config|get``, or a
                 managed Redis that renamed CONFIG).
         """
-        if isinstance(self.client, redis.cluster.RedisCluster):
-            cluster: Any = self.client  # untyped in some redis-py releases, typed in others
-            node = cluster.get_node_from_key(self.keys.pending)
-            raw = cluster.config_get("maxmemory*", target_nodes=node)
-        else:
-            raw = self.client.config_get("maxmemory*")
-        found = {_codec.text(k): _codec.text(v) for k, v in cast("dict[Any, Any]", raw).items()}
+        found = self.config_get("maxmemory*")
         return int(found.get("maxmemory", "0")), found.get("maxmemory-policy", "noeviction")
 
     def warn_if_evicting(self, logger: logging.Logger) -> None:

@@ -8,6 +8,8 @@ above never sees redis-py.
 from __future__ import annotations
 
 import json
+import math
+import time
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Self
 
@@ -35,6 +37,11 @@ if TYPE_CHECKING:
 
     _Call = tuple[Script, Sequence[str], Sequence[Arg]]
 
+#: The least proto-max-bulk-len Redis allows: no shorter result needs the server's limit.
+BULK_LIMIT_FLOOR = 1 << 20
+#: Seconds before the server's proto-max-bulk-len is read again (a refusal is for good).
+BULK_LIMIT_REFRESH = 60.0
+
 #: heartbeat.lua's reply code per held job.
 _LEASE_STATES = {1: LeaseState.HELD, 2: LeaseState.CANCELLED, 0: LeaseState.LOST}
 
@@ -52,6 +59,39 @@ class WorkerSide(QueueBase):
     def max_result_bytes(self) -> int:
         """The largest result (encoded) the queue accepts (`RedisQueueConfig`)."""
         return self.config.max_result_bytes
+
+    def _check_result_sizes(self, outcomes: Sequence[Outcome]) -> None:
+        """Refuse, before sending, a result longer than the server takes in one argument.
+
+        Redis answers an argument over its ``proto-max-bulk-len`` with a protocol error
+        and closes the connection, which looks like an outage: the batch holding it was
+        sent again for ever, and the pool fetched nothing else. Refused here, it is
+        written apart and its job fails for good (`jobs.worker` ``write_apart``). The
+        limit is at least 1 MiB, so it is read (and every `BULK_LIMIT_REFRESH` again)
+        only when a result is longer, which needs ``max_result_bytes`` raised.
+        """
+        longest = max(
+            (len(o.result) for o in outcomes if isinstance(o, Completed)),
+            default=0,
+        )
+        if longest <= BULK_LIMIT_FLOOR:
+            return
+        if time.monotonic() >= self._bulk_limit_due:
+            self._bulk_limit_due = time.monotonic() + BULK_LIMIT_REFRESH
+            try:
+                value = self.config_get("proto-max-bulk-len").get("proto-max-bulk-len")
+                self._bulk_limit = None if value is None else int(value)
+            except (redis.ConnectionError, redis.TimeoutError):
+                pass  # the write will say Redis is unreachable; read it next time
+            except (redis.RedisError, ValueError):  # CONFIG is not for this user
+                self._bulk_limit, self._bulk_limit_due = None, math.inf
+        limit = self._bulk_limit
+        if limit is not None and longest > limit:
+            # Not a JobsError, which the pool takes for the queue's own (a pause).
+            raise ValueError(
+                f"result is {longest} bytes, over what Redis at {self.address} takes in "
+                f"one argument (proto-max-bulk-len {limit})"
+            )
 
     @property
     def reply_timeout(self) -> float | None:
@@ -232,8 +272,10 @@ class WorkerSide(QueueBase):
 
         Raises:
             RedisUnavailable: Redis could not be reached, or refused the call for now.
-            Exception: an outcome does not encode (before anything was sent).
+            Exception: an outcome does not encode, or its result is longer than Redis
+                takes (before anything was sent).
         """
+        self._check_result_sizes(outcomes)
         k = self.keys
         calls: list[_Call] = []
         completed: list[int] = []  # the positions in ``outcomes`` of each reply

@@ -148,6 +148,10 @@ class Firing:
                 raise
             self.failed(entry, job, now, exc)
             return
+        if action != self.fire_due:
+            # Planned is not yet working: a cron job that fails when it fires is planned
+            # again each retry, and would be logged as working, then as failing anew.
+            return
         with self.lock:
             error, entry.error = entry.error, None
         if error is not None:

@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import pytest
 
 import jobs
-from jobs._codec import MAX_ERROR_CHARS, MAX_TRACEBACK_CHARS
+from jobs._codec import MAX_ERROR_CHARS, MAX_JSON_DEPTH, MAX_TRACEBACK_CHARS
 from jobs.worker._protocol import Completed, Leased
 from tests.helpers import wait_until
 from tests.integration._clients import make_client, wait_for_status
@@ -230,6 +231,43 @@ def test_max_payload_bytes_is_exact_and_configurable(
         with pytest.raises(jobs.PayloadError):
             client.enqueue("work", "\u00e9" * 50)
         assert client.stats().total_jobs == 1
+
+
+def levels(count: int) -> list[Any]:
+    """A value nesting exactly ``count`` levels deep (`nested` adds one: its empty list)."""
+    return nested(count - 1)
+
+
+def test_json_accepted_at_enqueue_decodes_at_the_worker(redis_url: str) -> None:
+    # One nesting bound for producers and workers alike: what enqueue accepts, the worker
+    # (deeper in its own stack) decodes; a payload deeper than MAX_JSON_DEPTH used to be
+    # accepted and failed at the worker as a CorruptRecord.
+    registry = jobs.Registry()
+    registry.register_func("work", lambda ctx, payload: "ran")
+    registry.register_func("deep_result", lambda ctx, depth: levels(depth))
+    config = jobs.JobConfig(max_retries=2, retry_backoff=jobs.NoBackoff())
+    with make_client(redis_url, registry, start=False) as client:
+        deepest = levels(MAX_JSON_DEPTH)
+        payload = client.enqueue("work", deepest, config)
+        deepest_metadata = {"m": levels(MAX_JSON_DEPTH - 1)}  # the mapping is a level too
+        meta = client.enqueue("work", {}, attrs.evolve(config, metadata=deepest_metadata))
+        with pytest.raises(jobs.PayloadError, match=f"nests deeper than {MAX_JSON_DEPTH}"):
+            client.enqueue("work", levels(MAX_JSON_DEPTH + 1), config)
+        with pytest.raises(jobs.PayloadError, match="metadata nests deeper"):
+            client.enqueue("work", {}, attrs.evolve(config, metadata={"m": deepest}))
+        fits = client.enqueue("deep_result", MAX_JSON_DEPTH, config)
+        too_deep = client.enqueue("deep_result", MAX_JSON_DEPTH + 1, config)
+        client.start()
+        for job_id in (payload, meta):
+            job = wait_for_status(client, job_id, jobs.JobStatus.COMPLETED)
+            assert (job.result, job.attempts) == ("ran", 1)
+        assert client.get(payload).payload == deepest
+        assert wait_for_status(client, fits, jobs.JobStatus.COMPLETED).result == deepest
+        # A result too deep can never be stored: it fails for good, not after retries.
+        failed = wait_for_status(client, too_deep, jobs.JobStatus.FAILED)
+        assert failed.attempts == 1
+        assert failed.error == f"PayloadError: result nests deeper than {MAX_JSON_DEPTH} levels"
+        assert client.stats().total_jobs == 4
 
 
 def test_unstorable_metadata_is_refused_and_nothing_is_written(

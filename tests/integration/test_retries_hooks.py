@@ -305,6 +305,40 @@ def test_an_oversized_result_fails_the_job_for_good_and_the_pool_goes_on(redis_u
     assert job.error == "PayloadError: result is 5002 bytes, over max_result_bytes (1000)"
 
 
+def test_a_result_longer_than_redis_takes_fails_for_good_and_the_pool_goes_on(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # max_result_bytes above the server's proto-max-bulk-len: Redis would answer the
+    # write with a protocol error and close the connection, which looks like an outage,
+    # so the batch holding it was sent again for ever and the pool fetched nothing else.
+    mib = 1 << 20
+    registry = jobs.Registry()
+    registry.register_func("big", lambda ctx, payload: "x" * payload)
+    config = jobs.JobConfig(max_retries=3)
+    options = {"max_result_bytes": 4 * mib}
+    with make_client(redis_url, registry, queue_options=options, start=False) as client:
+        r = client.queue.client
+        before = str(r.config_get("proto-max-bulk-len")["proto-max-bulk-len"])
+        r.config_set("proto-max-bulk-len", str(mib))  # the least Redis allows
+        try:
+            big = client.enqueue("big", 3 * mib // 2, config)
+            smalls = [client.enqueue("big", 10, config) for _ in range(3)]
+            client.start()
+            for job_id in smalls:
+                assert client.wait(job_id, timeout=10).result == "x" * 10
+            job = client.wait(big, timeout=10)
+            later = client.enqueue("big", 10, config)  # the pool still fetches
+            assert client.wait(later, timeout=10).status is jobs.JobStatus.COMPLETED
+        finally:
+            r.config_set("proto-max-bulk-len", before)
+    assert job.status is jobs.JobStatus.FAILED
+    assert job.attempts == 1
+    assert job.error is not None
+    assert job.error.startswith("the handler completed, but its result could not be written")
+    assert f"result is {3 * mib // 2 + 2} bytes" in job.error
+    assert f"(proto-max-bulk-len {mib})" in job.error
+
+
 def test_oversized_metadata_is_refused_at_enqueue(redis_url: str) -> None:
     options = {"max_payload_bytes": 100}
     with make_client(redis_url, queue_options=options) as client:

@@ -247,34 +247,36 @@ def test_block_parser() -> None:
     assert blocks(text, source="docs/x.rst")[0].where == "docs/x.rst:5"
 
 
-def test_every_test_the_docs_name_exists() -> None:
-    # "Guarantees" names the test behind each promise: a renamed test must not leave the
-    # docs pointing at nothing.
-    text = all_text()
-    named = re.findall(r"(test_\w+\.py)((?:::test_\w+)?)", text)
-    assert named
-    for file_name, test in named:
-        path = next(ROOT.glob(f"tests/**/{file_name}"), None)
-        assert path is not None, file_name
-        if test:
-            assert f"def {test.removeprefix('::')}(" in path.read_text(), (file_name, test)
-    # A bare ``::test_name`` continues a list after ``test_file.py``: it must be in that
-    # file, the one a reader looks in (a test moved to another file left one pointing
-    # there: test_bad_input.py's damaged stats counter, listed after test_model.py).
-    for document in documents():
-        last_file = None
-        for match in re.finditer(r"``(test_\w+\.py)?(?:::(test_\w+))?``", document.read_text()):
-            file_name, test = match.groups()
-            last_file = file_name or last_file
-            if test and not file_name:
-                assert last_file is not None, (document.name, test)
-                # tests/unit and tests/integration may each have a file of that name.
-                paths = ROOT.glob(f"tests/**/{last_file}")
-                assert any(f"def {test}(" in p.read_text() for p in paths), (
-                    document.name,
-                    last_file,
-                    test,
-                )
+def _test_functions(path: Path) -> set[str]:
+    return set(re.findall(r"^(?:async )?def (test_\w+)\(", path.read_text(), re.M))
+
+
+#: ``test_x.py::test_a`` (a path under the root, or a file name), then ``::test_b`` (the
+#: same file), a file alone, or ``test_a`` alone (in some test file).
+_TEST_REF = re.compile(r"((?:[\w/]*/)?test_\w+\.py)?(::)?\b(test_\w+)?\b(?!\.py)")
+
+
+@pytest.mark.parametrize("document", documents(), ids=_name)
+def test_every_test_the_docs_name_exists(document: Path) -> None:
+    # "Guarantees" names the test behind each promise: a renamed or moved test must not
+    # leave the docs pointing at nothing, or at another file. tests/unit and
+    # tests/integration may each have a file of one name: a bare name may be either.
+    tests = {p: _test_functions(p) for p in ROOT.glob("tests/**/test_*.py")}
+    current: list[Path] = []
+    wrong = []
+    for literal in re.findall(r"``([^`]+)``", document.read_text()):
+        for path, scope, name in _TEST_REF.findall(literal):
+            if path:
+                current = [p for p in tests if p == ROOT / path or p.name == path]
+                if not current:
+                    wrong.append(f"{literal}: no file {path}")
+                    continue
+            if not name:
+                continue
+            where = current if (scope or path) else list(tests)
+            if not any(name in tests[p] for p in where):
+                wrong.append(f"{literal}: no {name} in {[_name(p) for p in where][:2]}")
+    assert not wrong, wrong
 
 
 def test_the_readme_links_every_page_of_the_docs() -> None:

@@ -806,3 +806,96 @@ def test_registrations_are_answered_while_a_schedule_is_being_computed() -> None
         round_.join(5)
     # disable() returned while the schedule computed the fire's successor: it never fires.
     assert queue.job_ids() == [job_id("tick", utc(12))]
+
+
+# -- the general guard: no failure stops the other cron jobs or ends the thread unseen -----
+
+
+class Faulty(FakeQueue):
+    """A FakeQueue whose calls about one cron job (or all, for ``"*"``) can be made to raise."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.faults: dict[tuple[str, str], BaseException] = {}
+        self.raised = 0
+
+    def _fault(self, method: str, cron_id: str) -> None:
+        error = self.faults.get((method, cron_id)) or self.faults.get((method, "*"))
+        if error is not None:
+            self.raised += 1
+            raise error
+
+    def fire_cron(self, cron_id: str, *args: Any, **kwargs: Any) -> tuple[bool, int]:
+        self._fault("fire_cron", cron_id)
+        return super().fire_cron(cron_id, *args, **kwargs)
+
+    def cron_state(self, cron_id: str) -> dict[str, str]:
+        self._fault("cron_state", cron_id)
+        return super().cron_state(cron_id)
+
+    def announce_cron(self, cron_id: str, *args: Any, **kwargs: Any) -> None:
+        self._fault("announce_cron", cron_id)
+        super().announce_cron(cron_id, *args, **kwargs)
+
+
+#: Where one cron job ("victim") fails: its schedule, or each call the scheduler makes to
+#: the queue about it, with an error reply about its keys or with any other exception.
+GUARD_STAGES: dict[str, tuple[str, BaseException]] = {
+    "schedule": ("schedule", RuntimeError("holiday calendar has no entry for 2027")),
+    "state-read-error-reply": ("cron_state", redis.ResponseError("WRONGTYPE damaged state")),
+    "state-read-bug": ("cron_state", RuntimeError("injected")),
+    "fire-error-reply": ("fire_cron", redis.ResponseError("WRONGTYPE damaged claim")),
+    "fire-bug": ("fire_cron", RuntimeError("injected")),
+    "announce-bug": ("announce_cron", RuntimeError("injected")),
+}
+
+
+@pytest.mark.parametrize("stage", list(GUARD_STAGES))
+def test_a_failure_of_one_cron_job_at_any_stage_stops_no_other_and_no_thread(
+    stage: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    queue, clock = Faulty(), Clock(utc(12))
+    flaky = Flaky()
+    where, error = GUARD_STAGES[stage]
+    s = scheduler(queue, clock)
+    if where != "schedule":
+        queue.faults[(where, "victim")] = error  # from its first plan, at register
+    s.register(cron("victim", schedule=flaky))
+    s.register(cron("tick"))
+    flaky.error = error if where == "schedule" else None
+    with caplog.at_level("DEBUG", logger="jobs.scheduler"), s:
+        for minute in range(4):
+            clock.now = utc(12, minute)
+            s.register(cron(f"wake-{minute}", enabled=False))  # wakes the thread
+            wait_until(lambda: job_id("tick", clock.now) in queue.job_ids(), timeout=5)
+        assert queue.raised or flaky.error is not None, f"nothing reached {stage}"
+        assert not [i for i in queue.job_ids() if i.startswith("cron:victim:")]
+        queue.faults.clear()
+        flaky.error = None
+        clock.now = utc(12, 5)  # past the victim's retry: it is planned again, and fires
+        s.register(cron("wake-5", enabled=False))
+        wait_until(lambda: job_id("victim", utc(12, 5)) in queue.job_ids(), timeout=5)
+        assert len(scheduler_threads()) == 1
+        assert s.next_run("tick") == utc(12, 6)
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert [r.getMessage().split(" (")[0] for r in errors] == ["cron job 'victim' failed"]
+    assert errors[0].exc_info is not None
+    assert "cron job 'victim' works again" in caplog.text
+
+
+def test_a_redis_outage_fails_rounds_not_the_thread(caplog: pytest.LogCaptureFixture) -> None:
+    # Not one cron job's error: the round fails, the thread backs off and tries again.
+    queue, clock = Faulty(), Clock(utc(12))
+    s = scheduler(queue, clock)
+    s.register(cron("tick"))
+    with caplog.at_level("INFO", logger="jobs.scheduler"), s:
+        wait_until(lambda: queue.job_ids() == [job_id("tick", utc(12))], timeout=5)
+        queue.faults[("fire_cron", "*")] = redis.ConnectionError("fake outage")
+        clock.now = utc(12, 1)
+        s.register(cron("wake", enabled=False))
+        wait_until(lambda: queue.raised >= 3, timeout=5)  # retried, with a back-off
+        assert "Redis error" in caplog.text
+        queue.faults.clear()
+        wait_until(lambda: job_id("tick", utc(12, 1)) in queue.job_ids(), timeout=5)
+        assert len(scheduler_threads()) == 1
+    assert "recovered after" in caplog.text
