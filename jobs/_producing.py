@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
+import time
 from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 import attrs
@@ -34,6 +36,10 @@ R = TypeVar("R")
 
 _DEFAULT_CONFIG = JobConfig()
 
+#: Seconds a producer without the registry trusts what it read of a job type's declared
+#: queue: one lookup per type a minute, and a new declaration is followed within one.
+ROUTE_TTL = 60.0
+
 
 def new_job_id() -> str:
     """A fresh job id: 128 random bits, hex (unguessable, so ids can be shown to users)."""
@@ -57,9 +63,42 @@ class Producing:
 
     config: ClientConfig
 
+    def _init_producing(self) -> None:
+        self._routes_lock = threading.Lock()
+        # job type -> (the queue its published declaration names, monotonic expiry)
+        self._routes: dict[str, tuple[str | None, float]] = {}
+        self._siblings: dict[str, Client] = {}  # a client per declared queue, made once
+
     def _as_client(self) -> Client:
         # Producing is only ever the base of Client: handles need the whole client.
         return cast("Client", self)
+
+    def _routed(self, job_type: str) -> Client:
+        """The client to enqueue ``job_type`` with: this one, or one on its declared queue.
+
+        The registry's declaration when it has the type, else the one a worker pool
+        published in this queue (`Registry.register`'s ``queue``).
+        """
+        registry = self.config.registry
+        handler = registry.get(job_type) if registry is not None else None
+        name = handler.queue if handler is not None else self._published_queue(job_type)
+        if name is None or name == self.queue.name:
+            return self._as_client()
+        with self._routes_lock:
+            sibling = self._siblings.get(name)
+            if sibling is None:
+                config = attrs.evolve(self.config, queue=self.queue.sibling(name))
+                sibling = self._siblings[name] = type(self._as_client())(config)
+        return sibling
+
+    def _published_queue(self, job_type: str) -> str | None:
+        now = time.monotonic()
+        known = self._routes.get(job_type)
+        if known is not None and known[1] > now:
+            return known[0]
+        name = self.queue.declared_queue(job_type)
+        self._routes[job_type] = (name, now + ROUTE_TTL)
+        return name
 
     @property
     def queue(self) -> RedisQueue:
@@ -130,6 +169,9 @@ class Producing:
             ReplicationError: ``wait_for_replicas`` is set and too few replicas confirmed
                 in time (the jobs are written on the master).
         """
+        routed = self._routed(job_type)
+        if routed is not self:
+            return routed.enqueue_many(job_type, payloads, config)
         config, handler = self._prepare(job_type, config)
         typed = handler.payload_type if handler is not None else None
         limit = self.queue.max_payload_bytes
@@ -247,6 +289,14 @@ class Producing:
         specs: list[FlowProfile] = []
         flow_jobs: list[FlowJob] = []
         for index, item in enumerate(placed):
+            routed = self._routed(item.task.job_type)
+            if routed is not self:
+                raise ConfigError(
+                    f"task #{index}: job type {item.task.job_type!r} is declared on queue "
+                    f"{routed.queue.name!r}, and a flow's jobs must all be on one queue "
+                    f"(this client's, {self.queue.name!r}): enqueue the flow with a client "
+                    "of that queue"
+                )
             config, handler = self._prepare(item.task.job_type, item.task.config)
             # Dependencies are per job; the rest of the settings are shared by profile.
             shared = attrs.evolve(

@@ -87,6 +87,10 @@ class JobQueue(WorkerQueue, Protocol):
         """The queue's clock, in ms since the epoch."""
         ...
 
+    def declared_queue(self, job_type: str) -> str | None:
+        """The queue ``job_type``'s published declaration names (`Registry.register`)."""
+        ...
+
     def close(self) -> None:
         """Release what the queue holds (connections, listener threads)."""
         ...

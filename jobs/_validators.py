@@ -122,15 +122,24 @@ def require_text(name: str, value: object) -> None:
 NAME_FORBIDDEN = ":{}*?[]\\"
 
 
-def name_like(inst: object, field: attrs.Attribute[Any], value: object) -> None:
-    """Validator: a non-empty str without whitespace or any of `NAME_FORBIDDEN`."""
-    require_text(field.name, value)
+def check_name(what: str, value: object) -> None:
+    """A queue name or prefix: a non-empty str without whitespace or `NAME_FORBIDDEN`.
+
+    Raises:
+        ConfigError: naming ``what``.
+    """
+    require_text(what, value)
     value = cast("str", value)
     if any(c in NAME_FORBIDDEN or c.isspace() or not c.isprintable() for c in value):
         raise ConfigError(
-            f"{field.name} must not contain whitespace, control characters or any of "
+            f"{what} must not contain whitespace, control characters or any of "
             f"{NAME_FORBIDDEN!r} (they would mix up key names and ACL patterns), got {value!r}"
         )
+
+
+def name_like(inst: object, field: attrs.Attribute[Any], value: object) -> None:
+    """Validator: `check_name` of the field."""
+    check_name(field.name, value)
 
 
 def to_seconds(value: timedelta | float | int) -> float:

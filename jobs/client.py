@@ -54,6 +54,7 @@ class Client(Producing):
         if not isinstance(config, ClientConfig):
             raise ConfigError(f"config must be a ClientConfig, got {type(config).__name__}")
         self.config = config
+        self._init_producing()
         self._lock = threading.Lock()
         self._pool: WorkerPool | None = None
         self._stopping: WorkerPool | None = None  # the pool a stop() call is stopping

@@ -273,7 +273,8 @@ class WorkerPoolConfig:
         queues: the queues this pool serves, by name, on the client's Redis and prefix:
             a list is served in strict order (a job of an earlier queue always goes
             first), a mapping ``{name: weight}`` in proportion to the weights. Empty
-            (the default): the client's queue alone.
+            (the default): the client's queue, and those the registry's job types are
+            declared on (`Registry.register`'s ``queue``), in equal shares.
         prefetch: jobs fetched ahead of the free slots (0 by default). Fetching ahead
             batches fetches and keeps threads busy with short jobs (a few ms each); but a
             fetched job waits for a thread here even if another pool is idle, and it runs

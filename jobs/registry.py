@@ -11,7 +11,7 @@ import attrs
 
 from jobs import _typed
 from jobs._limits import RateLimit, TypeLimits, parse_cap
-from jobs._validators import require_text
+from jobs._validators import check_name, require_text
 from jobs.config import JobConfig
 from jobs.context import JobContext
 from jobs.errors import ConfigError
@@ -66,6 +66,8 @@ class RegisteredHandler:
     declared: frozenset[str] = frozenset()
     #: The type's declared rate limit and concurrency cap (enforced by the queue).
     limits: TypeLimits = attrs.field(factory=TypeLimits)
+    #: The queue the type's jobs go to (None: the producer's own).
+    queue: str | None = None
 
     def apply(self, config: JobConfig) -> JobConfig:
         """``config`` with the declared settings in every field it left at the default."""
@@ -78,12 +80,16 @@ class RegisteredHandler:
         """The declared settings as enqueue.lua reads them from the queue's types hash.
 
         JSON with string values under one-letter names (p priority, r max_retries,
-        t timeout_ms, b backoff spec), only for the declared ones.
+        t timeout_ms, b backoff spec, q queue), only for the declared ones. (enqueue.lua
+        reads p, r, t and b; a producer without the registry reads q to route its jobs.)
         """
         priority, max_retries, timeout_ms, backoff, _, _ = job_args(self.defaults)
         values = {"p": priority, "r": max_retries, "t": timeout_ms, "b": backoff}
         names = {"priority": "p", "max_retries": "r", "timeout": "t", "retry_backoff": "b"}
-        return json.dumps({names[n]: str(values[names[n]]) for n in sorted(self.declared)})
+        declared = {names[n]: str(values[names[n]]) for n in sorted(self.declared)}
+        if self.queue is not None:
+            declared["q"] = self.queue
+        return json.dumps(declared)
 
     def payload(self, raw: Any) -> Any:
         """The payload as the handler wants it: ``raw``, or an instance of ``payload_type``.
@@ -191,6 +197,7 @@ class Registry:
         priority: int | _NotSet = NOT_SET,
         rate_limit: str | RateLimit | None = None,
         max_concurrency: int | None = None,
+        queue: str | None = None,
     ) -> None:
         """Register ``handler`` for jobs of type ``name``, declaring its job settings once.
 
@@ -220,6 +227,12 @@ class Registry:
                 `RateLimit` for the spacing); None: no limit.
             max_concurrency: at most this many jobs of the type run at once across every
                 worker; None: no cap.
+            queue: the name of the queue the type's jobs go to, on the producer's Redis
+                and prefix (None: the producer's own queue). A client with this registry
+                sends them there; so does a producer without it, once a worker pool
+                with it has started (looked up once a minute per type). A pool with this
+                registry serves the queues its types name along with its own, unless
+                ``WorkerPoolConfig.queues`` says which to serve.
 
         The two limits are published by every worker pool with this registry when it
         starts (a queue may override them: `RedisQueueConfig.rate_limits` and
@@ -251,8 +264,10 @@ class Registry:
             None if rate_limit is None else RateLimit.parse(rate_limit),
             None if max_concurrency is None else parse_cap(max_concurrency),
         )
+        if queue is not None:
+            check_name("queue", queue)
         self._handlers[name] = RegisteredHandler(
-            name, handler, payload_type, defaults, frozenset(declared), limits
+            name, handler, payload_type, defaults, frozenset(declared), limits, queue
         )
 
     def register_func(self, name: str, handler: Handler, **settings: Any) -> None:
@@ -297,6 +312,11 @@ class Registry:
     def declarations(self) -> dict[str, str]:
         """Every registered type's declared settings, as a worker pool publishes them."""
         return {name: handler.declaration() for name, handler in self._handlers.items()}
+
+    def queues(self) -> list[str]:
+        """The queues the registered types name (`register`'s ``queue``), in order."""
+        named = (handler.queue for handler in self._handlers.values())
+        return list(dict.fromkeys(name for name in named if name is not None))
 
     def limits(self) -> dict[str, TypeLimits]:
         """Every registered type's declared limits (empty ones included: they clear)."""

@@ -29,6 +29,8 @@ from jobs.job import JobStatus
 if TYPE_CHECKING:
     import argparse
 
+    from jobs.registry import Registry
+
 from jobs.cli._connect import check_access, open_queue, producer, redis_url
 
 logger = logging.getLogger("jobs.cli")
@@ -219,10 +221,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
             raise UsageError(f"--processes must be at least 1, got {args.processes}")
         check_metrics_arguments(args, args.processes)
         # Check what the children will load, so a typo fails once here, not N times.
-        load_registry(args.registry)
+        registry = load_registry(args.registry)
         queue = open_queue(args)
         try:
-            check_access(queue, [name for name, _ in pool_config(args).queues])
+            check_access(queue, _served(pool_config(args), registry))
         finally:
             queue.close()
         return supervise(child_argv(args), args.processes, redis_url(args))
@@ -231,7 +233,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     queue = open_queue(args)
     settings = start_metrics(args, queue, pool_config(args))
     client = Client(ClientConfig(queue=queue, registry=registry, worker_pool_config=settings))
-    check_access(queue, [name for name, _ in settings.queues])
+    check_access(queue, _served(settings, registry))
     scheduler = None if args.scheduler is None else load_scheduler(args.scheduler, client)
     logger.info(
         "worker for queue %r at %s: job types %s%s",
@@ -266,6 +268,11 @@ def child_argv(args: argparse.Namespace) -> list[str]:
         if value is not None:
             argv.append(f"--{option.replace('_', '-')}={value}")
     return argv + metrics_argv(args)
+
+
+def _served(settings: WorkerPoolConfig, registry: Registry) -> list[str]:
+    """The other queues a pool serves: those its settings name, else its types' own."""
+    return [name for name, _ in settings.queues] or registry.queues()
 
 
 def cmd_scheduler(args: argparse.Namespace) -> int:

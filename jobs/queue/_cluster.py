@@ -140,8 +140,28 @@ def refresh(cluster: redis.cluster.RedisCluster) -> None:
     try:
         # A refresh that fails (reaches no node; or redis-py's own error) leaves the old
         # map: the next try fails and asks again. It must never fail the caller's call.
+        before = dict(untyped.nodes_manager.nodes_cache)
         untyped.nodes_manager.initialize()
+        _close_dropped(before, untyped.nodes_manager.nodes_cache)
     except Exception:
         logger.debug("refreshing the cluster slot map failed", exc_info=True)
     finally:
         running.release()
+
+
+def _close_dropped(before: dict[str, Any], after: dict[str, Any]) -> None:
+    """Close the connections of nodes the new map no longer has (a failed master).
+
+    redis-py before 8 drops them without closing their sockets, which are then found
+    open by the garbage collector (a ResourceWarning, seen after failovers on 5.0).
+    """
+    # (redis-py 8 makes new node objects on each refresh, handing on their clients.)
+    kept = {id(getattr(node, "redis_connection", None)) for node in after.values()}
+    for name, node in before.items():
+        connection = getattr(node, "redis_connection", None)
+        if name in after or connection is None or id(connection) in kept:
+            continue
+        try:
+            connection.connection_pool.disconnect()
+        except Exception:
+            logger.debug("closing a dropped cluster node's connections failed", exc_info=True)

@@ -22,6 +22,7 @@ from jobs.errors import (
 from jobs.queue._cluster import run_on_node
 from jobs.queue._waiter import RECHECK, FinishedListener
 from jobs.queue._wire import (
+    declared_queue,
     job_args,
 )
 
@@ -226,6 +227,16 @@ class Producer(QueueBase):
             with self._any_error_as_unavailable():
                 hset: Any = self.client.hset  # its mapping type differs between releases
                 hset(self.keys.types, mapping=dict(declarations))
+
+    def declared_queue(self, job_type: str) -> str | None:
+        """The queue ``job_type``'s published declaration names (`Registry.register`).
+
+        Raises:
+            RedisUnavailable: Redis cannot be reached.
+        """
+        with self._unavailable_as_error():
+            raw: Any = self.client.hget(self.keys.types, job_type)  # typed per release
+        return declared_queue(raw)
 
     def get_many(self, job_ids: Sequence[str]) -> list[Job | None]:
         """The records of ``job_ids`` (None for a missing one), `GET_BATCH` per round trip."""

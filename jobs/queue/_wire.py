@@ -14,7 +14,9 @@ import redis.cluster
 import redis.sentinel
 
 from jobs import _codec
+from jobs._validators import check_name
 from jobs.backoff import BUILTIN_BACKOFFS, ExponentialBackoff, backoff_to_spec
+from jobs.errors import ConfigError
 from jobs.queue import _urls
 
 if TYPE_CHECKING:
@@ -48,6 +50,25 @@ def _encode_job_args(config: JobConfig) -> tuple[Arg, ...]:
         _codec.dumps(dict(config.metadata), "metadata"),
         _codec.to_ms(config.delay),
     )
+
+
+def declared_queue(declaration: str | bytes | None) -> str | None:
+    """The queue a job type's published declaration names (its ``q``), if any.
+
+    A declaration that does not parse, or names no valid queue, names none.
+    """
+    if declaration is None:
+        return None
+    try:
+        settings = json.loads(declaration)
+    except ValueError:
+        return None
+    name = settings.get("q") if isinstance(settings, dict) else None
+    try:
+        check_name("queue", name)
+    except ConfigError:
+        return None
+    return cast("str", name)
 
 
 def address(client: RedisClient) -> str:

@@ -24,7 +24,7 @@ from jobs.queue._base import (
     ANSWER_TTL_MS,
     HISTORY_MINUTES,
 )
-from jobs.queue._wire import job_args
+from jobs.queue._wire import declared_queue, job_args
 from jobs.testing._memory_base import ManualClock
 from jobs.testing._memory_worker import MemoryWorkerSide
 from jobs.worker._protocol import LeaseState
@@ -174,6 +174,12 @@ class MemoryQueue(MemoryWorkerSide):
         with self._store.changed:
             state, _ = self._enter()
             state.types.update(declarations)
+
+    def declared_queue(self, job_type: str) -> str | None:
+        """The queue ``job_type``'s published declaration names, as `RedisQueue`'s."""
+        with self._store.changed:
+            state, _ = self._enter()
+            return declared_queue(state.types.get(job_type))
 
     def as_finished(self, job_ids: Sequence[str], timeout: float | None) -> Iterator[Job]:
         """Yield each job of ``job_ids`` once it is final, as `RedisQueue.as_finished`."""

@@ -72,9 +72,8 @@ class WorkerPool(Fetching, Slots, Reports):
     ) -> None:
         self.queue = queue
         self.client = client
-        self.queues = _served_queues(queue, config)
-        # Weights, when the queues are weighted (else strict order).
-        self._weights = [w for _, w in config.queues] if any(w for _, w in config.queues) else None
+        # With weights, when the queues are weighted (else strict order).
+        self.queues, self._weights = _served_queues(queue, config, registry)
         self.registry = registry
         self.config = config
         self.id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
@@ -251,8 +250,20 @@ class WorkerPool(Fetching, Slots, Reports):
             return len(self._held)
 
 
-def _served_queues(queue: WorkerQueue, config: WorkerPoolConfig) -> list[WorkerQueue]:
-    """The client's queue, or the queues ``config.queues`` names, in their order."""
-    if not config.queues:
-        return [queue]
-    return [queue if name == queue.name else queue.sibling(name) for name, _ in config.queues]
+def _served_queues(
+    queue: WorkerQueue, config: WorkerPoolConfig, registry: Registry
+) -> tuple[list[WorkerQueue], list[int] | None]:
+    """The queues to serve, and their weights (None: strict order).
+
+    Those ``config.queues`` names, in their order; else the client's queue and those its
+    registry's job types are declared on (`Registry.register`'s ``queue``), with equal
+    shares: a busy queue does not starve a type declared elsewhere.
+    """
+    if config.queues:
+        weights = [w for _, w in config.queues]
+        served = [queue if name == queue.name else queue.sibling(name) for name, _ in config.queues]
+        return served, weights if any(weights) else None
+    declared = [name for name in registry.queues() if name != queue.name]
+    if not declared:
+        return [queue], None
+    return [queue, *(queue.sibling(name) for name in declared)], [1] * (1 + len(declared))
