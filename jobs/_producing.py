@@ -169,6 +169,7 @@ class Producing:
             ReplicationError: ``wait_for_replicas`` is set and too few replicas confirmed
                 in time (the jobs are written on the master).
         """
+        require_text("job_type", job_type)  # before the route is looked up in Redis
         routed = self._routed(job_type)
         if routed is not self:
             return routed.enqueue_many(job_type, payloads, config)
@@ -289,6 +290,7 @@ class Producing:
         specs: list[FlowProfile] = []
         flow_jobs: list[FlowJob] = []
         for index, item in enumerate(placed):
+            require_text("job_type", item.task.job_type)
             routed = self._routed(item.task.job_type)
             if routed is not self:
                 raise ConfigError(

@@ -128,6 +128,8 @@ class QueueBase:
         self._wait_ms = _codec.to_ms(config.wait_timeout)
         self._listener: FinishedListener | None = None
         self._listener_lock = threading.Lock()
+        # Queues made by `sibling`: they share this queue's client, and close with it.
+        self._siblings: list[QueueBase] = []
         #: The server's proto-max-bulk-len as last read, and when to read it again.
         self._bulk_limit: int | None = None
         self._bulk_limit_due = 0.0
@@ -188,8 +190,11 @@ class QueueBase:
         """Stop the wait listener; close the Redis client if this queue created it (`from_url`)."""
         with self._listener_lock:
             listener, self._listener = self._listener, None
+            siblings, self._siblings = self._siblings, []
         if listener is not None:
             listener.stop()
+        for sibling in siblings:
+            sibling.close()
         if self._connection is not None:
             self._connection.close()
         elif self._owns_client:

@@ -25,6 +25,7 @@ from jobs.queue._base import (
     QueueBase,
     new_request_id,
 )
+from jobs.queue._fetch_reply import decode_fetched
 from jobs.queue._scripts import execute
 from jobs.queue._wire import socket_timeout
 from jobs.worker._protocol import Beat, Completed, Fetched, Leased, LeaseState, Written
@@ -99,8 +100,14 @@ class WorkerSide(QueueBase):
         return socket_timeout(self.client)
 
     def sibling(self, name: str) -> Self:
-        """The queue called ``name`` on the same Redis, with this queue's settings."""
-        return type(self)(attrs.evolve(self.config, name=name))
+        """The queue called ``name`` on the same Redis, with this queue's settings.
+
+        It uses this queue's client, and `close` of this queue closes it too.
+        """
+        sibling = type(self)(attrs.evolve(self.config, name=name))
+        with self._listener_lock:
+            self._siblings.append(sibling)
+        return sibling
 
     def fetch(self, count: int, lease: timedelta, *, request: str | None = None) -> Fetched:
         """Promote due jobs, then lease up to ``count`` ready jobs (best first).
@@ -331,7 +338,7 @@ class WorkerSide(QueueBase):
                 )
         fetched: Fetched | None = None
         if fetching:
-            fetched = _fetched(next(replies))
+            fetched = decode_fetched(next(replies))
         return written, fetched
 
     def _fetch_call(self, count: int, lease: timedelta, request: str) -> _Call:
@@ -376,31 +383,3 @@ class WorkerSide(QueueBase):
                 self.client, (k.processing, k.pending, k.seq, k.wake), args
             )
         return sum(int(c) for c in reply[1:])
-
-
-def _fetched(reply: Any) -> Fetched:
-    leased = []
-    names = _codec.FETCHED_FIELDS
-    for raw in reply[2:]:
-        values = _values(raw)
-        fields = {n: v for n, v in zip(names, values, strict=True) if v is not False}
-        leased.append(Leased(_codec.text(fields["id"]), _codec.text(fields["lease"]), fields))
-    next_due = int(reply[1])
-    return Fetched(int(reply[0]), None if next_due < 0 else next_due, leased)
-
-
-def _values(raw: str | bytes) -> list[Any]:
-    """One job of a fetch reply: the values of `FETCHED_FIELDS`, absent ones False.
-
-    fetch.lua sends each job as one JSON array, which parses in C here; its strings are
-    the record's bytes as Redis holds them. Those that are not UTF-8 (a record damaged by
-    hand) come back as those very bytes, as a reply field would, for the record's own
-    checks to judge.
-    """
-    if type(raw) is not bytes:
-        return json.loads(raw)  # type: ignore[no-any-return]
-    try:
-        return json.loads(raw.decode())  # type: ignore[no-any-return]
-    except UnicodeDecodeError:
-        values = json.loads(raw.decode("utf-8", "surrogateescape"))
-        return [v.encode("utf-8", "surrogateescape") if type(v) is str else v for v in values]
