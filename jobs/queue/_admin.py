@@ -10,7 +10,14 @@ from jobs.errors import (
     JobNotFound,
 )
 from jobs.job import Job, JobStatus
-from jobs.queue._base import ANSWER_TTL_MS, RETRY_BATCH, QueueBase, _wrong_type, new_request_id
+from jobs.queue._base import (
+    ANSWER_TTL_MS,
+    RETRY_BATCH,
+    RETRY_CALLS,
+    QueueBase,
+    _wrong_type,
+    new_request_id,
+)
 from jobs.queue._scripts import execute
 
 #: Jobs deleted per purge script call.
@@ -143,9 +150,9 @@ class Admin(QueueBase):
     def retry_failed(self, job_type: str | None = None, since_ms: int | None = None) -> int:
         """Put every failed job (of ``job_type``, failed at or after ``since_ms``) back.
 
-        Walks the failed index oldest first, `RETRY_BATCH` ids per round trip and one
-        small script call per job, so Redis serves other clients between every call
-        however many jobs there are.
+        Walks the failed index oldest first, `RETRY_BATCH` ids per page and one small
+        script call per job, `RETRY_CALLS` per round trip, so that Redis serves other
+        clients every few dozen calls however many jobs there are.
 
         Returns:
             How many jobs are pending again.
@@ -193,7 +200,11 @@ class Admin(QueueBase):
                     )
                     for job_id in chosen
                 ]
-                codes = execute(self.client, calls) if calls else []
+                codes = [
+                    code
+                    for first in range(0, len(calls), RETRY_CALLS)
+                    for code in execute(self.client, calls[first : first + RETRY_CALLS])
+                ]
                 back = {job_id for job_id, code in zip(chosen, codes, strict=True) if code == 1}
                 retried += len(back)
                 last = page[-1][1]

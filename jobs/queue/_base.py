@@ -49,8 +49,12 @@ COMPLETED_TRIM = 500
 RECORD_BYTES = 700
 #: Records read per round trip by `RedisQueue.get_many` (and so by waits on many jobs).
 GET_BATCH = 500
-#: Failed jobs retried per round trip by `RedisQueue.retry_failed`.
+#: Failed jobs read per page by `RedisQueue.retry_failed`.
 RETRY_BATCH = 500
+#: retry.lua calls `RedisQueue.retry_failed` sends per round trip. Redis runs all the
+#: commands of one read from a socket before it serves anyone else: a few dozen calls
+#: (under 1 ms of its time) keep other clients' waits short, however many jobs there are.
+RETRY_CALLS = 32
 #: How much longer than its leases a fetch's record lives (ms): a copy of the fetch that
 #: arrives just as they run out still finds it.
 FETCH_RECORD_MARGIN_MS = 1000
