@@ -87,8 +87,8 @@ class Producing:
         with self._routes_lock:
             sibling = self._siblings.get(name)
             if sibling is None:
-                config = attrs.evolve(self.config, queue=self.queue.sibling(name))
-                sibling = self._siblings[name] = type(self._as_client())(config)
+                sibling = self._as_client().on_queue(self.queue.sibling(name))
+                self._siblings[name] = sibling
         return sibling
 
     def _published_queue(self, job_type: str) -> str | None:

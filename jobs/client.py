@@ -7,6 +7,8 @@ import threading
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import attrs
+
 from jobs._client_config import ClientConfig
 from jobs._producing import Producing
 from jobs._validators import to_seconds
@@ -19,6 +21,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
     from types import TracebackType
 
+    from jobs._queue_protocol import JobQueue
     from jobs.job import Job, JobStatus, QueueHistory, QueueStats, WorkerInfo
 
 logger = logging.getLogger("jobs.client")
@@ -58,6 +61,14 @@ class Client(Producing):
         self._lock = threading.Lock()
         self._pool: WorkerPool | None = None
         self._stopping: WorkerPool | None = None  # the pool a stop() call is stopping
+
+    def on_queue(self, queue: JobQueue) -> Client:
+        """A client with this one's settings, registry and hooks, on ``queue``.
+
+        Its worker pool is its own (not started). `enqueue` makes one per queue that a
+        job type is declared on (`Registry.register`'s ``queue``).
+        """
+        return Client(attrs.evolve(self.config, queue=queue))
 
     # -- tracking --------------------------------------------------------------------
 
