@@ -202,8 +202,10 @@ class Producing:
         return handles
 
     def _prepare(self, job_type: str, config: JobConfig | None) -> tuple[JobConfig, Any]:
-        """The config after the hooks and the registry's declarations; the type's handler."""
-        require_text("job_type", job_type)
+        """The config after the hooks and the registry's declarations; the type's handler.
+
+        ``job_type`` has been checked (`require_text`) by the caller, before its route.
+        """
         if config is None:
             config = _DEFAULT_CONFIG
         elif not isinstance(config, JobConfig):

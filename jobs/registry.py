@@ -313,10 +313,13 @@ class Registry:
         """Every registered type's declared settings, as a worker pool publishes them."""
         return {name: handler.declaration() for name, handler in self._handlers.items()}
 
-    def queues(self) -> list[str]:
-        """The queues the registered types name (`register`'s ``queue``), in order."""
+    def queues(self, besides: str | None = None) -> list[str]:
+        """The queues the registered types name (`register`'s ``queue``), in order.
+
+        ``besides``: a queue name to leave out (the client's own).
+        """
         named = (handler.queue for handler in self._handlers.values())
-        return list(dict.fromkeys(name for name in named if name is not None))
+        return list(dict.fromkeys(n for n in named if n is not None and n != besides))
 
     def limits(self) -> dict[str, TypeLimits]:
         """Every registered type's declared limits (empty ones included: they clear)."""

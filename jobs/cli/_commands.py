@@ -25,11 +25,11 @@ from jobs.errors import (
     UsageError,
 )
 from jobs.job import JobStatus
+from jobs.worker._pool import served_names
 
 if TYPE_CHECKING:
     import argparse
 
-    from jobs.registry import Registry
 
 from jobs.cli._connect import check_access, open_queue, producer, redis_url
 
@@ -224,7 +224,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
         registry = load_registry(args.registry)
         queue = open_queue(args)
         try:
-            check_access(queue, _served(pool_config(args), registry))
+            check_access(
+                queue, [n for n, _ in served_names(queue.name, pool_config(args), registry)]
+            )
         finally:
             queue.close()
         return supervise(child_argv(args), args.processes, redis_url(args))
@@ -233,7 +235,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     queue = open_queue(args)
     settings = start_metrics(args, queue, pool_config(args))
     client = Client(ClientConfig(queue=queue, registry=registry, worker_pool_config=settings))
-    check_access(queue, _served(settings, registry))
+    check_access(queue, [n for n, _ in served_names(queue.name, settings, registry)])
     scheduler = None if args.scheduler is None else load_scheduler(args.scheduler, client)
     logger.info(
         "worker for queue %r at %s: job types %s%s",
@@ -268,11 +270,6 @@ def child_argv(args: argparse.Namespace) -> list[str]:
         if value is not None:
             argv.append(f"--{option.replace('_', '-')}={value}")
     return argv + metrics_argv(args)
-
-
-def _served(settings: WorkerPoolConfig, registry: Registry) -> list[str]:
-    """The other queues a pool serves: those its settings name, else its types' own."""
-    return [name for name, _ in settings.queues] or registry.queues()
 
 
 def cmd_scheduler(args: argparse.Namespace) -> int:

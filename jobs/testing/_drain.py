@@ -64,7 +64,7 @@ def _queues(client: Client) -> list[JobQueue]:
     """
     queue = client.config.queue
     registry = client.config.registry
-    names = [] if registry is None else [n for n in registry.queues() if n != queue.name]
+    names = [] if registry is None else registry.queues(besides=queue.name)
     return [queue, *(cast("JobQueue", queue.sibling(name)) for name in names)]
 
 

@@ -66,7 +66,8 @@ class MemoryWorkerSide(MemoryBase):
                     ok = state.complete(now, held.job_id, held.token, outcome.result)
                     written[index] = Written(ok, "completed", now, 0)
                     recorded += ok
-            state.trim_completed(self._max_completed, 2 * recorded)
+            if recorded:
+                state.trim_completed(self._max_completed, 2 * recorded)
             if any(not isinstance(o, Completed) for o in outcomes):
                 state.promote_due(now, PROMOTE_ON_WRITE)
             for index, outcome in enumerate(outcomes):

@@ -250,20 +250,24 @@ class WorkerPool(Fetching, Slots, Reports):
             return len(self._held)
 
 
-def _served_queues(
-    queue: WorkerQueue, config: WorkerPoolConfig, registry: Registry
-) -> tuple[list[WorkerQueue], list[int] | None]:
-    """The queues to serve, and their weights (None: strict order).
+def served_names(own: str, config: WorkerPoolConfig, registry: Registry) -> list[tuple[str, int]]:
+    """The queues a pool of queue ``own`` serves, by name, with their weights (0: strict order).
 
-    Those ``config.queues`` names, in their order; else the client's queue and those its
+    Those ``config.queues`` names, in their order; else ``own`` and the queues the
     registry's job types are declared on (`Registry.register`'s ``queue``), with equal
     shares: a busy queue does not starve a type declared elsewhere.
     """
     if config.queues:
-        weights = [w for _, w in config.queues]
-        served = [queue if name == queue.name else queue.sibling(name) for name, _ in config.queues]
-        return served, weights if any(weights) else None
-    declared = [name for name in registry.queues() if name != queue.name]
-    if not declared:
-        return [queue], None
-    return [queue, *(queue.sibling(name) for name in declared)], [1] * (1 + len(declared))
+        return list(config.queues)
+    declared = registry.queues(besides=own)
+    return [(name, 1 if declared else 0) for name in (own, *declared)]
+
+
+def _served_queues(
+    queue: WorkerQueue, config: WorkerPoolConfig, registry: Registry
+) -> tuple[list[WorkerQueue], list[int] | None]:
+    """The queues to serve (`served_names`), and their weights (None: strict order)."""
+    names = served_names(queue.name, config, registry)
+    served = [queue if name == queue.name else queue.sibling(name) for name, _ in names]
+    weights = [weight for _, weight in names]
+    return served, weights if any(weights) else None

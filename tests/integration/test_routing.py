@@ -13,6 +13,7 @@ import pytest
 
 import jobs
 import jobs.testing
+from jobs.worker._pool import served_names
 from tests.helpers import wait_until
 from tests.integration._clients import make_client, unique_name
 
@@ -84,6 +85,8 @@ def test_a_pool_told_which_queues_to_serve_serves_only_those(redis_url: str) -> 
     ):
         handle = producer.enqueue("resize", "c.png")
         assert worker.enqueue("note", None).wait(timeout=10).status is jobs.JobStatus.COMPLETED
+        wait_until(lambda: len(worker.workers()) == 1)  # its first beat is in
+        assert handle.client.workers() == []  # nobody serves the declared queue
         assert handle.get().status is jobs.JobStatus.PENDING
 
 
@@ -105,3 +108,13 @@ def test_a_declared_queue_must_be_a_valid_name() -> None:
         registry.register("t", lambda ctx, payload: None, queue="a:b")
     with pytest.raises(jobs.ConfigError, match="queue"):
         registry.register("t", lambda ctx, payload: None, queue="")
+
+
+def test_which_queues_a_pool_serves() -> None:
+    registry = _registry("images")
+    default = jobs.WorkerPoolConfig()
+    assert served_names("default", default, registry) == [("default", 1), ("images", 1)]
+    assert served_names("images", default, registry) == [("images", 0)]
+    assert served_names("default", default, jobs.Registry()) == [("default", 0)]
+    told = jobs.WorkerPoolConfig(queues=["a", "b"])
+    assert served_names("default", told, registry) == [("a", 0), ("b", 0)]
