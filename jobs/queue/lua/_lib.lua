@@ -350,9 +350,11 @@ end
 
 -- Also returns whether other jobs wait for this one (the record's 'dependents' flag, see
 -- "Dependencies" below): finalize reads both with one HMGET, so that a job nothing
--- depends on costs no more to finish than before dependencies existed.
+-- depends on costs no more to finish than before dependencies existed. `read`: what
+-- holds_lease read (fields 4 to 6), when the caller has it.
 local function release_unique(job_key, id, read)
-  local unique = read or redis.call('HMGET', job_key, 'unique', 'unique_for', 'dependents')
+  local unique = read and {read[4], read[5], read[6]}
+    or redis.call('HMGET', job_key, 'unique', 'unique_for', 'dependents')
   if unique[1] and redis.pcall('GET', unique[1]) == id then
     local window = tonumber(unique[2]) or 0
     if window > 0 then
@@ -531,8 +533,8 @@ local call_totals = {stats = nil, now = nil, counts = {}, trims = {}}
 -- Move a job to a final state: index it, count it, expire its record, trim the index;
 -- then settle the jobs that wait for it (settle_one).
 -- keep = 0 means no count bound (completed jobs are bounded by age only).
--- `read`: the record's 'unique', 'unique_for' and 'dependents', when the caller has read
--- them already (holds_lease); `fields`: more fields to write with the status.
+-- `read`: holds_lease's fields, when the caller has them (release_unique needs no read
+-- of its own then); `fields`: more fields to write with the status.
 finalize = function(job_prefix, id, status, now, ttl_ms, index_key, stats_key, keep, read,
                     fields)
   local job_key = job_prefix .. id
@@ -551,12 +553,10 @@ finalize = function(job_prefix, id, status, now, ttl_ms, index_key, stats_key, k
   -- Expired records vanish by themselves; only their index entries need removing. With a
   -- count bound, before it is applied (an expired entry must not count against it).
   local cutoff = int(now - ttl_ms)
-  if keep > 0 then
-    redis.call('ZREMRANGEBYSCORE', index_key, '-inf', '(' .. cutoff)
-  else
+  if keep == 0 then
     call_totals.trims[index_key] = cutoff
-  end
-  if keep > 0 then
+  else
+    redis.call('ZREMRANGEBYSCORE', index_key, '-inf', '(' .. cutoff)
     local excess = redis.call('ZCARD', index_key) - keep
     if excess > 0 then
       local old = redis.call('ZRANGE', index_key, 0, excess - 1)
@@ -617,10 +617,8 @@ end
 local function holds_lease(job_key, token)
   local fields = redis.pcall('HMGET', job_key, 'status', 'lease', 'slot', 'unique',
     'unique_for', 'dependents')
-  local held = fields[1] == 'processing' and fields[2] == token
-  -- For finalize (release_unique), when the holder ends the job: read here, not again.
-  local read = held and {fields[4], fields[5], fields[6]} or nil
-  return held, fields[3] or false, read
+  -- The last three are for finalize (release_unique), when the holder ends the job.
+  return fields[1] == 'processing' and fields[2] == token, fields[3] or false, fields
 end
 
 local function earliest(zset_key)
