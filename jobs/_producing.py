@@ -22,7 +22,7 @@ from jobs.queue._producer import FlowJob, FlowProfile
 from jobs.registry import structure
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Sequence
 
     from jobs._client_config import ClientConfig
     from jobs.client import Client
@@ -192,14 +192,15 @@ class Producing:
             declared=handler is None,
             strict=self.config.registry is None and self.config.strict_types,
         )
-        logger.debug(
-            "enqueued %d %r jobs",
-            len(ids),
-            job_type,
-            extra={"queue": self.queue.name, "job_type": job_type},
-        )
-        handles: list[str] = [JobHandle(job_id, self._as_client()) for job_id in ids]
-        return handles
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "enqueued %d %r jobs",
+                len(ids),
+                job_type,
+                extra={"queue": self.queue.name, "job_type": job_type},
+            )
+        client = self._as_client()
+        return [JobHandle(job_id, client) for job_id in ids]
 
     def _prepare(self, job_type: str, config: JobConfig | None) -> tuple[JobConfig, Any]:
         """The config after the hooks and the registry's declarations; the type's handler.
@@ -246,8 +247,10 @@ class Producing:
             raise PayloadError(f"{what} is {len(data)} bytes, over max_payload_bytes ({limit})")
         return data
 
-    def _same_queue(self, job_ids: Iterable[str]) -> None:
+    def _same_queue(self, job_ids: Sequence[str]) -> None:
         """Refuse a dependency whose handle was enqueued on another queue."""
+        if not job_ids:
+            return
         here = _queue_identity(self.queue)
         for job_id in job_ids:
             if isinstance(job_id, JobHandle) and _queue_identity(job_id.client.queue) != here:

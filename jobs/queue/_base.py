@@ -23,6 +23,7 @@ from jobs.errors import (
 from jobs.queue import _urls
 from jobs.queue._config import RedisQueueConfig
 from jobs.queue._keys import QueueKeys
+from jobs.queue._packed import PackedCalls
 from jobs.queue._scripts import Arg, RedisClient, Script, execute, execute_and_wait, scripts
 from jobs.queue._wire import (
     address,
@@ -125,6 +126,9 @@ class QueueBase:
         self.client: RedisClient = config.client
         self.keys = QueueKeys.for_queue(config.prefix, config.name)
         self._scripts = scripts()
+        self._packed_calls = PackedCalls(self.client)
+        # (job type, id(config), declared, strict) -> (config, argument count, packed)
+        self._packed_heads: dict[tuple[str, int, bool, bool], tuple[Any, int, bytes]] = {}
         self._owns_client = False
         self._connection: _urls.Connection | None = None
         self._completed_ttl_ms = _codec.to_ms(config.completed_ttl)

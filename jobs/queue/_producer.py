@@ -1,9 +1,9 @@
-"""The producer side of `RedisQueue`: enqueue, read jobs, wait for their outcomes."""
+"""The producer side of `RedisQueue`: enqueue jobs and flows, publish job types."""
 
 from __future__ import annotations
 
+import functools
 import json
-import time
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import redis
@@ -11,28 +11,27 @@ import redis.cluster
 import redis.sentinel
 
 from jobs import _codec
-from jobs._loops import backoff_delay
+from jobs.backoff import BUILTIN_BACKOFFS
 from jobs.errors import (
     ConfigError,
     JobNotFound,
-    RedisUnavailable,
     UnknownJobType,
-    WaitTimeout,
 )
-from jobs.queue._cluster import run_on_node
-from jobs.queue._waiter import RECHECK, FinishedListener
+from jobs.queue._packed import UNSENT, command, pack_args
 from jobs.queue._wire import (
     declared_queue,
     job_args,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping, Sequence
+    from collections.abc import Mapping, Sequence
 
     from jobs.config import JobConfig
-    from jobs.job import Job
     from jobs.queue._scripts import Arg, Script
-from jobs.queue._base import _LETTERS, GET_BATCH, QueueBase, _wrong_type, enqueue_chunks
+from jobs.queue._base import _LETTERS, QueueBase, enqueue_chunks
+
+#: Packed enqueue commands a producer keeps (`Producer._enqueue_packed`).
+PACKED_HEADS = 256
 
 #: enqueue.lua's ARGV[13..16] when the jobs depend on nothing.
 _NO_DEPENDENCIES: tuple[Arg, ...] = ("", "0", 0, 0)
@@ -59,7 +58,7 @@ class FlowJob(NamedTuple):
 
 
 class Producer(QueueBase):
-    """Enqueue jobs, read them, and wait for their outcomes."""
+    """Enqueue jobs and flows; publish and read job types' declarations."""
 
     def enqueue(
         self,
@@ -91,8 +90,39 @@ class Producer(QueueBase):
             ReplicationError: with ``wait_for_replicas``, too few replicas acknowledged
                 (the jobs are written on the master all the same).
         """
+        if len(ids) != len(payloads):
+            raise ValueError(f"{len(ids)} ids for {len(payloads)} payloads")
+        chunks = enqueue_chunks([len(p) for p in payloads])
+        replies: list[Any] | None = None
+        if self._packed_calls.usable and not self.config.wait_for_replicas:
+            replies = self._enqueue_packed(
+                job_type, ids, payloads, chunks, config, declared, strict
+            )
+        if replies is None:
+            head = self._enqueue_head(job_type, config, declared, strict)
+            calls: list[tuple[Script, Sequence[str], Sequence[Arg]]] = []
+            for chunk in chunks:
+                args = head.copy()
+                for index in chunk:
+                    args += (ids[index], payloads[index])
+                calls.append((self._scripts.enqueue, self._enqueue_keys, args))
+            with self._unavailable_as_error():
+                try:
+                    replies = self._execute_durably(calls, ids)
+                except redis.ResponseError as exc:
+                    raise self._refusal(exc) from None
+        flags = [flag for reply in replies for flag in reply[1:]]
+        return [
+            job_id if isinstance(flag, int) else _codec.text(flag)
+            for job_id, flag in zip(ids, flags, strict=True)
+        ]
+
+    def _enqueue_head(
+        self, job_type: str, config: JobConfig, declared: bool, strict: bool
+    ) -> list[Arg]:
+        """enqueue.lua's ARGV before the ids and payloads."""
         k = self.keys
-        head: list[Arg] = [
+        return [
             k.job_prefix,
             job_type,
             *job_args(config),
@@ -102,25 +132,62 @@ class Producer(QueueBase):
             "1" if strict else "0",
             *self._dependency_args(config),
         ]
-        keys = (k.pending, k.scheduled, k.seq, k.stats, k.wake, k.types)
-        if len(ids) != len(payloads):
-            raise ValueError(f"{len(ids)} ids for {len(payloads)} payloads")
-        calls: list[tuple[Script, Sequence[str], Sequence[Arg]]] = []
-        for chunk in enqueue_chunks([len(p) for p in payloads]):
-            args = head.copy()
-            for index in chunk:
-                args += (ids[index], payloads[index])
-            calls.append((self._scripts.enqueue, keys, args))
+
+    @functools.cached_property
+    def _enqueue_keys(self) -> tuple[str, ...]:
+        k = self.keys
+        return (k.pending, k.scheduled, k.seq, k.stats, k.wake, k.types)
+
+    def _enqueue_packed(
+        self,
+        job_type: str,
+        ids: Sequence[str],
+        payloads: Sequence[bytes],
+        chunks: list[range],
+        config: JobConfig,
+        declared: bool,
+        strict: bool,
+    ) -> list[Any] | None:
+        """The enqueue.lua calls packed by hand (`jobs.queue._packed`); None if not sent.
+
+        The command up to the first id is packed once per job type and config object: a
+        producer mostly repeats a handful (the default config, a type's declared one).
+        A custom backoff is packed afresh each time, since it may be random. Sending
+        the calls again the generic way after a lost reply is safe: an id that exists
+        already is left alone.
+        """
+        key = (job_type, id(config), declared, strict)
+        known = self._packed_heads.get(key)
+        if known is not None and known[0] is config:
+            count, head = known[1], known[2]
+        else:
+            keys = self._enqueue_keys
+            args = [
+                "EVALSHA",
+                self._scripts.enqueue.sha,
+                len(keys),
+                *keys,
+                *self._enqueue_head(job_type, config, declared, strict),
+            ]
+            count, head = len(args), pack_args(args)
+            if isinstance(config.retry_backoff, BUILTIN_BACKOFFS):
+                if len(self._packed_heads) >= PACKED_HEADS:
+                    self._packed_heads.clear()
+                # The config stays in its entry, so that its id is not reused meanwhile.
+                self._packed_heads[key] = (config, count, head)
+        commands = [
+            command(
+                count + 2 * len(chunk),
+                head + b"".join(pack_args((ids[i], payloads[i])) for i in chunk),
+            )
+            for chunk in chunks
+        ]
         with self._unavailable_as_error():
             try:
-                replies = self._execute_durably(calls, ids)
+                replies = self._packed_calls.call(commands)
             except redis.ResponseError as exc:
                 raise self._refusal(exc) from None
-        flags = [flag for reply in replies for flag in reply[1:]]
-        return [
-            job_id if isinstance(flag, int) else _codec.text(flag)
-            for job_id, flag in zip(ids, flags, strict=True)
-        ]
+        return None if replies is UNSENT else cast("list[Any]", replies)
 
     def _dependency_args(self, config: JobConfig) -> tuple[Arg, ...]:
         """enqueue.lua's ARGV[13..16]: the dependencies, and how cancelled jobs are kept."""
@@ -196,31 +263,6 @@ class Producer(QueueBase):
             except redis.ResponseError as exc:
                 raise self._refusal(exc) from None
 
-    def get(self, job_id: str) -> Job:
-        """The job's current record.
-
-        Raises:
-            JobNotFound: no such job (or its record expired).
-            CorruptRecord: the record has no id, type or status (other damaged fields
-                are shown as their raw text; the worker fails such a job by name), or
-                the job's key holds something else than a record (see
-                `QueueStats.damaged_records`).
-        """
-        with self._unavailable_as_error():
-            try:
-                fields = self.client.hgetall(self.keys.job(job_id))
-            except redis.ResponseError as exc:
-                if not _wrong_type(exc):
-                    raise
-                raise _codec.CorruptRecord(
-                    f"the key of job {job_id!r} holds another type of value, not a job record"
-                ) from None
-        if not fields:
-            raise JobNotFound(f"no job {job_id!r} in queue {self.name!r}")
-        return _codec.decode_job(
-            {_codec.text(k): v for k, v in fields.items()}, self.name, lenient=True
-        )
-
     def declare_types(self, declarations: Mapping[str, str]) -> None:
         """Publish job types' declared settings (`Registry.declarations`) for producers."""
         if declarations:
@@ -237,95 +279,3 @@ class Producer(QueueBase):
         with self._unavailable_as_error():
             raw: Any = self.client.hget(self.keys.types, job_type)  # typed per release
         return declared_queue(raw)
-
-    def get_many(self, job_ids: Sequence[str]) -> list[Job | None]:
-        """The records of ``job_ids`` (None for a missing one), `GET_BATCH` per round trip."""
-        found: list[Job | None] = []
-        for start in range(0, len(job_ids), GET_BATCH):
-            chunk = job_ids[start : start + GET_BATCH]
-
-            def read(client: Any, chunk: Sequence[str] = chunk) -> list[Any]:
-                pipe = client.pipeline(transaction=False)
-                for job_id in chunk:
-                    pipe.hgetall(self.keys.job(job_id))
-                return cast("list[Any]", pipe.execute())
-
-            with self._unavailable_as_error():
-                if isinstance(self.client, redis.cluster.RedisCluster):
-                    records = run_on_node(self.client, self.keys.pending, read)
-                else:
-                    records = read(self.client)
-            found += [
-                _codec.decode_job(
-                    {_codec.text(k): v for k, v in fields.items()}, self.name, lenient=True
-                )
-                if fields
-                else None
-                for fields in records
-            ]
-        return found
-
-    def as_finished(self, job_ids: Sequence[str], timeout: float | None) -> Iterator[Job]:
-        """Yield each job of ``job_ids`` once it is final (completed, failed, cancelled).
-
-        Woken by the scripts' ``finished`` announcements, not by polling; one pub/sub
-        connection per queue object serves every waiter. A Redis outage is waited out
-        (until ``timeout``): the subscription and the reads resume when it is back.
-
-        Raises:
-            JobNotFound: a job's record does not exist (or expired, or was purged).
-            WaitTimeout: ``timeout`` seconds passed first (jobs yielded so far stand).
-        """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        listener = self._finished_listener()
-        waiting = set(job_ids)
-        watch = listener.watch(waiting)
-        failures = 0
-        try:
-            while waiting:
-                left = RECHECK if deadline is None else deadline - time.monotonic()
-                if left <= 0:
-                    raise WaitTimeout(
-                        f"{len(waiting)} of {len(job_ids)} jobs not finished within "
-                        f"{timeout} s (first: {sorted(waiting)[0]})",
-                        job_ids=tuple(sorted(waiting)),
-                    )
-                # A status read before the subscription is live could miss the finish,
-                # so wait for it first (a millisecond, normally); one that does not come
-                # (Redis away, or an ACL without SUBSCRIBE) leaves us re-reading every
-                # RECHECK seconds.
-                listener.wait_subscribed(min(left, RECHECK))
-                due = list(watch.take_due() & waiting)
-                if due and not listener.readers.acquire(timeout=min(left, RECHECK)):
-                    watch.mark(due)  # other waiters held every reader slot: try again
-                    continue
-                jobs: list[Job | None] | None
-                try:
-                    jobs = self.get_many(due)
-                except RedisUnavailable:
-                    jobs = None
-                finally:
-                    if due:
-                        listener.readers.release()
-                if jobs is None:
-                    failures += 1
-                    watch.mark(due)
-                    watch.event.wait(min(backoff_delay(failures), left))
-                    continue
-                failures = 0
-                for job_id, job in zip(due, jobs, strict=True):
-                    if job is None:
-                        raise JobNotFound(f"no job {job_id!r} in queue {self.name!r}")
-                    if job.status.is_final:
-                        waiting.discard(job_id)
-                        yield job
-                if waiting and not watch.event.wait(min(left, RECHECK)):
-                    watch.mark(waiting)  # nothing announced for a while: read anyway
-        finally:
-            listener.unwatch(watch)
-
-    def _finished_listener(self) -> FinishedListener:
-        with self._listener_lock:
-            if self._listener is None:
-                self._listener = FinishedListener(self.client, self.keys.finished)
-            return self._listener

@@ -1,9 +1,9 @@
 """`RedisQueue`: one queue in Redis, with one typed method per Lua script.
 
-The class is assembled from one part per kind of caller: `Producer` (enqueue, read,
-wait), `Admin` (cancel, retry, purge, list), `Monitor` (stats, history, workers),
-`Crons` (the scheduler's fire times), `WorkerSide` (what a worker pool asks) and
-`FlowControl` (job types' rate limits and concurrency caps), all on
+The class is assembled from one part per kind of caller: `Producer` (enqueue),
+`Reader` (read, wait), `Admin` (cancel, retry, purge, list), `Monitor` (stats,
+history, workers), `Crons` (the scheduler's fire times), `WorkerSide` (what a worker
+pool asks) and `FlowControl` (job types' rate limits and concurrency caps), all on
 `QueueBase` (client, key schema, scripts, error mapping). Only the `jobs.queue` package
 talks to Redis: it knows the key schema (`jobs.queue._keys`) and the scripts' argument
 layouts (documented at the top of each ``jobs/queue/lua/*.lua``); the client and the
@@ -16,6 +16,7 @@ from jobs.queue._crons import Crons
 from jobs.queue._flow import FlowControl
 from jobs.queue._monitor import Monitor
 from jobs.queue._producer import Producer
+from jobs.queue._reader import Reader
 from jobs.queue._worker_side import WorkerSide
 
 __all__ = [
@@ -27,7 +28,7 @@ __all__ = [
 ]
 
 
-class RedisQueue(Producer, Admin, Monitor, Crons, WorkerSide, FlowControl):
+class RedisQueue(Producer, Reader, Admin, Monitor, Crons, WorkerSide, FlowControl):
     """A job queue stored in Redis.
 
     Example::

@@ -524,7 +524,7 @@ def test_an_acl_without_publish_still_records_outcomes(
     # The ACL README.rst gave before waits existed: no channels, no PUBLISH/SUBSCRIBE.
     # Outcomes must still be recorded (the announcement is best effort), and a wait
     # still returns, by re-reading.
-    monkeypatch.setattr("jobs.queue._producer.RECHECK", 0.2)
+    monkeypatch.setattr("jobs.queue._reader.RECHECK", 0.2)
     old_acl = WORKER_ACL.replace("&{jobs:* ", "").replace("+publish +subscribe ", "")
     server = redis_factory()
     with admin_client(server) as admin:

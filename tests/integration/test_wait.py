@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 @pytest.fixture(autouse=True)
 def _no_rereads(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(_waiter, "RECHECK", 3600.0)
-    monkeypatch.setattr("jobs.queue._producer.RECHECK", 3600.0)
+    monkeypatch.setattr("jobs.queue._reader.RECHECK", 3600.0)
     yield
 
 

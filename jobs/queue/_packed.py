@@ -1,0 +1,123 @@
+"""Script calls packed by hand and sent straight on a pooled connection.
+
+This is the producer's fast path. redis-py's generic command path costs a one-job
+enqueue about as much as the round trip itself: it encodes each of the call's 26
+arguments afresh, then runs its retry, event and observability wrappers. Most of those
+arguments (the script, its keys, the job type's settings) are the same from one call to
+the next, so a caller packs them once (`pack_args`) and adds only the id and the payload
+per call.
+
+Only what cannot go wrong quietly goes this way: a plain `redis.Redis` (so also the
+master a Sentinel client names) with the default encoding. A cluster, a client
+on one dedicated connection, a lost connection and a server that lost the script all
+take the generic path (`UNSENT`), with its retries and its recovery.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import TYPE_CHECKING, Any
+
+import redis
+import redis.cluster
+from redis.exceptions import NoScriptError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from jobs.queue._scripts import Arg, RedisClient
+
+#: What `PackedCalls.call` returns for calls it did not complete: send them the generic way.
+UNSENT: Any = object()
+
+
+def pack_args(args: Sequence[Arg]) -> bytes:
+    """RESP bulk strings for ``args``, encoded as redis-py's default encoder does."""
+    parts = []
+    for arg in args:
+        if isinstance(arg, bytes):
+            data = arg
+        elif isinstance(arg, str):
+            data = arg.encode("utf-8")
+        elif isinstance(arg, int) and not isinstance(arg, bool):
+            data = b"%d" % arg
+        elif isinstance(arg, float):
+            data = repr(arg).encode("ascii")
+        else:
+            raise TypeError(f"cannot pack a {type(arg).__name__} argument")
+        parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+def command(count: int, packed: bytes) -> bytes:
+    """A whole command of ``count`` arguments whose bulk strings are ``packed``."""
+    return b"*%d\r\n%b" % (count, packed)
+
+
+class PackedCalls:
+    """Send packed commands on a client's connection pool, when the client allows it."""
+
+    __slots__ = ("_named", "_pool")
+
+    def __init__(self, client: RedisClient) -> None:
+        self._pool: Any = None
+        if isinstance(client, redis.cluster.RedisCluster):
+            return
+        plain: Any = client  # connection attributes are typed differently per release
+        if getattr(plain, "connection", None) is not None:
+            return  # single_connection_client: its lock and connection are redis-py's
+        pool = plain.connection_pool
+        kwargs = getattr(pool, "connection_kwargs", {})
+        if kwargs.get("encoding", "utf-8") != "utf-8" or kwargs.get("encoding_errors") not in (
+            None,
+            "strict",
+        ):
+            return
+        self._pool = pool
+        # redis-py 5 wants the command name, 8 warns when it is given.
+        parameter = inspect.signature(pool.get_connection).parameters.get("command_name")
+        self._named = parameter is not None and parameter.default is inspect.Parameter.empty
+
+    @property
+    def usable(self) -> bool:
+        """Whether calls can go this way at all."""
+        return self._pool is not None
+
+    def call(self, commands: Sequence[bytes]) -> Any:
+        """Send packed commands in one round trip and return their replies, or `UNSENT`.
+
+        `UNSENT` when the connection failed before or after the commands went (so some
+        may have run: only idempotent commands may be sent again) or the server did not
+        know a script. Any other error reply is raised, as redis-py raises it, once
+        every reply is read.
+        """
+        pool = self._pool
+        try:
+            connection = pool.get_connection("EVALSHA") if self._named else pool.get_connection()
+        except (redis.ConnectionError, redis.TimeoutError):
+            return UNSENT
+        try:
+            connection.send_packed_command(commands)
+            replies: list[Any] = []
+            refusal: redis.ResponseError | None = None
+            for _ in commands:
+                try:
+                    replies.append(connection.read_response())
+                except redis.ResponseError as exc:
+                    # A whole reply, read: the next one follows on the same connection.
+                    refusal = refusal if isinstance(refusal, NoScriptError) else exc
+                    replies.append(exc)
+        except (redis.ConnectionError, redis.TimeoutError):
+            connection.disconnect()
+            return UNSENT
+        except BaseException:
+            # A reply half read (an interrupt) must not reach the connection's next user.
+            connection.disconnect()
+            raise
+        finally:
+            pool.release(connection)
+        if isinstance(refusal, NoScriptError):
+            return UNSENT
+        if refusal is not None:
+            raise refusal
+        return replies
