@@ -275,10 +275,15 @@ class WorkerPoolConfig:
             first), a mapping ``{name: weight}`` in proportion to the weights. Empty
             (the default): the client's queue, and those the registry's job types are
             declared on (`Registry.register`'s ``queue``), in equal shares.
-        prefetch: jobs fetched ahead of the free slots (0 by default). Fetching ahead
-            batches fetches and keeps threads busy with short jobs (a few ms each); but a
-            fetched job waits for a thread here even if another pool is idle, and it runs
-            before a higher-priority job enqueued after it was fetched.
+        prefetch: jobs fetched ahead of the free slots, so that a thread that ends a job
+            starts the next at once instead of waiting for a round trip to Redis. None
+            (the default): ``num_workers`` while the queue has a backlog and the pool's
+            jobs take under 50 ms on average (`jobs.worker._core.SHORT_JOB`); else none:
+            longer jobs, and a job that comes to an idle queue, are better left in the
+            queue for any free thread of any pool to take. 0 never fetches ahead.
+            A job of higher priority enqueued after lower ones were fetched still goes
+            first: the pool looks at the queue every 0.1 s while jobs wait in its buffer,
+            and hands back those a better ready job outranks.
         error_handler: ``f(job, exc)`` after each failed attempt, once it is recorded.
         success_handler: ``f(job)`` after each completed job, once it is recorded.
         events: a `jobs.worker.WorkerEvents` told of every attempt's start and end,
@@ -304,7 +309,9 @@ class WorkerPoolConfig:
     queues: tuple[tuple[str, int], ...] = attrs.field(
         default=(), converter=_queue_spec, validator=_queue_spec_valid
     )
-    prefetch: int = attrs.field(default=0, validator=int_in_range(0))
+    prefetch: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(int_in_range(0))
+    )
     error_handler: ErrorHandler | None = attrs.field(default=None, validator=callable_or_none)
     success_handler: SuccessHandler | None = attrs.field(default=None, validator=callable_or_none)
     events: WorkerEvents | None = attrs.field(default=None, validator=_events_or_none)

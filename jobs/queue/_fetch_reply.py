@@ -10,15 +10,15 @@ from jobs.worker._protocol import Fetched, Leased
 
 
 def decode_fetched(reply: Any) -> Fetched:
-    """``{now_ms, next_event_ms, job_1, ...}`` (fetch.lua) as a `Fetched`."""
+    """``{now_ms, next_event_ms, more, job_1, ...}`` (fetch.lua) as a `Fetched`."""
     leased = []
     names = _codec.FETCHED_FIELDS
-    for raw in reply[2:]:
+    for raw in reply[3:]:
         values = _values(raw)
         fields = {n: v for n, v in zip(names, values, strict=True) if v is not False}
         leased.append(Leased(_codec.text(fields["id"]), _codec.text(fields["lease"]), fields))
     next_due = int(reply[1])
-    return Fetched(int(reply[0]), None if next_due < 0 else next_due, leased)
+    return Fetched(int(reply[0]), None if next_due < 0 else next_due, leased, int(reply[2]) == 1)
 
 
 def _values(raw: str | bytes) -> list[Any]:

@@ -109,3 +109,13 @@ class QueueKeys:
     def running(self, job_type: str) -> str:
         """The zset of one capped job type's jobs holding a concurrency slot."""
         return f"{self.base}running:{job_type}"
+
+
+#: A ready job's place in its queue is (1000 - priority) * READY_BAND + its FIFO number
+#: (ready_score in _lib.lua): one band per priority.
+READY_BAND = 4398046511104  # 2**42
+
+
+def priority_of_score(score: float) -> int:
+    """The priority a ready job's place (``ready_score``) stands for."""
+    return 1000 - int(score // READY_BAND)

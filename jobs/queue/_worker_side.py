@@ -22,10 +22,11 @@ from jobs.queue._base import (
     FETCH_RECORD_MARGIN_MS,
     PROMOTE_BATCH,
     REAP_BATCH,
-    QueueBase,
     new_request_id,
 )
 from jobs.queue._fetch_reply import decode_fetched
+from jobs.queue._idle import IdleWaits
+from jobs.queue._keys import priority_of_score
 from jobs.queue._scripts import execute
 from jobs.queue._wire import socket_timeout
 from jobs.worker._protocol import Beat, Completed, Fetched, Leased, LeaseState, Written
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
     from jobs.queue._scripts import Arg, Script
-    from jobs.worker._protocol import Outcome, WorkerQueue
+    from jobs.worker._protocol import Outcome
 
     _Call = tuple[Script, Sequence[str], Sequence[Arg]]
 
@@ -46,14 +47,10 @@ BULK_LIMIT_REFRESH = 60.0
 #: heartbeat.lua's reply code per held job.
 _LEASE_STATES = {1: LeaseState.HELD, 2: LeaseState.CANCELLED, 0: LeaseState.LOST}
 
-#: Blocking waits stay this far below the client's socket timeout (redis-py 8 defaults to
-#: 5 s and would otherwise fail a long BLPOP with a TimeoutError).
-SOCKET_TIMEOUT_MARGIN = 0.5
-
 _ZERO = timedelta(0)
 
 
-class WorkerSide(QueueBase):
+class WorkerSide(IdleWaits):
     """What a worker pool asks of its queue (`jobs.worker.WorkerQueue`), for Redis."""
 
     @property
@@ -120,55 +117,22 @@ class WorkerSide(QueueBase):
         assert fetched is not None
         return fetched
 
-    def wait_for_work(self, pool_id: str, timeout: float, also: Sequence[WorkerQueue] = ()) -> bool:
-        """Block until a wake-up marker arrives or ``timeout`` seconds pass.
+    def best_ready_priority(self) -> int | None:
+        """The priority of the best job ready to run now, or None if none is."""
+        with self._any_error_as_unavailable():
+            head: Any = self.client.zrange(self.keys.pending, 0, 0, withscores=True)
+        return priority_of_score(float(head[0][1])) if head else None
 
-        True if woken, or if a job is ready all the same: a marker can be lost (the
-        reply to the BLPOP that took it lost and redis-py re-sending the BLPOP, or a
-        pool that took it and died before fetching), and then one command more per
-        timeout finds the job, instead of the next reap. True at once as well when some
-        of ``also`` (other queues the pool serves) sit in another cluster slot: one
-        BLPOP cannot watch them, so the pool polls them.
+    def wait_and_fetch(
+        self, pool_id: str, timeout: float, count: int, lease: timedelta, request: str
+    ) -> Fetched:
+        """`wait_for_work`, then `fetch` at once, in one round trip.
 
-        The wait is cut to stay below the client's socket timeout.
+        Redis runs the fetch right after the wait ends (a wake-up marker, or the
+        timeout), so an idle pool's next job costs no round trip more than the wake-up.
         """
-        queues: list[QueueBase] = [self]
-        queues += (q for q in also if isinstance(q, QueueBase) and self._same_node(q))
-        polled = len(queues) < len(also) + 1
-        cap = socket_timeout(self.client)
-        if cap is not None:
-            timeout = min(timeout, max(cap - SOCKET_TIMEOUT_MARGIN, 0.05))
-        keys = [self.keys.pool_wake(pool_id), *(q.keys.wake for q in queues)]
-        with self._any_error_as_unavailable():
-            if self.client.blpop(keys, timeout) is not None:
-                return True
-            # One EXISTS for all: a zset key exists while it has members.
-            return polled or bool(self.client.exists(*(q.keys.pending for q in queues)))
-
-    def _same_node(self, other: QueueBase) -> bool:
-        """Whether one BLPOP can watch both queues (all, off a cluster: one hash slot)."""
-        if not isinstance(self.client, redis.cluster.RedisCluster):
-            return True
-        return other.keys.base == self.keys.base
-
-    def wake_pool(self, pool_id: str) -> None:
-        """Wake one pool blocked in `wait_for_work` (so that stopping it is immediate)."""
-        key = self.keys.pool_wake(pool_id)
-        with self._any_error_as_unavailable():
-            pipe = self.client.pipeline(transaction=False)
-            pipe.rpush(key, "stop")
-            pipe.pexpire(key, 60_000)
-            pipe.execute()
-
-    def forget_pool(self, pool_id: str) -> None:
-        """Remove a stopped pool's registry record and private wake-up list."""
-        with self._any_error_as_unavailable():
-            pipe = self.client.pipeline(transaction=False)
-            # One key per DEL: redis-py's cluster pipeline refuses a multi-key delete.
-            pipe.delete(self.keys.pool_wake(pool_id))
-            pipe.delete(self.keys.worker(pool_id))
-            pipe.zrem(self.keys.workers, pool_id)
-            pipe.execute()
+        reply = self._wait_then(pool_id, timeout, self._fetch_call(count, lease, request))
+        return decode_fetched(reply)
 
     def heartbeat(
         self,

@@ -12,8 +12,10 @@ from __future__ import annotations
 import collections
 from typing import Any
 
+from jobs.queue._keys import READY_BAND
+
 #: (1000 - priority) * 2**42 + seq: a ready job's place (ready_score in _lib.lua).
-BAND = 4398046511104
+BAND = READY_BAND
 #: Due jobs made ready by a write (PROMOTE_ON_WRITE in _lib.lua).
 PROMOTE_ON_WRITE = 1000
 FINAL = frozenset({"completed", "failed", "cancelled"})

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from jobs import _codec
 from jobs.queue._base import COMPLETED_TRIM, FETCH_RECORD_MARGIN_MS, PROMOTE_BATCH, REAP_BATCH
+from jobs.queue._keys import priority_of_score
 from jobs.testing._memory_base import MemoryBase
 from jobs.testing._memory_lib import PROMOTE_ON_WRITE
 from jobs.worker._protocol import Beat, Completed, Fetched, Leased, LeaseState, Written
@@ -89,7 +90,8 @@ class MemoryWorkerSide(MemoryBase):
                     request or secrets.token_hex(8),
                     lease_ms + FETCH_RECORD_MARGIN_MS,
                 )
-                fetched = Fetched(now, next_due, [_leased(r) for r in records])
+                more = bool(state.index["pending"])
+                fetched = Fetched(now, next_due, [_leased(r) for r in records], more)
             self._announce()
         return written, fetched
 
@@ -144,6 +146,20 @@ class MemoryWorkerSide(MemoryBase):
             count = state.requeue(now, [(j.job_id, j.token) for j in held])
             self._announce()
         return count
+
+    def wait_and_fetch(
+        self, pool_id: str, timeout: float, count: int, lease: timedelta, request: str
+    ) -> Fetched:
+        """`wait_for_work` on this queue alone, then `fetch`."""
+        self.wait_for_work(pool_id, timeout)
+        return self.fetch(count, lease, request=request)
+
+    def best_ready_priority(self) -> int | None:
+        """The priority of the best job ready to run now, or None if none is."""
+        with self._store.changed:
+            state, _ = self._enter()
+            scores = state.index["pending"].values()
+            return priority_of_score(min(scores)) if scores else None
 
     def wait_for_work(self, pool_id: str, timeout: float, also: Sequence[WorkerQueue] = ()) -> bool:
         """Block until woken or work is there, up to ``timeout`` seconds (real time).

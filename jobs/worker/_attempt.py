@@ -100,6 +100,11 @@ class Attempt:
         return self.job.type if self.job else _codec.text(self.fields.get("type", "?"))
 
     @property
+    def priority(self) -> int:
+        """The job's priority (0 for a corrupt record: it only fails, at once)."""
+        return self.job.priority if self.job else 0
+
+    @property
     def number(self) -> int:
         """This attempt's number (1-based)."""
         return self.job.attempts if self.job else 0

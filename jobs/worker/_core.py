@@ -29,6 +29,14 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("jobs.worker")
 
+#: With ``prefetch=None`` (automatic), a pool fetches ahead only while its jobs take less
+#: than this on average (seconds): then a round trip per job is a large share of each
+#: job, and a job waiting in the buffer waits little. Longer jobs are better left in the
+#: queue, where any idle pool can take them.
+SHORT_JOB = 0.05
+#: Weight of the latest job in the running mean of job durations.
+DURATION_WEIGHT = 0.2
+
 
 class PoolCore:
     """What the parts of a pool share: its queues, its attempts, its lock and threads."""
@@ -63,11 +71,45 @@ class PoolCore:
         # (monotonic) stop() waits for them (`WorkerPoolConfig.shutdown_grace`).
         self._interrupted: set[Attempt] = set()
         self._grace_deadline = float("inf")
+        # Running mean of how long handlers take (seconds); None until one has returned.
+        self._mean_duration: float | None = None
+        # Whether the last fetch left ready jobs in the queue (`Fetched.more`): a backlog.
+        # Automatic prefetch fetches ahead only then: a job that comes to an idle queue
+        # waits for a free thread in the queue, where any pool can take it.
+        self._backlog = False
 
     # -- capacity (the lock is held) ---------------------------------------------------
 
     def _capacity(self) -> int:
-        return self.config.num_workers + self.config.prefetch
+        return self.config.num_workers + self._prefetch()
+
+    def _prefetch(self) -> int:
+        """How many jobs to hold beyond the slots now (`WorkerPoolConfig.prefetch`)."""
+        prefetch = self.config.prefetch
+        if prefetch is not None:
+            return prefetch
+        mean = self._mean_duration
+        short = mean is not None and mean < SHORT_JOB
+        return self.config.num_workers if short and self._backlog else 0
+
+    def _ran_for(self, seconds: float) -> None:
+        """A handler returned after ``seconds`` (the lock is held)."""
+        mean = self._mean_duration
+        self._mean_duration = seconds if mean is None else mean + DURATION_WEIGHT * (seconds - mean)
+
+    def _buffer(self, attempt: Attempt) -> None:
+        """Queue a fetched attempt for the slots, ahead of its queue's lower priorities.
+
+        A later fetch can bring a better job than those still waiting here (enqueued
+        since): it goes first, as it would have without the buffer. (The lock is held.)
+        """
+        queued = self._queued
+        priority = attempt.priority
+        for index, waiting in enumerate(queued):
+            if waiting.queue is attempt.queue and waiting.priority < priority:
+                queued.insert(index, attempt)
+                return
+        queued.append(attempt)
 
     def _free_slots(self) -> int:
         return self._capacity() - len(self._running) - len(self._queued)
@@ -115,5 +157,6 @@ class PoolCore:
                         extra=self._extra,
                     )
                     return
-                # Only stop() gets here, with nothing else to do until the queue answers.
+                # stop(), or the fetcher handing back outranked jobs: nothing else to do
+                # until the queue answers.
                 time.sleep(min(0.1 * failures, 1.0))

@@ -13,8 +13,13 @@ import secrets
 import time
 from typing import TYPE_CHECKING
 
+from jobs.errors import JobsError
 from jobs.worker._attempt import Attempt, State
 from jobs.worker._core import PoolCore, logger
+
+#: Seconds between looks at the queues' best ready jobs while fetched jobs wait for a
+#: slot (`Fetching._outrun`): how long a better job can wait behind the buffer.
+PEEK_INTERVAL = 0.1
 
 if TYPE_CHECKING:
     from datetime import timedelta
@@ -39,6 +44,7 @@ class Fetching(PoolCore):
         # timeout or never, and past a lease what it leased would be re-delivered anyway.
         self._fetch_wait = max(self._lease_s, self.queue.reply_timeout or 0.0)
         self._fetch_until: float | None = None  # monotonic; set while a fetch is in flight
+        self._peeked_at = 0.0  # monotonic; when `_outrun` last looked at the queues
         # The current round of `_exchange`: slots still to fill, jobs taken, earliest due.
         self._want = 0
         self._taken = 0
@@ -56,18 +62,17 @@ class Fetching(PoolCore):
 
     def _fetch_step(self) -> float:
         with self._lock:
-            while self._accepting and not self._should_fetch():
-                # The claim on the outbox stays, for the outcome of the slot that ends
-                # this wait (it rides along with the fetch it wakes); what already rides
-                # goes to the writer now, not after the jobs still running.
-                self._outbox.hand_over()
-                self._slot_free.wait()
-            if not self._accepting:
-                return 0.0
-            free = self._free_slots()
-            if self._need_fetch:
-                # Until the reply is in, stop() waits for what this fetch leases (see stop).
-                self._fetch_until = time.monotonic() + self._fetch_wait
+            buffered = self._wait_for_room()
+            if buffered is None:
+                if not self._accepting:
+                    return 0.0
+                free = self._free_slots()
+                if self._need_fetch:
+                    # Until the reply is in, stop() waits for what this fetch leases.
+                    self._fetch_until = time.monotonic() + self._fetch_wait
+        if buffered is not None:
+            self._outrun(buffered)
+            return 0.0
         if self._need_fetch and self._fetch(free) >= free:
             return 0.0  # there may be more: fetch again as soon as a slot frees
         self._outbox.release()
@@ -78,12 +83,100 @@ class Fetching(PoolCore):
             self._need_fetch = True
             return 0.0
         self._need_fetch = True  # if the wait fails: its marker may be taken
+        if len(self.queues) == 1:
+            self._need_fetch = self._wait_and_fetch(timeout)
+            return 0.0
         woken = self.queues[0].wait_for_work(self.id, timeout, self.queues[1:])
         # A plain poll timeout needs no fetch: ready work comes with a wake-up marker, and
         # `wait_for_work` also answers True for a ready job whose marker was lost (and for
         # queues it cannot wait on, which are polled instead).
         self._need_fetch = woken or (self._due_at is not None and time.monotonic() >= self._due_at)
         return 0.0
+
+    def _wait_and_fetch(self, timeout: float) -> bool:
+        """An idle pool of one queue: wait for work and fetch it in the same round trip.
+
+        Returns whether to fetch again at once (the fetch filled every free slot).
+        """
+        queue = self.queues[0]
+        with self._lock:
+            free = self._free_slots()
+            if not self._accepting or free <= 0:
+                return True
+            # stop() waits for what this fetch leases, as for any other (see stop).
+            self._fetch_until = time.monotonic() + timeout + self._fetch_wait
+        try:
+            self._want, self._taken, self._round_due = free, 0, None
+            self._backlog = False
+            count, request = self.plan(queue)
+            assert request is not None  # free > 0: a fresh request, or the unanswered one
+            fetched = queue.wait_and_fetch(self.id, timeout, count, self.config.lease, request)
+            self.answered(queue, fetched)
+            self._due_at = self._round_due
+        finally:
+            with self._lock:
+                self._fetch_until = None
+                self._slot_free.notify_all()  # stop() may be waiting for this fetch
+        return self._taken >= free
+
+    def _wait_for_room(self) -> dict[str, tuple[WorkerQueue, int]] | None:
+        """Wait until a fetch is due; None then (or when the pool stops accepting).
+
+        While fetched jobs wait in the buffer, return every `PEEK_INTERVAL` instead, with
+        the lowest priority buffered per queue, for `_outrun`. (The lock is held.)
+        """
+        while self._accepting and not self._should_fetch():
+            # The claim on the outbox stays, for the outcome of the slot that ends this
+            # wait (it rides along with the fetch it wakes); what already rides goes to
+            # the writer now, not after the jobs still running.
+            self._outbox.hand_over()
+            if not self._queued:
+                self._slot_free.wait()
+            elif (left := self._peeked_at + PEEK_INTERVAL - time.monotonic()) > 0:
+                self._slot_free.wait(left)
+            else:
+                self._peeked_at = time.monotonic()
+                lowest: dict[str, tuple[WorkerQueue, int]] = {}
+                for attempt in self._queued:
+                    known = lowest.get(attempt.queue.name)
+                    if known is None or attempt.priority < known[1]:
+                        lowest[attempt.queue.name] = (attempt.queue, attempt.priority)
+                return lowest
+        return None
+
+    def _outrun(self, lowest: dict[str, tuple[WorkerQueue, int]]) -> None:
+        """Hand back buffered jobs that a better ready job outranks, and fetch it instead.
+
+        Buffered jobs wait for a slot here, out of the queue's sight: a job of higher
+        priority enqueued since they were fetched must not wait behind them. While jobs
+        wait in the buffer, the fetcher looks at each queue's best ready job every
+        `PEEK_INTERVAL` (one ZRANGE), and those it outranks go back to the front of
+        their priority, their attempt not counted, so that the next fetch takes the
+        better job first (and them after it).
+        """
+        for queue, low in lowest.values():
+            try:
+                best = queue.best_ready_priority()
+            except JobsError:
+                continue  # the fetch that follows meets the same error, and reports it
+            if best is None or best <= low:
+                continue
+            with self._lock:
+                outranked = [a for a in self._queued if a.queue is queue and a.priority < best]
+                for attempt in outranked:
+                    self._queued.remove(attempt)
+                    attempt.state = State.DONE
+                    self._release(attempt)
+            if outranked:
+                logger.debug(
+                    "%d buffered jobs handed back to queue %r: a job of priority %d is ready",
+                    len(outranked),
+                    queue.name,
+                    best,
+                    extra=self._extra,
+                )
+                self._hand_back(outranked)
+                self._need_fetch = True
 
     def _fetch(self, free: int) -> int:
         try:
@@ -121,6 +214,7 @@ class Fetching(PoolCore):
                 queue.publish_limits(self._limits_unpublished)
             self._limits_unpublished = {}
         self._want, self._taken, self._round_due = free, 0, None
+        self._backlog = False
         self._outbox.send(self._outbox.claim(), self._order(), self)
         self._due_at = self._round_due
         return self._taken
@@ -142,6 +236,7 @@ class Fetching(PoolCore):
         self._unanswered = None
         if fetched is None:
             return
+        self._backlog = self._backlog or fetched.more
         self._taken += self._take(queue, fetched)
         if fetched.next_due_ms is not None:
             due = time.monotonic() + (fetched.next_due_ms - fetched.now_ms) / 1000
@@ -175,7 +270,7 @@ class Fetching(PoolCore):
             if not stopping:
                 for attempt in attempts:
                     self._held[attempt.key] = attempt
-                    self._queued.append(attempt)
+                    self._buffer(attempt)
                 self._work.notify(len(attempts))
         if stopping:
             # stop() began while this fetch was in flight, and has handed back what was

@@ -56,6 +56,8 @@ class Fetched(NamedTuple):
     #: When the earliest scheduled job is due (the queue's ms), or None.
     next_due_ms: int | None
     jobs: list[Leased]
+    #: Whether ready jobs were left after this fetch (the queue has a backlog).
+    more: bool = False
 
 
 class Completed(NamedTuple):
@@ -197,11 +199,30 @@ class WorkerQueue(Protocol):
         """Return expired leases to the queue now; (requeued, failed for too many losses)."""
         ...
 
+    def best_ready_priority(self) -> int | None:
+        """The priority of the best job ready to run now, or None if none is.
+
+        Raises:
+            RedisUnavailable: the queue cannot be reached.
+        """
+        ...
+
     def wait_for_work(self, pool_id: str, timeout: float, also: Sequence[WorkerQueue] = ()) -> bool:
         """Block until there may be work on this queue or ``also``, or ``timeout`` passes.
 
         True when woken (`wake_pool`), when a job is ready, or when some of ``also``
         cannot be waited on together with this queue (the pool then polls them).
+        """
+        ...
+
+    def wait_and_fetch(
+        self, pool_id: str, timeout: float, count: int, lease: timedelta, request: str
+    ) -> Fetched:
+        """`wait_for_work` on this queue alone, then `fetch`, in one round trip if it can.
+
+        Raises:
+            RedisUnavailable: the queue cannot be reached (the fetch may have run: send
+                it again with the same ``request``).
         """
         ...
 

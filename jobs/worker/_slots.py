@@ -70,8 +70,9 @@ class Slots(PoolCore):
                     continue
                 if self._events is not None:
                     self._events.started(attempt.queue.name, attempt.job_type, attempt.job, waited)
+                began = time.monotonic()
                 outcome = self._run(attempt)
-                ended = time.monotonic() if self._events is not None else 0.0
+                ended = time.monotonic()
                 with self._lock:
                     if attempt.state is State.ABANDONED:
                         self._stuck -= 1  # this thread leaves; its replacement already runs
@@ -81,8 +82,10 @@ class Slots(PoolCore):
                             extra=attempt.log_extra(),
                         )
                         return
-                    attempt.ended = ended  # (a timed-out one keeps the time it timed out)
+                    # (a timed-out one keeps the time it timed out)
+                    attempt.ended = ended if self._events is not None else 0.0
                     attempt.state = State.FINISHED
+                    self._ran_for(ended - began)
                     self._running.discard(attempt)
                     # Wake the fetcher only when it has something to do: it then takes this
                     # outcome along with its fetch, one round trip for both.

@@ -211,6 +211,7 @@ def test_a_pool_sends_an_unanswered_fetch_again_with_its_request_id(
     pool = warmed_pool(proxy, lambda ctx, payload: ran.append(ctx.job.id), 3, shutdown_timeout=2)
     try:
         proxy.drop_reply_to(sha("fetch"))
+        wait_until(lambda: not proxy.marker_armed, timeout=10)  # (see the test below)
         ids = pool.enqueue_many("t", [1, 2, 3])
         wait_until(lambda: pool.stats().completed_jobs == 4, timeout=20)  # and the warm-up
         assert proxy.dropped_replies == 1
@@ -230,6 +231,9 @@ def test_stop_hands_back_the_jobs_of_a_fetch_left_unanswered(
     pool = warmed_pool(proxy, lambda ctx, payload: ctx.sleep(60), 2, shutdown_timeout=0)
     try:
         proxy.drop_reply_to(sha("fetch"))
+        # An idle pool sends its wait and its fetch together: let it send them anew (it
+        # does every poll_interval), so that the fetch that takes these jobs is marked.
+        wait_until(lambda: not proxy.marker_armed, timeout=10)
         ids = pool.enqueue_many("t", [1, 2])
         wait_until(lambda: proxy.dropped_replies == 1, timeout=10)
         pool.stop()

@@ -122,3 +122,61 @@ def test_job_cancelled_while_prefetched_never_starts(redis_url: str) -> None:
             assert client.get(waiting).status is jobs.JobStatus.CANCELLED
     assert waiting not in gate.job_ids
     assert gate.job_ids == [first, after]
+
+
+def test_a_better_job_enqueued_later_runs_before_buffered_ones(redis_url: str) -> None:
+    # 1 thread, 3 buffered: "first" runs, low1..low3 wait in the pool. A job of higher
+    # priority enqueued then must run before them, as it would without the buffer.
+    order: list[str] = []
+    release = threading.Event()
+
+    def handler(ctx: jobs.JobContext, payload: str) -> str:
+        order.append(payload)
+        if payload == "first":
+            release.wait(30)
+        return payload
+
+    registry = registry_with(t=handler)
+    try:
+        with make_client(redis_url, registry, start=False, num_workers=1, prefetch=3) as client:
+            client.enqueue("t", "first", jobs.JobConfig(priority=5))
+            lows = client.enqueue_many("t", ["low1", "low2", "low3"])
+            client.start()
+            for job_id in lows:
+                wait_for_status(client, job_id, jobs.JobStatus.PROCESSING)
+            assert order == ["first"]
+            high = client.enqueue("t", "high", jobs.JobConfig(priority=3))
+            # The pool hands back what "high" outranks and takes "high" into its buffer.
+            wait_for_status(client, high, jobs.JobStatus.PROCESSING, timeout=PROMPTLY)
+            release.set()
+            for job_id in [high, *lows]:
+                wait_for_status(client, job_id, jobs.JobStatus.COMPLETED)
+            # Handing back did not count an attempt.
+            assert [client.get(job_id).attempts for job_id in lows] == [1, 1, 1]
+    finally:
+        release.set()
+    assert order == ["first", "high", "low1", "low2", "low3"]
+
+
+def test_by_default_only_short_jobs_are_fetched_ahead(redis_url: str) -> None:
+    # prefetch=None: the pool buffers jobs while they are short on average (and the queue
+    # has a backlog), not after.
+    slow = threading.Event()
+
+    def handler(ctx: jobs.JobContext, payload: str) -> str:
+        if payload == "slow":
+            slow.wait(0.5)
+        return payload
+
+    registry = registry_with(t=handler)
+    with make_client(redis_url, registry, num_workers=2, prefetch=None) as client:
+        pool: Any = client._pool
+        assert pool._prefetch() == 0  # nothing measured yet
+        for job_id in client.enqueue_many("t", ["quick"] * 20):
+            wait_for_status(client, job_id, jobs.JobStatus.COMPLETED)
+        assert pool._prefetch() == 0  # the queue has no backlog
+        pool._backlog = True
+        assert pool._prefetch() == 2
+        for job_id in client.enqueue_many("t", ["slow"] * 2):
+            wait_for_status(client, job_id, jobs.JobStatus.COMPLETED)
+        assert pool._prefetch() == 0

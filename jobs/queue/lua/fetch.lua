@@ -12,7 +12,8 @@
 --         seen its last increments, and a token must never be handed out twice), and it
 --         makes the fetch idempotent (below).
 -- ARGV[6] how long the request's record lives (ms): a bit more than lease_ms
--- Returns {now_ms, next_event_ms, job_1, ..., job_k} where job_i is a JSON array of the
+-- Returns {now_ms, next_event_ms, more, job_1, ..., job_k} where more is 1 when ready jobs
+-- are left after this fetch (a backlog), else 0, and job_i is a JSON array of the
 -- record's values in the order of FIELDS below (jobs._codec.FETCHED_FIELDS; missing ones
 -- false), with
 -- status processing, attempts + 1 and a fresh lease token in 'lease'; and
@@ -53,7 +54,7 @@ local FIELDS = {'id', 'type', 'payload', 'status', 'priority', 'max_retries', 't
 -- Positions in FIELDS of what a lease changes.
 local STATUS, STARTED_AT, ATTEMPTS, LEASE = 4, 12, 14, 19
 
-local out = {now, -1}
+local out = {now, -1, 0}
 local base = base_of(job_prefix, 'job:')
 -- Flow control state (see _lib.lua): nil/false while no type is limited or held back.
 local limits, flow = nil, true
@@ -158,6 +159,7 @@ end
 -- More work than this pool can take: pass the wake-up on to the next idle pool.
 if redis.call('ZCARD', pending) > 0 then
   wake(wake_key)
+  out[3] = 1
 end
 
 out[2] = earliest(scheduled)

@@ -1,0 +1,38 @@
+"""An idle pool of one queue waits for work and fetches it in one round trip.
+
+The pool sends its BLPOP on the wake-up lists and the fetch in one pipeline
+(`jobs.queue._idle.IdleWaits._wait_then`): Redis runs the fetch as soon as the wait
+ends. What must hold beyond the pickup tests elsewhere: the fetch also runs when the
+server lost its scripts meanwhile.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import jobs
+from tests.helpers import wait_until
+from tests.integration._clients import make_client, wait_for_status
+
+if TYPE_CHECKING:
+    import redis
+
+
+def _noop(ctx: jobs.JobContext, payload: Any) -> Any:
+    return payload
+
+
+def test_an_idle_pool_wakes_on_a_server_that_lost_its_scripts(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    registry = jobs.Registry()
+    registry.register_func("t", _noop)
+    with make_client(redis_url, registry, poll_interval=30) as client:
+        wait_until(lambda: client.workers(), timeout=5)
+        redis_client.script_flush()
+        # A bare wake-up marker: the pool's fetch meets NOSCRIPT, loads the scripts and
+        # runs again (finding nothing), then waits again.
+        redis_client.rpush(client.queue.keys.wake, "1")
+        wait_until(lambda: redis_client.script_exists(client.queue._scripts.fetch.sha)[0])
+        job_id = client.enqueue("t", "after")
+        assert wait_for_status(client, job_id, jobs.JobStatus.COMPLETED).result == "after"
