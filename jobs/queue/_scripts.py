@@ -14,13 +14,14 @@ import functools
 import hashlib
 import re
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import redis
 import redis.cluster
 from redis.exceptions import NoScriptError
 
 from jobs.queue._cluster import node_client, run_on_node
+from jobs.queue._packed import UNSENT, PackedCalls, command, pack_args
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -109,16 +110,34 @@ class Script:
 
 
 def execute(
-    client: RedisClient, calls: Sequence[tuple[Script, Sequence[str], Sequence[Arg]]]
+    client: RedisClient,
+    calls: Sequence[tuple[Script, Sequence[str], Sequence[Arg]]],
+    packed: PackedCalls | None = None,
 ) -> list[Any]:
     """Run several script calls in one round trip (a non-transactional pipeline).
 
     Every call must be on one queue (one cluster slot: the first call's first key).
     Returns each call's reply in order. A call that failed with NOSCRIPT is loaded and
     run again on its own; any other error is raised after the calls before it ran.
+
+    ``packed``: the client's `PackedCalls`, to pack the calls by hand and skip
+    redis-py's command path (the worker's hot path). They go the generic way if they
+    could not be sent that way, so only calls that may run twice may use it (as
+    redis-py's own retries assume too).
     """
     if isinstance(client, redis.cluster.RedisCluster):
         return run_on_node(client, calls[0][1][0], lambda node: _execute(node, calls))
+    if packed is not None and packed.usable:
+        commands = [
+            command(
+                3 + len(keys) + len(args),
+                pack_args(("EVALSHA", script.sha, len(keys), *keys, *args)),
+            )
+            for script, keys, args in calls
+        ]
+        replies = packed.call(commands)
+        if replies is not UNSENT:
+            return cast("list[Any]", replies)
     return _execute(client, calls)
 
 

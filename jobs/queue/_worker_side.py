@@ -285,7 +285,7 @@ class WorkerSide(IdleWaits):
         if not calls:
             return [], None
         with self._any_error_as_unavailable():
-            replies = iter(execute(self.client, calls))
+            replies = iter(execute(self.client, calls, self._packed_calls))
         written: list[Written] = [Written(False, "", 0, 0)] * len(outcomes)
         if completed:
             reply = next(replies)

@@ -67,6 +67,11 @@ class Attempt:
     progress: str | None = None
     #: What it decided, once decided (then it goes to the outbox).
     outcome: Outcome | None = None
+    #: The job's priority (0 for a corrupt record: it only fails, at once).
+    priority: int = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.priority = self.job.priority if self.job else 0
 
     def report_progress(self, fraction: float, message: str | None) -> None:
         """Keep the handler's latest progress for the next heartbeat to store."""
@@ -98,11 +103,6 @@ class Attempt:
     def job_type(self) -> str:
         """The job's type, even for a corrupt record (for logs)."""
         return self.job.type if self.job else _codec.text(self.fields.get("type", "?"))
-
-    @property
-    def priority(self) -> int:
-        """The job's priority (0 for a corrupt record: it only fails, at once)."""
-        return self.job.priority if self.job else 0
 
     @property
     def number(self) -> int:

@@ -105,6 +105,9 @@ class PoolCore:
         """
         queued = self._queued
         priority = attempt.priority
+        if not queued or queued[-1].priority >= priority:
+            queued.append(attempt)  # nearly always: fetches come best first
+            return
         for index, waiting in enumerate(queued):
             if waiting.queue is attempt.queue and waiting.priority < priority:
                 queued.insert(index, attempt)
