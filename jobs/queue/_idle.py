@@ -75,17 +75,19 @@ class IdleWaits(QueueBase):
 
     def _wait_then(
         self, pool_id: str, timeout: float, call: tuple[Script, Sequence[str], Sequence[Arg]]
-    ) -> Any:
+    ) -> tuple[bool, Any]:
         """Wait as `wait_for_work` does, then run ``call``: one pipeline, one round trip.
+
+        Returns whether a wake-up marker ended the wait, and ``call``'s reply.
 
         ``call`` is a script call on this queue. Whatever ended the wait, it runs: it is
         for a fetch, which finds what is ready (a job whose marker was lost included).
         On a cluster, and when the server lost the script, the two go apart.
         """
         if isinstance(self.client, redis.cluster.RedisCluster):
-            self.wait_for_work(pool_id, timeout)
+            woken = self.wait_for_work(pool_id, timeout)
             with self._any_error_as_unavailable():
-                return execute(self.client, [call])[0]
+                return woken, execute(self.client, [call])[0]
         script, keys, args = call
         with self._any_error_as_unavailable():
             pipe: Any = self.client.pipeline(transaction=False)
@@ -100,7 +102,7 @@ class IdleWaits(QueueBase):
             for error in (replies[0], reply):
                 if isinstance(error, Exception):
                     raise error
-        return reply
+        return replies[0] is not None, reply
 
     def _blocking_timeout(self, timeout: float) -> float:
         """``timeout``, cut to stay below the client's socket timeout."""

@@ -121,7 +121,9 @@ class PackedCalls:
                     replies.append(connection.read_response())
                 except redis.ResponseError as exc:
                     # A whole reply, read: the next one follows on the same connection.
-                    refusal = refusal if isinstance(refusal, NoScriptError) else exc
+                    # The first refusal is raised, unless a script was missing.
+                    if refusal is None or isinstance(exc, NoScriptError):
+                        refusal = exc
                     replies.append(exc)
         except (redis.ConnectionError, redis.TimeoutError):
             connection.disconnect()

@@ -125,14 +125,15 @@ class WorkerSide(IdleWaits):
 
     def wait_and_fetch(
         self, pool_id: str, timeout: float, count: int, lease: timedelta, request: str
-    ) -> Fetched:
+    ) -> tuple[bool, Fetched]:
         """`wait_for_work`, then `fetch` at once, in one round trip.
 
         Redis runs the fetch right after the wait ends (a wake-up marker, or the
         timeout), so an idle pool's next job costs no round trip more than the wake-up.
+        Returns whether a wake-up marker ended the wait, and what was fetched.
         """
-        reply = self._wait_then(pool_id, timeout, self._fetch_call(count, lease, request))
-        return decode_fetched(reply)
+        woken, reply = self._wait_then(pool_id, timeout, self._fetch_call(count, lease, request))
+        return woken, decode_fetched(reply)
 
     def heartbeat(
         self,
@@ -290,8 +291,8 @@ class WorkerSide(IdleWaits):
         if completed:
             reply = next(replies)
             now = int(reply[0])
-            for index, code in zip(completed, reply[1:], strict=True):
-                written[index] = Written(bool(int(code)), "completed", now, 0)
+            for index, code in zip(completed, _codec.text(reply[1]), strict=True):
+                written[index] = Written(code == "1", "completed", now, 0)
         if failed:
             reply = next(replies)
             now = int(reply[0])

@@ -149,10 +149,10 @@ class MemoryWorkerSide(MemoryBase):
 
     def wait_and_fetch(
         self, pool_id: str, timeout: float, count: int, lease: timedelta, request: str
-    ) -> Fetched:
+    ) -> tuple[bool, Fetched]:
         """`wait_for_work` on this queue alone, then `fetch`."""
-        self.wait_for_work(pool_id, timeout)
-        return self.fetch(count, lease, request=request)
+        woken = self.wait_for_work(pool_id, timeout)
+        return woken, self.fetch(count, lease, request=request)
 
     def best_ready_priority(self) -> int | None:
         """The priority of the best job ready to run now, or None if none is."""

@@ -45,6 +45,8 @@ class Fetching(PoolCore):
         self._fetch_wait = max(self._lease_s, self.queue.reply_timeout or 0.0)
         self._fetch_until: float | None = None  # monotonic; set while a fetch is in flight
         self._peeked_at = 0.0  # monotonic; when `_outrun` last looked at the queues
+        # Whether the last fetch found jobs: an idle pool then fetches with its wait.
+        self._hot = False
         # The current round of `_exchange`: slots still to fill, jobs taken, earliest due.
         self._want = 0
         self._taken = 0
@@ -83,7 +85,7 @@ class Fetching(PoolCore):
             self._need_fetch = True
             return 0.0
         self._need_fetch = True  # if the wait fails: its marker may be taken
-        if len(self.queues) == 1:
+        if len(self.queues) == 1 and self._hot:
             self._need_fetch = self._wait_and_fetch(timeout)
             return 0.0
         woken = self.queues[0].wait_for_work(self.id, timeout, self.queues[1:])
@@ -95,6 +97,11 @@ class Fetching(PoolCore):
 
     def _wait_and_fetch(self, timeout: float) -> bool:
         """An idle pool of one queue: wait for work and fetch it in the same round trip.
+
+        Only while jobs keep coming (`_hot`): the fetch runs when the wait ends, work or
+        not, and a fetch is a script of several commands. A wait that times out with
+        nothing turns the pool cold: its next waits are a bare BLPOP (one command per
+        ``poll_interval``), and the fetch follows a wake-up.
 
         Returns whether to fetch again at once (the fetch filled every free slot).
         """
@@ -110,13 +117,17 @@ class Fetching(PoolCore):
             self._backlog = False
             count, request = self.plan(queue)
             assert request is not None  # free > 0: a fresh request, or the unanswered one
-            fetched = queue.wait_and_fetch(self.id, timeout, count, self.config.lease, request)
+            woken, fetched = queue.wait_and_fetch(
+                self.id, timeout, count, self.config.lease, request
+            )
             self.answered(queue, fetched)
             self._due_at = self._round_due
         finally:
             with self._lock:
                 self._fetch_until = None
                 self._slot_free.notify_all()  # stop() may be waiting for this fetch
+        # A marker with nothing behind it (a fetch took its job first) keeps it hot.
+        self._hot = self._taken > 0 or woken
         return self._taken >= free
 
     def _wait_for_room(self) -> dict[str, tuple[WorkerQueue, int]] | None:
@@ -237,6 +248,7 @@ class Fetching(PoolCore):
         if fetched is None:
             return
         self._backlog = self._backlog or fetched.more
+        self._hot = self._hot or bool(fetched.jobs)
         self._taken += self._take(queue, fetched)
         if fetched.next_due_ms is not None:
             due = time.monotonic() + (fetched.next_due_ms - fetched.now_ms) / 1000

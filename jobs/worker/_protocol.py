@@ -217,8 +217,10 @@ class WorkerQueue(Protocol):
 
     def wait_and_fetch(
         self, pool_id: str, timeout: float, count: int, lease: timedelta, request: str
-    ) -> Fetched:
+    ) -> tuple[bool, Fetched]:
         """`wait_for_work` on this queue alone, then `fetch`, in one round trip if it can.
+
+        Returns whether a wake-up ended the wait (not the timeout), and what was fetched.
 
         Raises:
             RedisUnavailable: the queue cannot be reached (the fetch may have run: send

@@ -195,12 +195,6 @@ class FaultyProxy:
         with self._cv:
             self._marker = marker
 
-    @property
-    def marker_armed(self) -> bool:
-        """Whether `drop_reply_to`'s marker still waits for a command that contains it."""
-        with self._cv:
-            return self._marker is not None
-
     def _is_marked(self, data: bytes) -> bool:
         with self._cv:
             if self._marker is None or self._marker not in data:

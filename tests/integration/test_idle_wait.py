@@ -2,8 +2,10 @@
 
 The pool sends its BLPOP on the wake-up lists and the fetch in one pipeline
 (`jobs.queue._idle.IdleWaits._wait_then`): Redis runs the fetch as soon as the wait
-ends. What must hold beyond the pickup tests elsewhere: the fetch also runs when the
-server lost its scripts meanwhile.
+ends. That is while jobs keep coming; a wait that ends with nothing makes the next ones
+bare BLPOPs (one command per poll). What must hold beyond the pickup tests elsewhere:
+the fetch also runs when the server lost its scripts meanwhile, and a pool that found
+nothing goes cold.
 """
 
 from __future__ import annotations
@@ -28,7 +30,10 @@ def test_an_idle_pool_wakes_on_a_server_that_lost_its_scripts(
     registry = jobs.Registry()
     registry.register_func("t", _noop)
     with make_client(redis_url, registry, poll_interval=30) as client:
-        wait_until(lambda: client.workers(), timeout=5)
+        # A job first: a pool that just ran one sends its fetch with its wait.
+        wait_for_status(client, client.enqueue("t", "before"), jobs.JobStatus.COMPLETED)
+        pool: Any = client._pool
+        wait_until(lambda: pool._hot and pool._fetch_until is not None, timeout=5)
         redis_client.script_flush()
         # A bare wake-up marker: the pool's fetch meets NOSCRIPT, loads the scripts and
         # runs again (finding nothing), then waits again.
@@ -36,3 +41,16 @@ def test_an_idle_pool_wakes_on_a_server_that_lost_its_scripts(
         wait_until(lambda: redis_client.script_exists(client.queue._scripts.fetch.sha)[0])
         job_id = client.enqueue("t", "after")
         assert wait_for_status(client, job_id, jobs.JobStatus.COMPLETED).result == "after"
+
+
+def test_a_pool_that_found_nothing_waits_with_a_bare_blpop(redis_url: str) -> None:
+    registry = jobs.Registry()
+    registry.register_func("t", _noop)
+    with make_client(redis_url, registry, poll_interval=0.2) as client:
+        wait_for_status(client, client.enqueue("t", 1), jobs.JobStatus.COMPLETED)
+        pool: Any = client._pool
+        # Its next wait fetches too, finds nothing within a poll, and the pool goes cold.
+        wait_until(lambda: not pool._hot, timeout=5)
+        job_id = client.enqueue("t", 2)
+        assert wait_for_status(client, job_id, jobs.JobStatus.COMPLETED).result == 2
+        assert pool._hot

@@ -124,6 +124,17 @@ def warmed_pool(
     return pool
 
 
+def settle(pool: jobs.Client) -> None:
+    """Wait until the pool waits with a bare BLPOP, so that its next fetch is sent after it.
+
+    A pool that just ran jobs sends its fetch together with its wait
+    (`jobs.queue._idle`), before the test could arm the proxy for it; one poll later it
+    no longer does.
+    """
+    running: Any = pool._pool
+    wait_until(lambda: not running._hot, timeout=10)
+
+
 # -- fetch ---------------------------------------------------------------------------------
 
 
@@ -210,8 +221,8 @@ def test_a_pool_sends_an_unanswered_fetch_again_with_its_request_id(
     ran: list[str] = []
     pool = warmed_pool(proxy, lambda ctx, payload: ran.append(ctx.job.id), 3, shutdown_timeout=2)
     try:
+        settle(pool)
         proxy.drop_reply_to(sha("fetch"))
-        wait_until(lambda: not proxy.marker_armed, timeout=10)  # (see the test below)
         ids = pool.enqueue_many("t", [1, 2, 3])
         wait_until(lambda: pool.stats().completed_jobs == 4, timeout=20)  # and the warm-up
         assert proxy.dropped_replies == 1
@@ -230,10 +241,8 @@ def test_stop_hands_back_the_jobs_of_a_fetch_left_unanswered(
     # leased goes back to the queue now, not after a lease.
     pool = warmed_pool(proxy, lambda ctx, payload: ctx.sleep(60), 2, shutdown_timeout=0)
     try:
+        settle(pool)
         proxy.drop_reply_to(sha("fetch"))
-        # An idle pool sends its wait and its fetch together: let it send them anew (it
-        # does every poll_interval), so that the fetch that takes these jobs is marked.
-        wait_until(lambda: not proxy.marker_armed, timeout=10)
         ids = pool.enqueue_many("t", [1, 2])
         wait_until(lambda: proxy.dropped_replies == 1, timeout=10)
         pool.stop()

@@ -4,12 +4,12 @@
 -- ARGV[1] job key prefix   ARGV[2] completed_ttl_ms
 -- ARGV[3] max completed records kept (0: no bound)
 -- ARGV[4..] 3 values per job: id, lease token, result (JSON)
--- Returns {now_ms, code_1, ..., code_n}: 1 recorded (now, or by this same write sent
--- earlier: 'written_by' holds 'c:' or 'f:' and the token of the write that last recorded an
--- outcome); 0
--- rejected because the caller no longer holds the lease (it expired and the job moved on,
--- or the job was cancelled). Rejections are counted in stats 'rejected' and change
--- nothing else.
+-- Returns {now_ms, codes}: codes has one character per job (one reply element for the
+-- whole call, as the worker parses replies in Python): '1' recorded (now, or by this
+-- same write sent earlier: 'written_by' holds 'c:' or 'f:' and the token of the write
+-- that last recorded an outcome); '0' rejected because the caller no longer holds the
+-- lease (it expired and the job moved on, or the job was cancelled). Rejections are
+-- counted in stats 'rejected' and change nothing else.
 -- A recorded job gives its concurrency slot back (give_slot in _lib.lua).
 --
 -- Past the count bound, the call drops the oldest completed records, at most twice as
@@ -19,7 +19,7 @@
 local processing, completed, stats = KEYS[1], KEYS[2], KEYS[3]
 local job_prefix, ttl, keep = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local now = now_ms()
-local out = {now}
+local codes = {}
 local recorded = 0
 
 for b = 4, #ARGV, 3 do
@@ -33,13 +33,13 @@ for b = 4, #ARGV, 3 do
     finalize(job_prefix, id, 'completed', now, ttl, completed, stats, 0, read,
       {'result', ARGV[b + 2], 'written_by', 'c:' .. token})
     recorded = recorded + 1
-    out[#out + 1] = 1
+    codes[#codes + 1] = '1'
   elseif field_of(job_key, 'written_by') == 'c:' .. token then
     -- This very write, sent again after its reply was lost: it is recorded.
-    out[#out + 1] = 1
+    codes[#codes + 1] = '1'
   else
     tally(stats, 'rejected', 1)
-    out[#out + 1] = 0
+    codes[#codes + 1] = '0'
   end
 end
 finish_call(job_prefix)  -- (trims by age first: expired entries count for nothing)
@@ -53,4 +53,4 @@ if keep > 0 and recorded > 0 then
     redis.call('ZREM', completed, unpack(old))
   end
 end
-return out
+return {now, table.concat(codes)}
