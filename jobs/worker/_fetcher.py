@@ -51,6 +51,7 @@ class Fetching(PoolCore):
         self._want = 0
         self._taken = 0
         self._round_due: float | None = None
+        self._round_more = False  # whether a queue of the round had ready jobs left
 
     @property
     def lease(self) -> timedelta:
@@ -113,15 +114,14 @@ class Fetching(PoolCore):
             # stop() waits for what this fetch leases, as for any other (see stop).
             self._fetch_until = time.monotonic() + timeout + self._fetch_wait
         try:
-            self._want, self._taken, self._round_due = free, 0, None
-            self._backlog = False
+            self._want, self._taken, self._round_due, self._round_more = free, 0, None, False
             count, request = self.plan(queue)
             assert request is not None  # free > 0: a fresh request, or the unanswered one
             woken, fetched = queue.wait_and_fetch(
                 self.id, timeout, count, self.config.lease, request
             )
             self.answered(queue, fetched)
-            self._due_at = self._round_due
+            self._due_at, self._backlog = self._round_due, self._round_more
         finally:
             with self._lock:
                 self._fetch_until = None
@@ -224,10 +224,10 @@ class Fetching(PoolCore):
             for queue in self.queues:
                 queue.publish_limits(self._limits_unpublished)
             self._limits_unpublished = {}
-        self._want, self._taken, self._round_due = free, 0, None
-        self._backlog = False
+        self._want, self._taken, self._round_due, self._round_more = free, 0, None, False
         self._outbox.send(self._outbox.claim(), self._order(), self)
-        self._due_at = self._round_due
+        # Set once the round is over: slots read the backlog (the capacity) meanwhile.
+        self._due_at, self._backlog = self._round_due, self._round_more
         return self._taken
 
     def plan(self, queue: WorkerQueue) -> tuple[int, str | None]:
@@ -247,7 +247,7 @@ class Fetching(PoolCore):
         self._unanswered = None
         if fetched is None:
             return
-        self._backlog = self._backlog or fetched.more
+        self._round_more = self._round_more or fetched.more
         self._hot = self._hot or bool(fetched.jobs)
         self._taken += self._take(queue, fetched)
         if fetched.next_due_ms is not None:
