@@ -1211,6 +1211,7 @@ def make_machine(url: str, twin: bool = False) -> type[RuleBasedStateMachine]:
             for member, score in indexes[WAITING]:
                 assert score == self.model.jobs[member].score
             self._check_flow(now_ms)
+            scheduled_at = dict(indexes[SCHEDULED])
             for member, score in indexes[SCHEDULED]:
                 due_at = self.model.jobs[member].due_at
                 assert score == due_at if due_at is not None else score > now_ms
@@ -1232,6 +1233,9 @@ def make_machine(url: str, twin: bool = False) -> type[RuleBasedStateMachine]:
                     assert self.redis.get(k.job(job_id)) == b"not a hash"
                     continue
                 fields = {_text(f): _text(v) for f, v in raw.items()}
+                if job.status == SCHEDULED and job.due_at is None:
+                    # The record says when it is due, as its index does.
+                    assert int(fields["run_at"]) == scheduled_at[job_id], (job_id, fields)
                 assert fields["status"] == job.status
                 assert json.loads(fields.get("deps", "[]")) == list(job.deps), (job_id, job)
                 assert int(fields.get("waits", 0)) == job.waits, (job_id, job)

@@ -245,6 +245,24 @@ local function zadd_all(key, flat)
   end
 end
 
+-- ZREM of many ids in one command per slice (a batch costs one call, not one per job).
+local function zrem_all(key, ids)
+  for first = 1, #ids, ZADD_SLICE do
+    redis.call('ZREM', key, unpack(ids, first, math.min(first + ZADD_SLICE - 1, #ids)))
+  end
+end
+
+-- Delete the records of many ids (all in this queue's slot) with one DEL per slice.
+local function del_records(job_prefix, ids)
+  local keys = {}
+  for i, id in ipairs(ids) do
+    keys[i] = job_prefix .. id
+  end
+  for first = 1, #keys, ZADD_SLICE do
+    redis.call('DEL', unpack(keys, first, math.min(first + ZADD_SLICE - 1, #keys)))
+  end
+end
+
 -- adds.waiting (jobs held for their dependencies) goes to B..'waiting'.
 local function flush_adds(pending, scheduled, adds, now)
   if #adds.pending > 0 then
@@ -525,10 +543,13 @@ settle_one = function(job_prefix, base, id, status, now, ttl_ms, keep)
   end
 end
 
--- The counts and index trims of the jobs a script call finalizes, written once at the
--- call's end (finish_call) rather than once per job: a batch of completions then costs
--- one HINCRBY of each counter, not one per job.
-local call_totals = {stats = nil, now = nil, counts = {}, trims = {}}
+-- The counts, index entries and index trims of the jobs a script call finalizes, written
+-- once at the call's end (finish_call) rather than once per job: a batch of completions
+-- then costs one HINCRBY of each counter and one ZADD of its index, not one per job.
+-- `indexes`: index key -> {flat score/id pairs to add, age cutoff, count bound (0: none)}.
+-- The bound applied once to the whole batch leaves what applying it after each job would
+-- (the newest `keep` by score, then id), and drops the same records.
+local call_totals = {stats = nil, now = nil, counts = {}, indexes = {}}
 
 -- Move a job to a final state: index it, count it, expire its record, trim the index;
 -- then settle the jobs that wait for it (settle_one).
@@ -547,24 +568,21 @@ finalize = function(job_prefix, id, status, now, ttl_ms, index_key, stats_key, k
   end
   redis.call('HDEL', job_key, 'lease')
   redis.call('PEXPIRE', job_key, ttl_ms)
-  redis.call('ZADD', index_key, now, id)
   call_totals.stats, call_totals.now = stats_key, now
   call_totals.counts[status] = (call_totals.counts[status] or 0) + 1
-  -- Expired records vanish by themselves; only their index entries need removing. With a
-  -- count bound, before it is applied (an expired entry must not count against it).
-  local cutoff = int(now - ttl_ms)
-  if keep == 0 then
-    call_totals.trims[index_key] = cutoff
-  else
-    redis.call('ZREMRANGEBYSCORE', index_key, '-inf', '(' .. cutoff)
-    local excess = redis.call('ZCARD', index_key) - keep
-    if excess > 0 then
-      local old = redis.call('ZRANGE', index_key, 0, excess - 1)
-      for _, old_id in ipairs(old) do
-        redis.call('DEL', job_prefix .. old_id)
-      end
-      redis.call('ZREMRANGEBYRANK', index_key, 0, excess - 1)
-    end
+  -- Expired records vanish by themselves; only their index entries need removing (before
+  -- a count bound is applied: an expired entry must not count against it).
+  local cutoff = now - ttl_ms
+  local index = call_totals.indexes[index_key]
+  if not index then
+    index = {{}, cutoff, keep}
+    call_totals.indexes[index_key] = index
+  end
+  local flat = index[1]
+  flat[#flat + 1], flat[#flat + 2] = now, id
+  index[2] = math.max(index[2], cutoff)
+  if keep > 0 and (index[3] == 0 or keep < index[3]) then
+    index[3] = keep
   end
   if awaited then
     to_settle[#to_settle + 1] = {id, status, ttl_ms, keep}
@@ -583,8 +601,8 @@ local function forget_dependencies(job_prefix, job_key, id)
   end
 end
 
--- The end of every script call that may finalize jobs: write their counts and trims
--- (see `call_totals`), and tell the processes blocked in Client.wait which jobs just
+-- The end of every script call that may finalize jobs: write their counts, index entries
+-- and trims (see `call_totals`), and tell the processes blocked in Client.wait which jobs just
 -- finished: one PUBLISH per script call, whatever the batch size (free when nobody
 -- listens). A waiter that misses it (its connection dropped) re-reads the status of
 -- what it waits for on reconnecting.
@@ -598,10 +616,19 @@ local function finish_call(job_prefix)
     redis.pcall('HSET', call_totals.stats, 'last_processed', call_totals.now)
     call_totals.stats, call_totals.counts = nil, {}
   end
-  for index_key, cutoff in pairs(call_totals.trims) do
-    redis.call('ZREMRANGEBYSCORE', index_key, '-inf', '(' .. cutoff)
+  for index_key, index in pairs(call_totals.indexes) do
+    zadd_all(index_key, index[1])
+    redis.call('ZREMRANGEBYSCORE', index_key, '-inf', '(' .. int(index[2]))
+    local keep = index[3]
+    if keep > 0 then
+      local excess = redis.call('ZCARD', index_key) - keep
+      if excess > 0 then
+        del_records(job_prefix, redis.call('ZRANGE', index_key, 0, excess - 1))
+        redis.call('ZREMRANGEBYRANK', index_key, 0, excess - 1)
+      end
+    end
   end
-  call_totals.trims = {}
+  call_totals.indexes = {}
   if #finished_ids > 0 then
     local channel = string.sub(job_prefix, 1, #job_prefix - 4) .. 'finished'
     -- pcall: a user whose ACL does not allow PUBLISH on the channel must not see the
@@ -614,9 +641,10 @@ end
 -- concurrency slot (its type, or false: see give_slot) and, when held, what finalize
 -- reads (its `read` argument), all in the same call.
 -- (A key that is not a hash holds no lease: HMGET's error reply has no fields.)
-local function holds_lease(job_key, token)
+-- More fields to read (`...`) come after those six, in the same HMGET.
+local function holds_lease(job_key, token, ...)
   local fields = redis.pcall('HMGET', job_key, 'status', 'lease', 'slot', 'unique',
-    'unique_for', 'dependents')
+    'unique_for', 'dependents', ...)
   -- The last three are for finalize (release_unique), when the holder ends the job.
   return fields[1] == 'processing' and fields[2] == token, fields[3] or false, fields
 end

@@ -21,6 +21,8 @@ local job_prefix, ttl, keep = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local now = now_ms()
 local codes = {}
 local recorded = 0
+-- Out of processing with one ZREM for the whole call (nothing below reads it).
+local leaving = {}
 
 for b = 4, #ARGV, 3 do
   local id = ARGV[b]
@@ -28,7 +30,7 @@ for b = 4, #ARGV, 3 do
   local token = ARGV[b + 1]
   local held, slot, read = holds_lease(job_key, token)
   if held then
-    redis.call('ZREM', processing, id)
+    leaving[#leaving + 1] = id
     give_slot(job_prefix, job_key, id, slot)
     finalize(job_prefix, id, 'completed', now, ttl, completed, stats, 0, read,
       {'result', ARGV[b + 2], 'written_by', 'c:' .. token})
@@ -42,14 +44,15 @@ for b = 4, #ARGV, 3 do
     codes[#codes + 1] = '0'
   end
 end
-finish_call(job_prefix)  -- (trims by age first: expired entries count for nothing)
+zrem_all(processing, leaving)
+-- (Adds the completed index's entries, and trims by age first: expired entries count for
+-- nothing.)
+finish_call(job_prefix)
 if keep > 0 and recorded > 0 then
   local excess = redis.call('ZCARD', completed) - keep
   if excess > 0 then
     local old = redis.call('ZRANGE', completed, 0, math.min(excess, 2 * recorded) - 1)
-    for _, old_id in ipairs(old) do
-      redis.call('DEL', job_prefix .. old_id)
-    end
+    del_records(job_prefix, old)
     redis.call('ZREM', completed, unpack(old))
   end
 end

@@ -21,6 +21,8 @@ local stats, seq_key, wake_key = KEYS[5], KEYS[6], KEYS[7]
 local job_prefix, ttl, keep = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local now = now_ms()
 local out = {now}
+-- Out of processing with one ZREM for the whole call (nothing below reads it).
+local leaving = {}
 -- Before any retry takes a FIFO number (see promote_due).
 promote_due(job_prefix, scheduled, pending, seq_key, stats, now, PROMOTE_ON_WRITE)
 
@@ -28,30 +30,38 @@ for b = 4, #ARGV, 5 do
   local id, token, delay = ARGV[b], ARGV[b + 1], tonumber(ARGV[b + 4])
   local job_key = job_prefix .. id
   local done = nil
-  local held, slot, read = holds_lease(job_key, token)
+  -- The fence's read also brings what the retry decision needs (fields 7 and 8).
+  local held, slot, read = holds_lease(job_key, token, 'failures', 'max_retries')
   if not held then
     -- (An error reply, for a key that is not a hash, has no fields: rejected.)
     done = redis.pcall('HMGET', job_key, 'written_by', 'status', 'run_at')
   end
   if done == nil then
-    redis.call('ZREM', processing, id)
+    leaving[#leaving + 1] = id
     give_slot(job_prefix, job_key, id, slot)
-    redis.call('HSET', job_key, 'error', ARGV[b + 2], 'traceback', ARGV[b + 3], 'written_by', 'f:' .. token)
-    redis.call('HDEL', job_key, 'lease')
-    local failures = bump(job_key, 'failures', 1)
-    local max_retries = tonumber(redis.call('HGET', job_key, 'max_retries')) or 0
+    -- A damaged count restarts from 0, a damaged max_retries is 0 (as bump would).
+    local failures = (tonumber(read[7]) or 0) + 1
+    local max_retries = tonumber(read[8]) or 0
+    -- What this attempt writes, in the one HSET of the job's new state.
+    local fields = {'error', ARGV[b + 2], 'traceback', ARGV[b + 3], 'written_by', 'f:' .. token,
+      'failures', int(failures)}
     if delay < 0 or failures > max_retries then
-      finalize(job_prefix, id, 'failed', now, ttl, failed, stats, keep, read)
+      finalize(job_prefix, id, 'failed', now, ttl, failed, stats, keep, read, fields)
       out[#out + 1], out[#out + 2], out[#out + 3] = 1, 'failed', 0
     elseif delay == 0 then
-      redis.call('HSET', job_key, 'run_at', now)
+      fields[#fields + 1], fields[#fields + 2] = 'run_at', now
+      redis.call('HSET', job_key, unpack(fields))
+      redis.call('HDEL', job_key, 'lease')
       make_ready(job_key, id, pending, seq_key)
       tally(stats, 'retried', 1)
       wake(wake_key)
       out[#out + 1], out[#out + 2], out[#out + 3] = 1, 'pending', now
     else
       local run_at = now + delay
-      redis.call('HSET', job_key, 'status', 'scheduled', 'run_at', run_at)
+      fields[#fields + 1], fields[#fields + 2] = 'status', 'scheduled'
+      fields[#fields + 1], fields[#fields + 2] = 'run_at', run_at
+      redis.call('HSET', job_key, unpack(fields))
+      redis.call('HDEL', job_key, 'lease')
       redis.call('ZADD', scheduled, run_at, id)
       tally(stats, 'retried', 1)
       -- An idle pool must learn the new earliest due time.
@@ -66,5 +76,6 @@ for b = 4, #ARGV, 5 do
     out[#out + 1], out[#out + 2], out[#out + 3] = 0, '', 0
   end
 end
+zrem_all(processing, leaving)
 finish_call(job_prefix)
 return out

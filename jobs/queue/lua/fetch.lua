@@ -88,6 +88,8 @@ else
   end
 
   local leased, recorded_any, taken, held_back = {}, false, 0, 0
+  -- Into processing with one ZADD for the whole call (deadline, id pairs).
+  local deadlines = {}
   -- Jobs held back by their type's limits do not count towards N: pop on past them
   -- (each is parked once, so this ends), but no more than FLOW_UNPARK per call.
   while taken < n and held_back < FLOW_UNPARK do
@@ -131,7 +133,7 @@ else
         -- 'id' again: a record that lost it would otherwise reach the worker nameless.
         redis.call('HSET', job_key, 'id', id, 'status', 'processing', 'started_at', now,
           'lease', lease, 'attempts', attempts)
-        redis.call('ZADD', processing, deadline, id)
+        deadlines[#deadlines + 1], deadlines[#deadlines + 2] = deadline, id
         leased[#leased + 1], leased[#leased + 2] = int(token), id
         recorded_any = true
         values[1], values[STATUS], values[STARTED_AT] = id, 'processing', int(now)
@@ -150,6 +152,9 @@ else
   end
   if #leased > 0 then
     redis.call('ZADD', request, unpack(leased))
+  end
+  if #deadlines > 0 then
+    zadd_all(processing, deadlines)
   end
   if recorded_any then
     redis.call('PEXPIRE', request, request_ttl)

@@ -75,9 +75,7 @@ if keep_completed > 0 then
   local excess = redis.call('ZCARD', KEYS[8]) - keep_completed
   if excess > 0 then
     local old = redis.call('ZRANGE', KEYS[8], 0, math.min(excess, tonumber(ARGV[8])) - 1)
-    for _, old_id in ipairs(old) do
-      redis.call('DEL', job_prefix .. old_id)
-    end
+    del_records(job_prefix, old)
     redis.call('ZREM', KEYS[8], unpack(old))
   end
 end
