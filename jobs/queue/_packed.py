@@ -7,6 +7,11 @@ arguments (the script, its keys, the job type's settings) are the same from one 
 the next, so a caller packs them once (`pack_args`) and adds only the id and the payload
 per call.
 
+Each thread keeps a connection of the pool for its own calls (up to `OWNED` threads, and
+half the pool's bound): taking one from the pool and giving it back costs a lock each
+way and a poll of the socket, about as much as a local round trip, and a web server's
+threads would all queue on that lock. Threads past the limit borrow one per call.
+
 Only what cannot go wrong quietly goes this way: a plain `redis.Redis` (so also the
 master a Sentinel client names) with the default encoding. A cluster, a client
 on one dedicated connection, a lost connection and a server that lost the script all
@@ -16,6 +21,9 @@ take the generic path (`UNSENT`), with its retries and its recovery.
 from __future__ import annotations
 
 import inspect
+import os
+import threading
+import weakref
 from typing import TYPE_CHECKING, Any, cast
 
 import redis
@@ -26,6 +34,9 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from jobs.queue._scripts import Arg, RedisClient
+
+#: At most this many threads keep a connection of their own per `PackedCalls`.
+OWNED = 32
 
 #: What `PackedCalls.call` returns for calls it did not complete: send them the generic way.
 UNSENT: Any = object()
@@ -73,10 +84,15 @@ def command(count: int, packed: bytes) -> bytes:
 class PackedCalls:
     """Send packed commands on a client's connection pool, when the client allows it."""
 
-    __slots__ = ("_named", "_pool")
+    __slots__ = ("_local", "_lock", "_most", "_named", "_owners", "_pid", "_pool")
 
     def __init__(self, client: RedisClient) -> None:
         self._pool: Any = None
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._owners = 0
+        self._most = 0
+        self._pid = os.getpid()
         if isinstance(client, redis.cluster.RedisCluster):
             return
         plain: Any = client  # connection attributes are typed differently per release
@@ -90,6 +106,9 @@ class PackedCalls:
         ):
             return
         self._pool = pool
+        # Kept connections count against the pool's bound: leave half of it to borrowers.
+        bound = getattr(pool, "max_connections", None)
+        self._most = min(OWNED, bound // 2) if isinstance(bound, int) else 0
         # redis-py 5 wants the command name, 8 warns when it is given.
         parameter = inspect.signature(pool.get_connection).parameters.get("command_name")
         self._named = parameter is not None and parameter.default is inspect.Parameter.empty
@@ -109,7 +128,7 @@ class PackedCalls:
         """
         pool = self._pool
         try:
-            connection = pool.get_connection("EVALSHA") if self._named else pool.get_connection()
+            connection, owned = self._connection()
         except (redis.ConnectionError, redis.TimeoutError):
             return UNSENT
         try:
@@ -133,9 +152,70 @@ class PackedCalls:
             connection.disconnect()
             raise
         finally:
-            pool.release(connection)
+            if not owned:
+                pool.release(connection)
         if isinstance(refusal, NoScriptError):
             return UNSENT
         if refusal is not None:
             raise refusal
         return replies
+
+    def _connection(self) -> tuple[Any, bool]:
+        """This thread's own connection, or one borrowed for this call; and which."""
+        owner: _Owner | None = getattr(self._local, "owner", None)
+        if owner is not None:
+            connection = owner.connection
+            if connection.pid == os.getpid():
+                # A connection marked for reconnecting (a server's maintenance notice, in
+                # redis-py 8) is reconnected on its next command, as the pool would.
+                if getattr(connection, "should_reconnect", bool)():
+                    connection.disconnect()
+                return connection, True
+        if self._pid != os.getpid():
+            self._forked()
+        if self._owners < self._most:
+            with self._lock:
+                keep = self._owners < self._most
+                if keep:
+                    self._owners += 1
+            if keep:
+                try:
+                    connection = self._borrow()
+                except BaseException:
+                    self._give_back(None, self._pid)
+                    raise
+                owner = _Owner(connection)
+                # A thread that ends gives its connection back to the pool.
+                weakref.finalize(owner, self._give_back, connection, self._pid).atexit = False
+                self._local.owner = owner
+                return connection, True
+        return self._borrow(), False
+
+    def _borrow(self) -> Any:
+        pool = self._pool
+        return pool.get_connection("EVALSHA") if self._named else pool.get_connection()
+
+    def _give_back(self, connection: Any, pid: int) -> None:
+        with self._lock:
+            if pid != self._pid:
+                return  # taken before a fork: the parent's to count and give back
+            self._owners -= 1
+        if connection is not None:
+            self._pool.release(connection)
+
+    def _forked(self) -> None:
+        """In a forked child: the parent's kept connections are not this process's."""
+        with self._lock:
+            if self._pid != os.getpid():
+                self._local = threading.local()
+                self._owners = 0
+                self._pid = os.getpid()
+
+
+class _Owner:
+    """Holds a thread's own connection; its end (the thread's) gives it back."""
+
+    __slots__ = ("__weakref__", "connection")
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection

@@ -7,6 +7,9 @@ which recovers: no job lost, none written twice, counters exact.
 
 from __future__ import annotations
 
+import gc
+import os
+import threading
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +17,9 @@ import pytest
 import redis
 
 import jobs
+from jobs.queue import _packed
 from jobs.queue._packed import PackedCalls, pack_args
+from tests.helpers import wait_until
 from tests.integration._proxy import FaultyProxy
 
 if TYPE_CHECKING:
@@ -150,5 +155,95 @@ def test_a_refusal_is_raised_and_the_connection_serves_on(redis_url: str) -> Non
         assert client.stats().total_jobs == 0
         loose = jobs.Client(jobs.ClientConfig(queue=queue))
         assert loose.get(loose.enqueue("t", 1)).payload == 1
+    finally:
+        queue.close()
+
+
+def _pool(queue: jobs.RedisQueue) -> Any:
+    client: Any = queue.client
+    return client.connection_pool
+
+
+def test_a_thread_keeps_its_connection_and_gives_it_back_when_it_ends(redis_url: str) -> None:
+    queue = _queue(redis_url)
+    try:
+        client = jobs.Client(jobs.ClientConfig(queue=queue))
+        pool = _pool(queue)
+        seen: list[set[Any]] = []
+
+        def enqueue_twice() -> None:
+            for n in range(2):
+                client.enqueue("t", n)
+                seen.append(set(pool._in_use_connections))
+
+        thread = threading.Thread(target=enqueue_twice)
+        thread.start()
+        thread.join(10)
+        assert not thread.is_alive()
+        # Both calls on the same connection, kept between them (not given back).
+        assert len(seen[0]) == 1 and seen[0] == seen[1]
+        kept = next(iter(seen[0]))
+        del thread
+        gc.collect()  # the thread's locals go with it, and its connection back to the pool
+        wait_until(lambda: kept not in pool._in_use_connections)
+        assert kept in pool._available_connections
+        assert client.stats().total_jobs == 2
+    finally:
+        queue.close()
+
+
+def test_threads_past_the_limit_borrow_a_connection_per_call(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_packed, "OWNED", 2)
+    queue = _queue(redis_url)
+    try:
+        client = jobs.Client(jobs.ClientConfig(queue=queue))
+        pool = _pool(queue)
+        all_in = threading.Barrier(5)
+        done = threading.Barrier(5)
+
+        def enqueue() -> None:
+            client.enqueue("t", 1)
+            all_in.wait(10)  # every thread has enqueued and is still alive
+            done.wait(10)
+
+        threads = [threading.Thread(target=enqueue) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        all_in.wait(10)
+        # Two threads keep theirs; the other two gave theirs back after their call.
+        assert len(pool._in_use_connections) == 2
+        done.wait(10)
+        for thread in threads:
+            thread.join(10)
+        assert client.stats().total_jobs == 4
+    finally:
+        queue.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_does_not_use_its_parents_connection(redis_url: str) -> None:
+    queue = _queue(redis_url)
+    try:
+        client = jobs.Client(jobs.ClientConfig(queue=queue))
+        first = client.enqueue("t", "parent")
+        (parents,) = _pool(queue)._in_use_connections
+        pid = os.fork()
+        if pid == 0:  # the child: enqueue on a socket of its own, and say how it went
+            code = 1
+            try:
+                job_id = client.enqueue("t", "child")
+                code = 0 if client.get(job_id).payload == "child" else 2
+                if queue._packed_calls._local.owner.connection is parents:
+                    code = 3
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        # The parent's kept connection was not disturbed by the child's calls.
+        assert client.get(client.enqueue("t", "again")).payload == "again"
+        assert client.get(first).payload == "parent"
+        assert client.stats().total_jobs == 3
     finally:
         queue.close()
