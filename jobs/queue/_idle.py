@@ -8,6 +8,7 @@ import redis.cluster
 from redis.exceptions import NoScriptError
 
 from jobs.queue._base import QueueBase
+from jobs.queue._packed import UNSENT, command, pack_args
 from jobs.queue._scripts import execute
 from jobs.queue._wire import socket_timeout
 
@@ -89,11 +90,27 @@ class IdleWaits(QueueBase):
             with self._any_error_as_unavailable():
                 return woken, execute(self.client, [call])[0]
         script, keys, args = call
+        wake_keys = [self.keys.pool_wake(pool_id), self.keys.wake]
+        timeout = self._blocking_timeout(timeout)
+        if self._packed_calls.usable:
+            # Packed by hand, as the pool's other calls: this is a job's way to an idle pool.
+            commands = [
+                command(2 + len(wake_keys), pack_args(("BLPOP", *wake_keys, timeout))),
+                command(
+                    3 + len(keys) + len(args),
+                    pack_args(("EVALSHA", script.sha, len(keys), *keys, *args)),
+                ),
+            ]
+            with self._any_error_as_unavailable():
+                answers = self._packed_calls.call(commands)
+                if answers is UNSENT:
+                    # A lost connection or a lost script: the fetch alone, the generic way
+                    # (it finds what is ready, whatever became of the wait's marker).
+                    return True, execute(self.client, [call])[0]
+            return answers[0] is not None, answers[1]
         with self._any_error_as_unavailable():
             pipe: Any = self.client.pipeline(transaction=False)
-            pipe.blpop(
-                [self.keys.pool_wake(pool_id), self.keys.wake], self._blocking_timeout(timeout)
-            )
+            pipe.blpop(wake_keys, timeout)
             script.queue(pipe, keys, args)
             replies: list[Any] = pipe.execute(raise_on_error=False)
             reply = replies[1]

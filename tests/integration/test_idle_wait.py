@@ -54,3 +54,19 @@ def test_a_pool_that_found_nothing_waits_with_a_bare_blpop(redis_url: str) -> No
         job_id = client.enqueue("t", 2)
         assert wait_for_status(client, job_id, jobs.JobStatus.COMPLETED).result == 2
         assert pool._hot
+
+
+def test_a_wait_whose_connection_is_killed_goes_on(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    registry = jobs.Registry()
+    registry.register_func("t", _noop)
+    with make_client(redis_url, registry, poll_interval=30) as client:
+        wait_for_status(client, client.enqueue("t", "before"), jobs.JobStatus.COMPLETED)
+        pool: Any = client._pool
+        wait_until(lambda: pool._hot and pool._fetch_until is not None, timeout=5)
+        # The wait's connection (and every other but this test's) dropped: the fetch
+        # that was to follow the wait runs on its own, and the pool waits again.
+        wait_until(lambda: redis_client.client_kill_filter(_type="normal", skipme=True) >= 1)
+        job_id = client.enqueue("t", "after")
+        assert wait_for_status(client, job_id, jobs.JobStatus.COMPLETED).result == "after"

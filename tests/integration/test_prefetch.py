@@ -176,7 +176,7 @@ def test_by_default_only_short_jobs_are_fetched_ahead(redis_url: str) -> None:
             wait_for_status(client, job_id, jobs.JobStatus.COMPLETED)
         assert pool._prefetch() == 0  # the queue has no backlog
         pool._backlog = True
-        assert pool._prefetch() == 2
+        assert pool._prefetch() == 2 * 2  # PREFETCH_PER_THREAD jobs per thread
         for job_id in client.enqueue_many("t", ["slow"] * 2):
             wait_for_status(client, job_id, jobs.JobStatus.COMPLETED)
         assert pool._prefetch() == 0
