@@ -20,6 +20,11 @@ from jobs.worker._core import PoolCore, logger
 #: Seconds between looks at the queues' best ready jobs while fetched jobs wait for a
 #: slot (`Fetching._outrun`): how long a better job can wait behind the buffer.
 PEEK_INTERVAL = 0.1
+#: While the pool fetches ahead (short jobs, a backlog), the fetcher first waits this long
+#: for the slots to free room for its next fetch, and the outcomes decided meanwhile ride
+#: with that fetch (`Outbox.hold`); past it they go to the writer, as they otherwise do
+#: at once. The longest an outcome waits for its write on that account (seconds).
+RIDE_WAIT = 0.005
 
 if TYPE_CHECKING:
     from datetime import timedelta
@@ -136,7 +141,15 @@ class Fetching(PoolCore):
         While fetched jobs wait in the buffer, return every `PEEK_INTERVAL` instead, with
         the lowest priority buffered per queue, for `_outrun`. (The lock is held.)
         """
+        ride = self._prefetch() > 0
         while self._accepting and not self._should_fetch():
+            if ride:
+                # Short jobs: room for the next fetch is likely to come within RIDE_WAIT,
+                # and the outcomes of that time with it.
+                ride = False
+                self._outbox.hold()
+                self._slot_free.wait(RIDE_WAIT)
+                continue
             # The claim on the outbox stays, for the outcome of the slot that ends this
             # wait (it rides along with the fetch it wakes); what already rides goes to
             # the writer now, not after the jobs still running.

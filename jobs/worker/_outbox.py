@@ -4,7 +4,8 @@ Handler threads never wait for the queue: they drop their outcome here and take 
 Outcomes leave by one of two doors, always in batches:
 
 - the fetcher *claims* the outbox while the pool is busy: an outcome whose slot woke the
-  fetcher to fetch goes in the same pipeline as that fetch, one round trip for both;
+  fetcher to fetch goes in the same pipeline as that fetch, one round trip for both (and
+  so does every outcome while the fetcher briefly expects to fetch soon: `hold`);
 - the writer thread takes everything else at once: an outcome that wakes no fetch (the
   pool's slots and prefetch are still full enough), and whatever the fetcher leaves when
   it goes to wait (for a slot to free, or for new work).
@@ -78,6 +79,9 @@ class Outbox:
         self._riding: list[Attempt] = []  # for the fetch a slot just woke the fetcher for
         self._writing = 0  # outcomes taken and not yet written or dropped
         self._claimed = False  # the fetcher will take what rides along with its fetch
+        # The fetcher expects to fetch soon though no slot woke it yet (`hold`): every
+        # outcome rides, until `hand_over`.
+        self._holding = False
         self.loop = Loop(
             "jobs-writer", self._step, logger, wake=self._wake, extra={"queue": queue_name}
         )
@@ -92,7 +96,7 @@ class Outbox:
                 claim, the outcome goes with that fetch instead of waking the writer.
         """
         with self._cv:
-            if self._claimed and fetch_soon:
+            if self._claimed and (fetch_soon or self._holding):
                 self._riding.append(attempt)
             else:
                 self._pending.append(attempt)
@@ -106,6 +110,16 @@ class Outbox:
             self._riding, self._pending = [], []
             self._writing += len(batch)
             return batch
+
+    def hold(self) -> None:
+        """The fetcher waits a little for a slot, and will fetch soon: outcomes ride.
+
+        Until `hand_over` (or `release`): the outcomes of a busy pool's short jobs then
+        go with its next fetch, a batch of them in one script call, rather than each to
+        the writer in a call of its own.
+        """
+        with self._cv:
+            self._holding = self._claimed
 
     def hand_over(self) -> None:
         """The fetcher waits for a slot before fetching again: what rides goes to the writer.
@@ -123,6 +137,7 @@ class Outbox:
             self._give_to_writer()
 
     def _give_to_writer(self) -> None:
+        self._holding = False
         if self._riding:
             self._pending += self._riding
             self._riding = []
