@@ -305,6 +305,9 @@ class Fetching(PoolCore):
             self._hand_back(attempts)
             return len(attempts)
         if was_idle and attempts:
+            # A job came to an idle pool: let the slot just woken for it take the GIL and
+            # start it now, before this thread goes on to its next wait.
+            time.sleep(0)
             # The heartbeat slept at the idle pace; held jobs need the busy one (leases,
             # and cancellation reaching running handlers within a second).
             self._heartbeat.loop.nudge()

@@ -4,7 +4,10 @@ The watchdog keeps no state of its own. Each running attempt carries its deadlin
 the pool's running set is the watch list, guarded by the pool's lock: starting and
 finishing an attempt then cost nothing here, and the watchdog thread is woken only when
 a new deadline is earlier than the one it sleeps until (rare: timeouts are mostly equal,
-so later jobs have later deadlines).
+so later jobs have later deadlines). It also looks every `CHECK_EVERY` seconds, so that
+a job starting in an idle pool (whose watchdog has no deadline to sleep until) does not
+wake it either, unless its timeout is shorter than that: that wake-up would compete with
+the job's start for the GIL.
 """
 
 from __future__ import annotations
@@ -15,6 +18,10 @@ import time
 from typing import TYPE_CHECKING
 
 from jobs._loops import Loop
+
+#: The longest the watchdog sleeps (seconds): a deadline later than its next look needs
+#: no wake-up.
+CHECK_EVERY = 1.0
 
 if TYPE_CHECKING:
     import logging
@@ -56,8 +63,9 @@ class Watchdog:
             now = time.monotonic()
             expired = [a for a in self._running if a.deadline <= now]
             if not expired and not self.loop.stopping.is_set():
-                self._target = min((a.deadline for a in self._running), default=math.inf)
-                self._cv.wait(None if self._target == math.inf else self._target - now)
+                earliest = min((a.deadline for a in self._running), default=math.inf)
+                self._target = min(earliest, now + CHECK_EVERY)
+                self._cv.wait(self._target - now)
                 self._target = math.inf
         for attempt in expired:
             self._on_timeout(attempt)
