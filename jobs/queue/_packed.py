@@ -84,7 +84,7 @@ def command(count: int, packed: bytes) -> bytes:
 class PackedCalls:
     """Send packed commands on a client's connection pool, when the client allows it."""
 
-    __slots__ = ("_local", "_lock", "_most", "_named", "_owners", "_pid", "_pool")
+    __slots__ = ("__weakref__", "_local", "_lock", "_most", "_named", "_owners", "_pid", "_pool")
 
     def __init__(self, client: RedisClient) -> None:
         self._pool: Any = None
@@ -182,11 +182,17 @@ class PackedCalls:
                 try:
                     connection = self._borrow()
                 except BaseException:
-                    self._give_back(None, self._pid)
+                    self._forget(self._pid)
                     raise
                 owner = _Owner(connection)
-                # A thread that ends gives its connection back to the pool.
-                weakref.finalize(owner, self._give_back, connection, self._pid).atexit = False
+                # A thread that ends gives its connection back to the pool, and so do all
+                # threads when this object goes (its thread-local storage with it). The
+                # finalizer holds the pool, not this object: a client dropped unclosed must
+                # not be kept alive by the threads that used it.
+                finalizer = weakref.finalize(
+                    owner, _give_back, weakref.ref(self), self._pool, connection, self._pid
+                )
+                finalizer.atexit = False
                 self._local.owner = owner
                 return connection, True
         return self._borrow(), False
@@ -195,13 +201,11 @@ class PackedCalls:
         pool = self._pool
         return pool.get_connection("EVALSHA") if self._named else pool.get_connection()
 
-    def _give_back(self, connection: Any, pid: int) -> None:
+    def _forget(self, pid: int) -> None:
+        """A kept connection was given back (or never taken): one owner less."""
         with self._lock:
-            if pid != self._pid:
-                return  # taken before a fork: the parent's to count and give back
-            self._owners -= 1
-        if connection is not None:
-            self._pool.release(connection)
+            if pid == self._pid:  # else taken before a fork: the parent's to count
+                self._owners -= 1
 
     def _forked(self) -> None:
         """In a forked child: the parent's kept connections are not this process's."""
@@ -210,6 +214,15 @@ class PackedCalls:
                 self._local = threading.local()
                 self._owners = 0
                 self._pid = os.getpid()
+
+
+def _give_back(calls: weakref.ref[PackedCalls], pool: Any, connection: Any, pid: int) -> None:
+    """A thread's kept connection goes back to its pool (the thread, or its owner, ended)."""
+    owner = calls()
+    if owner is not None:
+        owner._forget(pid)
+    # (After a fork, in the child: the pool, reset, does not take the parent's connection.)
+    pool.release(connection)
 
 
 class _Owner:

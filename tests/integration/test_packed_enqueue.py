@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import os
 import threading
+import weakref
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -247,3 +248,21 @@ def test_a_forked_child_does_not_use_its_parents_connection(redis_url: str) -> N
         assert client.stats().total_jobs == 3
     finally:
         queue.close()
+
+
+def test_a_queue_dropped_unclosed_gives_back_its_kept_connection(redis_url: str) -> None:
+    # A client made per request and never closed (in a thread that lives on, as a sync
+    # web server's main thread does): its kept connection must not live on with the thread.
+    client = redis.Redis.from_url(redis_url)
+    pool: Any = client.connection_pool
+    try:
+        queue = jobs.RedisQueue(jobs.RedisQueueConfig(client=client, name="packed"))
+        jobs.Client(jobs.ClientConfig(queue=queue)).enqueue("t", 1)
+        calls = weakref.ref(queue._packed_calls)
+        assert len(pool._in_use_connections) == 1
+        del queue
+        gc.collect()
+        assert calls() is None
+        assert not pool._in_use_connections
+    finally:
+        client.close()
