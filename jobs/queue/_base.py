@@ -126,7 +126,7 @@ class QueueBase:
         self.client: RedisClient = config.client
         self.keys = QueueKeys.for_queue(config.prefix, config.name)
         self._scripts = scripts()
-        self._packed_calls = PackedCalls(self.client)
+        self._packed_calls = PackedCalls.shared(self.client)
         # (job type, id(config), declared, strict) -> (config, argument count, packed)
         self._packed_heads: dict[tuple[str, int, bool, bool], tuple[Any, int, bytes]] = {}
         self._owns_client = False

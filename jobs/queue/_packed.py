@@ -81,6 +81,12 @@ def command(count: int, packed: bytes) -> bytes:
     return b"*%d\r\n%b" % (count, packed)
 
 
+#: One `PackedCalls` per connection pool (by id: the value holds its pool, so the id is
+#: not reused while the entry lives), while something uses it.
+_SHARED: weakref.WeakValueDictionary[int, PackedCalls] = weakref.WeakValueDictionary()
+_SHARED_LOCK = threading.Lock()
+
+
 class PackedCalls:
     """Send packed commands on a client's connection pool, when the client allows it."""
 
@@ -112,6 +118,24 @@ class PackedCalls:
         # redis-py 5 wants the command name, 8 warns when it is given.
         parameter = inspect.signature(pool.get_connection).parameters.get("command_name")
         self._named = parameter is not None and parameter.default is inspect.Parameter.empty
+
+    @classmethod
+    def shared(cls, client: RedisClient) -> PackedCalls:
+        """The `PackedCalls` of ``client``'s connection pool, made once per pool.
+
+        Queues on one client (a queue and its siblings) share it, and so the kept
+        connections' budget: else each would keep up to half the pool's bound.
+        """
+        pool = getattr(client, "connection_pool", None)
+        if pool is None or getattr(client, "connection", None) is not None:
+            return cls(client)  # a cluster, or a client on one dedicated connection
+        with _SHARED_LOCK:
+            calls = _SHARED.get(id(pool))
+            if calls is None or calls._pool is not pool:
+                calls = cls(client)
+                if calls._pool is pool:  # usable: worth sharing
+                    _SHARED[id(pool)] = calls
+            return calls
 
     @property
     def usable(self) -> bool:

@@ -266,3 +266,30 @@ def test_a_queue_dropped_unclosed_gives_back_its_kept_connection(redis_url: str)
         assert not pool._in_use_connections
     finally:
         client.close()
+
+
+def test_queues_on_one_client_share_a_threads_kept_connection(redis_url: str) -> None:
+    queue = _queue(redis_url)
+    try:
+        sibling = queue.sibling("packed-other")
+        assert sibling._packed_calls is queue._packed_calls
+        jobs.Client(jobs.ClientConfig(queue=queue)).enqueue("t", 1)
+        jobs.Client(jobs.ClientConfig(queue=sibling)).enqueue("t", 2)
+        assert len(_pool(queue)._in_use_connections) == 1
+    finally:
+        queue.close()
+
+
+def test_a_client_on_one_dedicated_connection_goes_the_generic_way(redis_url: str) -> None:
+    shared = redis.Redis.from_url(redis_url)
+    dedicated = redis.Redis(connection_pool=shared.connection_pool, single_connection_client=True)
+    try:
+        plain = jobs.RedisQueue(jobs.RedisQueueConfig(client=shared, name="packed"))
+        single = jobs.RedisQueue(jobs.RedisQueueConfig(client=dedicated, name="packed"))
+        assert plain._packed_calls.usable
+        assert not single._packed_calls.usable
+        job_id = jobs.Client(jobs.ClientConfig(queue=single)).enqueue("t", 1)
+        assert jobs.Client(jobs.ClientConfig(queue=plain)).get(job_id).payload == 1
+    finally:
+        dedicated.close()
+        shared.close()
