@@ -9,7 +9,7 @@ from redis.exceptions import NoScriptError
 
 from jobs.queue._base import QueueBase
 from jobs.queue._packed import UNSENT, command, pack_args
-from jobs.queue._scripts import execute
+from jobs.queue._scripts import execute, packed_call
 from jobs.queue._wire import socket_timeout
 
 if TYPE_CHECKING:
@@ -96,10 +96,7 @@ class IdleWaits(QueueBase):
             # Packed by hand, as the pool's other calls: this is a job's way to an idle pool.
             commands = [
                 command(2 + len(wake_keys), pack_args(("BLPOP", *wake_keys, timeout))),
-                command(
-                    3 + len(keys) + len(args),
-                    pack_args(("EVALSHA", script.sha, len(keys), *keys, *args)),
-                ),
+                packed_call(script, keys, args),
             ]
             with self._any_error_as_unavailable():
                 answers = self._packed_calls.call(commands)

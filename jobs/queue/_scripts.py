@@ -109,6 +109,13 @@ class Script:
         pipe.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
 
 
+def packed_call(script: Script, keys: Sequence[str], args: Sequence[Arg]) -> bytes:
+    """One script call as a whole EVALSHA command, packed by hand (`PackedCalls`)."""
+    return command(
+        3 + len(keys) + len(args), pack_args(("EVALSHA", script.sha, len(keys), *keys, *args))
+    )
+
+
 def execute(
     client: RedisClient,
     calls: Sequence[tuple[Script, Sequence[str], Sequence[Arg]]],
@@ -128,14 +135,7 @@ def execute(
     if isinstance(client, redis.cluster.RedisCluster):
         return run_on_node(client, calls[0][1][0], lambda node: _execute(node, calls))
     if packed is not None and packed.usable:
-        commands = [
-            command(
-                3 + len(keys) + len(args),
-                pack_args(("EVALSHA", script.sha, len(keys), *keys, *args)),
-            )
-            for script, keys, args in calls
-        ]
-        replies = packed.call(commands)
+        replies = packed.call([packed_call(*call) for call in calls])
         if replies is not UNSENT:
             return cast("list[Any]", replies)
     return _execute(client, calls)
