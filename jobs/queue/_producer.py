@@ -99,18 +99,20 @@ class Producer(QueueBase):
                 job_type, ids, payloads, chunks, config, declared, strict
             )
         if replies is None:
-            head = self._enqueue_head(job_type, config, declared, strict)
+            script, head = self._enqueue_head(job_type, config, declared, strict)
             calls: list[tuple[Script, Sequence[str], Sequence[Arg]]] = []
             for chunk in chunks:
                 args = head.copy()
                 for index in chunk:
                     args += (ids[index], payloads[index])
-                calls.append((self._scripts.enqueue, self._enqueue_keys, args))
+                calls.append((script, self._enqueue_keys, args))
             with self._unavailable_as_error():
                 try:
                     replies = self._execute_durably(calls, ids)
                 except redis.ResponseError as exc:
                     raise self._refusal(exc) from None
+        if isinstance(replies[0], int):
+            return list(ids)  # enqueue_plain.lua: no unique key, each job has its own id
         flags = [flag for reply in replies for flag in reply[1:]]
         return [
             job_id if isinstance(flag, int) else _codec.text(flag)
@@ -119,17 +121,26 @@ class Producer(QueueBase):
 
     def _enqueue_head(
         self, job_type: str, config: JobConfig, declared: bool, strict: bool
-    ) -> list[Arg]:
-        """enqueue.lua's ARGV before the ids and payloads."""
+    ) -> tuple[Script, list[Arg]]:
+        """The enqueue script for ``config``, and its ARGV before the ids and payloads.
+
+        enqueue_plain.lua unless the jobs have a unique key or dependencies: it carries
+        none of their code, which Redis would otherwise run through at every call.
+        """
         k = self.keys
-        return [
+        letters = "".join(_LETTERS[name] for name in sorted(config.defaulted())) if declared else ""
+        strict_flag = "1" if strict else "0"
+        if config.unique_key is None and not config.depends_on:
+            head = [k.job_prefix, job_type, *job_args(config), letters, strict_flag]
+            return self._scripts.enqueue_plain, head
+        return self._scripts.enqueue, [
             k.job_prefix,
             job_type,
             *job_args(config),
             "" if config.unique_key is None else k.unique(config.unique_key),
             0 if config.unique_for is None else _codec.to_ms(config.unique_for),
-            "".join(_LETTERS[name] for name in sorted(config.defaulted())) if declared else "",
-            "1" if strict else "0",
+            letters,
+            strict_flag,
             *self._dependency_args(config),
         ]
 
@@ -162,13 +173,8 @@ class Producer(QueueBase):
             count, head = known[1], known[2]
         else:
             keys = self._enqueue_keys
-            args = [
-                "EVALSHA",
-                self._scripts.enqueue.sha,
-                len(keys),
-                *keys,
-                *self._enqueue_head(job_type, config, declared, strict),
-            ]
+            script, head_args = self._enqueue_head(job_type, config, declared, strict)
+            args = ["EVALSHA", script.sha, len(keys), *keys, *head_args]
             count, head = len(args), pack_args(args)
             if isinstance(config.retry_backoff, BUILTIN_BACKOFFS):
                 if len(self._packed_heads) >= PACKED_HEADS:

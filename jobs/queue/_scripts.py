@@ -225,6 +225,7 @@ class Scripts:
 
     def __init__(self) -> None:
         self.enqueue = Script("enqueue")
+        self.enqueue_plain = Script("enqueue_plain")
         self.fetch = Script("fetch")
         self.heartbeat = Script("heartbeat")
         self.reap = Script("reap")

@@ -1,4 +1,6 @@
 -- enqueue.lua: add one or many jobs atomically; an id that already exists is left alone.
+-- Producers send jobs with neither a unique key nor dependencies to enqueue_plain.lua,
+-- which writes the same for them in less server time.
 --
 -- KEYS[1] pending   KEYS[2] scheduled   KEYS[3] seq   KEYS[4] stats   KEYS[5] wake
 -- KEYS[6] types (job type -> its declared settings, published by worker pools)

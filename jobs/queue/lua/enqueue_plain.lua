@@ -1,0 +1,48 @@
+-- enqueue_plain.lua: enqueue.lua for jobs with no unique key and no dependencies, the
+-- common case, in a script that carries none of their code. Redis runs a script's whole
+-- text at every call, so the unique-key and dependency helpers enqueue.lua needs (and
+-- what they reach: finalize, the flow limits ...) cost every plain enqueue about a third
+-- of its server time. Writes exactly what enqueue.lua writes for such jobs.
+--
+-- KEYS[1] pending   KEYS[2] scheduled   KEYS[3] seq   KEYS[4] stats   KEYS[5] wake
+-- KEYS[6] types (job type -> its declared settings, published by worker pools)
+-- ARGV[1] job key prefix (B..'job:')
+-- ARGV[2..8] the batch's settings, as enqueue.lua's: type, priority, max_retries,
+--           timeout_ms ('' = none), backoff (JSON spec), metadata (JSON), delay_ms
+-- ARGV[9] the settings left at the library default (letters of 'prtb', see enqueue.lua)
+-- ARGV[10] '1': refuse a type no worker pool declared, else '0'
+-- ARGV[11..] 2 values per job: id, payload (JSON)
+-- Returns how many jobs it wrote (an id that already existed is left alone and not
+-- counted), or the UNKNOWN_TYPE error reply. One integer, not enqueue.lua's flag per job:
+-- without a unique key every job's id is its own either way, and the smallest reply is
+-- the cheapest for the producer to read.
+
+local pending, scheduled, seq_key, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local job_prefix = ARGV[1]
+local now = now_ms()
+local priority, max_retries, timeout_ms, backoff = declared_settings(KEYS[6], ARGV[2],
+  ARGV[9], ARGV[10] == '1', ARGV[3], ARGV[4], ARGV[5], ARGV[6])
+if not priority then
+  return redis.error_reply('UNKNOWN_TYPE no worker pool declared job type ' .. ARGV[2])
+end
+-- Jobs due by now are ready before these (see promote_due).
+local promoted = promote_due(job_prefix, scheduled, pending, seq_key, stats, now, PROMOTE_ON_WRITE)
+local n = (#ARGV - 10) / 2
+local seq = take(seq_key, n) - n
+local created = 0
+local adds = {pending = {}, scheduled = {}}
+for b = 11, #ARGV, 2 do
+  seq = seq + 1
+  if add_job(job_prefix, adds, now, seq, ARGV[b], ARGV[2], ARGV[b + 1], priority,
+             max_retries, timeout_ms, backoff, ARGV[7], ARGV[8], true, false) then
+    created = created + 1
+  end
+end
+flush_adds(pending, scheduled, adds, now)
+if created > 0 then
+  tally(stats, 'total', created)
+end
+if created > 0 or promoted > 0 then
+  wake(KEYS[5])
+end
+return created
