@@ -10,6 +10,9 @@ parts of the design (`jobs.queue`: Redis; `jobs.worker`: the pool runtime;
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from jobs._client_config import ClientConfig, EnqueueHook
 from jobs._limits import RateLimit, TypeLimits
 from jobs.backoff import Backoff, ExplicitBackoff, ExponentialBackoff, LinearBackoff, NoBackoff
@@ -39,23 +42,65 @@ from jobs.job_type import JobType, TypedJobHandle
 from jobs.queue._config import RedisQueueConfig
 from jobs.queue.redis_queue import RedisQueue
 from jobs.registry import Middleware, Registry
-from jobs.schedule.cron_job import CronJob
-from jobs.schedule.scheduler import Scheduler
-from jobs.schedule.schedules import (
-    FRIDAY,
-    MONDAY,
-    SATURDAY,
-    SUNDAY,
-    THURSDAY,
-    TUESDAY,
-    WEDNESDAY,
-    Cron,
-    Daily,
-    Every,
-    Monthly,
-    RRule,
-    Weekly,
-)
+
+if TYPE_CHECKING:
+    from jobs.schedule.cron_job import CronJob
+    from jobs.schedule.scheduler import Scheduler
+    from jobs.schedule.schedules import (
+        FRIDAY,
+        MONDAY,
+        SATURDAY,
+        SUNDAY,
+        THURSDAY,
+        TUESDAY,
+        WEDNESDAY,
+        Cron,
+        Daily,
+        Every,
+        Monthly,
+        RRule,
+        Weekly,
+    )
+
+#: The scheduler's names, imported on first use (`__getattr__`): with them come
+#: python-dateutil's rules and zoneinfo, which a process that schedules nothing (most
+#: worker processes, every web process) need not load.
+_SCHEDULE = {
+    "CronJob": "jobs.schedule.cron_job",
+    "Scheduler": "jobs.schedule.scheduler",
+    **dict.fromkeys(
+        (
+            "MONDAY",
+            "TUESDAY",
+            "WEDNESDAY",
+            "THURSDAY",
+            "FRIDAY",
+            "SATURDAY",
+            "SUNDAY",
+            "Cron",
+            "Daily",
+            "Every",
+            "Monthly",
+            "RRule",
+            "Weekly",
+        ),
+        "jobs.schedule.schedules",
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _SCHEDULE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'jobs' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # once: later lookups find it without this hook
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_SCHEDULE})
+
 
 __version__ = "0.1.0"
 

@@ -11,28 +11,42 @@ instance back. cattrs, the attrs project's own converter, does the work: nested 
 from __future__ import annotations
 
 import dataclasses
-import decimal
+import functools
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-import cattrs
-from cattrs.preconf.json import make_converter
-from cattrs.v import format_exception
 
 from jobs.errors import PayloadError
 
-_converter = make_converter(forbid_extra_keys=True)
-_converter.register_unstructure_hook(uuid.UUID, str)
-_converter.register_structure_hook(uuid.UUID, lambda value, _: uuid.UUID(value))
-_converter.register_unstructure_hook(decimal.Decimal, str)
-_converter.register_structure_hook(decimal.Decimal, lambda value, _: _decimal(value))
+if TYPE_CHECKING:
+    import decimal
+
+    from cattrs.preconf.json import JsonConverter
+
+
+@functools.cache
+def _converter() -> JsonConverter:
+    # Made (and cattrs imported) on first use: a process whose jobs carry no classes,
+    # most worker processes, does not pay cattrs' import time and ~1.6 MB for it.
+    import decimal
+
+    from cattrs.preconf.json import make_converter
+
+    converter = make_converter(forbid_extra_keys=True)
+    converter.register_unstructure_hook(uuid.UUID, str)
+    converter.register_structure_hook(uuid.UUID, lambda value, _: uuid.UUID(value))
+    converter.register_unstructure_hook(decimal.Decimal, str)
+    converter.register_structure_hook(decimal.Decimal, lambda value, _: _decimal(value))
+    return converter
 
 
 def _decimal(value: Any) -> decimal.Decimal:
     # A float would carry its binary error into the Decimal: only text and ints are exact.
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise TypeError(f"a Decimal is stored as a string, got {type(value).__name__}")
+    import decimal  # imported already, by _converter
+
     return decimal.Decimal(value)
 
 
@@ -51,7 +65,7 @@ def unstructure(value: Any) -> Any:
     """``value`` (an attrs, dataclass or pydantic instance) as JSON data."""
     if _is_pydantic(type(value)):
         return value.model_dump(mode="json")
-    return _converter.unstructure(value)
+    return _converter().unstructure(value)
 
 
 def structure(cls: type, data: Any) -> Any:
@@ -65,7 +79,7 @@ def structure(cls: type, data: Any) -> Any:
         if _is_pydantic(cls):
             model: Any = cls
             return model.model_validate(data)
-        return _converter.structure(data, cls)
+        return _converter().structure(data, cls)
     except PayloadError:
         raise
     except Exception as exc:  # a validator or converter may raise anything
@@ -73,6 +87,8 @@ def structure(cls: type, data: Any) -> Any:
 
 
 def _why(exc: Exception) -> str:
+    import cattrs  # an error path: importing it here costs nothing worth saving
+
     if isinstance(exc, cattrs.BaseValidationError):
         # "invalid value for type, expected int @ payload.cents": each failing field, by path.
         return "; ".join(cattrs.transform_error(exc, path="payload", format_exception=_say))
@@ -80,6 +96,8 @@ def _why(exc: Exception) -> str:
 
 
 def _say(exc: BaseException, type_: type | None) -> str:
+    from cattrs.v import format_exception
+
     said = format_exception(exc, type_)
     # cattrs words the errors it knows; for the rest (a converter's own) the class's
     # exception, named, says more than "unknown error".
