@@ -89,17 +89,20 @@ _SCHEDULE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _SCHEDULE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'jobs' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # once: later lookups find it without this hook
-    return value
+if not TYPE_CHECKING:
+    # Hidden from type checkers, which see the imports above: with a module __getattr__
+    # in view they would take any misspelt ``jobs.Name`` for Any instead of an error.
 
+    def __getattr__(name: str) -> Any:
+        module = _SCHEDULE.get(name)
+        if module is None:
+            raise AttributeError(f"module 'jobs' has no attribute {name!r}")
+        value = getattr(importlib.import_module(module), name)
+        globals()[name] = value  # once: later lookups find it without this hook
+        return value
 
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_SCHEDULE})
+    def __dir__() -> list[str]:
+        return sorted({*globals(), *_SCHEDULE})
 
 
 __version__ = "0.1.0"
