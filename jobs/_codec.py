@@ -6,6 +6,7 @@ execution in every worker. attrs instances are written as their fields.
 
 from __future__ import annotations
 
+import functools
 import json
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -256,7 +257,20 @@ def _lenient_deps(raw: str | bytes | None) -> tuple[str, ...]:
 
 
 def _ms(raw: str | bytes | None) -> datetime | None:
-    return datetime.fromtimestamp(int(raw) / 1000, tz=UTC) if raw else None
+    return _moment(raw) if raw else None
+
+
+# A worker decodes a few timestamps per job, and most repeat: the jobs of one fetch share
+# their started_at, those of one enqueue call their created_at (and run_at). datetimes
+# are immutable, so one can serve every job that has it; a hit costs a tenth of making it.
+@functools.lru_cache(maxsize=256)
+def _moment(raw: str | bytes) -> datetime:
+    return datetime.fromtimestamp(int(raw) / 1000, tz=UTC)
+
+
+@functools.lru_cache(maxsize=64)
+def _timeout(ms: int) -> timedelta | None:
+    return timedelta(milliseconds=ms) if ms > 0 else None
 
 
 def _decode_fast(fields: Mapping[str, Any], queue: str) -> Job:
@@ -289,7 +303,7 @@ def _decode_fast(fields: Mapping[str, Any], queue: str) -> Job:
         progress=_progress(get("progress")),
         result=None if result is None else json.loads(result),
         metadata=metadata,
-        timeout=timedelta(milliseconds=timeout_ms) if timeout_ms > 0 else None,
+        timeout=_timeout(timeout_ms),
         lost_leases=int(get("lost") or 0),
         queue=queue,
         depends_on=_deps(get("deps")),
