@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import cast
 
-from jobs import _codec
+from jobs import _codec, _record
 from jobs.errors import (
     ConfigError,
     JobNotFound,
@@ -87,7 +87,7 @@ class Admin(QueueBase):
             if isinstance(fields, Exception) and not _wrong_type(fields):
                 raise fields
         return [
-            _codec.decode_job(
+            _record.decode_job(
                 {_codec.text(k): v for k, v in fields.items()}, self.name, lenient=True
             )
             for fields in records

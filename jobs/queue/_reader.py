@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, cast
 import redis
 import redis.cluster
 
-from jobs import _codec
+from jobs import _codec, _record
 from jobs._loops import backoff_delay
 from jobs.errors import JobNotFound, RedisUnavailable, WaitTimeout
 from jobs.queue._base import GET_BATCH, QueueBase, _wrong_type
@@ -45,7 +45,7 @@ class Reader(QueueBase):
                 ) from None
         if not fields:
             raise JobNotFound(f"no job {job_id!r} in queue {self.name!r}")
-        return _codec.decode_job(
+        return _record.decode_job(
             {_codec.text(k): v for k, v in fields.items()}, self.name, lenient=True
         )
 
@@ -67,7 +67,7 @@ class Reader(QueueBase):
                 else:
                     records = read(self.client)
             found += [
-                _codec.decode_job(
+                _record.decode_job(
                     {_codec.text(k): v for k, v in fields.items()}, self.name, lenient=True
                 )
                 if fields

@@ -15,7 +15,7 @@ import secrets
 import time
 from typing import TYPE_CHECKING, Any, cast
 
-from jobs import _codec
+from jobs import _codec, _record
 from jobs.errors import ConfigError, JobNotFound, UnknownJobType, WaitTimeout
 from jobs.job import JobStatus, MinuteCounts, QueueHistory, QueueStats, WorkerInfo
 from jobs.queue._base import (
@@ -147,7 +147,7 @@ class MemoryQueue(MemoryWorkerSide):
                         f"the key of job {job_id!r} holds another type of value, not a job record"
                     )
         return [
-            None if fields is None else _codec.decode_job(fields, self.name, lenient=True)
+            None if fields is None else _record.decode_job(fields, self.name, lenient=True)
             for fields in copies
         ]
 

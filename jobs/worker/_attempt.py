@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from jobs import _codec
+from jobs import _codec, _record
 from jobs.backoff import ExponentialBackoff, backoff_from_spec
 from jobs.context import CancellationToken, JobContext
 from jobs.errors import ConfigError, PayloadError, PermanentError, UnknownJobType
@@ -86,7 +86,7 @@ class Attempt:
     def from_leased(cls, leased: Leased, queue: WorkerQueue, lease_until: float) -> Attempt:
         """Decode a fetched record; a corrupt one becomes an attempt that fails permanently."""
         try:
-            job = _codec.decode_job(leased.fields, queue.name)
+            job = _record.decode_job(leased.fields, queue.name)
         except _codec.CorruptRecord as exc:
             return cls(queue, leased, None, str(exc), leased.fields, lease_until)
         except BaseException as exc:  # anything else is the record's fault too: it fails alone

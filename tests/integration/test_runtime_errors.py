@@ -19,7 +19,7 @@ import attrs
 import pytest
 
 import jobs
-from jobs import _codec
+from jobs import _codec, _record
 from jobs.registry import RegisteredHandler
 from jobs.worker import _attempt, _watchdog
 from tests.helpers import wait_until
@@ -288,7 +288,7 @@ def _writes_outcomes(args: tuple[Any, ...]) -> bool:
 
 #: name -> (owner, attribute, is a method, which calls): where the runtime is broken.
 STAGES: dict[str, tuple[object, str, bool, Callable[[tuple[Any, ...]], bool] | None]] = {
-    "decode": (_codec, "decode_job", False, None),
+    "decode": (_record, "decode_job", False, None),
     "payload": (RegisteredHandler, "payload", True, None),
     "handler-wrapper": (_attempt, "run", False, None),
     "slot-bookkeeping": (_watchdog.Watchdog, "started", True, None),

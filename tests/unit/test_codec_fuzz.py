@@ -17,7 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jobs import Job, JobStatus
-from jobs._codec import FETCHED_FIELDS, CorruptRecord, decode_job, dumps
+from jobs._codec import FETCHED_FIELDS, CorruptRecord, dumps
+from jobs._record import decode_job
 
 #: The fields a real record has: those a fetch reads, and those only the record keeps.
 FIELDS = (*FETCHED_FIELDS, "score", "traceback", "written_by", "progress")
