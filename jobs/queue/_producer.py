@@ -111,7 +111,7 @@ class Producer(QueueBase):
                     replies = self._execute_durably(calls, ids)
                 except redis.ResponseError as exc:
                     raise self._refusal(exc) from None
-        if isinstance(replies[0], int):
+        if not replies or isinstance(replies[0], int):
             return list(ids)  # enqueue_plain.lua: no unique key, each job has its own id
         flags = [flag for reply in replies for flag in reply[1:]]
         return [

@@ -20,6 +20,7 @@ import redis
 import jobs
 from jobs.queue import _packed
 from jobs.queue._packed import PackedCalls, pack_args
+from jobs.queue._producer import _NO_DEPENDENCIES, Producer
 from tests.helpers import wait_until
 from tests.integration._proxy import FaultyProxy
 
@@ -85,6 +86,63 @@ def test_the_packed_path_writes_what_the_generic_path_writes(
         generic = client.enqueue("t", {"x": [1, "é"]}, config)
         assert _record(redis_client, fast) == _record(redis_client, generic)
         assert client.stats().total_jobs == 2
+    finally:
+        queue.close()
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        None,
+        jobs.JobConfig(priority=7, max_retries=1, timeout=5, metadata={"user": 3}),
+        jobs.JobConfig(delay=timedelta(hours=1), retry_backoff=jobs.LinearBackoff(2)),
+    ],
+)
+def test_enqueue_plain_writes_what_enqueue_writes(
+    redis_url: str,
+    redis_client: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+    config: jobs.JobConfig | None,
+) -> None:
+    # Jobs without a unique key or dependencies go through enqueue_plain.lua; the same
+    # jobs sent through enqueue.lua (its unique key and dependencies left empty) must
+    # leave the same records, counters and indexes.
+    queue = _queue(redis_url)
+    try:
+        client = jobs.Client(jobs.ClientConfig(queue=queue))
+        plain = client.enqueue_many("t", [{"x": 1}, {"x": 2}], config)
+
+        def through_enqueue_lua(
+            job_type: str, job_config: jobs.JobConfig, declared: bool, strict: bool
+        ) -> tuple[Any, list[Any]]:
+            _, head = Producer._enqueue_head(queue, job_type, job_config, declared, strict)
+            *settings, letters, strict_flag = head
+            return queue._scripts.enqueue, [
+                *settings,
+                "",
+                0,
+                letters,
+                strict_flag,
+                *_NO_DEPENDENCIES,
+            ]
+
+        monkeypatch.setattr(queue, "_enqueue_head", through_enqueue_lua)
+        queue._packed_heads.clear()
+        full = client.enqueue_many("t", [{"x": 1}, {"x": 2}], config)
+        for a, b in zip(plain, full, strict=True):
+            assert _record(redis_client, a) == _record(redis_client, b)
+        assert client.stats().total_jobs == 4
+        index = "{jobs:packed}:scheduled" if config and config.delay else "{jobs:packed}:pending"
+        assert redis_client.zcard(index) == 4
+    finally:
+        queue.close()
+
+
+def test_no_jobs_write_nothing(redis_url: str, redis_client: redis.Redis) -> None:
+    queue = _queue(redis_url)
+    try:
+        assert queue.enqueue("t", [], [], jobs.JobConfig()) == []
+        assert redis_client.keys("{jobs:packed}:*") == []
     finally:
         queue.close()
 
