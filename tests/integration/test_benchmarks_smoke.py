@@ -124,3 +124,25 @@ def test_harness_reports_every_figure(redis_binary: str, tmp_path: Path) -> None
     assert {"queued", "completed"} <= set(jobs["memory"])
     assert {"nproc", "cpu"} <= set(results["machine"])
     assert "redis-server" in results["versions"]
+
+
+def test_script_costs_reports_every_figure(redis_binary: str) -> None:
+    script = RUN.parent / "script_costs.py"
+    env = dict(os.environ, JOBS_REDIS_SERVER=redis_binary)
+    done = subprocess.run(
+        [sys.executable, str(script), "--calls", "40", "--rounds", "1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    for figure in (
+        "empty EVALSHA, 18 args",
+        "HSET of 11 fields, inside a script",
+        "enqueue_plain.lua prelude (",
+        "one new job through enqueue.lua",
+        "one new job through enqueue_plain.lua",
+    ):
+        assert figure in done.stdout, figure
