@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING
 from jobs.cli import _format as fmt
 from jobs.errors import CliError, UsageError
 from jobs.registry import Registry
-from jobs.schedule.scheduler import CronJob, Scheduler
 
 if TYPE_CHECKING:
     from jobs.client import Client
+    from jobs.schedule.scheduler import Scheduler
 
 logger = logging.getLogger("jobs.cli")
 
@@ -104,6 +104,10 @@ def _check_bound_queue(scheduler: Scheduler, spec: str, client: Client) -> None:
 
 def load_scheduler(spec: str, client: Client) -> Scheduler:
     """A `jobs.Scheduler` from ``spec``: a Scheduler, a list of CronJobs, or a factory(client)."""
+    # Here, not at the top: a worker without --scheduler never loads the scheduler (nor
+    # zoneinfo and python-dateutil with it).
+    from jobs.schedule.scheduler import CronJob, Scheduler
+
     obj = load_object(spec, "MODULE:SCHEDULER")
     if isinstance(obj, Scheduler):
         _check_bound_queue(obj, spec, client)

@@ -34,6 +34,11 @@ def test_import_jobs_loads_no_scheduler_or_converter_dependencies() -> None:
     assert _imported_by_jobs() == "[]"
 
 
+def test_the_command_line_loads_the_scheduler_only_for_a_scheduler() -> None:
+    # `python -m jobs worker` without --scheduler: the most common worker process.
+    assert _imported_by_jobs("import jobs.cli\n") == "[]"
+
+
 def test_every_public_name_resolves_and_is_listed() -> None:
     for name in jobs.__all__:
         assert getattr(jobs, name) is not None, name
