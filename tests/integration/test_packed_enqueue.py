@@ -32,6 +32,13 @@ if TYPE_CHECKING:
 #: Fields that differ between two jobs enqueued one after the other.
 _OWN = {b"id", b"created_at", b"run_at", b"score"}
 
+#: Settings that each write different fields (none with a unique key or dependencies).
+_CONFIGS = [
+    None,
+    jobs.JobConfig(priority=7, max_retries=1, timeout=5, metadata={"user": 3}),
+    jobs.JobConfig(delay=timedelta(hours=1), retry_backoff=jobs.LinearBackoff(2)),
+]
+
 
 @pytest.fixture
 def proxy(redis_server: RedisServer, redis_url: str) -> Iterator[FaultyProxy]:
@@ -61,15 +68,7 @@ def test_pack_args_refuses_what_redis_py_would_not_send() -> None:
         pack_args([None])  # type: ignore[list-item]
 
 
-@pytest.mark.parametrize(
-    "config",
-    [
-        None,
-        jobs.JobConfig(priority=7, max_retries=1, timeout=5, metadata={"user": 3}),
-        jobs.JobConfig(delay=timedelta(hours=1), retry_backoff=jobs.LinearBackoff(2)),
-        jobs.JobConfig(unique_key="u1"),
-    ],
-)
+@pytest.mark.parametrize("config", [*_CONFIGS, jobs.JobConfig(unique_key="u1")])
 def test_the_packed_path_writes_what_the_generic_path_writes(
     redis_url: str,
     redis_client: redis.Redis,
@@ -90,14 +89,7 @@ def test_the_packed_path_writes_what_the_generic_path_writes(
         queue.close()
 
 
-@pytest.mark.parametrize(
-    "config",
-    [
-        None,
-        jobs.JobConfig(priority=7, max_retries=1, timeout=5, metadata={"user": 3}),
-        jobs.JobConfig(delay=timedelta(hours=1), retry_backoff=jobs.LinearBackoff(2)),
-    ],
-)
+@pytest.mark.parametrize("config", _CONFIGS)
 def test_enqueue_plain_writes_what_enqueue_writes(
     redis_url: str,
     redis_client: redis.Redis,

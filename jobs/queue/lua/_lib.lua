@@ -263,8 +263,9 @@ local function del_records(job_prefix, ids)
   end
 end
 
--- adds.waiting (jobs held for their dependencies) goes to B..'waiting'.
-local function flush_adds(pending, scheduled, adds, now)
+-- adds.waiting (jobs held for their dependencies) goes to B..'waiting'. Every job added
+-- is new: counted in stats 'total' and in this minute's history.
+local function flush_adds(pending, scheduled, stats_key, adds, now)
   if #adds.pending > 0 then
     zadd_all(pending, adds.pending)
   end
@@ -277,6 +278,7 @@ local function flush_adds(pending, scheduled, adds, now)
   end
   local added = (#adds.pending + #adds.scheduled + held) / 2
   if added > 0 then
+    tally(stats_key, 'total', added)
     count_minute(base_of(pending, 'pending'), now, 'enqueued', added)
   end
 end

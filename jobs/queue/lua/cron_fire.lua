@@ -40,8 +40,7 @@ if fire > last then
   local adds = {pending = {}, scheduled = {}}
   if add_job(ARGV[1], adds, now, seq, ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10],
              ARGV[11], ARGV[12], ARGV[13], ARGV[14], true) then
-    flush_adds(KEYS[1], KEYS[2], adds, now)
-    tally(KEYS[4], 'total', 1)
+    flush_adds(KEYS[1], KEYS[2], KEYS[4], adds, now)
     wake(KEYS[5])
   end
   redis.call('HSET', state, 'last_fire', int(fire), 'last_job_id', ARGV[6])

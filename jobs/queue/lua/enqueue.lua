@@ -92,11 +92,7 @@ for b = 17, #ARGV, 2 do
     out[#out + 1] = 0
   end
 end
-flush_adds(pending, scheduled, adds, now)
-
-if created > 0 then
-  tally(stats, 'total', created)
-end
+flush_adds(pending, scheduled, stats, adds, now)
 if doomed then
   local cancelled = base_of(stats, 'stats') .. 'cancelled'
   for _, id in ipairs(held) do

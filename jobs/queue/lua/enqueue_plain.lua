@@ -38,10 +38,7 @@ for b = 11, #ARGV, 2 do
     created = created + 1
   end
 end
-flush_adds(pending, scheduled, adds, now)
-if created > 0 then
-  tally(stats, 'total', created)
-end
+flush_adds(pending, scheduled, stats, adds, now)
 if created > 0 or promoted > 0 then
   wake(KEYS[5])
 end

@@ -97,8 +97,7 @@ for b = first_job, #ARGV, 4 do
     end
   end
 end
-flush_adds(pending, scheduled, adds, now)
-tally(stats, 'total', n)
+flush_adds(pending, scheduled, stats, adds, now)
 
 local cancelled = base_of(stats, 'stats') .. 'cancelled'
 for _, entry in ipairs(doomed_jobs) do
