@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    import workloads
     from peers import Body
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -436,21 +437,26 @@ class Library:
         self.result["commands"] = asdict(commands)
         progress(f"{self.name} commands/job: {commands.drain_top:.2f} top-level while draining")
 
-    def latency_and_idle(self) -> None:
+    def pickup(self) -> workloads.Pickup:
+        """This library's part of the interleaved pickup measurement."""
         import workloads
 
+        return workloads.Pickup(self.name, self.adapter, self.probe)
+
+    def pickup_done(self, pickup: workloads.Pickup) -> None:
+        """Record the pickup latencies, then measure the idle pool (its workers stop)."""
         try:
+            if pickup.error is not None:
+                raise pickup.error
+            latency = pickup.latency()
+            time.sleep(min(2.0, self.args.idle_seconds))  # let acks and heartbeats settle
             with self.contention.during():
-                latency, idle = workloads.latency_and_idle(
-                    self.adapter,
-                    self.probe,
-                    threads=self.args.thread_list[0],
-                    samples=self.args.latency_samples,
-                    idle_seconds=self.args.idle_seconds,
-                )
+                idle = pickup.idle(self.args.idle_seconds)
         except Exception as exc:
+            pickup.stop()
             self._failed("latency and idle", exc)
             return
+        pickup.stop()
         self.result["latency"] = asdict(latency)
         self.result["idle"] = asdict(idle)
         progress(
@@ -853,8 +859,23 @@ def run(args: argparse.Namespace, command: str, tmp: Path, source: Path) -> dict
                         library.drain_supervised(body, processes, threads)
         for library in libraries:
             library.commands()
-        for library in libraries:
-            library.latency_and_idle()
+        import workloads
+
+        pickups = [library.pickup() for library in libraries]
+        try:
+            with contextlib.ExitStack() as running:
+                for pickup in pickups:
+                    running.callback(pickup.stop)
+                workloads.pickup_latencies(
+                    pickups,
+                    threads=args.thread_list[0],
+                    samples=args.latency_samples,
+                )
+                for library, pickup in zip(libraries, pickups, strict=True):
+                    library.pickup_done(pickup)
+        finally:
+            for pickup in pickups:
+                pickup.stop()
         results["ceiling"] = ceiling.rates
         results["libraries"] = {lib.name: lib.finish() for lib in libraries}
         for library in libraries:

@@ -573,60 +573,100 @@ class Idle:
     rss_mb: float | None
 
 
-def latency_and_idle(
-    adapter: Adapter,
-    probe: Probe,
-    *,
-    threads: int,
-    samples: int,
-    idle_seconds: float,
-    gap: float = 0.02,
-) -> tuple[Latency, Idle]:
-    """Pickup latency over ``samples`` jobs, then the idle pool's commands and CPU."""
-    probe.reset()
-    workers = adapter.start_workers(1, threads)
-    try:
-        for i in range(3):  # imports, connections, script loading
-            adapter.enqueue_one("stamp", -1 - i)
-            probe.pop_stamp(120)
-        time.sleep(0.5)
-        rng = random.Random(7)
-        latencies = []
-        for i in range(samples):
-            # Jitter keeps the enqueues out of step with any polling period.
-            time.sleep(gap + rng.random() * gap)
-            began = time.time()
-            adapter.enqueue_one("stamp", i)
-            latencies.append((probe.pop_stamp(30) - began) * 1000)
-        workers.check()
+class Pickup:
+    """One library's part of the interleaved pickup measurement (`pickup_latencies`)."""
 
-        time.sleep(min(2.0, idle_seconds))  # let post-job work (acks, heartbeats) settle
-        tree = process_tree(workers.pids)
-        total0, probe0 = probe.total_commands()
+    def __init__(self, name: str, adapter: Adapter, probe: Probe) -> None:
+        self.name = name
+        self.adapter = adapter
+        self.probe = probe
+        self.workers: Workers | None = None
+        self.latencies: list[float] = []
+        self.error: Exception | None = None
+
+    def start(self, threads: int) -> None:
+        """Start its idle pool (1 process) and run 3 warm-up jobs."""
+        self.probe.reset()
+        self.workers = self.adapter.start_workers(1, threads)
+        for i in range(3):  # imports, connections, script loading
+            self.adapter.enqueue_one("stamp", -1 - i)
+            self.probe.pop_stamp(120)
+
+    def sample(self, i: int) -> None:
+        began = time.time()
+        self.adapter.enqueue_one("stamp", i)
+        self.latencies.append((self.probe.pop_stamp(30) - began) * 1000)
+
+    def latency(self) -> Latency:
+        latencies = self.latencies
+        return Latency(
+            samples=len(latencies),
+            p50=percentile(latencies, 50),
+            p95=percentile(latencies, 95),
+            p99=percentile(latencies, 99),
+            max=max(latencies),
+        )
+
+    def idle(self, idle_seconds: float) -> Idle:
+        """The idle pool's commands/s, CPU and RSS over ``idle_seconds``."""
+        assert self.workers is not None
+        tree = process_tree(self.workers.pids)
+        total0, probe0 = self.probe.total_commands()
         cpu0 = cpu_seconds(tree)
         began = time.monotonic()
         time.sleep(idle_seconds)
         cpu1 = cpu_seconds(tree)
-        total1, probe1 = probe.total_commands()
+        total1, probe1 = self.probe.total_commands()
         elapsed = time.monotonic() - began
         rss = rss_bytes(tree)
-        workers.check()
-    finally:
-        workers.stop()
-    latency = Latency(
-        samples=samples,
-        p50=percentile(latencies, 50),
-        p95=percentile(latencies, 95),
-        p99=percentile(latencies, 99),
-        max=max(latencies),
-    )
-    idle = Idle(
-        seconds=elapsed,
-        commands_per_s=(total1 - total0 - (probe1 - probe0)) / elapsed,
-        cpu_percent=None if cpu0 is None or cpu1 is None else (cpu1 - cpu0) / elapsed * 100,
-        rss_mb=None if rss is None else rss / 1e6,
-    )
-    return latency, idle
+        self.workers.check()
+        return Idle(
+            seconds=elapsed,
+            commands_per_s=(total1 - total0 - (probe1 - probe0)) / elapsed,
+            cpu_percent=None if cpu0 is None or cpu1 is None else (cpu1 - cpu0) / elapsed * 100,
+            rss_mb=None if rss is None else rss / 1e6,
+        )
+
+    def stop(self) -> None:
+        if self.workers is not None:
+            self.workers.stop()
+            self.workers = None
+
+
+def pickup_latencies(
+    libraries: list[Pickup], *, threads: int, samples: int, gap: float = 0.02
+) -> None:
+    """Pickup latency of every library's idle pool, their samples interleaved.
+
+    All pools are started first; then each round enqueues one job to each library in
+    turn (the order rotating), each after a jittered pause: a busy moment of the machine
+    falls on all of them alike, which a phase per library would not ensure (the machine
+    drifts by more than the gaps being judged). A library that fails leaves the rounds
+    (its ``error`` set); the others go on.
+    """
+    for library in libraries:
+        try:
+            library.start(threads)
+        except Exception as exc:
+            library.error = exc
+    time.sleep(0.5)
+    rng = random.Random(7)
+    for i in range(samples):
+        live = [lib for lib in libraries if lib.error is None]
+        shift = i % len(live) if live else 0
+        for library in live[shift:] + live[:shift]:
+            # Jitter keeps the enqueues out of step with any polling period.
+            time.sleep(gap + rng.random() * gap)
+            try:
+                library.sample(i)
+            except Exception as exc:
+                library.error = exc
+    for library in libraries:
+        if library.error is None and library.workers is not None:
+            try:
+                library.workers.check()
+            except Exception as exc:
+                library.error = exc
 
 
 def ceiling(
