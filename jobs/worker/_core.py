@@ -36,11 +36,13 @@ logger = logging.getLogger("jobs.worker")
 SHORT_JOB = 0.05
 #: Weight of the latest job in the running mean of job durations.
 DURATION_WEIGHT = 0.2
-#: Automatic prefetch holds this many jobs per thread: fetches of about twice as many
-#: jobs halve the per-call work in Redis (measured: 7.9 -> 7.3 commands and 43 -> 37 us
-#: of redis-server CPU per job, +29% jobs/s, in-process no-op drain with 8 threads), and
-#: a buffered short job still waits only two jobs' time for its thread.
-PREFETCH_PER_THREAD = 2
+#: Automatic prefetch holds this many jobs per thread: the larger the fetches, the less
+#: per-call work in Redis and in the pool per job (measured with 8 threads, 4 against 2:
+#: +12% jobs/s on the benchmark's INCR drain, 77-80% of the no-queue ceiling instead of
+#: 67-68%, +15% on the empty body, +18% with 2 processes, redis-server CPU per job
+#: 48-50 us instead of 54-59; 8 gained nothing more in-process), and a buffered short job
+#: (under `SHORT_JOB` on average) still waits at most four jobs' time for its thread.
+PREFETCH_PER_THREAD = 4
 
 
 class PoolCore:

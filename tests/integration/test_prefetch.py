@@ -14,6 +14,7 @@ from typing import Any
 
 import jobs
 from jobs.worker import _slots
+from jobs.worker._core import PREFETCH_PER_THREAD
 from tests.helpers import wait_until
 from tests.integration._clients import Gate, make_client, recorder, wait_for_status
 
@@ -176,7 +177,7 @@ def test_by_default_only_short_jobs_are_fetched_ahead(redis_url: str) -> None:
             wait_for_status(client, job_id, jobs.JobStatus.COMPLETED)
         assert pool._prefetch() == 0  # the queue has no backlog
         pool._backlog = True
-        assert pool._prefetch() == 2 * 2  # PREFETCH_PER_THREAD jobs per thread
+        assert pool._prefetch() == PREFETCH_PER_THREAD * 2  # per thread
         for job_id in client.enqueue_many("t", ["slow"] * 2):
             wait_for_status(client, job_id, jobs.JobStatus.COMPLETED)
         assert pool._prefetch() == 0
