@@ -456,7 +456,7 @@ class Library:
             pickup.stop()
             self._failed("latency and idle", exc)
             return
-        pickup.stop()
+        pickup.stop()  # before the next library's idle figures
         self.result["latency"] = asdict(latency)
         self.result["idle"] = asdict(idle)
         progress(
@@ -863,16 +863,11 @@ def run(args: argparse.Namespace, command: str, tmp: Path, source: Path) -> dict
 
         pickups = [library.pickup() for library in libraries]
         try:
-            with contextlib.ExitStack() as running:
-                for pickup in pickups:
-                    running.callback(pickup.stop)
-                workloads.pickup_latencies(
-                    pickups,
-                    threads=args.thread_list[0],
-                    samples=args.latency_samples,
-                )
-                for library, pickup in zip(libraries, pickups, strict=True):
-                    library.pickup_done(pickup)
+            workloads.pickup_latencies(
+                pickups, threads=args.thread_list[0], samples=args.latency_samples
+            )
+            for library, pickup in zip(libraries, pickups, strict=True):
+                library.pickup_done(pickup)
         finally:
             for pickup in pickups:
                 pickup.stop()

@@ -593,11 +593,13 @@ class Pickup:
             self.probe.pop_stamp(120)
 
     def sample(self, i: int) -> None:
+        """One job to the idle pool: enqueue call to the handler's first line (ms)."""
         began = time.time()
         self.adapter.enqueue_one("stamp", i)
         self.latencies.append((self.probe.pop_stamp(30) - began) * 1000)
 
     def latency(self) -> Latency:
+        """The percentiles of the samples taken."""
         latencies = self.latencies
         return Latency(
             samples=len(latencies),
@@ -628,6 +630,7 @@ class Pickup:
         )
 
     def stop(self) -> None:
+        """Stop its workers (again: nothing)."""
         if self.workers is not None:
             self.workers.stop()
             self.workers = None

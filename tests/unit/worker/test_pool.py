@@ -16,6 +16,8 @@ import pytest
 
 import jobs
 from jobs.testing import ManualClock, MemoryQueue, drain
+from jobs.worker._core import PREFETCH_MOST, PREFETCH_PER_THREAD, SHORT_JOB
+from jobs.worker._pool import WorkerPool
 from tests.helpers import wait_until
 
 if TYPE_CHECKING:
@@ -235,3 +237,15 @@ def test_a_client_config_takes_a_memory_queue_but_the_scheduler_refuses_it() -> 
         jobs.ClientConfig(queue=object())  # type: ignore[arg-type]
     with pytest.raises(jobs.ConfigError, match="ManualClock"):
         MemoryQueue().advance(1)
+
+
+@pytest.mark.parametrize("threads", [1, 8, 16, 40])
+def test_automatic_prefetch_is_per_thread_up_to_a_bound(threads: int) -> None:
+    pool = WorkerPool(MemoryQueue(), jobs.Registry(), jobs.WorkerPoolConfig(num_workers=threads))
+    assert pool._prefetch() == 0  # no job measured yet
+    pool._mean_duration, pool._backlog = SHORT_JOB / 2, True
+    expected = min(PREFETCH_PER_THREAD * threads, PREFETCH_MOST)
+    assert pool._prefetch() == expected
+    assert pool._capacity() == threads + expected
+    pool._backlog = False  # a job that comes to an idle queue stays there
+    assert pool._prefetch() == 0
