@@ -630,7 +630,7 @@ class Pickup:
         )
 
     def stop(self) -> None:
-        """Stop its workers (again: nothing)."""
+        """Stop its workers, if they run."""
         if self.workers is not None:
             self.workers.stop()
             self.workers = None
