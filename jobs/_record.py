@@ -61,6 +61,14 @@ def decode_job(fields: Mapping[str, Any], queue: str, *, lenient: bool = False) 
         return _decode_lenient(fields, queue)
 
 
+def read_back(fields: Mapping[str | bytes, Any], queue: str) -> Job:
+    """A record as HGETALL returned it (names as bytes or str) shown as a `Job`, leniently.
+
+    For readers (``Client.get``, listings): see `decode_job`'s ``lenient``.
+    """
+    return decode_job({text(k): v for k, v in fields.items()}, queue, lenient=True)
+
+
 # Status values as stored (bytes or str, as the client decodes), to the enum: a dict
 # lookup is several times cheaper than JobStatus(...) on every decoded job.
 _STATUSES: dict[str | bytes, JobStatus] = {

@@ -87,9 +87,7 @@ class Admin(QueueBase):
             if isinstance(fields, Exception) and not _wrong_type(fields):
                 raise fields
         return [
-            _record.decode_job(
-                {_codec.text(k): v for k, v in fields.items()}, self.name, lenient=True
-            )
+            _record.read_back(fields, self.name)
             for fields in records
             # Empty: the record expired between the two reads. An error: the key is not a
             # record at all, and the next fetch or reap sets it aside.

@@ -45,9 +45,7 @@ class Reader(QueueBase):
                 ) from None
         if not fields:
             raise JobNotFound(f"no job {job_id!r} in queue {self.name!r}")
-        return _record.decode_job(
-            {_codec.text(k): v for k, v in fields.items()}, self.name, lenient=True
-        )
+        return _record.read_back(fields, self.name)
 
     def get_many(self, job_ids: Sequence[str]) -> list[Job | None]:
         """The records of ``job_ids`` (None for a missing one), `GET_BATCH` per round trip."""
@@ -67,12 +65,7 @@ class Reader(QueueBase):
                 else:
                     records = read(self.client)
             found += [
-                _record.decode_job(
-                    {_codec.text(k): v for k, v in fields.items()}, self.name, lenient=True
-                )
-                if fields
-                else None
-                for fields in records
+                _record.read_back(fields, self.name) if fields else None for fields in records
             ]
         return found
 
