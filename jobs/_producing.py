@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import secrets
 import threading
 import time
 from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
@@ -12,6 +11,7 @@ import attrs
 
 from jobs import _codec
 from jobs import flow as flow_module
+from jobs._ids import new_job_id, new_job_ids
 from jobs._validators import require_text
 from jobs.config import JobConfig
 from jobs.errors import ConfigError, PayloadError, UnknownJobType
@@ -39,17 +39,6 @@ _DEFAULT_CONFIG = JobConfig()
 #: Seconds a producer without the registry trusts what it read of a job type's declared
 #: queue: one lookup per type a minute, and a new declaration is followed within one.
 ROUTE_TTL = 60.0
-
-
-def new_job_id() -> str:
-    """A fresh job id: 128 random bits, hex (unguessable, so ids can be shown to users)."""
-    return secrets.token_hex(16)
-
-
-def new_job_ids(count: int) -> list[str]:
-    """``count`` fresh job ids, from one read of the system's random source."""
-    pool = secrets.token_hex(16 * count)
-    return [pool[i : i + 32] for i in range(0, 32 * count, 32)]
 
 
 def _queue_identity(queue: Any) -> tuple[str, str]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import secrets
 import threading
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Self, cast
 
 import redis
@@ -17,7 +16,6 @@ import redis.sentinel
 from jobs import _codec
 from jobs.errors import (
     ConfigError,
-    RedisUnavailable,
     ReplicationError,
 )
 from jobs.queue import _urls
@@ -25,13 +23,14 @@ from jobs.queue._config import RedisQueueConfig
 from jobs.queue._keys import QueueKeys
 from jobs.queue._packed import PackedCalls
 from jobs.queue._scripts import Arg, RedisClient, Script, execute, execute_and_wait, scripts
+from jobs.queue._unavailable import AsUnavailable
 from jobs.queue._wire import (
     address,
     socket_timeout,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Sequence
+    from collections.abc import Callable, Sequence
 
     from jobs.queue._waiter import FinishedListener
 
@@ -127,6 +126,8 @@ class QueueBase:
         self.keys = QueueKeys.for_queue(config.prefix, config.name)
         self._scripts = scripts()
         self._packed_calls = PackedCalls.shared(self.client)
+        self._as_unavailable = AsUnavailable(self.client, any_error=False)
+        self._any_as_unavailable = AsUnavailable(self.client, any_error=True)
         # (job type, id(config), declared, strict) -> (config, argument count, packed)
         self._packed_heads: dict[tuple[str, int, bool, bool], tuple[Any, int, bytes]] = {}
         self._owns_client = False
@@ -226,47 +227,16 @@ class QueueBase:
             raw = self.client.config_get(pattern)
         return {_codec.text(k): _codec.text(v) for k, v in cast("dict[Any, Any]", raw).items()}
 
-    @contextmanager
-    def _unavailable_as_error(self) -> Iterator[None]:
-        try:
-            yield
-        except redis.AuthenticationError as exc:
-            raise self._refused_credentials(exc) from exc
-        except redis.ResponseError as exc:
-            # Older redis-py send no handshake, so a server that wants a password answers
-            # the first command itself: NOAUTH, or for a long one a protocol error.
-            text = str(exc)
-            if not (text.startswith("NOAUTH") or "unauthenticated" in text):
-                raise
-            raise self._refused_credentials(exc) from redis.AuthenticationError(text)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise RedisUnavailable(f"cannot reach Redis at {self.address}: {exc}") from exc
+    def _unavailable_as_error(self) -> AsUnavailable:
+        """Within it, a lost connection or refused credentials raise `RedisUnavailable`."""
+        return self._as_unavailable
 
-    @contextmanager
-    def _any_error_as_unavailable(self) -> Iterator[None]:
-        """`_unavailable_as_error`, and every other Redis error too: for the worker side.
+    def _any_error_as_unavailable(self) -> AsUnavailable:
+        """Within it, every Redis error but NOPERM raises `RedisUnavailable`: the worker side.
 
-        A worker pool treats whatever Redis answers instead of doing the call (READONLY
-        during a failover, LOADING, CLUSTERDOWN, a cluster being resharded) as a pause:
-        it retries while its leases hold. So it sees one error type, `RedisUnavailable`.
-        An ACL refusal (NOPERM) is no pause but the operator's to fix: it stays the
-        ``redis.exceptions.NoPermissionError`` it is, as on the producer side.
+        See `AsUnavailable`.
         """
-        try:
-            with self._unavailable_as_error():
-                yield
-        except (RedisUnavailable, redis.exceptions.NoPermissionError):
-            raise
-        except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:
-            raise RedisUnavailable(
-                f"Redis at {self.address} refused the call for now: {type(exc).__name__}: {exc}"
-            ) from exc
-
-    def _refused_credentials(self, exc: Exception) -> RedisUnavailable:
-        return RedisUnavailable(
-            f"Redis at {self.address} refused the credentials (wrong or missing "
-            f"password or user): {exc}"
-        )
+        return self._any_as_unavailable
 
     def _execute_durably(
         self,

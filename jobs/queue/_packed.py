@@ -5,7 +5,8 @@ enqueue about as much as the round trip itself: it encodes each of the call's 26
 arguments afresh, then runs its retry, event and observability wrappers. Most of those
 arguments (the script, its keys, the job type's settings) are the same from one call to
 the next, so a caller packs them once (`pack_args`) and adds only the id and the payload
-per call.
+per call. Their replies are read straight off the socket (`jobs.queue._resp`) where
+redis-py would parse them in Python anyway.
 
 Each thread keeps a connection of the pool for its own calls (up to `OWNED` threads, and
 half the pool's bound): taking one from the pool and giving it back costs a lock each
@@ -28,7 +29,10 @@ from typing import TYPE_CHECKING, Any, cast
 
 import redis
 import redis.cluster
+from redis._parsers import _RESP2Parser, _RESP3Parser
 from redis.exceptions import NoScriptError
+
+from jobs.queue._resp import ReplyReader, Unreadable
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -37,6 +41,10 @@ if TYPE_CHECKING:
 
 #: At most this many threads keep a connection of their own per `PackedCalls`.
 OWNED = 32
+
+#: Connection classes whose replies `ReplyReader` may read (see `_reader`).
+_PLAIN = (redis.connection.Connection, redis.connection.UnixDomainSocketConnection)
+_PYTHON_PARSERS = (_RESP2Parser, _RESP3Parser)
 
 #: What `PackedCalls.call` returns for calls it did not complete: send them the generic way.
 UNSENT: Any = object()
@@ -157,18 +165,18 @@ class PackedCalls:
             return UNSENT
         try:
             connection.send_packed_command(commands)
-            replies: list[Any] = []
-            refusal: redis.ResponseError | None = None
-            for _ in commands:
-                try:
-                    replies.append(connection.read_response())
-                except redis.ResponseError as exc:
-                    # A whole reply, read: the next one follows on the same connection.
-                    # The first refusal is raised, unless a script was missing.
-                    if refusal is None or isinstance(exc, NoScriptError):
-                        refusal = exc
-                    replies.append(exc)
-        except (redis.ConnectionError, redis.TimeoutError):
+            reader = _reader(connection)
+            if reader is None:
+                replies = [_read_response(connection) for _ in commands]
+            else:
+                replies = [reader.read() for _ in commands]
+                for reply in replies:
+                    # LOADING and the like: redis-py raises them as connection errors.
+                    if isinstance(reply, redis.ConnectionError):
+                        raise reply
+                if reader.stale or reader.pending:
+                    connection.disconnect()  # see ReplyReader: the next call starts afresh
+        except (redis.ConnectionError, redis.TimeoutError, OSError, Unreadable):
             connection.disconnect()
             return UNSENT
         except BaseException:
@@ -178,6 +186,13 @@ class PackedCalls:
         finally:
             if not owned:
                 pool.release(connection)
+        # The first refusal is raised, unless a script was missing.
+        refusal: redis.ResponseError | None = None
+        for reply in replies:
+            if isinstance(reply, redis.ResponseError) and (
+                refusal is None or isinstance(reply, NoScriptError)
+            ):
+                refusal = reply
         if isinstance(refusal, NoScriptError):
             return UNSENT
         if refusal is not None:
@@ -238,6 +253,30 @@ class PackedCalls:
                 self._local = threading.local()
                 self._owners = 0
                 self._pid = os.getpid()
+
+
+def _reader(connection: Any) -> ReplyReader | None:
+    """A reader for ``connection``'s replies, or None where redis-py must read them.
+
+    Only a plain TCP or Unix socket connection with redis-py's own Python parser, and
+    nothing left unread in that parser's buffer: a Sentinel connection turns READONLY
+    into a failover in its own read_response, an SSL socket buffers inside, and hiredis
+    parses faster than this reader does.
+    """
+    if type(connection) not in _PLAIN or not isinstance(connection._parser, _PYTHON_PARSERS):
+        return None
+    buffered = getattr(connection._parser, "_buffer", None)
+    if buffered is not None and buffered.unread_bytes():
+        return None
+    return ReplyReader(connection._sock, connection.encoder.decode_responses)
+
+
+def _read_response(connection: Any) -> Any:
+    """redis-py's reading of one reply, an error reply returned as its exception."""
+    try:
+        return connection.read_response()
+    except redis.ResponseError as exc:
+        return exc  # a whole reply, read: the next one follows on the same connection
 
 
 def _give_back(calls: weakref.ref[PackedCalls], pool: Any, connection: Any, pid: int) -> None:

@@ -37,6 +37,12 @@ PACKED_HEADS = 256
 _NO_DEPENDENCIES: tuple[Arg, ...] = ("", "0", 0, 0)
 
 
+def _packed_job(job_id: str, payload: bytes) -> bytes:
+    """A job's two enqueue arguments, packed as `pack_args` packs them."""
+    data = str.__str__(job_id).encode()
+    return b"$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(data), data, len(payload), payload)
+
+
 class FlowProfile(NamedTuple):
     """Settings shared by some jobs of a flow (flow.lua's profiles)."""
 
@@ -92,7 +98,8 @@ class Producer(QueueBase):
         """
         if len(ids) != len(payloads):
             raise ValueError(f"{len(ids)} ids for {len(payloads)} payloads")
-        chunks = enqueue_chunks([len(p) for p in payloads])
+        # One job is one chunk, whatever its size.
+        chunks = [range(1)] if len(payloads) == 1 else enqueue_chunks([len(p) for p in payloads])
         replies: list[Any] | None = None
         if self._packed_calls.usable and not self.config.wait_for_replicas:
             replies = self._enqueue_packed(
@@ -184,7 +191,7 @@ class Producer(QueueBase):
         commands = [
             command(
                 count + 2 * len(chunk),
-                head + b"".join(pack_args((ids[i], payloads[i])) for i in chunk),
+                head + b"".join([_packed_job(ids[i], payloads[i]) for i in chunk]),
             )
             for chunk in chunks
         ]

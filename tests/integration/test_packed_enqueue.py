@@ -343,3 +343,27 @@ def test_a_client_on_one_dedicated_connection_goes_the_generic_way(redis_url: st
     finally:
         dedicated.close()
         shared.close()
+
+
+def test_a_push_message_on_the_connection_is_skipped_and_the_connection_renewed(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    # A RESP3 push (here a client-side caching invalidation; on a managed Redis, a
+    # maintenance notice) arrives ahead of a reply: the reply is still the call's, and
+    # the connection is closed after the call, to start afresh on the next one.
+    client = redis.Redis.from_url(redis_url, protocol=3)
+    calls = PackedCalls(client)
+
+    def call(*args: Any) -> Any:
+        return calls.call([_packed.command(len(args), pack_args(args))])
+
+    try:
+        assert call("CLIENT", "TRACKING", "ON") == [b"OK"]
+        assert call("GET", "tracked") == [None]
+        connection = calls._local.owner.connection
+        redis_client.set("tracked", "new")  # the invalidation is sent now, before the PING
+        assert call("PING") == [b"PONG"]
+        assert connection._sock is None  # closed after the call
+        assert call("GET", "tracked") == [b"new"]
+    finally:
+        client.close()

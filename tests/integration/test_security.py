@@ -29,7 +29,7 @@ import pytest
 import redis
 
 import jobs
-from jobs._producing import new_job_id
+from jobs._ids import new_job_id, new_job_ids
 from jobs.queue import _acl
 from tests.helpers import checkout_connection, free_port, wait_until
 from tests.integration._clients import make_client, wait_for_status
@@ -486,6 +486,21 @@ def test_job_ids_are_unguessable() -> None:
     # Every hex digit shows up in every position: no fixed or counter-like part.
     for position in range(32):
         assert len({i[position] for i in ids}) == 16
+
+
+def test_a_forked_child_draws_other_ids_than_its_parent() -> None:
+    new_job_id()  # the parent has read ids ahead
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.write(write_end, " ".join(new_job_ids(5)).encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        child = pipe.read().split()
+    os.waitpid(pid, 0)
+    assert len(child) == 5
+    assert set(child).isdisjoint(new_job_ids(5))
 
 
 class _Exploit:
