@@ -198,10 +198,13 @@ local function declared_settings(types_key, job_type, letters, strict, priority,
     return priority, max_retries, timeout_ms, backoff
   end
   local declared = field_of(types_key, job_type)
-  if not declared and strict then
-    return nil
+  if not declared then
+    if strict then
+      return nil
+    end
+    return priority, max_retries, timeout_ms, backoff
   end
-  local ok, settings = pcall(cjson.decode, declared or '{}')
+  local ok, settings = pcall(cjson.decode, declared)
   if ok and type(settings) == 'table' then
     local function pick(letter, current)
       local value = settings[letter]
@@ -223,7 +226,8 @@ local HISTORY_MINUTES = 61
 
 local function count_minute(base, now, field, by)
   local minute = math.floor(now / 60000)
-  local key = base .. 'history:' .. int(minute)
+  -- tostring, not int: a minute number stays far below the 1e14 where it loses digits.
+  local key = base .. 'history:' .. tostring(minute)
   -- pcall: a history key damaged by hand (not a hash, not a number) loses its count
   -- rather than aborting the script after the job moved (an error reply is a table).
   if redis.pcall('HINCRBY', key, field, by) == by then
