@@ -73,11 +73,11 @@ class ReplyReader:
             if size < 0:
                 return None
             end = self._pos + size
-            while len(self._buffer) < end + 2:
-                self._fill()
-                end = self._pos + size
-            data = self._buffer[self._pos : end]
-            self._pos = end + 2
+            if end + 2 <= len(self._buffer):
+                data = self._buffer[self._pos : end]
+                self._pos = end + 2
+            else:
+                data = self._rest_of(size)
             return data.decode() if self._decode else data
         if kind == b":":
             return int(rest)
@@ -94,6 +94,24 @@ class ReplyReader:
         if kind == b"+":
             return rest.decode() if self._decode else rest
         raise Unreadable(f"a reply of RESP type {kind!r}")
+
+    def _rest_of(self, size: int) -> bytes:
+        """A bulk string (and its CRLF) that goes past the buffer: read into place.
+
+        Not by growing the buffer a read at a time, which copies it at every read: a
+        fetch of large payloads would be quadratic in their size.
+        """
+        whole = bytearray(size + 2)
+        have = len(self._buffer) - self._pos
+        whole[:have] = self._buffer[self._pos :]
+        self._buffer, self._pos = b"", 0
+        view = memoryview(whole)
+        while have < size + 2:
+            got = self.sock.recv_into(view[have:])
+            if not got:
+                raise ConnectionError("the server closed the connection")
+            have += got
+        return bytes(view[:size])
 
     def _line(self) -> bytes:
         while True:

@@ -129,3 +129,11 @@ def test_a_closed_connection_is_a_connection_error(
     theirs.shutdown(socket.SHUT_WR)
     with pytest.raises(ConnectionError):
         ReplyReader(ours, False).read()
+
+
+def test_a_large_bulk_string_arrives_whole(pair: tuple[socket.socket, socket.socket]) -> None:
+    payload = bytes(range(256)) * (20 * 1024)  # 5 MiB, over many reads
+    wire = b"*2\r\n$%d\r\n%b\r\n:3\r\n" % (len(payload), payload)
+    (reply,), reader = _replies(pair, wire, 1, chunk=100_000)
+    assert reply == [payload, 3]
+    assert not reader.pending
