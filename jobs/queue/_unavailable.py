@@ -1,8 +1,8 @@
 """Where a lost or refused Redis connection becomes `RedisUnavailable`.
 
 Context managers written as classes, not ``@contextmanager`` generators: every Redis
-call of a queue runs inside one, and a generator-based one costs about 2 us a call, as
-much as a sixth of a one-job enqueue's Python.
+call of a queue runs inside one, and a generator-based one costs 1.3 us a call against
+0.2 (timeit), a tenth of a one-job enqueue's Python.
 """
 
 from __future__ import annotations
