@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 _KEYS = ["{b}:pending", "{b}:scheduled", "{b}:seq", "{b}:stats", "{b}:wake", "{b}:types"]
 _SETTINGS = ["{b}:job:", "t", "0", "3", "1800000", "", "{}", "0"]
 _FULL_HEAD = [*_SETTINGS, "", "0", "rpbt", "0", "", "0", "0", "0"]
-_PLAIN_HEAD = [*_SETTINGS, "rpbt", "0"]
+_PLAIN_HEAD = [*_SETTINGS, "rpbt", "0", "1"]  # fresh ids, as a Client sends
 
 #: Commands measured from inside a script, each as a loop body (i: the iteration).
 _COMMANDS = {

@@ -180,6 +180,7 @@ class Producing:
             # The registry's own declarations are applied: no lookup in Redis.
             declared=handler is None,
             strict=self.config.registry is None and self.config.strict_types,
+            fresh=True,  # new_job_ids' own
         )
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(

@@ -35,8 +35,13 @@ class JobQueue(WorkerQueue, Protocol):
         *,
         declared: bool = True,
         strict: bool = False,
+        fresh: bool = False,
     ) -> list[str]:
-        """Write new jobs (payloads encoded); each job's id (a unique key's holder's)."""
+        """Write new jobs (payloads encoded); each job's id (a unique key's holder's).
+
+        ``fresh``: the caller drew ``ids`` at random just now (`Client` does), so none can
+        exist unless this very call was sent before: a queue may check that once per call.
+        """
         ...
 
     def get(self, job_id: str) -> Job:

@@ -128,8 +128,8 @@ class QueueBase:
         self._packed_calls = PackedCalls.shared(self.client)
         self._as_unavailable = AsUnavailable(self.client, any_error=False)
         self._any_as_unavailable = AsUnavailable(self.client, any_error=True)
-        # (job type, id(config), declared, strict) -> (config, argument count, packed)
-        self._packed_heads: dict[tuple[str, int, bool, bool], tuple[Any, int, bytes]] = {}
+        # (job type, id(config), declared, strict, fresh) -> (config, argument count, packed)
+        self._packed_heads: dict[tuple[str, int, bool, bool, bool], tuple[Any, int, bytes]] = {}
         self._owns_client = False
         self._connection: _urls.Connection | None = None
         self._completed_ttl_ms = _codec.to_ms(config.completed_ttl)

@@ -75,6 +75,7 @@ class Producer(QueueBase):
         *,
         declared: bool = True,
         strict: bool = False,
+        fresh: bool = False,
     ) -> list[str]:
         """Write new jobs (payloads already encoded); the id each payload's job has.
 
@@ -87,6 +88,10 @@ class Producer(QueueBase):
         declared.
 
         ``config.depends_on``: the jobs wait for these (see enqueue.lua).
+
+        ``fresh``: the caller drew ``ids`` at random just now, so none exists unless this
+        very call ran before (its reply lost): enqueue_plain.lua then checks the first
+        and the last id once, not every id (one command a job less in Redis).
 
         Raises:
             UnknownJobType: ``strict``, and no worker pool declared ``job_type``.
@@ -103,10 +108,10 @@ class Producer(QueueBase):
         replies: list[Any] | None = None
         if self._packed_calls.usable and not self.config.wait_for_replicas:
             replies = self._enqueue_packed(
-                job_type, ids, payloads, chunks, config, declared, strict
+                job_type, ids, payloads, chunks, config, declared, strict, fresh
             )
         if replies is None:
-            script, head = self._enqueue_head(job_type, config, declared, strict)
+            script, head = self._enqueue_head(job_type, config, declared, strict, fresh)
             calls: list[tuple[Script, Sequence[str], Sequence[Arg]]] = []
             for chunk in chunks:
                 args = head.copy()
@@ -127,7 +132,7 @@ class Producer(QueueBase):
         ]
 
     def _enqueue_head(
-        self, job_type: str, config: JobConfig, declared: bool, strict: bool
+        self, job_type: str, config: JobConfig, declared: bool, strict: bool, fresh: bool = False
     ) -> tuple[Script, list[Arg]]:
         """The enqueue script for ``config``, and its ARGV before the ids and payloads.
 
@@ -138,7 +143,8 @@ class Producer(QueueBase):
         letters = "".join(_LETTERS[name] for name in sorted(config.defaulted())) if declared else ""
         strict_flag = "1" if strict else "0"
         if config.unique_key is None and not config.depends_on:
-            head = [k.job_prefix, job_type, *job_args(config), letters, strict_flag]
+            fresh_flag = "1" if fresh else "0"
+            head = [k.job_prefix, job_type, *job_args(config), letters, strict_flag, fresh_flag]
             return self._scripts.enqueue_plain, head
         return self._scripts.enqueue, [
             k.job_prefix,
@@ -165,6 +171,7 @@ class Producer(QueueBase):
         config: JobConfig,
         declared: bool,
         strict: bool,
+        fresh: bool,
     ) -> list[Any] | None:
         """The enqueue.lua calls packed by hand (`jobs.queue._packed`); None if not sent.
 
@@ -174,13 +181,13 @@ class Producer(QueueBase):
         the calls again the generic way after a lost reply is safe: an id that exists
         already is left alone.
         """
-        key = (job_type, id(config), declared, strict)
+        key = (job_type, id(config), declared, strict, fresh)
         known = self._packed_heads.get(key)
         if known is not None and known[0] is config:
             count, head = known[1], known[2]
         else:
             keys = self._enqueue_keys
-            script, head_args = self._enqueue_head(job_type, config, declared, strict)
+            script, head_args = self._enqueue_head(job_type, config, declared, strict, fresh)
             args = ["EVALSHA", script.sha, len(keys), *keys, *head_args]
             count, head = len(args), pack_args(args)
             if isinstance(config.retry_backoff, BUILTIN_BACKOFFS):

@@ -83,12 +83,14 @@ class MemoryQueue(MemoryWorkerSide):
         *,
         declared: bool = True,
         strict: bool = False,
+        fresh: bool = False,
     ) -> list[str]:
         """Write new jobs (payloads already encoded); the id each payload's job has.
 
         As `RedisQueue.enqueue`: a unique key held by a live job gives that job's id,
         ``declared`` applies the job type's declared settings, ``strict`` refuses a type
-        no worker pool declared with `UnknownJobType`.
+        no worker pool declared with `UnknownJobType`. ``fresh`` changes nothing here:
+        every id is checked, as it costs nothing in memory.
         """
         if len(ids) != len(payloads):
             raise ValueError(f"{len(ids)} ids for {len(payloads)} payloads")

@@ -730,7 +730,7 @@ def make_machine(url: str, twin: bool = False) -> type[RuleBasedStateMachine]:
         )
         def enqueue(self, n: int, priority: int, max_retries: int, delayed: bool) -> None:
             ids = [self.model.new_id() for _ in range(n)]
-            self._enqueue(ids, priority, max_retries, delayed)
+            self._enqueue(ids, priority, max_retries, delayed, fresh=True)
 
         @precondition(lambda self: self.model.jobs)
         @rule(pick=PICK, priority=PRIORITIES, delayed=st.booleans())
@@ -771,6 +771,8 @@ def make_machine(url: str, twin: bool = False) -> type[RuleBasedStateMachine]:
             max_retries: int,
             delayed: bool,
             job_type: str = "t",
+            *,
+            fresh: bool = False,
         ) -> None:
             config = JobConfig(
                 priority=priority,
@@ -780,7 +782,9 @@ def make_machine(url: str, twin: bool = False) -> type[RuleBasedStateMachine]:
             )
             # Without a unique key every payload keeps its own id, new or not; the state
             # check after the step tells whether the script created the right ones.
-            assert self.queue.enqueue(job_type, ids, [b"{}"] * len(ids), config) == ids
+            # ``fresh``: new ids, as a Client's (enqueue_plain.lua checks once per call).
+            got = self.queue.enqueue(job_type, ids, [b"{}"] * len(ids), config, fresh=fresh)
+            assert got == ids
             self.model.enqueue(ids, priority, max_retries, delayed, job_type)
 
         def _dependencies(self, picks: list[int], unknown: bool) -> tuple[str, ...]:

@@ -105,10 +105,10 @@ def test_enqueue_plain_writes_what_enqueue_writes(
         plain = client.enqueue_many("t", [{"x": 1}, {"x": 2}], config)
 
         def through_enqueue_lua(
-            job_type: str, job_config: jobs.JobConfig, declared: bool, strict: bool
+            job_type: str, job_config: jobs.JobConfig, declared: bool, strict: bool, fresh: bool
         ) -> tuple[Any, list[Any]]:
             _, head = Producer._enqueue_head(queue, job_type, job_config, declared, strict)
-            *settings, letters, strict_flag = head
+            *settings, letters, strict_flag, _fresh = head
             return queue._scripts.enqueue, [
                 *settings,
                 "",
@@ -193,6 +193,40 @@ def test_a_lost_reply_writes_the_job_once(proxy: FaultyProxy, redis_client: redi
         assert client.get(job_id).payload == marker.decode()
         assert client.stats().total_jobs == 2
         assert redis_client.zcard("{jobs:packed}:pending") == 2
+    finally:
+        queue.close()
+
+
+def test_a_lost_reply_writes_a_batch_once(proxy: FaultyProxy, redis_client: redis.Redis) -> None:
+    # A Client's ids are fresh: the script sent again finds the batch's first or last id
+    # and writes nothing (one check a call, not one a job).
+    queue = _queue(f"redis://127.0.0.1:{proxy.port}/0?socket_timeout=5")
+    try:
+        client = jobs.Client(jobs.ClientConfig(queue=queue))
+        client.enqueue("t", 0)
+        marker = "lost-batch-marker"
+        proxy.drop_reply_to(marker.encode())
+        ids = client.enqueue_many("t", [1, marker, 3])
+        assert [client.get(i).payload for i in ids] == [1, marker, 3]
+        assert client.stats().total_jobs == 4
+        assert redis_client.zcard("{jobs:packed}:pending") == 4
+    finally:
+        queue.close()
+
+
+def test_an_existing_id_among_fresh_ones_is_left_alone_when_not_fresh(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    # Ids a caller chose (not fresh) are each checked: the new one is written, the
+    # existing one left as it was.
+    queue = _queue(redis_url)
+    try:
+        config = jobs.JobConfig()
+        assert queue.enqueue("t", ["a"], [b"1"], config) == ["a"]
+        assert queue.enqueue("t", ["a", "b"], [b"2", b"3"], config) == ["a", "b"]
+        assert redis_client.hget("{jobs:packed}:job:a", "payload") == b"1"
+        assert redis_client.hget("{jobs:packed}:job:b", "payload") == b"3"
+        assert jobs.Client(jobs.ClientConfig(queue=queue)).stats().total_jobs == 2
     finally:
         queue.close()
 

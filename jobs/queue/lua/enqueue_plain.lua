@@ -11,7 +11,12 @@
 --           timeout_ms ('' = none), backoff (JSON spec), metadata (JSON), delay_ms
 -- ARGV[9] the settings left at the library default (letters of 'prtb', see enqueue.lua)
 -- ARGV[10] '1': refuse a type no worker pool declared, else '0'
--- ARGV[11..] 2 values per job: id, payload (JSON)
+-- ARGV[11] '1': the ids are fresh (drawn at random by the producer for this call), so
+--           one exists only if this very call ran before and its reply was lost: then
+--           the first or the last id exists, and nothing is written. One EXISTS a call
+--           instead of one a job (a script runs whole or not at all). '0': each id is
+--           checked.
+-- ARGV[12..] 2 values per job: id, payload (JSON)
 -- Returns how many jobs it wrote (an id that already existed is left alone and not
 -- counted), or the UNKNOWN_TYPE error reply. One integer, not enqueue.lua's flag per job:
 -- without a unique key every job's id is its own either way, and the smallest reply is
@@ -19,6 +24,11 @@
 
 local pending, scheduled, seq_key, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local job_prefix = ARGV[1]
+local fresh = ARGV[11] == '1'
+if fresh and #ARGV > 11 and
+    redis.call('EXISTS', job_prefix .. ARGV[12], job_prefix .. ARGV[#ARGV - 1]) > 0 then
+  return 0  -- this call again: it wrote its jobs the first time
+end
 local now = now_ms()
 local priority, max_retries, timeout_ms, backoff = declared_settings(KEYS[6], ARGV[2],
   ARGV[9], ARGV[10] == '1', ARGV[3], ARGV[4], ARGV[5], ARGV[6])
@@ -27,14 +37,14 @@ if not priority then
 end
 -- Jobs due by now are ready before these (see promote_due).
 local promoted = promote_due(job_prefix, scheduled, pending, seq_key, stats, now, PROMOTE_ON_WRITE)
-local n = (#ARGV - 10) / 2
+local n = (#ARGV - 11) / 2
 local seq = take(seq_key, n) - n
 local created = 0
 local adds = {pending = {}, scheduled = {}}
-for b = 11, #ARGV, 2 do
+for b = 12, #ARGV, 2 do
   seq = seq + 1
   if add_job(job_prefix, adds, now, seq, ARGV[b], ARGV[2], ARGV[b + 1], priority,
-             max_retries, timeout_ms, backoff, ARGV[7], ARGV[8], true, false) then
+             max_retries, timeout_ms, backoff, ARGV[7], ARGV[8], not fresh, false) then
     created = created + 1
   end
 end
