@@ -214,7 +214,7 @@ def test_a_lost_reply_writes_a_batch_once(proxy: FaultyProxy, redis_client: redi
         queue.close()
 
 
-def test_an_existing_id_among_fresh_ones_is_left_alone_when_not_fresh(
+def test_ids_a_caller_chose_are_checked_one_by_one(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
     # Ids a caller chose (not fresh) are each checked: the new one is written, the
