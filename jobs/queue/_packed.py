@@ -260,8 +260,8 @@ def _reader(connection: Any) -> ReplyReader | None:
 
     Only a plain TCP or Unix socket connection with redis-py's own Python parser, and
     nothing left unread in that parser's buffer: a Sentinel connection turns READONLY
-    into a failover in its own read_response, an SSL socket buffers inside, and hiredis
-    parses faster than this reader does.
+    into a failover in its own read_response, an SSL socket buffers inside, and with
+    hiredis the parsing is C already (not measured against this reader).
     """
     if type(connection) not in _PLAIN or not isinstance(connection._parser, _PYTHON_PARSERS):
         return None
