@@ -132,7 +132,7 @@ class Producer(QueueBase):
         ]
 
     def _enqueue_head(
-        self, job_type: str, config: JobConfig, declared: bool, strict: bool, fresh: bool = False
+        self, job_type: str, config: JobConfig, declared: bool, strict: bool, fresh: bool
     ) -> tuple[Script, list[Arg]]:
         """The enqueue script for ``config``, and its ARGV before the ids and payloads.
 
@@ -179,7 +179,7 @@ class Producer(QueueBase):
         producer mostly repeats a handful (the default config, a type's declared one).
         A custom backoff is packed afresh each time, since it may be random. Sending
         the calls again the generic way after a lost reply is safe: an id that exists
-        already is left alone.
+        already is left alone (with ``fresh`` ids, a call that ran writes nothing again).
         """
         key = (job_type, id(config), declared, strict, fresh)
         known = self._packed_heads.get(key)

@@ -107,7 +107,7 @@ def test_enqueue_plain_writes_what_enqueue_writes(
         def through_enqueue_lua(
             job_type: str, job_config: jobs.JobConfig, declared: bool, strict: bool, fresh: bool
         ) -> tuple[Any, list[Any]]:
-            _, head = Producer._enqueue_head(queue, job_type, job_config, declared, strict)
+            _, head = Producer._enqueue_head(queue, job_type, job_config, declared, strict, fresh)
             *settings, letters, strict_flag, _fresh = head
             return queue._scripts.enqueue, [
                 *settings,
