@@ -88,7 +88,26 @@ def stamp_writes(log: Path) -> None:
             out.write(f"{outcome.leased.job_id} {before!r} {after!r}\n")
         return result
 
+    begin_original = _worker_side.WorkerSide.begin_exchange
+
+    def begin_exchange(self: Any, outcomes: Any, count: int, lease: Any, **kwargs: Any) -> Any:
+        # The pool's pipelined exchanges: sent now, answered when the function is called.
+        before = time.time()
+        answer = begin_original(self, outcomes, count, lease, **kwargs)
+        if not outcomes:
+            return answer
+
+        def answered() -> Any:
+            result = answer()
+            after = time.time()
+            for outcome in outcomes:
+                out.write(f"{outcome.leased.job_id} {before!r} {after!r}\n")
+            return result
+
+        return answered
+
     _worker_side.WorkerSide.exchange = exchange  # type: ignore[method-assign]
+    _worker_side.WorkerSide.begin_exchange = begin_exchange  # type: ignore[method-assign]
 
 
 def sleepy_client(url: str, queue_name: str) -> jobs.Client:

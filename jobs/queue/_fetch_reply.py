@@ -1,12 +1,18 @@
-"""A fetch's reply, decoded: what fetch.lua returns, as the worker side's `Fetched`."""
+"""An exchange's replies, decoded: complete.lua's, fail.lua's and fetch.lua's.
+
+They become the worker side's `Written` and `Fetched` values.
+"""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jobs import _codec
-from jobs.worker._protocol import Fetched, Leased
+from jobs.worker._protocol import Fetched, Leased, Written
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 
 def decode_fetched(reply: Any) -> Fetched:
@@ -36,3 +42,34 @@ def _values(raw: str | bytes) -> list[Any]:
     except UnicodeDecodeError:
         values = json.loads(raw.decode("utf-8", "surrogateescape"))
         return [v.encode("utf-8", "surrogateescape") if type(v) is str else v for v in values]
+
+
+#: Where an exchange's replies are (`WorkerSide.exchange`): the positions of its
+#: completed and of its failed outcomes, and whether it fetched.
+Parts = tuple[list[int], list[int], bool]
+
+
+def decode_exchanged(
+    outcomes: int, parts: Parts, replies: Sequence[Any]
+) -> tuple[list[Written], Fetched | None]:
+    """An exchange's replies (complete.lua, fail.lua, fetch.lua, those sent) as values."""
+    completed, failed, fetching = parts
+    rest = iter(replies)
+    written: list[Written] = [Written(False, "", 0, 0)] * outcomes
+    if completed:
+        reply = next(rest)
+        now = int(reply[0])
+        for index, code in zip(completed, _codec.text(reply[1]), strict=True):
+            written[index] = Written(code == "1", "completed", now, 0)
+    if failed:
+        reply = next(rest)
+        now = int(reply[0])
+        for n, index in enumerate(failed):
+            i = 1 + 3 * n
+            written[index] = Written(
+                bool(int(reply[i])), _codec.text(reply[i + 1]), now, int(reply[i + 2])
+            )
+    fetched: Fetched | None = None
+    if fetching:
+        fetched = decode_fetched(next(rest))
+    return written, fetched

@@ -13,6 +13,10 @@ half the pool's bound): taking one from the pool and giving it back costs a lock
 way and a poll of the socket, about as much as a local round trip, and a web server's
 threads would all queue on that lock. Threads past the limit borrow one per call.
 
+`PackedCalls.send` sends without waiting, and the `Sent` it returns reads the replies
+later: the worker pool's fetcher sends its next exchange, then takes the jobs of the
+last one while Redis runs it. Meanwhile that thread's other calls borrow a connection.
+
 Only what cannot go wrong quietly goes this way: a plain `redis.Redis` (so also the
 master a Sentinel client names) with the default encoding. A cluster, a client
 on one dedicated connection, a lost connection and a server that lost the script all
@@ -158,50 +162,42 @@ class PackedCalls:
         know a script. Any other error reply is raised, as redis-py raises it, once
         every reply is read.
         """
-        pool = self._pool
+        sent = self.send(commands)
+        return sent if sent is UNSENT else sent.read()
+
+    def send(self, commands: Sequence[bytes]) -> Any:
+        """Send packed commands and return at once: the `Sent` returned reads their replies.
+
+        Between the two the caller may do other work, while Redis runs the commands (the
+        worker pool decodes one exchange's jobs while Redis runs the next). Its other
+        calls meanwhile take another connection. Returns `UNSENT` when the commands could
+        not be sent (the connection failed: some may have gone).
+        """
         try:
-            connection, owned = self._connection()
+            connection, owner = self._connection()
         except (redis.ConnectionError, redis.TimeoutError):
             return UNSENT
         try:
             connection.send_packed_command(commands)
-            reader = _reader(connection)
-            if reader is None:
-                replies = [_read_response(connection) for _ in commands]
-            else:
-                replies = [reader.read() for _ in commands]
-                for reply in replies:
-                    # LOADING and the like: redis-py raises them as connection errors.
-                    if isinstance(reply, redis.ConnectionError):
-                        raise reply
-                if reader.stale or reader.pending:
-                    connection.disconnect()  # see ReplyReader: the next call starts afresh
-        except (redis.ConnectionError, redis.TimeoutError, OSError, Unreadable):
+        except BaseException as exc:
             connection.disconnect()
-            return UNSENT
-        except BaseException:
-            # A reply half read (an interrupt) must not reach the connection's next user.
-            connection.disconnect()
+            if owner is None:
+                self._pool.release(connection)
+            if isinstance(exc, (redis.ConnectionError, redis.TimeoutError, OSError)):
+                return UNSENT
             raise
-        finally:
-            if not owned:
-                pool.release(connection)
-        # The first refusal is raised, unless a script was missing.
-        refusal: redis.ResponseError | None = None
-        for reply in replies:
-            if isinstance(reply, redis.ResponseError) and (
-                refusal is None or isinstance(reply, NoScriptError)
-            ):
-                refusal = reply
-        if isinstance(refusal, NoScriptError):
-            return UNSENT
-        if refusal is not None:
-            raise refusal
-        return replies
+        if owner is not None:
+            owner.busy = True  # its replies are due: this thread's next call borrows
+        return Sent(self._pool, connection, owner, len(commands))
 
-    def _connection(self) -> tuple[Any, bool]:
-        """This thread's own connection, or one borrowed for this call; and which."""
+    def _connection(self) -> tuple[Any, _Owner | None]:
+        """This thread's own connection and its `_Owner`, or one borrowed for this call and None.
+
+        One is borrowed also while the thread's own awaits the replies of a `send`.
+        """
         owner: _Owner | None = getattr(self._local, "owner", None)
+        if owner is not None and owner.busy:
+            return self._borrow(), None
         if owner is not None:
             connection = owner.connection
             if connection.pid == os.getpid():
@@ -209,7 +205,7 @@ class PackedCalls:
                 # redis-py 8) is reconnected on its next command, as the pool would.
                 if getattr(connection, "should_reconnect", bool)():
                     connection.disconnect()
-                return connection, True
+                return connection, owner
         if self._pid != os.getpid():
             self._forked()
         if self._owners < self._most:
@@ -233,8 +229,8 @@ class PackedCalls:
                 )
                 finalizer.atexit = False
                 self._local.owner = owner
-                return connection, True
-        return self._borrow(), False
+                return connection, owner
+        return self._borrow(), None
 
     def _borrow(self) -> Any:
         pool = self._pool
@@ -291,7 +287,72 @@ def _give_back(calls: weakref.ref[PackedCalls], pool: Any, connection: Any, pid:
 class _Owner:
     """Holds a thread's own connection; its end (the thread's) gives it back."""
 
-    __slots__ = ("__weakref__", "connection")
+    __slots__ = ("__weakref__", "busy", "connection")
 
     def __init__(self, connection: Any) -> None:
         self.connection = connection
+        self.busy = False  # replies of a `PackedCalls.send` are still to be read
+
+
+class Sent:
+    """Packed commands sent by `PackedCalls.send`, their replies still to be read.
+
+    Exactly one of `read` and `abandon` must follow: the connection is not given back
+    (nor, if it is the thread's own, used again) before.
+    """
+
+    __slots__ = ("_connection", "_count", "_owner", "_pool")
+
+    def __init__(self, pool: Any, connection: Any, owner: _Owner | None, count: int) -> None:
+        self._pool = pool
+        self._connection = connection
+        self._owner = owner
+        self._count = count
+
+    def read(self) -> Any:
+        """The replies, or `UNSENT` (see `PackedCalls.call`); raises a refusal."""
+        connection = self._connection
+        try:
+            reader = _reader(connection)
+            if reader is None:
+                replies = [_read_response(connection) for _ in range(self._count)]
+            else:
+                replies = [reader.read() for _ in range(self._count)]
+                for reply in replies:
+                    # LOADING and the like: redis-py raises them as connection errors.
+                    if isinstance(reply, redis.ConnectionError):
+                        raise reply
+                if reader.stale or reader.pending:
+                    connection.disconnect()  # see ReplyReader: the next call starts afresh
+        except (redis.ConnectionError, redis.TimeoutError, OSError, Unreadable):
+            connection.disconnect()
+            return UNSENT
+        except BaseException:
+            # A reply half read (an interrupt) must not reach the connection's next user.
+            connection.disconnect()
+            raise
+        finally:
+            self._done()
+        # The first refusal is raised, unless a script was missing.
+        refusal: redis.ResponseError | None = None
+        for reply in replies:
+            if isinstance(reply, redis.ResponseError) and (
+                refusal is None or isinstance(reply, NoScriptError)
+            ):
+                refusal = reply
+        if isinstance(refusal, NoScriptError):
+            return UNSENT
+        if refusal is not None:
+            raise refusal
+        return replies
+
+    def abandon(self) -> None:
+        """Never read the replies: the connection is closed (they would reach its next user)."""
+        self._connection.disconnect()
+        self._done()
+
+    def _done(self) -> None:
+        if self._owner is None:
+            self._pool.release(self._connection)
+        else:
+            self._owner.busy = False

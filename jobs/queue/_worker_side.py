@@ -24,15 +24,16 @@ from jobs.queue._base import (
     REAP_BATCH,
     new_request_id,
 )
-from jobs.queue._fetch_reply import decode_fetched
+from jobs.queue._fetch_reply import Parts, decode_exchanged, decode_fetched
 from jobs.queue._idle import IdleWaits
 from jobs.queue._keys import priority_of_score
-from jobs.queue._scripts import execute
+from jobs.queue._packed import UNSENT
+from jobs.queue._scripts import execute, packed_call
 from jobs.queue._wire import socket_timeout
 from jobs.worker._protocol import Beat, Completed, Fetched, Leased, LeaseState, Written
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     from jobs.queue._scripts import Arg, Script
     from jobs.worker._protocol import Outcome
@@ -247,6 +248,55 @@ class WorkerSide(IdleWaits):
             Exception: an outcome does not encode, or its result is longer than Redis
                 takes (before anything was sent).
         """
+        calls, parts = self._exchange_calls(outcomes, count, lease, request)
+        if not calls:
+            return [], None
+        with self._any_error_as_unavailable():
+            replies = execute(self.client, calls, self._packed_calls)
+        return decode_exchanged(len(outcomes), parts, replies)
+
+    def begin_exchange(
+        self,
+        outcomes: Sequence[Outcome],
+        count: int,
+        lease: timedelta | None,
+        *,
+        request: str | None = None,
+    ) -> Callable[[], tuple[list[Written], Fetched | None]]:
+        """`exchange`, sent now and answered by the function returned.
+
+        Redis runs the calls while the caller goes on (a worker pool takes the jobs of
+        the previous exchange meanwhile); the function reads the replies, and raises
+        what `exchange` raises. Where the calls cannot go packed (a cluster, hiredis,
+        a lost connection) they run here and the function only returns their answer.
+        """
+        calls, parts = self._exchange_calls(outcomes, count, lease, request)
+        packed = self._packed_calls
+        sent = UNSENT
+        if calls and packed.usable and not isinstance(self.client, redis.cluster.RedisCluster):
+            with self._any_error_as_unavailable():
+                sent = packed.send([packed_call(*call) for call in calls])
+        if sent is UNSENT:
+            answer = self.exchange(outcomes, count, lease, request=request)
+            return lambda: answer
+
+        def answer_sent() -> tuple[list[Written], Fetched | None]:
+            with self._any_error_as_unavailable():
+                replies = sent.read()
+                if replies is UNSENT:  # as `execute` does: every call here may run twice
+                    replies = execute(self.client, calls)
+            return decode_exchanged(len(outcomes), parts, replies)
+
+        return answer_sent
+
+    def _exchange_calls(
+        self,
+        outcomes: Sequence[Outcome],
+        count: int,
+        lease: timedelta | None,
+        request: str | None,
+    ) -> tuple[list[_Call], Parts]:
+        """The script calls of an `exchange`, and where each outcome's reply will be."""
         self._check_result_sizes(outcomes)
         k = self.keys
         calls: list[_Call] = []
@@ -283,28 +333,7 @@ class WorkerSide(IdleWaits):
         if fetching:
             assert lease is not None
             calls.append(self._fetch_call(count, lease, request or new_request_id()))
-        if not calls:
-            return [], None
-        with self._any_error_as_unavailable():
-            replies = iter(execute(self.client, calls, self._packed_calls))
-        written: list[Written] = [Written(False, "", 0, 0)] * len(outcomes)
-        if completed:
-            reply = next(replies)
-            now = int(reply[0])
-            for index, code in zip(completed, _codec.text(reply[1]), strict=True):
-                written[index] = Written(code == "1", "completed", now, 0)
-        if failed:
-            reply = next(replies)
-            now = int(reply[0])
-            for n, index in enumerate(failed):
-                i = 1 + 3 * n
-                written[index] = Written(
-                    bool(int(reply[i])), _codec.text(reply[i + 1]), now, int(reply[i + 2])
-                )
-        fetched: Fetched | None = None
-        if fetching:
-            fetched = decode_fetched(next(replies))
-        return written, fetched
+        return calls, (completed, failed, fetching)
 
     def _fetch_call(self, count: int, lease: timedelta, request: str) -> _Call:
         k = self.keys

@@ -16,7 +16,7 @@ from jobs.testing._memory_lib import PROMOTE_ON_WRITE
 from jobs.worker._protocol import Beat, Completed, Fetched, Leased, LeaseState, Written
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     from jobs.testing._memory_state import QueueState
     from jobs.worker._protocol import Outcome, WorkerQueue
@@ -36,6 +36,18 @@ class MemoryWorkerSide(MemoryBase):
     def write(self, outcomes: Sequence[Outcome]) -> list[Written]:
         """Record finished attempts, each fenced by its lease; one reply per outcome."""
         return self.exchange(outcomes, 0, None)[0]
+
+    def begin_exchange(
+        self,
+        outcomes: Sequence[Outcome],
+        count: int,
+        lease: timedelta | None,
+        *,
+        request: str | None = None,
+    ) -> Callable[[], tuple[list[Written], Fetched | None]]:
+        """`exchange` now; the function returned gives its answer (nothing runs ahead here)."""
+        answer = self.exchange(outcomes, count, lease, request=request)
+        return lambda: answer
 
     def exchange(
         self,

@@ -175,6 +175,25 @@ class Outbox:
             if fetch is not None and request is not None:
                 fetch.answered(target, fetched)
 
+    def begin(
+        self, batch: Sequence[Attempt], target: WorkerQueue, fetch: Fetch, *, ahead: bool
+    ) -> Callable[[], Fetched | None]:
+        """`send` a taken batch to ``target`` with a fetch; the function returned answers it.
+
+        The fetcher's pipelined rounds (`Fetching._pipelined`). ``ahead``: the call is
+        only sent here (`WorkerQueue.begin_exchange`), and Redis runs it while the
+        fetcher takes the jobs of the one before; else it runs here, as `send` runs it.
+        The function reports the batch written (or hands it to `failed` and raises the
+        queue's error) and returns what the fetch leased; ``fetch.answered`` is the
+        caller's to call. Outcomes of other queues in ``batch`` (none in a one-queue
+        pool) are written first, here.
+        """
+        mine = [a for a in batch if a.queue is target]
+        if len(mine) < len(batch):
+            self.send([a for a in batch if a.queue is not target])
+        count, request = fetch.plan(target)
+        return self._begin(target, mine, count, request, fetch, ahead=ahead)
+
     def _exchange(
         self,
         target: WorkerQueue,
@@ -183,16 +202,34 @@ class Outbox:
         request: str | None,
         fetch: Fetch | None,
     ) -> Fetched | None:
-        """Write ``batch`` and fetch from ``target`` in one call; reports the batch written.
+        """Write ``batch`` and fetch from ``target`` in one call; reports the batch written."""
+        return self._begin(target, batch, count, request, fetch, ahead=False)()
 
-        An error other than the queue's (an outcome that does not encode, refused before
-        anything was sent) writes the batch apart, then fetches alone (the same request:
-        nothing of it reached the queue). A queue error hands the batch to `failed`.
+    def _begin(
+        self,
+        target: WorkerQueue,
+        batch: list[Attempt],
+        count: int,
+        request: str | None,
+        fetch: Fetch | None,
+        *,
+        ahead: bool,
+    ) -> Callable[[], Fetched | None]:
+        """Write ``batch`` and fetch from ``target`` in one call; its answer, reported, later.
+
+        ``ahead``: only send the call now (see `begin`). An error other than the queue's
+        (an outcome that does not encode, refused before anything was sent) writes the
+        batch apart, then fetches alone (the same request: nothing of it reached the
+        queue). A queue error hands the batch to `failed`.
         """
         lease = fetch.lease if fetch is not None else None
         outcomes: list[Outcome] = [a.outcome for a in batch if a.outcome is not None]
         try:
-            written, fetched = target.exchange(outcomes, max(count, 0), lease, request=request)
+            if ahead:
+                answer = target.begin_exchange(outcomes, max(count, 0), lease, request=request)
+            else:
+                result = target.exchange(outcomes, max(count, 0), lease, request=request)
+                answer = lambda: result  # noqa: E731
         except JobsError:
             self.failed(batch)
             raise
@@ -201,10 +238,20 @@ class Outbox:
                 raise
             self.write_apart(batch, exc)
             if request is None:
-                return None
-            return target.exchange((), max(count, 0), lease, request=request)[1]
-        self.written(batch, written)
-        return fetched
+                return lambda: None
+            fetched = target.exchange((), max(count, 0), lease, request=request)[1]
+            return lambda: fetched
+
+        def answered() -> Fetched | None:
+            try:
+                written, fetched = answer()
+            except BaseException:
+                self.failed(batch)
+                raise
+            self.written(batch, written)
+            return fetched
+
+        return answered
 
     def written(self, batch: Sequence[Attempt], replies: Sequence[Written]) -> None:
         """Report a batch written (one reply per attempt, in order)."""

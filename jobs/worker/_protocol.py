@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 if TYPE_CHECKING:
     import logging
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
     from datetime import timedelta
 
     from jobs._limits import TypeLimits
@@ -159,6 +159,22 @@ class WorkerQueue(Protocol):
         No fetch when ``count`` is 0 and no ``request`` is given; a ``request`` of a
         fetch whose answer never came fetches even with ``count`` 0, to collect its jobs.
         The replies are in the order of ``outcomes``.
+        """
+        ...
+
+    def begin_exchange(
+        self,
+        outcomes: Sequence[Outcome],
+        count: int,
+        lease: timedelta | None,
+        *,
+        request: str | None = None,
+    ) -> Callable[[], tuple[list[Written], Fetched | None]]:
+        """`exchange`, sent now: the function returned waits for its answer.
+
+        Meanwhile the caller goes on with other work (a queue that cannot send ahead
+        runs the exchange here and the function only returns its answer). The function
+        must be called once, and raises what `exchange` raises.
         """
         ...
 

@@ -16,6 +16,7 @@ connection are lost.
 
 from __future__ import annotations
 
+import collections
 import threading
 import uuid
 from datetime import timedelta
@@ -229,6 +230,33 @@ def test_a_pool_sends_an_unanswered_fetch_again_with_its_request_id(
         assert sorted(ran) == sorted(ids)
         assert [pool.get(i).attempts for i in ids] == [1, 1, 1]
         assert pool.stats().lost_leases == 0
+    finally:
+        pool.stop()
+        pool.queue.client.close()
+
+
+def test_a_fetch_lost_while_the_pool_fetches_ahead_is_sent_again(proxy: FaultyProxy) -> None:
+    # A backlog of short jobs: the pool sends each exchange before it takes the jobs of
+    # the one before (`Fetching._pipelined`). A reply lost then, with jobs of the last
+    # exchange still to take, must cost nothing: the same fetch again, each job run once.
+    runs: collections.Counter[str] = collections.Counter()
+    lock = threading.Lock()
+
+    def handler(ctx: jobs.JobContext, payload: int) -> None:
+        with lock:
+            runs[ctx.job.id] += 1
+        if payload == 150:
+            proxy.drop_reply_to(sha("fetch"))
+
+    pool = warmed_pool(proxy, handler, 4, shutdown_timeout=2)
+    try:
+        ids = pool.enqueue_many("t", list(range(600)))
+        wait_until(lambda: pool.stats().completed_jobs == len(ids) + 1, timeout=30)
+        assert proxy.dropped_replies == 1
+        assert set(runs) == set(ids) and set(runs.values()) == {1}
+        assert {job.attempts for job in pool.queue.get_many(ids) if job is not None} == {1}
+        stats = pool.stats()
+        assert (stats.lost_leases, stats.rejected_writes, stats.processing_jobs) == (0, 0, 0)
     finally:
         pool.stop()
         pool.queue.client.close()

@@ -249,3 +249,56 @@ def test_automatic_prefetch_is_per_thread_up_to_a_bound(threads: int) -> None:
     assert pool._capacity() == threads + expected
     pool._backlog = False  # a job that comes to an idle queue stays there
     assert pool._prefetch() == 0
+
+
+class _Recording(MemoryQueue):
+    """A memory queue that logs each fetching exchange sent and answered."""
+
+    def __init__(self, events: list[str]) -> None:
+        super().__init__(clock=ManualClock())
+        self.events = events
+
+    def begin_exchange(self, outcomes: Any, count: int, lease: Any, *, request: Any = None) -> Any:
+        answer = super().begin_exchange(outcomes, count, lease, request=request)
+        if not count and request is None:
+            return answer  # a write alone (the writer thread's)
+        self.events.append("sent")
+
+        def answered() -> Any:
+            self.events.append("answered")
+            return answer()
+
+        return answered
+
+
+def test_a_backlog_of_short_jobs_is_fetched_while_the_last_fetch_is_taken(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # `Fetching._pipelined`: the next exchange goes before the jobs of the one just
+    # answered are queued for the slots (the queue works while the fetcher does), and
+    # never is more than one exchange unanswered.
+    events: list[str] = []
+    queue = _Recording(events)
+    registry = jobs.Registry()
+    registry.register_func("echo", lambda ctx, payload: payload)
+    config = jobs.WorkerPoolConfig(num_workers=2, prefetch=8, poll_interval=5, shutdown_timeout=5)
+    client = jobs.Client(
+        jobs.ClientConfig(queue=queue, registry=registry, worker_pool_config=config)
+    )
+    ids = client.enqueue_many("echo", list(range(300)))
+    took = WorkerPool._took
+
+    def logged_took(pool: WorkerPool, *args: Any) -> None:
+        events.append("took")
+        took(pool, *args)
+
+    monkeypatch.setattr(WorkerPool, "_took", logged_took)
+    client.start()
+    try:
+        wait_until(lambda: queue.stats().completed_jobs == len(ids), timeout=5)
+    finally:
+        client.stop(timeout=1)
+    exchanges = [e for e in events if e != "took"]
+    assert exchanges == ["sent", "answered"] * (len(exchanges) // 2)
+    assert "answered,sent,took" in ",".join(events)
+    assert [client.get(i).attempts for i in ids] == [1] * len(ids)
