@@ -277,7 +277,7 @@ class WorkerPoolConfig:
             declared on (`Registry.register`'s ``queue``), in equal shares.
         prefetch: jobs fetched ahead of the free slots, so that a thread that ends a job
             starts the next at once instead of waiting for a round trip to Redis. None
-            (the default): ``4 * num_workers``, at most 64, while the queue has a backlog
+            (the default): ``8 * num_workers``, at most 64, while the queue has a backlog
             and the pool's jobs take under 50 ms on average (`jobs.worker._core.SHORT_JOB`,
             `jobs.worker._core.PREFETCH_PER_THREAD`, `jobs.worker._core.PREFETCH_MOST`);
             else none:

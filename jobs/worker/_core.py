@@ -38,11 +38,13 @@ SHORT_JOB = 0.05
 DURATION_WEIGHT = 0.2
 #: Automatic prefetch holds this many jobs per thread: the larger the fetches, the less
 #: per-call work in Redis and in the pool per job (measured with 8 threads, 4 against 2:
-#: +12% jobs/s on the benchmark's INCR drain, 77-80% of the no-queue ceiling instead of
-#: 67-68%, +15% on the empty body, +18% with 2 processes, redis-server CPU per job
-#: 48-50 us instead of 54-59; 8 gained nothing more in-process), and a buffered short job
-#: (under `SHORT_JOB` on average) still waits at most four jobs' time for its thread.
-PREFETCH_PER_THREAD = 4
+#: +12% jobs/s on the benchmark's INCR drain, +15% on the empty body, +18% with 2
+#: processes). 8 since a pool that runs dry keeps two exchanges in flight, each for half
+#: the room (`Fetching._pipelined`): so each still carries as many jobs as with 4
+#: (with 4, two processes drained the empty body 6-19% slower with the exchanges in
+#: flight than without; with 8, as fast or faster, in alternated runs). A buffered short
+#: job (under `SHORT_JOB` on average) still waits at most eight jobs' time for a thread.
+PREFETCH_PER_THREAD = 8
 #: ... up to this many in all. Past fetches of a few dozen jobs Redis saves little more per
 #: job (fetch.lua: 12.6 us a job in fetches of 20, 11.9 in fetches of 40), while the
 #: fetcher decodes each reply in one stretch holding the GIL, and more jobs wait in the
