@@ -287,10 +287,12 @@ class Fetching(PoolCore):
                 self._unanswered = None
                 # A full answer from a queue with more: the next fetch is due at once.
                 again = fetched is not None and fetched.more and len(fetched.jobs) >= planned
-                if again and fetched is not None and self._room_after(fetched):
-                    planned = self._want - self._taken
-                    answer = self._outbox.begin(self._outbox.claim(), queue, self, ahead=True)
-                self._took(queue, fetched)
+                try:
+                    if again and fetched is not None and self._room_after(fetched):
+                        planned = self._want - self._taken
+                        answer = self._outbox.begin(self._outbox.claim(), queue, self, ahead=True)
+                finally:  # (if the next one could not be sent, these are still taken)
+                    self._took(queue, fetched)
         finally:
             if answer is not None:  # `_took` failed: the exchange sent after it is still due
                 self._took(queue, answer())

@@ -302,3 +302,37 @@ def test_a_backlog_of_short_jobs_is_fetched_while_the_last_fetch_is_taken(
     assert exchanges == ["sent", "answered"] * (len(exchanges) // 2)
     assert "answered,sent,took" in ",".join(events)
     assert [client.get(i).attempts for i in ids] == [1] * len(ids)
+
+
+class _AwayOnce(MemoryQueue):
+    """A memory queue that refuses the first exchange sent ahead, as an unreachable one."""
+
+    def __init__(self) -> None:
+        super().__init__(clock=ManualClock())
+        self.refused = 0
+
+    def begin_exchange(self, outcomes: Any, count: int, lease: Any, *, request: Any = None) -> Any:
+        if not self.refused:
+            self.refused += 1
+            raise jobs.RedisUnavailable("the queue is away for a moment")
+        return super().begin_exchange(outcomes, count, lease, request=request)
+
+
+def test_jobs_fetched_are_taken_though_the_exchange_after_them_could_not_be_sent() -> None:
+    # Else they would sit leased to a pool that never runs them, until their leases
+    # expire (which a manual clock never lets happen: the drain would not finish).
+    queue = _AwayOnce()
+    registry = jobs.Registry()
+    registry.register_func("echo", lambda ctx, payload: payload)
+    config = jobs.WorkerPoolConfig(num_workers=2, prefetch=8, poll_interval=5, shutdown_timeout=5)
+    client = jobs.Client(
+        jobs.ClientConfig(queue=queue, registry=registry, worker_pool_config=config)
+    )
+    ids = client.enqueue_many("echo", list(range(300)))
+    client.start()
+    try:
+        wait_until(lambda: queue.stats().completed_jobs == len(ids), timeout=5)
+    finally:
+        client.stop(timeout=1)
+    assert queue.refused == 1
+    assert [client.get(i).attempts for i in ids] == [1] * len(ids)
