@@ -42,8 +42,9 @@ DURATION_WEIGHT = 0.2
 #: processes). 8 since a pool that runs dry keeps two exchanges in flight, each for half
 #: the room (`Fetching._pipelined`): so each still carries as many jobs as with 4
 #: (with 4, two processes drained the empty body 6-19% slower with the exchanges in
-#: flight than without; with 8, as fast or faster, in alternated runs). A buffered short
-#: job (under `SHORT_JOB` on average) still waits at most eight jobs' time for a thread.
+#: flight than without; with 8, as fast or faster, in alternated quick benchmark runs;
+#: the INCR drain +8-31% over 4, for +0.4-0.5 MB of worker RSS). A buffered short job
+#: (under `SHORT_JOB` on average) still waits at most eight jobs' time for a thread.
 PREFETCH_PER_THREAD = 8
 #: ... up to this many in all. Past fetches of a few dozen jobs Redis saves little more per
 #: job (fetch.lua: 12.6 us a job in fetches of 20, 11.9 in fetches of 40), while the
