@@ -168,8 +168,8 @@ class Outbox:
             if not mine and request is None:
                 continue
             try:
-                fetched = self._exchange(target, mine, count, request, fetch)
-            except BaseException:  # `_exchange` has seen to ``mine``: the rest waits
+                fetched = self._begin(target, mine, count, request, fetch, ahead=False)()
+            except BaseException:  # `_begin` has seen to ``mine``: the rest waits
                 self.failed([a for rest in by_queue.values() for a in rest])
                 raise
             if fetch is not None and request is not None:
@@ -193,17 +193,6 @@ class Outbox:
             self.send([a for a in batch if a.queue is not target])
         count, request = fetch.plan(target)
         return self._begin(target, mine, count, request, fetch, ahead=ahead)
-
-    def _exchange(
-        self,
-        target: WorkerQueue,
-        batch: list[Attempt],
-        count: int,
-        request: str | None,
-        fetch: Fetch | None,
-    ) -> Fetched | None:
-        """Write ``batch`` and fetch from ``target`` in one call; reports the batch written."""
-        return self._begin(target, batch, count, request, fetch, ahead=False)()
 
     def _begin(
         self,

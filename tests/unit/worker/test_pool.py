@@ -251,6 +251,23 @@ def test_automatic_prefetch_is_per_thread_up_to_a_bound(threads: int) -> None:
     assert pool._prefetch() == 0
 
 
+def _drain_short_jobs(queue: MemoryQueue) -> tuple[jobs.Client, list[str]]:
+    """Run 300 short jobs through a pool of 2 threads fetching 8 ahead, on ``queue``."""
+    registry = jobs.Registry()
+    registry.register_func("echo", lambda ctx, payload: payload)
+    config = jobs.WorkerPoolConfig(num_workers=2, prefetch=8, poll_interval=5, shutdown_timeout=5)
+    client = jobs.Client(
+        jobs.ClientConfig(queue=queue, registry=registry, worker_pool_config=config)
+    )
+    ids = [str(i) for i in client.enqueue_many("echo", list(range(300)))]
+    client.start()
+    try:
+        wait_until(lambda: queue.stats().completed_jobs == len(ids), timeout=5)
+    finally:
+        client.stop(timeout=1)
+    return client, ids
+
+
 class _Recording(MemoryQueue):
     """A memory queue that logs each fetching exchange sent and answered."""
 
@@ -279,13 +296,6 @@ def test_a_backlog_of_short_jobs_is_fetched_while_the_last_fetch_is_taken(
     # never is more than one exchange unanswered.
     events: list[str] = []
     queue = _Recording(events)
-    registry = jobs.Registry()
-    registry.register_func("echo", lambda ctx, payload: payload)
-    config = jobs.WorkerPoolConfig(num_workers=2, prefetch=8, poll_interval=5, shutdown_timeout=5)
-    client = jobs.Client(
-        jobs.ClientConfig(queue=queue, registry=registry, worker_pool_config=config)
-    )
-    ids = client.enqueue_many("echo", list(range(300)))
     took = WorkerPool._took
 
     def logged_took(pool: WorkerPool, *args: Any) -> None:
@@ -293,11 +303,7 @@ def test_a_backlog_of_short_jobs_is_fetched_while_the_last_fetch_is_taken(
         took(pool, *args)
 
     monkeypatch.setattr(WorkerPool, "_took", logged_took)
-    client.start()
-    try:
-        wait_until(lambda: queue.stats().completed_jobs == len(ids), timeout=5)
-    finally:
-        client.stop(timeout=1)
+    client, ids = _drain_short_jobs(queue)
     exchanges = [e for e in events if e != "took"]
     assert exchanges == ["sent", "answered"] * (len(exchanges) // 2)
     assert "answered,sent,took" in ",".join(events)
@@ -322,17 +328,6 @@ def test_jobs_fetched_are_taken_though_the_exchange_after_them_could_not_be_sent
     # Else they would sit leased to a pool that never runs them, until their leases
     # expire (which a manual clock never lets happen: the drain would not finish).
     queue = _AwayOnce()
-    registry = jobs.Registry()
-    registry.register_func("echo", lambda ctx, payload: payload)
-    config = jobs.WorkerPoolConfig(num_workers=2, prefetch=8, poll_interval=5, shutdown_timeout=5)
-    client = jobs.Client(
-        jobs.ClientConfig(queue=queue, registry=registry, worker_pool_config=config)
-    )
-    ids = client.enqueue_many("echo", list(range(300)))
-    client.start()
-    try:
-        wait_until(lambda: queue.stats().completed_jobs == len(ids), timeout=5)
-    finally:
-        client.stop(timeout=1)
+    client, ids = _drain_short_jobs(queue)
     assert queue.refused == 1
     assert [client.get(i).attempts for i in ids] == [1] * len(ids)
