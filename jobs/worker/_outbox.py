@@ -74,7 +74,13 @@ class Outbox:
         self._on_dropped = on_dropped
         self._logger = logger
         self._extra: dict[str, object] = {"queue": queue_name}
-        self._cv = threading.Condition()
+        # Two conditions on one lock: the writer thread waits on ``_cv`` for outcomes to
+        # write, `drain` on ``_drained`` for the count of those in flight to fall. Apart,
+        # a batch written by the fetcher (every round trip of a busy pool) does not wake
+        # the idle writer thread only for it to wait again.
+        lock = threading.RLock()  # what Condition() makes by itself
+        self._cv = threading.Condition(lock)
+        self._drained = threading.Condition(lock)
         self._pending: list[Attempt] = []  # for the writer thread
         self._riding: list[Attempt] = []  # for the fetch a slot just woke the fetcher for
         self._writing = 0  # outcomes taken and not yet written or dropped
@@ -259,7 +265,8 @@ class Outbox:
         with self._cv:
             self._pending[:0] = keep
             self._writing -= len(batch)
-            self._cv.notify_all()
+            self._cv.notify()
+            self._drained.notify_all()
 
     def write_apart(self, batch: Sequence[Attempt], error: BaseException) -> None:
         """Write one by one a batch whose write failed for a reason other than the queue.
@@ -318,14 +325,14 @@ class Outbox:
     def drain(self, timeout: float) -> bool:
         """Wait until everything queued so far is written or dropped; True if it was."""
         with self._cv:
-            return self._cv.wait_for(
+            return self._drained.wait_for(
                 lambda: not self._pending and not self._riding and not self._writing, timeout
             )
 
     def _done(self, count: int) -> None:
         with self._cv:
             self._writing -= count
-            self._cv.notify_all()
+            self._drained.notify_all()
 
     def _wake(self) -> None:
         with self._cv:
