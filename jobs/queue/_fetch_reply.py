@@ -16,32 +16,46 @@ if TYPE_CHECKING:
 
 
 def decode_fetched(reply: Any) -> Fetched:
-    """``{now_ms, next_event_ms, more, job_1, ...}`` (fetch.lua) as a `Fetched`."""
+    """``{now_ms, next_event_ms, more, jobs}`` (fetch.lua) as a `Fetched`."""
     leased = []
     names = _codec.FETCHED_FIELDS
-    for raw in reply[3:]:
-        values = _values(raw)
+    for values in _jobs(reply[3]) if len(reply) > 3 else ():
         fields = {n: v for n, v in zip(names, values, strict=True) if v is not False}
         leased.append(Leased(_codec.text(fields["id"]), _codec.text(fields["lease"]), fields))
     next_due = int(reply[1])
     return Fetched(int(reply[0]), None if next_due < 0 else next_due, leased, int(reply[2]) == 1)
 
 
-def _values(raw: str | bytes) -> list[Any]:
-    """One job of a fetch reply: the values of `FETCHED_FIELDS`, absent ones False.
+def _jobs(raw: str | bytes) -> list[list[Any]]:
+    """A fetch reply's jobs: for each, the values of `FETCHED_FIELDS`, absent ones False.
 
-    fetch.lua sends each job as one JSON array, which parses in C here; its strings are
-    the record's bytes as Redis holds them. Those that are not UTF-8 (a record damaged by
-    hand) come back as those very bytes, as a reply field would, for the record's own
-    checks to judge.
+    fetch.lua sends them as one JSON array, which parses in C here; its strings are the
+    records' bytes as Redis holds them. A job with some that are not UTF-8 (a record
+    damaged by hand) has its strings as those very bytes, as reply fields would be, for
+    the record's own checks to judge; the other jobs of the reply are as ever.
     """
     if type(raw) is not bytes:
         return json.loads(raw)  # type: ignore[no-any-return]
     try:
         return json.loads(raw.decode())  # type: ignore[no-any-return]
     except UnicodeDecodeError:
-        values = json.loads(raw.decode("utf-8", "surrogateescape"))
-        return [v.encode("utf-8", "surrogateescape") if type(v) is str else v for v in values]
+        jobs: list[list[Any]] = json.loads(raw.decode("utf-8", "surrogateescape"))
+        return [_as_bytes(values) if _escaped(values) else values for values in jobs]
+
+
+def _escaped(values: list[Any]) -> bool:
+    """Whether a decoded string of one job stands for bytes that are not UTF-8."""
+    try:
+        for v in values:
+            if type(v) is str:
+                v.encode()
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _as_bytes(values: list[Any]) -> list[Any]:
+    return [v.encode("utf-8", "surrogateescape") if type(v) is str else v for v in values]
 
 
 #: Where an exchange's replies are (`WorkerSide.exchange`): the positions of its

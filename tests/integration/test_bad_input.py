@@ -407,8 +407,9 @@ def test_a_fetch_sets_aside_a_damaged_key_among_the_jobs_it_pops(
 def test_a_fetched_record_keeps_bytes_that_are_not_utf8_and_control_characters(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
-    # fetch.lua sends each job as one JSON array: what Redis holds must come through it
-    # byte for byte, whether or not it is UTF-8, for the record's own checks to judge.
+    # fetch.lua sends the jobs as one JSON array: what Redis holds must come through it
+    # byte for byte, whether or not it is UTF-8, for the record's own checks to judge;
+    # a damaged record leaves the other jobs of the same reply as they are.
     with make_client(redis_url) as client:
         queue, keys = client.queue, client.queue.keys
         odd = client.enqueue("work", {"text": 'quote " backslash \\ nul \x00 tab \t'})
@@ -421,6 +422,7 @@ def test_a_fetched_record_keeps_bytes_that_are_not_utf8_and_control_characters(
         }
         assert fetched[bad].fields["error"] == b"caf\xe9 \xff"
         assert fetched[bad].fields["type"] == b"w\xe9"
+        assert fetched[odd].fields["type"] == "work"
         assert "result" not in fetched[bad].fields  # absent fields stay absent
 
 
