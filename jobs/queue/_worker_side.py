@@ -267,8 +267,9 @@ class WorkerSide(IdleWaits):
 
         Redis runs the calls while the caller goes on (a worker pool takes the jobs of
         the previous exchange meanwhile); the function reads the replies, and raises
-        what `exchange` raises. Where the calls cannot go packed (a cluster, hiredis,
-        a lost connection) they run here and the function only returns their answer.
+        what `exchange` raises. Where the calls cannot go packed (a cluster, a client on
+        one dedicated connection, a lost connection) they run here and the function only
+        returns their answer. (With hiredis they go packed; redis-py's parser reads them.)
         """
         calls, parts = self._exchange_calls(outcomes, count, lease, request)
         packed = self._packed_calls
