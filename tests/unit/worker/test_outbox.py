@@ -36,12 +36,10 @@ class Rig:
     def __init__(self) -> None:
         self.queue = MemoryQueue()
         self.written: list[tuple[str, bool]] = []
-        self.reported = threading.Event()
         self.outbox = Outbox("default", self._on_written, self._on_dropped, logging.getLogger())
 
     def _on_written(self, batch: Sequence[Attempt], replies: Sequence[Written]) -> None:
         self.written += [(a.leased.job_id, w.recorded) for a, w in zip(batch, replies, strict=True)]
-        self.reported.set()
 
     def _on_dropped(self, attempt: Attempt, why: str) -> None:
         raise AssertionError(f"{attempt.leased.job_id} dropped: {why}")
