@@ -18,9 +18,12 @@ later: the worker pool's fetcher sends its next exchange, then takes the jobs of
 last one while Redis runs it. Meanwhile that thread's other calls borrow a connection.
 
 Only what cannot go wrong quietly goes this way: a plain `redis.Redis` (so also the
-master a Sentinel client names) with the default encoding. A cluster, a client
-on one dedicated connection, a lost connection and a server that lost the script all
-take the generic path (`UNSENT`), with its retries and its recovery.
+master a Sentinel client names, and the node clients of a cluster, which the worker's
+exchanges use: `jobs.queue._scripts.node_packed`) with the default encoding. A cluster
+client itself, a client on one dedicated connection, a lost connection and a server
+that lost the script all take the generic path (`UNSENT`), with its retries and its
+recovery; on a cluster a stale slot map's MOVED and the like are raised for
+`jobs.queue._cluster.run_on_node` to refresh the map and try again.
 """
 
 from __future__ import annotations

@@ -13,6 +13,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
+import threading
+import weakref
 from importlib import resources
 from typing import TYPE_CHECKING, Any, cast
 
@@ -133,8 +135,42 @@ def execute(
     redis-py's own retries assume too).
     """
     if isinstance(client, redis.cluster.RedisCluster):
-        return run_on_node(client, calls[0][1][0], lambda node: _execute(node, calls))
+        if packed is None:
+            return run_on_node(client, calls[0][1][0], lambda node: _execute(node, calls))
+        # Packed on the node's own connections (see `node_packed`); a stale slot map
+        # answers MOVED and the like, raised here for run_on_node to refresh and retry.
+        return run_on_node(
+            client, calls[0][1][0], lambda node: _execute_packed(node, calls, node_packed(node))
+        )
     if packed is not None and packed.usable:
+        return _execute_packed(client, calls, packed)
+    return _execute(client, calls)
+
+
+#: Each cluster node client's `PackedCalls`, kept as long as the node client is (the
+#: cluster drops it from its map when the node goes): `PackedCalls.shared` only keeps
+#: those that a queue holds.
+_NODE_PACKED: weakref.WeakKeyDictionary[redis.Redis, PackedCalls] = weakref.WeakKeyDictionary()
+_NODE_PACKED_LOCK = threading.Lock()
+
+
+def node_packed(node: redis.Redis) -> PackedCalls:
+    """The `PackedCalls` of a cluster node's client, made once per node client."""
+    packed = _NODE_PACKED.get(node)
+    if packed is None:
+        with _NODE_PACKED_LOCK:
+            packed = _NODE_PACKED.get(node)
+            if packed is None:
+                packed = _NODE_PACKED[node] = PackedCalls.shared(node)
+    return packed
+
+
+def _execute_packed(
+    client: redis.Redis,
+    calls: Sequence[tuple[Script, Sequence[str], Sequence[Arg]]],
+    packed: PackedCalls,
+) -> list[Any]:
+    if packed.usable:
         replies = packed.call([packed_call(*call) for call in calls])
         if replies is not UNSENT:
             return cast("list[Any]", replies)

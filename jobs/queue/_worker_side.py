@@ -7,6 +7,7 @@ above never sees redis-py.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -24,11 +25,12 @@ from jobs.queue._base import (
     REAP_BATCH,
     new_request_id,
 )
+from jobs.queue._cluster import TOPOLOGY_ERRORS, node_client
 from jobs.queue._fetch_reply import Parts, decode_exchanged, decode_fetched
 from jobs.queue._idle import IdleWaits
 from jobs.queue._keys import priority_of_score
 from jobs.queue._packed import UNSENT
-from jobs.queue._scripts import execute, packed_call
+from jobs.queue._scripts import execute, node_packed, packed_call
 from jobs.queue._wire import socket_timeout
 from jobs.worker._protocol import Beat, Completed, Fetched, Leased, LeaseState, Written
 
@@ -272,20 +274,33 @@ class WorkerSide(IdleWaits):
         returns their answer. (With hiredis they go packed; redis-py's parser reads them.)
         """
         calls, parts = self._exchange_calls(outcomes, count, lease, request)
-        packed = self._packed_calls
         sent = UNSENT
-        if calls and packed.usable and not isinstance(self.client, redis.cluster.RedisCluster):
+        client = self.client
+        cluster = isinstance(client, redis.cluster.RedisCluster)
+        if calls:
+            packed = self._packed_calls
             with self._any_error_as_unavailable():
-                sent = packed.send([packed_call(*call) for call in calls])
+                if isinstance(client, redis.cluster.RedisCluster):
+                    # On the node that serves the queue's slot, as the map says now (none
+                    # mid-failover: `exchange` below waits it out).
+                    with contextlib.suppress(*TOPOLOGY_ERRORS):
+                        packed = node_packed(node_client(client, calls[0][1][0]))
+                if packed.usable:
+                    sent = packed.send([packed_call(*call) for call in calls])
         if sent is UNSENT:
             answer = self.exchange(outcomes, count, lease, request=request)
             return lambda: answer
 
         def answer_sent() -> tuple[list[Written], Fetched | None]:
             with self._any_error_as_unavailable():
-                replies = sent.read()
+                try:
+                    replies = sent.read()
+                except TOPOLOGY_ERRORS:
+                    if not cluster:
+                        raise
+                    replies = UNSENT  # the slot moved, the node is a replica now ...
                 if replies is UNSENT:  # as `execute` does: every call here may run twice
-                    replies = execute(self.client, calls)
+                    replies = execute(self.client, calls, self._packed_calls)
             return decode_exchanged(len(outcomes), parts, replies)
 
         return answer_sent

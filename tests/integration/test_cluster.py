@@ -286,3 +286,35 @@ def test_a_waiting_producer_is_woken_after_a_master_fails_over(cluster: ClusterT
         assert not waiter.is_alive(), "wait() was not woken by the outcome after the failover"
     assert got[0].status is jobs.JobStatus.COMPLETED
     assert got[0].result == "done"
+
+
+def test_exchanges_go_packed_on_the_queues_node_and_are_sent_ahead(
+    cluster: ClusterTopology, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The worker's hot path on a cluster: the exchange is packed and sent on the
+    # connections of the node that serves the queue's slot, and answered later (the
+    # pool decodes the previous answer meanwhile), not run at once through the cluster
+    # client. Then a whole pool drains short jobs that way.
+    with make_client(cluster.url, None, name=unique_name("packed")) as producer:
+        queue = producer.queue
+        producer.enqueue_many("echo", range(10))
+
+        def at_once(*args: object, **kwargs: object) -> object:
+            raise AssertionError("the exchange ran at once, not sent ahead")
+
+        monkeypatch.setattr(queue, "exchange", at_once)
+        answer = queue.begin_exchange((), 4, timedelta(seconds=30), request="r-1")
+        written, fetched = answer()
+        assert written == []
+        assert fetched is not None
+        assert len(fetched.jobs) == 4
+        assert fetched.more
+        monkeypatch.undo()
+        queue.requeue(fetched.jobs)
+        seen, handler = recorder()
+        registry = _registry(echo=handler)
+        with make_client(cluster.url, registry, name=queue.name, num_workers=4):
+            ids = producer.enqueue_many("echo", range(10, 200))
+            wait_for_status(producer, ids[-1], jobs.JobStatus.COMPLETED)
+            wait_until(lambda: producer.stats().completed_jobs == 200, 10)
+    assert sorted(seen) == list(range(200))
