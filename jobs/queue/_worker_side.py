@@ -269,14 +269,14 @@ class WorkerSide(IdleWaits):
 
         Redis runs the calls while the caller goes on (a worker pool takes the jobs of
         the previous exchange meanwhile); the function reads the replies, and raises
-        what `exchange` raises. Where the calls cannot go packed (a cluster, a client on
-        one dedicated connection, a lost connection) they run here and the function only
-        returns their answer. (With hiredis they go packed; redis-py's parser reads them.)
+        what `exchange` raises. On a cluster they go to the node serving the queue's
+        slot. Where they cannot go packed (a client on one dedicated connection, a lost
+        connection, a cluster mid-failover) they run here and the function only returns
+        their answer. (With hiredis they go packed; redis-py's parser reads them.)
         """
         calls, parts = self._exchange_calls(outcomes, count, lease, request)
         sent = UNSENT
         client = self.client
-        cluster = isinstance(client, redis.cluster.RedisCluster)
         if calls:
             packed = self._packed_calls
             with self._any_error_as_unavailable():
@@ -296,7 +296,7 @@ class WorkerSide(IdleWaits):
                 try:
                     replies = sent.read()
                 except TOPOLOGY_ERRORS:
-                    if not cluster:
+                    if not isinstance(client, redis.cluster.RedisCluster):
                         raise
                     replies = UNSENT  # the slot moved, the node is a replica now ...
                 if replies is UNSENT:  # as `execute` does: every call here may run twice
