@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jobs._json_depth import MAX_JSON_DEPTH as MAX_JSON_DEPTH
 from jobs._json_depth import too_deep
 from jobs._typed import is_typed, unstructure
 from jobs.errors import JobsError, PayloadError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 #: Tracebacks are stored with the failed job, bounded so a deep recursion cannot bloat Redis.
 MAX_TRACEBACK_CHARS = 8_000
@@ -64,6 +67,32 @@ _ENCODER = json.JSONEncoder(
 )
 
 
+def _one_c_encoder() -> Callable[[object], str]:
+    """`_ENCODER.encode` without its set-up at every call, where json has its C encoder.
+
+    ``JSONEncoder.encode`` makes a new C encoder at each call, which is most of the cost
+    of a small value (an int payload: 0.68 -> 0.18 us; a dict of three keys: 1.46 -> 0.78
+    us). This one is made once, so without cycle markers: a dict kept across calls would
+    hold stale object ids after a call that failed half way. A value that contains itself
+    then recurses to a RecursionError, which `dumps` refuses as it refused the cycle.
+    """
+    make: Any = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return _ENCODER.encode
+    quote: Callable[[str], str] = json.encoder.encode_basestring  # ensure_ascii=False's
+    chunks = make(None, _attrs_default, quote, None, ":", ",", False, False, False)
+
+    def encode(value: object) -> str:
+        if isinstance(value, str):
+            return quote(value)
+        return "".join(chunks(value, 0))
+
+    return encode
+
+
+_encode = _one_c_encoder()
+
+
 def dumps(value: object, what: str = "payload") -> bytes:
     """Encode ``value`` as compact UTF-8 JSON; attrs instances become their fields.
 
@@ -72,8 +101,13 @@ def dumps(value: object, what: str = "payload") -> bytes:
             deeper than `MAX_JSON_DEPTH`.
     """
     try:
-        data = _ENCODER.encode(value).encode("utf-8")
-    except (TypeError, ValueError, RecursionError) as exc:
+        data = _encode(value).encode("utf-8")
+    except RecursionError:
+        raise PayloadError(
+            f"{what} is not JSON-serializable: it contains itself, or nests deeper than "
+            f"{MAX_JSON_DEPTH} levels"
+        ) from None
+    except (TypeError, ValueError) as exc:
         raise PayloadError(f"{what} is not JSON-serializable: {exc}") from None
     if too_deep(data):
         raise PayloadError(f"{what} nests deeper than {MAX_JSON_DEPTH} levels")

@@ -91,3 +91,17 @@ def test_the_scan_measures_the_depth_the_value_has(value: Any, around: int) -> N
             dumps(container)
     else:
         assert loads(dumps(container)) == container
+
+
+@pytest.mark.parametrize("kind", ["list", "dict"])
+def test_a_value_that_contains_itself_is_refused_and_the_encoder_serves_on(kind: str) -> None:
+    loop: Any = []
+    if kind == "list":
+        loop.append(loop)
+    else:
+        loop = {"k": [1]}
+        loop["k"].append(loop)
+    with pytest.raises(PayloadError, match="contains itself"):
+        dumps({"ok": 1, "loop": loop})
+    # The encoder is made once (jobs._codec): a failed call leaves nothing behind in it.
+    assert dumps({"ok": [1, {"k": "v"}]}) == b'{"ok":[1,{"k":"v"}]}'
