@@ -39,6 +39,7 @@ import redis.cluster
 from redis._parsers import _RESP2Parser, _RESP3Parser
 from redis.exceptions import NoScriptError
 
+from jobs.queue._reply_poll import ReplyPoll
 from jobs.queue._resp import ReplyReader, Unreadable
 
 if TYPE_CHECKING:
@@ -105,10 +106,21 @@ _SHARED_LOCK = threading.Lock()
 class PackedCalls:
     """Send packed commands on a client's connection pool, when the client allows it."""
 
-    __slots__ = ("__weakref__", "_local", "_lock", "_most", "_named", "_owners", "_pid", "_pool")
+    __slots__ = (
+        "__weakref__",
+        "_local",
+        "_lock",
+        "_most",
+        "_named",
+        "_owners",
+        "_pid",
+        "_poll",
+        "_pool",
+    )
 
     def __init__(self, client: RedisClient) -> None:
         self._pool: Any = None
+        self._poll = ReplyPoll()
         self._lock = threading.Lock()
         self._local = threading.local()
         self._owners = 0
@@ -157,8 +169,11 @@ class PackedCalls:
         """Whether calls can go this way at all."""
         return self._pool is not None
 
-    def call(self, commands: Sequence[bytes]) -> Any:
+    def call(self, commands: Sequence[bytes], *, poll: bool = False) -> Any:
         """Send packed commands in one round trip and return their replies, or `UNSENT`.
+
+        ``poll``: Redis answers within microseconds (a one-job enqueue), so wait for the
+        reply by polling the socket rather than sleeping (`jobs.queue._reply_poll`).
 
         `UNSENT` when the connection failed before or after the commands went (so some
         may have run: only idempotent commands may be sent again) or the server did not
@@ -166,7 +181,7 @@ class PackedCalls:
         every reply is read.
         """
         sent = self.send(commands)
-        return sent if sent is UNSENT else sent.read()
+        return sent if sent is UNSENT else sent.read(self._poll if poll else None)
 
     def send(self, commands: Sequence[bytes]) -> Any:
         """Send packed commands and return at once: the `Sent` returned reads their replies.
@@ -312,11 +327,16 @@ class Sent:
         self._owner = owner
         self._count = count
 
-    def read(self) -> Any:
-        """The replies, or `UNSENT` (see `PackedCalls.call`); raises a refusal."""
+    def read(self, poll: ReplyPoll | None = None) -> Any:
+        """The replies, or `UNSENT` (see `PackedCalls.call`); raises a refusal.
+
+        ``poll``: how to wait for the first reply, if not by blocking in ``recv``.
+        """
         connection = self._connection
         try:
             reader = _reader(connection)
+            if reader is not None and poll is not None:
+                poll.wait(reader)
             if reader is None:
                 replies = [_read_response(connection) for _ in range(self._count)]
             else:

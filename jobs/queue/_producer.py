@@ -33,6 +33,10 @@ from jobs.queue._base import _LETTERS, QueueBase, enqueue_chunks
 #: Packed enqueue commands a producer keeps (`Producer._enqueue_packed`).
 PACKED_HEADS = 256
 
+#: A packed enqueue call of at most this many jobs polls for its reply (see
+#: `jobs.queue._reply_poll`): Redis answers it in tens of microseconds.
+POLLED_JOBS = 4
+
 #: enqueue.lua's ARGV[13..16] when the jobs depend on nothing.
 _NO_DEPENDENCIES: tuple[Arg, ...] = ("", "0", 0, 0)
 
@@ -204,7 +208,7 @@ class Producer(QueueBase):
         ]
         with self._unavailable_as_error():
             try:
-                replies = self._packed_calls.call(commands)
+                replies = self._packed_calls.call(commands, poll=len(ids) <= POLLED_JOBS)
             except redis.ResponseError as exc:
                 raise self._refusal(exc) from None
         return None if replies is UNSENT else cast("list[Any]", replies)

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from redis._parsers import BaseParser
 
+from jobs.queue._reply_poll import poll_socket
+
 if TYPE_CHECKING:
     import socket
 
@@ -48,6 +50,23 @@ class ReplyReader:
     def pending(self) -> bool:
         """Whether bytes read ahead are waiting in the buffer (a reply, or part of one)."""
         return self._pos < len(self._buffer)
+
+    def poll(self, budget_ns: int) -> bool:
+        """Whether bytes arrived within ``budget_ns``, read without blocking (`_reply_poll`).
+
+        Raises:
+            ConnectionError: the server closed the connection.
+            OSError: the socket failed.
+        """
+        if self._pos < len(self._buffer):
+            return True
+        data = poll_socket(self.sock, READ_SIZE, budget_ns)
+        if data is None:
+            return False
+        if not data:
+            raise ConnectionError("the server closed the connection")
+        self._buffer, self._pos = data, 0
+        return True
 
     def read(self) -> Any:
         """The next reply; an error reply is returned (not raised) as redis-py's exception.

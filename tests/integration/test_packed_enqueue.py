@@ -18,9 +18,10 @@ import pytest
 import redis
 
 import jobs
-from jobs.queue import _packed
+from jobs.queue import _packed, _reply_poll
 from jobs.queue._packed import PackedCalls, pack_args
-from jobs.queue._producer import _NO_DEPENDENCIES, Producer
+from jobs.queue._producer import _NO_DEPENDENCIES, POLLED_JOBS, Producer
+from jobs.queue._resp import ReplyReader
 from tests.helpers import wait_until
 from tests.integration._proxy import FaultyProxy
 
@@ -176,6 +177,52 @@ def test_a_killed_connection_costs_no_job(redis_url: str, redis_client: redis.Re
         client.enqueue("t", 0)
         assert redis_client.client_kill_filter(_type="normal", skipme=True) >= 1
         job_id = client.enqueue("t", 1)
+        assert client.get(job_id).payload == 1
+        assert client.stats().total_jobs == 2
+    finally:
+        queue.close()
+
+
+@pytest.fixture
+def polls(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Whether each packed reply was polled for (and came in time), polling on any machine."""
+    monkeypatch.setattr(_reply_poll, "CAN_POLL", True)
+    seen: list[bool] = []
+    poll = ReplyReader.poll
+
+    def counted(reader: ReplyReader, budget_ns: int) -> bool:
+        seen.append(poll(reader, budget_ns))
+        return seen[-1]
+
+    monkeypatch.setattr(ReplyReader, "poll", counted)
+    return seen
+
+
+def test_a_one_job_enqueue_polls_for_its_reply_and_a_batch_does_not(
+    redis_url: str, polls: list[bool]
+) -> None:
+    queue = _queue(redis_url)
+    try:
+        client = jobs.Client(jobs.ClientConfig(queue=queue))
+        job_id = client.enqueue("t", 1)
+        assert len(polls) == 1
+        client.enqueue_many("t", range(POLLED_JOBS + 1))
+        assert len(polls) == 1
+        assert client.get(job_id).payload == 1
+        assert client.stats().total_jobs == POLLED_JOBS + 2
+    finally:
+        queue.close()
+
+
+def test_a_connection_killed_while_it_polls_costs_no_job(
+    redis_url: str, redis_client: redis.Redis, polls: list[bool]
+) -> None:
+    queue = _queue(redis_url)
+    try:
+        client = jobs.Client(jobs.ClientConfig(queue=queue))
+        client.enqueue("t", 0)
+        assert redis_client.client_kill_filter(_type="normal", skipme=True) >= 1
+        job_id = client.enqueue("t", 1)  # its poll (if it was sent) reads the close
         assert client.get(job_id).payload == 1
         assert client.stats().total_jobs == 2
     finally:

@@ -1,0 +1,122 @@
+"""Poll the socket for a reply due within microseconds, instead of sleeping until it comes.
+
+On the virtual machines most servers run on, a thread that blocks in ``recv()`` and is
+woken by its reply pays tens of microseconds for the wake-up alone, more than Redis takes
+to run a small script. Measured on the 2-core benchmark machine (``benchmarks/
+RESULTS.rst``): a local round trip of a command Redis runs in 2 us took 64-72 us when
+the caller blocked and 23-26 us when it polled the socket; a one-job ``enqueue`` took
+105-115 us against 71-74 us, its client CPU going from 46-50 us to 69-71 us (polling
+spends on the wait what the wake-up no longer costs in time).
+
+So the producer's small calls (a web request's one job) poll for their reply for up to
+`POLL_NS` before they block as usual. What it costs is bounded and it stops where it
+does not pay:
+
+- Only with two CPUs or more for this process: on one, Redis (if local) could not run
+  while the caller polls.
+- A `ReplyPoll` serves one connection pool, i.e. one server. When `MISSES` polls in a
+  row end without the reply (a server across a network, or a machine so loaded that
+  the reply comes late anyway), it stops polling for the next `PAUSE` calls, then tries
+  again: a remote server costs about ``MISSES * POLL_NS / PAUSE`` (3 us) a call.
+- The worker pool's own exchanges never poll: its threads need the CPU (and the GIL)
+  for the handlers, and its fetcher sends an exchange ahead of time anyway.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from jobs.queue._resp import ReplyReader
+
+#: How long a call polls for its reply before it blocks. A one-job enqueue's reply comes
+#: 40-50 us after it was sent on the benchmark machine (Redis runs the script in 15-20).
+POLL_NS = 100_000
+
+#: Polls in a row that end without the reply before polling pauses.
+MISSES = 8
+
+#: Calls that block at once after `MISSES` polls failed, before polling is tried again.
+PAUSE = 256
+
+#: ``recv`` without waiting on a blocking socket; None where the platform has no flag.
+DONTWAIT: int | None = getattr(socket, "MSG_DONTWAIT", None)
+
+
+def _cpus() -> int:
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else (os.cpu_count() or 1)
+
+
+#: Whether polling may pay on this machine at all (see the module's docstring).
+CAN_POLL = _cpus() >= 2
+
+
+class ReplyPoll:
+    """When to poll for a reply rather than block: one per connection pool (one server).
+
+    Its counters are shared by the threads that call through the pool without a lock: a
+    lost update only shifts when polling pauses or resumes by a call.
+    """
+
+    __slots__ = ("_misses", "_paused")
+
+    def __init__(self) -> None:
+        self._misses = 0
+        #: Calls left that block at once; -1: never poll (one CPU).
+        self._paused = 0 if CAN_POLL else -1
+
+    def wait(self, reader: ReplyReader) -> None:
+        """Poll ``reader``'s socket for the reply's first bytes, unless polling pauses.
+
+        Either way the caller then reads as usual: what the poll read is in ``reader``'s
+        buffer, and when nothing came the read blocks.
+        """
+        if self._paused:
+            if self._paused > 0:
+                self._paused -= 1
+            return
+        if reader.poll(POLL_NS):
+            self._misses = 0
+            return
+        self._misses += 1
+        if self._misses >= MISSES:
+            self._misses = 0
+            self._paused = PAUSE
+
+
+def poll_socket(sock: socket.socket, size: int, budget_ns: int) -> bytes | None:
+    """Up to ``size`` bytes that arrive on ``sock`` within ``budget_ns``; None if none did.
+
+    Never blocks: a socket with a timeout has a non-blocking descriptor already (CPython
+    sets it so), which ``os.read`` reads as is, since ``recv`` would first wait out the
+    timeout in ``poll()``; a blocking one is read with ``MSG_DONTWAIT``.
+
+    Raises:
+        OSError: the socket failed (as ``recv`` would raise it).
+    """
+    if sock.gettimeout() is None:
+        if DONTWAIT is None:
+            return None
+        flags = DONTWAIT
+
+        def attempt() -> bytes:
+            return sock.recv(size, flags)
+
+    else:
+        descriptor = sock.fileno()
+
+        def attempt() -> bytes:
+            return os.read(descriptor, size)
+
+    clock = time.perf_counter_ns
+    deadline = clock() + budget_ns
+    while True:
+        try:
+            return attempt()
+        except (BlockingIOError, InterruptedError):
+            if clock() >= deadline:
+                return None
