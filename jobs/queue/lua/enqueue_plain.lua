@@ -59,7 +59,7 @@ if ARGV[7] ~= '{}' then
 end
 local band = ready_score(priority, 0)
 local index = {}
-for b = 12, last, 2 do
+for b = 12, #ARGV, 2 do
   seq = seq + 1
   local id = ARGV[b]
   local job_key = job_prefix .. id
