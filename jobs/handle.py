@@ -29,7 +29,7 @@ class JobHandle(str):
 
     def __new__(cls, job_id: str, client: Client) -> JobHandle:
         """The handle of job ``job_id``, enqueued by ``client``."""
-        handle = super().__new__(cls, job_id)
+        handle = str.__new__(cls, job_id)
         handle._client = client
         return handle
 

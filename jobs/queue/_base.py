@@ -83,6 +83,8 @@ def enqueue_chunks(
     Each range holds at most ``max_jobs`` jobs whose payloads (``sizes``, in bytes) add
     up to at most ``max_bytes``, except that every range holds at least one job.
     """
+    if 0 < len(sizes) <= max_jobs and sum(sizes) <= max_bytes:
+        return [range(len(sizes))]  # the common case, without a Python loop over the jobs
     chunks: list[range] = []
     start = total = 0
     for index, size in enumerate(sizes):

@@ -108,7 +108,7 @@ class Producer(QueueBase):
         if len(ids) != len(payloads):
             raise ValueError(f"{len(ids)} ids for {len(payloads)} payloads")
         # One job is one chunk, whatever its size.
-        chunks = [range(1)] if len(payloads) == 1 else enqueue_chunks([len(p) for p in payloads])
+        chunks = [range(1)] if len(payloads) == 1 else enqueue_chunks(list(map(len, payloads)))
         replies: list[Any] | None = None
         if self._packed_calls.usable and not self.config.wait_for_replicas:
             replies = self._enqueue_packed(

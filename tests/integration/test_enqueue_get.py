@@ -284,8 +284,10 @@ def test_enqueue_many_writes_nothing_if_one_payload_is_invalid(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
     with make_client(redis_url) as client:
-        with pytest.raises(jobs.PayloadError):
+        with pytest.raises(jobs.PayloadError, match="payload #2 is not JSON"):
             client.enqueue_many("t", [{"a": 1}, {"b": 2}, {"c": {3}}, {"d": 4}])
+        with pytest.raises(jobs.PayloadError, match="payload #1 is not JSON"):
+            client.enqueue_many("t", (p for p in [1, float("inf"), 3]))  # read once
         assert client.stats().total_jobs == 0
         assert redis_client.dbsize() == 0
 
@@ -318,7 +320,7 @@ def test_max_payload_bytes(redis_url: str, redis_client: redis.Redis) -> None:
         assert client.get(at_limit).payload == "x" * 98
         with pytest.raises(jobs.PayloadError, match="max_payload_bytes"):
             client.enqueue("t", "x" * 99)
-        with pytest.raises(jobs.PayloadError, match="max_payload_bytes"):
+        with pytest.raises(jobs.PayloadError, match=r"payload #1 is 502 bytes.*max_payload_bytes"):
             client.enqueue_many("t", ["small", "y" * 500])
         assert client.stats().total_jobs == 1
         assert len(redis_client.keys("*job:*")) == 1
