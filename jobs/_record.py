@@ -147,6 +147,8 @@ def _decode_fast(fields: Mapping[str, Any], queue: str) -> Job:
         raise ValueError("metadata is not an object")
     result, error, trace = get("result"), get("error"), get("traceback")
     timeout_ms = int(get("timeout_ms") or 0)
+    created_at = _ms(get("created_at"))
+    run_at = get("run_at")
     return Job(
         id=job_id.decode() if type(job_id) is bytes else job_id,
         type=job_type.decode() if type(job_type) is bytes else job_type,
@@ -155,8 +157,9 @@ def _decode_fast(fields: Mapping[str, Any], queue: str) -> Job:
         priority=int(get("priority") or 0),
         attempts=int(get("attempts") or 0),
         max_retries=int(get("max_retries") or 0),
-        created_at=_ms(get("created_at")),
-        run_at=_ms(get("run_at")),
+        created_at=created_at,
+        # Written only for a job delayed at enqueue: else it was due when created.
+        run_at=created_at if run_at is None else _ms(run_at),
         started_at=_ms(get("started_at")),
         completed_at=_ms(get("completed_at")),
         error=(error.decode() if type(error) is bytes else error) if error else None,
@@ -198,7 +201,7 @@ def _decode_checked(fields: Mapping[str, Any], queue: str) -> Job:
             attempts=_int(fields, "attempts", 0),
             max_retries=_int(fields, "max_retries", 0),
             created_at=from_ms(fields.get("created_at")),
-            run_at=from_ms(fields.get("run_at")),
+            run_at=from_ms(fields.get("run_at", fields.get("created_at"))),
             started_at=from_ms(fields.get("started_at")),
             completed_at=from_ms(fields.get("completed_at")),
             error=_str(fields, "error"),
@@ -256,7 +259,7 @@ def _decode_lenient(fields: Mapping[str, Any], queue: str) -> Job:
         attempts=number("attempts"),
         max_retries=number("max_retries"),
         created_at=instant("created_at"),
-        run_at=instant("run_at"),
+        run_at=instant("run_at" if "run_at" in fields else "created_at"),
         started_at=instant("started_at"),
         completed_at=instant("completed_at"),
         error=_str(fields, "error"),

@@ -61,9 +61,10 @@ class QueueState(QueueLib):
                 "priority": str(priority),
                 "max_retries": str(max_retries),
                 "created_at": str(now),
-                "run_at": str(run_at),
                 "score": str(score),
             }
+            if run_at != now:
+                record["run_at"] = str(run_at)
             if backoff != "":
                 record["backoff"] = str(backoff)
             if timeout_ms != "":

@@ -148,7 +148,8 @@ end
 -- flat score, member lists) for `flush_adds`, so that a batch costs one ZADD per index.
 -- Fields at their default are left out (a missing attempts/failures/lost is 0, a
 -- missing timeout_ms is none, missing metadata is {}, a missing backoff is the default
--- exponential one): less to write, and less memory per waiting job.
+-- exponential one, a missing run_at is created_at: due at once): less to write, and
+-- less memory per waiting job.
 -- `hold`: the job waits for dependencies (status 'waiting', indexed in adds.waiting by
 -- its ready score; its delay still counts from now, see release_dependent).
 local function add_job(job_prefix, adds, now, seq, id, job_type, payload, priority,
@@ -173,8 +174,10 @@ local function add_job(job_prefix, adds, now, seq, id, job_type, payload, priori
     index[#index + 1], index[#index + 2] = score, id
   end
   local fields = {'id', id, 'type', job_type, 'payload', payload, 'status', status,
-    'priority', priority, 'max_retries', max_retries, 'created_at', now, 'run_at', run_at,
-    'score', score}
+    'priority', priority, 'max_retries', max_retries, 'created_at', now, 'score', score}
+  if delay > 0 then
+    fields[#fields + 1], fields[#fields + 2] = 'run_at', run_at
+  end
   if backoff ~= '' then
     fields[#fields + 1], fields[#fields + 2] = 'backoff', backoff
   end

@@ -34,8 +34,9 @@
 -- keep their place ahead of these in FIFO order.
 --
 -- Record fields written (add_job in _lib.lua): id type payload status priority
--- max_retries timeout_ms backoff metadata created_at run_at score (attempts, failures and
--- lost appear once they are not 0), and for a job with dependencies deps, waits and after
+-- max_retries timeout_ms backoff metadata created_at run_at score (run_at only for a
+-- delayed job, else it is created_at; attempts, failures and lost appear once they are
+-- not 0), and for a job with dependencies deps, waits and after
 -- (record_dependencies). Later scripts add started_at, completed_at, lease, error,
 -- traceback, result, written_by.
 

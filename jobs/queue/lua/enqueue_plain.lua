@@ -48,6 +48,9 @@ if delay > 0 then
   status, run_at, index_key = 'scheduled', now + delay, scheduled
 end
 local optional = {}
+if delay > 0 then
+  optional[1], optional[2] = 'run_at', run_at  -- else it is created_at (see add_job)
+end
 if backoff ~= '' then
   optional[#optional + 1], optional[#optional + 2] = 'backoff', backoff
 end
@@ -67,7 +70,7 @@ for b = 12, #ARGV, 2 do
     local score = int(band + seq)
     redis.call('HSET', job_key, 'id', id, 'type', job_type, 'payload', ARGV[b + 1],
       'status', status, 'priority', priority, 'max_retries', max_retries, 'created_at', now,
-      'run_at', run_at, 'score', score, unpack(optional))
+      'score', score, unpack(optional))
     index[#index + 1], index[#index + 2] = delay > 0 and run_at or score, id
   end
 end
