@@ -59,15 +59,17 @@ class ReplyPoll:
     """When to poll for a reply rather than block: one per connection pool (one server).
 
     Its counters are shared by the threads that call through the pool without a lock: a
-    lost update only shifts when polling pauses or resumes by a call.
+    lost update only shifts when polling pauses or resumes by a call (each thread writes
+    what it computed from one read, so a count never goes below 0).
     """
 
-    __slots__ = ("_misses", "_paused")
+    __slots__ = ("_misses", "_never", "_paused")
 
     def __init__(self) -> None:
+        self._never = not CAN_POLL
         self._misses = 0
-        #: Calls left that block at once; -1: never poll (one CPU).
-        self._paused = 0 if CAN_POLL else -1
+        #: Calls left that block at once.
+        self._paused = 0
 
     def wait(self, reader: ReplyReader) -> None:
         """Poll ``reader``'s socket for the reply's first bytes, unless polling pauses.
@@ -75,9 +77,11 @@ class ReplyPoll:
         Either way the caller then reads as usual: what the poll read is in ``reader``'s
         buffer, and when nothing came the read blocks.
         """
-        if self._paused:
-            if self._paused > 0:
-                self._paused -= 1
+        if self._never:
+            return
+        paused = self._paused
+        if paused > 0:
+            self._paused = paused - 1
             return
         if reader.poll(POLL_NS):
             self._misses = 0
