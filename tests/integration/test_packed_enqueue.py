@@ -187,6 +187,7 @@ def test_a_killed_connection_costs_no_job(redis_url: str, redis_client: redis.Re
 def polls(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     """Whether each packed reply was polled for (and came in time), polling on any machine."""
     monkeypatch.setattr(_reply_poll, "CAN_POLL", True)
+    monkeypatch.setattr(_reply_poll, "HOT_NS", 1 << 62)  # every call follows close on one
     seen: list[bool] = []
     poll = ReplyReader.poll
 

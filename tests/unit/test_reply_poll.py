@@ -95,6 +95,26 @@ class _Reader:
         return self.comes
 
 
+@pytest.fixture(autouse=True)
+def hot(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every call follows the previous one closely, unless a test says otherwise."""
+    monkeypatch.setattr(_reply_poll, "HOT_NS", 1 << 62)
+
+
+def test_a_call_after_a_pause_blocks_and_the_next_close_one_polls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_reply_poll, "CAN_POLL", True)
+    monkeypatch.setattr(_reply_poll, "HOT_NS", -1)
+    policy, prompt = ReplyPoll(), _Reader(comes=True)
+    for _ in range(3):
+        policy.wait(prompt)  # type: ignore[arg-type]
+    assert prompt.polls == 0  # each came longer than HOT_NS after the last
+    monkeypatch.setattr(_reply_poll, "HOT_NS", 1 << 62)
+    policy.wait(prompt)  # type: ignore[arg-type]
+    assert prompt.polls == 1
+
+
 def test_polling_pauses_after_misses_in_a_row_then_tries_again(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
