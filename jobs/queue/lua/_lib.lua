@@ -143,13 +143,31 @@ local function wake(wake_key)
   end
 end
 
+-- The fields of a new job's record that it has only when they are not at their default,
+-- appended to `fields` (a missing run_at is created_at: due at once; a missing backoff
+-- is the default exponential one; a missing timeout_ms is none; missing metadata is {}):
+-- less to write. The jobs of one enqueue_plain.lua call share them.
+local function optional_fields(fields, delay, run_at, backoff, timeout_ms, metadata)
+  if delay > 0 then
+    fields[#fields + 1], fields[#fields + 2] = 'run_at', run_at
+  end
+  if backoff ~= '' then
+    fields[#fields + 1], fields[#fields + 2] = 'backoff', backoff
+  end
+  if timeout_ms ~= '' then
+    fields[#fields + 1], fields[#fields + 2] = 'timeout_ms', timeout_ms
+  end
+  if metadata ~= '{}' then
+    fields[#fields + 1], fields[#fields + 2] = 'metadata', metadata
+  end
+  return fields
+end
+
 -- Write a new job record; false when `check` and the id already exists, so that a
--- deterministic id (a cron fire) enqueues at most once. The job's index entry is appended to `adds` (adds.pending / adds.scheduled:
--- flat score, member lists) for `flush_adds`, so that a batch costs one ZADD per index.
--- Fields at their default are left out (a missing attempts/failures/lost is 0, a
--- missing timeout_ms is none, missing metadata is {}, a missing backoff is the default
--- exponential one, a missing run_at is created_at: due at once): less to write, and
--- less memory per waiting job.
+-- deterministic id (a cron fire) enqueues at most once. The job's index entry is
+-- appended to `adds` (adds.pending / adds.scheduled: flat score, member lists) for
+-- `flush_adds`, so that a batch costs one ZADD per index. Fields at their default are
+-- left out (see optional_fields; a missing attempts/failures/lost is 0).
 -- `hold`: the job waits for dependencies (status 'waiting', indexed in adds.waiting by
 -- its ready score; its delay still counts from now, see release_dependent).
 local function add_job(job_prefix, adds, now, seq, id, job_type, payload, priority,
@@ -173,20 +191,9 @@ local function add_job(job_prefix, adds, now, seq, id, job_type, payload, priori
   else
     index[#index + 1], index[#index + 2] = score, id
   end
-  local fields = {'id', id, 'type', job_type, 'payload', payload, 'status', status,
-    'priority', priority, 'max_retries', max_retries, 'created_at', now, 'score', score}
-  if delay > 0 then
-    fields[#fields + 1], fields[#fields + 2] = 'run_at', run_at
-  end
-  if backoff ~= '' then
-    fields[#fields + 1], fields[#fields + 2] = 'backoff', backoff
-  end
-  if timeout_ms ~= '' then
-    fields[#fields + 1], fields[#fields + 2] = 'timeout_ms', timeout_ms
-  end
-  if metadata ~= '{}' then
-    fields[#fields + 1], fields[#fields + 2] = 'metadata', metadata
-  end
+  local fields = optional_fields({'id', id, 'type', job_type, 'payload', payload,
+    'status', status, 'priority', priority, 'max_retries', max_retries, 'created_at', now,
+    'score', score}, delay, run_at, backoff, timeout_ms, metadata)
   redis.call('HSET', job_key, unpack(fields))
   return true
 end

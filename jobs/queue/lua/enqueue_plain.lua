@@ -47,19 +47,7 @@ local status, run_at, index_key = 'pending', now, pending
 if delay > 0 then
   status, run_at, index_key = 'scheduled', now + delay, scheduled
 end
-local optional = {}
-if delay > 0 then
-  optional[1], optional[2] = 'run_at', run_at  -- else it is created_at (see add_job)
-end
-if backoff ~= '' then
-  optional[#optional + 1], optional[#optional + 2] = 'backoff', backoff
-end
-if timeout_ms ~= '' then
-  optional[#optional + 1], optional[#optional + 2] = 'timeout_ms', timeout_ms
-end
-if ARGV[7] ~= '{}' then
-  optional[#optional + 1], optional[#optional + 2] = 'metadata', ARGV[7]
-end
+local optional = optional_fields({}, delay, run_at, backoff, timeout_ms, ARGV[7])
 local band = ready_score(priority, 0)
 local index = {}
 for b = 12, #ARGV, 2 do
