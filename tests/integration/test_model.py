@@ -147,6 +147,8 @@ class ModelJob:
     expired_at: int | None = None  # processing score forced into the past
     due_at: int | None = None  # scheduled score forced into the past
     finished: tuple[int, str] | None = None  # position in a count-trimmed index
+    #: (step, status) when a count bound dropped it (status GONE since).
+    trimmed: tuple[int, str] | None = None
     error: str | None = None
     written_by: str | None = None  # "c:"/"f:" and the token of the last recorded outcome
     damaged: bool = False  # its key holds a string, not a record
@@ -300,6 +302,7 @@ class Model:
             job.finished = (self.step, job.id)
             kept = sorted(self.in_status(status), key=lambda j: j.finished or (0, ""))
             for oldest in kept[: max(0, len(kept) - KEEP)]:
+                oldest.trimmed = (self.step, oldest.status)
                 oldest.status = GONE
         # Then what waits for it, breadth first, each job's dependents in id order.
         self._settle.append((job.id, status))
@@ -461,8 +464,13 @@ class Model:
         job = self.holds(job_id, token)
         if job is None:
             known = self.jobs.get(job_id)
-            if self.is_record(job_id) and known is not None and known.written_by == f"f:{token}":
-                return known.status  # the same write again: recorded
+            if known is not None and known.written_by == f"f:{token}":
+                if self.is_record(job_id):
+                    return known.status  # the same write again: recorded
+                if known.trimmed is not None and known.trimmed[0] == self.step:
+                    # Dropped by the count bound in this very call: the script trims once,
+                    # at the call's end (finish_call), so it still read the record.
+                    return known.trimmed[1]
             self.counters["rejected"] += 1
             return ""
         job.written_by = f"f:{token}"
