@@ -158,7 +158,7 @@ def _decode_fast(fields: Mapping[str, Any], queue: str) -> Job:
         attempts=int(get("attempts") or 0),
         max_retries=int(get("max_retries") or 0),
         created_at=created_at,
-        # Written only for a job delayed at enqueue: else it was due when created.
+        # Missing until a delay or a retry sets it: the job was due when it was created.
         run_at=created_at if run_at is None else _ms(run_at),
         started_at=_ms(get("started_at")),
         completed_at=_ms(get("completed_at")),

@@ -63,7 +63,7 @@ class QueueState(QueueLib):
                 "created_at": str(now),
                 "score": str(score),
             }
-            if run_at != now:
+            if int(delay) > 0:  # else run_at is created_at (add_job in _lib.lua)
                 record["run_at"] = str(run_at)
             if backoff != "":
                 record["backoff"] = str(backoff)
