@@ -9,7 +9,7 @@ from redis.exceptions import NoScriptError
 
 from jobs.queue._base import QueueBase
 from jobs.queue._packed import UNSENT, command, pack_args
-from jobs.queue._scripts import execute, packed_call
+from jobs.queue._scripts import execute, execute_after_loss, packed_call
 from jobs.queue._wire import socket_timeout
 
 if TYPE_CHECKING:
@@ -103,7 +103,7 @@ class IdleWaits(QueueBase):
                 if answers is UNSENT:
                     # A lost connection or a lost script: the fetch alone, the generic way
                     # (it finds what is ready, whatever became of the wait's marker).
-                    return True, execute(self.client, [call])[0]
+                    return True, execute_after_loss(self.client, [call])[0]
             return answers[0] is not None, answers[1]
         with self._any_error_as_unavailable():
             pipe: Any = self.client.pipeline(transaction=False)

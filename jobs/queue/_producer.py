@@ -18,6 +18,7 @@ from jobs.errors import (
     UnknownJobType,
 )
 from jobs.queue._packed import UNSENT, command, pack_args
+from jobs.queue._scripts import execute_after_loss
 from jobs.queue._wire import (
     declared_queue,
     job_args,
@@ -110,7 +111,8 @@ class Producer(QueueBase):
         # One job is one chunk, whatever its size.
         chunks = [range(1)] if len(payloads) == 1 else enqueue_chunks(list(map(len, payloads)))
         replies: list[Any] | None = None
-        if self._packed_calls.usable and not self.config.wait_for_replicas:
+        packed = self._packed_calls.usable and not self.config.wait_for_replicas
+        if packed:
             replies = self._enqueue_packed(
                 job_type, ids, payloads, chunks, config, declared, strict, fresh
             )
@@ -124,7 +126,10 @@ class Producer(QueueBase):
                 calls.append((script, self._enqueue_keys, args))
             with self._unavailable_as_error():
                 try:
-                    replies = self._execute_durably(calls, ids)
+                    if packed:  # sent packed, and the connection was lost (or a script)
+                        replies = execute_after_loss(self.client, calls)
+                    else:
+                        replies = self._execute_durably(calls, ids)
                 except redis.ResponseError as exc:
                     raise self._refusal(exc) from None
         if not replies or isinstance(replies[0], int):

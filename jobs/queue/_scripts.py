@@ -174,7 +174,28 @@ def _execute_packed(
         replies = packed.call([packed_call(*call) for call in calls])
         if replies is not UNSENT:
             return cast("list[Any]", replies)
+        return execute_after_loss(client, calls)
     return _execute(client, calls)
+
+
+def execute_after_loss(
+    client: RedisClient, calls: Sequence[tuple[Script, Sequence[str], Sequence[Arg]]]
+) -> list[Any]:
+    """`execute` the generic way, for calls whose packed sending came back `UNSENT`.
+
+    What closed that connection (a restart, ``CLIENT KILL``, a proxy) may be closing the
+    client's pooled ones at this very moment, one after the other: one that redis-py
+    took from its pool before its close was seen fails too, and a client made with
+    `redis.Redis.from_url` does not retry. So a connection error here gets one more try,
+    on a fresh connection (redis-py dropped the failed one); a server that is down
+    fails it as well. The calls may run twice, as any call sent packed must.
+    """
+    if isinstance(client, redis.cluster.RedisCluster):
+        return execute(client, calls)  # run_on_node tries a lost node again itself
+    try:
+        return _execute(client, calls)
+    except redis.ConnectionError:
+        return _execute(client, calls)
 
 
 def _execute(

@@ -13,6 +13,8 @@ import uuid
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+import redis
+
 import jobs
 from tests.helpers import wait_until
 
@@ -147,3 +149,26 @@ def recorder() -> tuple[list[Any], Callable[[jobs.JobContext, Any], Any]]:
         return payload
 
     return seen, handler
+
+
+class DoomedPool(redis.ConnectionPool):
+    """A connection pool whose next ``doomed`` connections handed out die just after.
+
+    The server closes each (``CLIENT KILL``) once it left the pool: what a client sees
+    when a restart or a kill closes its connections one after the other, and it took
+    one from the pool before its close could be seen.
+    """
+
+    doomed = 0
+
+    def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        """A connection from the pool, killed by the server if it is doomed."""
+        connection: Any = super().get_connection(*args, **kwargs)
+        if self.doomed:
+            self.doomed -= 1
+            connection.send_command("CLIENT", "ID")
+            victim = connection.read_response()
+            where = self.connection_kwargs
+            with redis.Redis(host=where["host"], port=where["port"]) as killer:
+                assert killer.client_kill_filter(_id=victim) == 1
+        return connection

@@ -12,17 +12,19 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
+
+import redis
 
 import jobs
 from tests.helpers import wait_until
-from tests.integration._clients import make_client, wait_for_status
+from tests.integration._clients import DoomedPool, make_client, unique_name, wait_for_status
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     import pytest
-    import redis
 
 
 def _noop(ctx: jobs.JobContext, payload: Any) -> Any:
@@ -82,3 +84,28 @@ def test_a_wait_whose_connection_is_killed_goes_on(
         _runs(client, "after")
     worker = [r for r in caplog.records if r.name.startswith("jobs.worker")]
     assert [r.getMessage() for r in worker if r.levelno >= logging.WARNING] == []
+
+
+def test_a_wait_whose_connection_and_the_next_one_are_killed_fetches(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    # The kill that ends the wait's connection also closes the one its fetch then takes
+    # from redis-py's pool (a restart closes them one after the other): one more try.
+    pool = DoomedPool.from_url(redis_url)
+    queue = jobs.RedisQueue(
+        jobs.RedisQueueConfig(client=redis.Redis(connection_pool=pool), name=unique_name())
+    )
+    try:
+        producer = jobs.Client(jobs.ClientConfig(queue=queue))
+        lease = timedelta(seconds=30)
+        first = producer.enqueue("t", 1)
+        assert [j.job_id for j in queue.wait_and_fetch("p", 1, 1, lease, "r1")[1].jobs] == [first]
+        second = producer.enqueue("t", 2)
+        assert redis_client.client_kill_filter(_type="normal", skipme=True) >= 1
+        pool.doomed = 1
+        fetched = queue.wait_and_fetch("p", 1, 1, lease, "r2")[1]
+        assert pool.doomed == 0
+        assert [j.job_id for j in fetched.jobs] == [second]
+    finally:
+        queue.close()
+        pool.disconnect()

@@ -23,6 +23,7 @@ from jobs.queue._packed import PackedCalls, pack_args
 from jobs.queue._producer import _NO_DEPENDENCIES, POLLED_JOBS, Producer
 from jobs.queue._resp import ReplyReader
 from tests.helpers import wait_until
+from tests.integration._clients import DoomedPool
 from tests.integration._proxy import FaultyProxy
 
 if TYPE_CHECKING:
@@ -181,6 +182,29 @@ def test_a_killed_connection_costs_no_job(redis_url: str, redis_client: redis.Re
         assert client.stats().total_jobs == 2
     finally:
         queue.close()
+
+
+def test_a_connection_killed_and_the_next_one_too_cost_no_job(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    # The kill that closed the packed connection closes the one the generic way takes
+    # next as well (as a restart closes them all, one after the other): one more try.
+    pool = DoomedPool.from_url(redis_url)
+    queue = jobs.RedisQueue(
+        jobs.RedisQueueConfig(client=redis.Redis(connection_pool=pool), name="packed")
+    )
+    try:
+        client = jobs.Client(jobs.ClientConfig(queue=queue))
+        client.enqueue("t", 0)
+        assert redis_client.client_kill_filter(_type="normal", skipme=True) >= 1
+        pool.doomed = 1
+        job_id = client.enqueue("t", 1)
+        assert pool.doomed == 0
+        assert client.get(job_id).payload == 1
+        assert client.stats().total_jobs == 2
+    finally:
+        queue.close()
+        pool.disconnect()
 
 
 @pytest.fixture
