@@ -75,8 +75,8 @@ def test_index_writes_are_per_call_not_per_job(
     server = redis_factory()
     r = redis.Redis.from_url(server.url)
     one, many = _batch_costs(r, 1, kind, bound), _batch_costs(r, 16, kind, bound)
-    # Into processing, and the request's record: one ZADD each per fetch.
-    assert many["fetch"]["zadd"] == one["fetch"]["zadd"] == 2
+    # Into processing with one ZADD, and the request's record with one HSET, per fetch.
+    assert many["fetch"]["zadd"] == one["fetch"]["zadd"] == 1
     # Out of processing with one ZREM, into the final index with one ZADD, the records
     # past the count bound dropped with one DEL, however many jobs the call finishes.
     for command in ("zadd", "zrem", "del"):
@@ -94,5 +94,7 @@ def test_index_writes_are_per_call_not_per_job(
         for command in many["fetch"]
         if many["fetch"][command] != one["fetch"][command]
     }
-    # The read that also makes the reply, and the lease's one HSET.
+    # The read that also makes the reply, and the lease's one HSET (the request's record
+    # takes every job in its one HSET).
     assert per_fetched == {"hmget": 1, "hset": 1}
+    assert many["fetch"]["hset"] - 16 == one["fetch"]["hset"] - 1 == 1

@@ -35,10 +35,11 @@
 -- Idempotent per request: the reply to a fetch can be lost after the script ran (a reset,
 -- a failover, a stall past the client's socket timeout), and redis-py sends the command
 -- again by itself; a worker pool also tries a failed fetch again with the same request
--- id. A fetch that leased something records what (KEYS[7], a zset: id -> the number of
--- its token), and a request seen before leases nothing new: it returns the jobs its first
--- run leased that still hold those tokens, whatever N, with their leases renewed (the
--- caller has just learnt of them). The record expires with the leases it describes.
+-- id. A fetch that leased something records what (KEYS[7], a hash: id -> the number of
+-- its token; a small zset would cost twice as much, sorting each in), and a request seen
+-- before leases nothing new: it returns the jobs its first run leased that still hold
+-- those tokens, whatever N, with their leases renewed (the caller has just learnt of
+-- them). The record expires with the leases it describes.
 
 local pending, scheduled, processing = KEYS[1], KEYS[2], KEYS[3]
 local seq_key, lease_seq, wake_key, request = KEYS[4], KEYS[5], KEYS[6], KEYS[7]
@@ -59,6 +60,10 @@ local base = base_of(job_prefix, 'job:')
 -- Flow control state (see _lib.lua): nil/false while no type is limited or held back.
 local limits, flow = nil, true
 local deadline = now + lease_ms
+-- What every job leased in this call is written with, as text made once (whole()).
+local now_text, deadline_text = whole(now), whole(deadline)
+-- Nearly every job's attempt count, as text: no number printed for them.
+local ATTEMPTS_TEXT = {'1', '2', '3', '4'}
 
 -- The jobs' values, encoded as one JSON array at the end (absent fields false): a worker
 -- parses one reply element per call, in C, instead of one per field (most of its CPU
@@ -68,14 +73,20 @@ local function deliver(job_key)
   delivered[#delivered + 1] = redis.call('HMGET', job_key, unpack(FIELDS))
 end
 
-local recorded = redis.call('ZRANGE', request, 0, -1, 'WITHSCORES')
+local recorded = redis.call('HGETALL', request)
 if #recorded > 0 then
-  -- This request ran before and its reply was lost: the same jobs, nothing new.
+  -- This request ran before and its reply was lost: the same jobs, nothing new, in the
+  -- order they were leased (a large hash keeps no order).
+  local again = {}
   for i = 1, #recorded, 2 do
-    local id = recorded[i]
+    again[#again + 1] = {tonumber(recorded[i + 1]), recorded[i], recorded[i + 1]}
+  end
+  table.sort(again, function(a, b) return a[1] < b[1] end)
+  for _, entry in ipairs(again) do
+    local id = entry[2]
     local job_key = job_prefix .. id
-    if holds_lease(job_key, request_id .. ':' .. int(tonumber(recorded[i + 1]))) then
-      redis.call('ZADD', processing, 'XX', deadline, id)
+    if holds_lease(job_key, request_id .. ':' .. entry[3]) then
+      redis.call('ZADD', processing, 'XX', deadline_text, id)
       deliver(job_key)
     end
   end
@@ -130,20 +141,22 @@ else
         token = token + 1
         taken = taken + 1
         -- A damaged count restarts from 0 (as bump in _lib.lua does).
-        local attempts = int((tonumber(values[ATTEMPTS]) or 0) + 1)
-        local lease = request_id .. ':' .. int(token)
+        local attempts = (tonumber(values[ATTEMPTS]) or 0) + 1
+        attempts = ATTEMPTS_TEXT[attempts] or int(attempts)
+        local number = whole(token)
+        local lease = request_id .. ':' .. number
         -- 'id' again: a record that lost it would otherwise reach the worker nameless.
-        redis.call('HSET', job_key, 'id', id, 'status', 'processing', 'started_at', now,
+        redis.call('HSET', job_key, 'id', id, 'status', 'processing', 'started_at', now_text,
           'lease', lease, 'attempts', attempts)
-        deadlines[#deadlines + 1], deadlines[#deadlines + 2] = deadline, id
-        leased[#leased + 1], leased[#leased + 2] = int(token), id
+        deadlines[#deadlines + 1], deadlines[#deadlines + 2] = deadline_text, id
+        leased[#leased + 1], leased[#leased + 2] = id, number
         recorded_any = true
-        values[1], values[STATUS], values[STARTED_AT] = id, 'processing', int(now)
+        values[1], values[STATUS], values[STARTED_AT] = id, 'processing', now_text
         values[ATTEMPTS], values[LEASE] = attempts, lease
         delivered[#delivered + 1] = values
         -- In slices: unpack() has a bound, and a pool may fetch thousands at once.
         if #leased >= 1000 then
-          redis.call('ZADD', request, unpack(leased))
+          redis.call('HSET', request, unpack(leased))
           leased = {}
         end
       end
@@ -153,7 +166,7 @@ else
     end
   end
   if #leased > 0 then
-    redis.call('ZADD', request, unpack(leased))
+    redis.call('HSET', request, unpack(leased))
   end
   if #deadlines > 0 then
     zadd_all(processing, deadlines)
