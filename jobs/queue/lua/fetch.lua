@@ -33,13 +33,14 @@
 -- is not a hash is set aside (set_aside in _lib.lua), as is a due one (promote_due).
 --
 -- Idempotent per request: the reply to a fetch can be lost after the script ran (a reset,
--- a failover, a stall past the client's socket timeout), and redis-py sends the command
--- again by itself; a worker pool also tries a failed fetch again with the same request
--- id. A fetch that leased something records what (KEYS[7], a hash: id -> the number of
--- its token; a small zset would cost twice as much, sorting each in), and a request seen
--- before leases nothing new: it returns the jobs its first run leased that still hold
--- those tokens, whatever N, with their leases renewed (the caller has just learnt of
--- them). The record expires with the leases it describes.
+-- a failover, a stall past the client's socket timeout), and the command is sent again
+-- (by redis-py's retries, where the client has them, and after a packed call's lost
+-- connection by `execute_after_loss`); a worker pool also tries a failed fetch again
+-- with the same request id. A fetch that leased something records what (KEYS[7], a
+-- hash: id -> the number of its token; a small zset would cost twice as much, sorting
+-- each in), and a request seen before leases nothing new: it returns the jobs its first
+-- run leased that still hold those tokens, whatever N, with their leases renewed (the
+-- caller has just learnt of them). The record expires with the leases it describes.
 
 local pending, scheduled, processing = KEYS[1], KEYS[2], KEYS[3]
 local seq_key, lease_seq, wake_key, request = KEYS[4], KEYS[5], KEYS[6], KEYS[7]
