@@ -63,8 +63,6 @@ local limits, flow = nil, true
 local deadline = now + lease_ms
 -- What every job leased in this call is written with, as text made once (whole()).
 local now_text, deadline_text = whole(now), whole(deadline)
--- Nearly every job's attempt count, as text: no number printed for them.
-local ATTEMPTS_TEXT = {'1', '2', '3', '4'}
 
 -- The jobs' values, encoded as one JSON array at the end (absent fields false): a worker
 -- parses one reply element per call, in C, instead of one per field (most of its CPU
@@ -141,9 +139,10 @@ else
         end
         token = token + 1
         taken = taken + 1
-        -- A damaged count restarts from 0 (as bump in _lib.lua does).
+        -- A damaged count restarts from 0 (as bump in _lib.lua does); one that is not
+        -- whole is rounded by int(), as before.
         local attempts = (tonumber(values[ATTEMPTS]) or 0) + 1
-        attempts = ATTEMPTS_TEXT[attempts] or int(attempts)
+        attempts = attempts % 1 == 0 and whole(attempts) or int(attempts)
         local number = whole(token)
         local lease = request_id .. ':' .. number
         -- 'id' again: a record that lost it would otherwise reach the worker nameless.
