@@ -277,10 +277,11 @@ class WorkerPoolConfig:
             declared on (`Registry.register`'s ``queue``), in equal shares.
         prefetch: jobs fetched ahead of the free slots, so that a thread that ends a job
             starts the next at once instead of waiting for a round trip to Redis. None
-            (the default): ``8 * num_workers``, at most 64, while the queue has a backlog
+            (the default): ``8 * num_workers``, at most 64 and no more than the threads
+            get through in 25 ms at their measured pace, while the queue has a backlog
             and the pool's jobs take under 50 ms on average (`jobs.worker._core.SHORT_JOB`,
-            `jobs.worker._core.PREFETCH_PER_THREAD`, `jobs.worker._core.PREFETCH_MOST`);
-            else none:
+            `jobs.worker._core.PREFETCH_PER_THREAD`, `jobs.worker._core.PREFETCH_MOST`,
+            `jobs.worker._core.BUFFER_WAIT`); else none:
             longer jobs, and a job that comes to an idle queue, are better left in the
             queue for any free thread of any pool to take. 0 never fetches ahead.
             A job of higher priority enqueued after lower ones were fetched still goes

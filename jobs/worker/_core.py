@@ -44,7 +44,8 @@ DURATION_WEIGHT = 0.2
 #: (with 4, two processes drained the empty body 6-19% slower with the exchanges in
 #: flight than without; with 8, as fast or faster, in alternated quick benchmark runs;
 #: the INCR drain +8-31% over 4, for +0.4-0.5 MB of worker RSS). A buffered short job
-#: (under `SHORT_JOB` on average) still waits at most eight jobs' time for a thread.
+#: (under `SHORT_JOB` on average) still waits at most eight jobs' time for a thread, and
+#: no longer than `BUFFER_WAIT`, about.
 PREFETCH_PER_THREAD = 8
 #: ... up to this many in all. Past fetches of a few dozen jobs Redis saves little more per
 #: job (fetch.lua: 12.6 us a job in fetches of 20, 11.9 in fetches of 40), while the
@@ -52,6 +53,20 @@ PREFETCH_PER_THREAD = 8
 #: buffer. Measured: 32 threads drained the benchmark's INCR body 15% slower with 128
 #: buffered than with 64.
 PREFETCH_MOST = 64
+#: A job that waited longer than this for a thread, since its lease was last confirmed,
+#: has its lease checked before it starts (`Slots._slot`): a job cancelled while it
+#: waited never starts. One round trip, small next to such a wait; a job that a free
+#: thread takes sooner (prefetch 0, or a pool that keeps up) starts without it, and a
+#: cancellation reaches it through its token at the next heartbeat, as for any running job.
+CONFIRM_AFTER = 0.05
+#: Automatic prefetch holds no more jobs than the threads get through in this long (half
+#: of `CONFIRM_AFTER`), so that the last one buffered still starts without that round trip. A fixed
+#: count suits one machine only: on a 2-core VM where 8 threads ran the benchmark's INCR
+#: body at ~2,300 jobs/s, 64 buffered jobs waited ~28 ms, over the 20 ms this check then
+#: waited for, so that half the jobs paid a round trip of their own before they started:
+#: the drain ran at 1,430-1,680 jobs/s instead of 2,240-2,320 (redis-server 150-174
+#: instead of 108 us a job).
+BUFFER_WAIT = CONFIRM_AFTER / 2
 
 
 class PoolCore:
@@ -105,10 +120,12 @@ class PoolCore:
         if prefetch is not None:
             return prefetch
         mean = self._mean_duration
-        short = mean is not None and mean < SHORT_JOB
-        if not (short and self._backlog):
+        if mean is None or mean >= SHORT_JOB or not self._backlog:
             return 0
-        return min(PREFETCH_PER_THREAD * self.config.num_workers, PREFETCH_MOST)
+        threads = self.config.num_workers
+        # The threads free a slot every mean / threads seconds, about.
+        in_time = int(BUFFER_WAIT * threads / max(mean, 1e-9))
+        return min(PREFETCH_PER_THREAD * threads, PREFETCH_MOST, in_time)
 
     def _ran_for(self, seconds: float) -> None:
         """A handler returned after ``seconds`` (the lock is held)."""

@@ -20,18 +20,12 @@ from jobs.context import CancelReason
 from jobs.errors import JobTimeout
 from jobs.worker import _attempt
 from jobs.worker._attempt import State
-from jobs.worker._core import PoolCore, logger
+from jobs.worker._core import CONFIRM_AFTER, PoolCore, logger
 from jobs.worker._events import Interruption
 
 if TYPE_CHECKING:
     from jobs.worker._attempt import Attempt
     from jobs.worker._protocol import Outcome
-
-#: A job that waited longer than this for a thread, since its lease was last confirmed,
-#: has its lease checked before it starts: a job cancelled while it waited never starts.
-#: One round trip, small next to such a wait; a job that a free thread takes at once
-#: (prefetch 0, or a pool that keeps up) starts without it.
-CONFIRM_AFTER = 0.02
 
 
 class Slots(PoolCore):

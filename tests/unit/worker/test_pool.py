@@ -16,7 +16,12 @@ import pytest
 
 import jobs
 from jobs.testing import ManualClock, MemoryQueue, drain
-from jobs.worker._core import PREFETCH_MOST, PREFETCH_PER_THREAD, SHORT_JOB
+from jobs.worker._core import (
+    BUFFER_WAIT,
+    CONFIRM_AFTER,
+    PREFETCH_MOST,
+    PREFETCH_PER_THREAD,
+)
 from jobs.worker._pool import WorkerPool
 from tests.helpers import wait_until
 
@@ -243,12 +248,30 @@ def test_a_client_config_takes_a_memory_queue_but_the_scheduler_refuses_it() -> 
 def test_automatic_prefetch_is_per_thread_up_to_a_bound(threads: int) -> None:
     pool = WorkerPool(MemoryQueue(), jobs.Registry(), jobs.WorkerPoolConfig(num_workers=threads))
     assert pool._prefetch() == 0  # no job measured yet
-    pool._mean_duration, pool._backlog = SHORT_JOB / 2, True
+    # Jobs short enough for the threads to get through the whole buffer in BUFFER_WAIT.
+    pool._mean_duration, pool._backlog = BUFFER_WAIT / PREFETCH_PER_THREAD / 2, True
     expected = min(PREFETCH_PER_THREAD * threads, PREFETCH_MOST)
     assert pool._prefetch() == expected
     assert pool._capacity() == threads + expected
     pool._backlog = False  # a job that comes to an idle queue stays there
     assert pool._prefetch() == 0
+
+
+@pytest.mark.parametrize("threads", [1, 8, 40])
+def test_automatic_prefetch_buffers_no_more_than_the_threads_run_in_buffer_wait(
+    threads: int,
+) -> None:
+    # Past CONFIRM_AFTER in the buffer a job costs a round trip of its own before it
+    # starts: a buffer sized for fast jobs would make slower ones pay it by the dozen.
+    pool = WorkerPool(MemoryQueue(), jobs.Registry(), jobs.WorkerPoolConfig(num_workers=threads))
+    pool._backlog = True
+    pool._mean_duration = BUFFER_WAIT / 2  # two jobs per thread in BUFFER_WAIT
+    assert pool._prefetch() == min(2 * threads, PREFETCH_MOST)
+    assert BUFFER_WAIT < CONFIRM_AFTER
+    pool._mean_duration = BUFFER_WAIT * threads * 2  # half a job in all
+    assert pool._prefetch() == 0
+    pool._mean_duration = 0.0  # a clock too coarse to see a job's time
+    assert pool._prefetch() == min(PREFETCH_PER_THREAD * threads, PREFETCH_MOST)
 
 
 def _drain_short_jobs(queue: MemoryQueue) -> tuple[jobs.Client, list[str]]:
