@@ -9,7 +9,8 @@ the caller blocked and 23-26 us when it polled the socket; a one-job ``enqueue``
 spends on the wait what the wake-up no longer costs in time).
 
 So the producer's small calls (a web request's one job) poll for their reply for up to
-`POLL_NS` before they block as usual, when they come close on each other's heels. What
+a budget that follows the replies (`POLL_NS` to `POLL_MOST_NS`) before they block as
+usual, when they come close on each other's heels. What
 it costs is bounded and it stops where it does not pay:
 
 - Only a call that follows the last one within `HOT_NS`. After a pause the caller's and
@@ -23,7 +24,8 @@ it costs is bounded and it stops where it does not pay:
 - A `ReplyPoll` serves one connection pool, i.e. one server. When `MISSES` polls in a
   row end without the reply (a server across a network, or a machine so loaded that
   the reply comes late anyway), it stops polling for the next `PAUSE` calls, then tries
-  again: a remote server costs about ``MISSES * POLL_NS / PAUSE`` (3 us) a call.
+  again: a remote server costs about ``MISSES * POLL_MOST_NS / PAUSE`` (12 us) a call,
+  next to the round trip of a millisecond or more that makes it remote.
 - The worker pool's own exchanges never poll: its threads need the CPU (and the GIL)
   for the handlers, and its fetcher sends an exchange ahead of time anyway.
 """
@@ -38,9 +40,16 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from jobs.queue._resp import ReplyReader
 
-#: How long a call polls for its reply before it blocks. A one-job enqueue's reply comes
-#: 40-50 us after it was sent on the benchmark machine (Redis runs the script in 15-20).
+#: How long a call polls for its reply before it blocks, at first and at least. A one-job
+#: enqueue's reply comes 40-50 us after it was sent on one benchmark machine (Redis runs
+#: the script in 15-20), 50-150 us on another, slower one, where a budget of 100 us
+#: missed many and back-to-back enqueues took a median 275 us each. So the budget
+#: follows the replies (`ReplyPoll.wait`): twice what the last reply caught took, doubled
+#: after a miss, within this and `POLL_MOST_NS` (there: a median 223 us a call).
 POLL_NS = 100_000
+
+#: The longest a call polls for its reply.
+POLL_MOST_NS = 400_000
 
 #: A call polls only if the previous one began less than this long before it.
 HOT_NS = 1_000_000
@@ -50,6 +59,8 @@ MISSES = 8
 
 #: Calls that block at once after `MISSES` polls failed, before polling is tried again.
 PAUSE = 256
+
+_now = time.perf_counter_ns
 
 #: ``recv`` without waiting on a blocking socket; None where the platform has no flag.
 DONTWAIT: int | None = getattr(socket, "MSG_DONTWAIT", None)
@@ -72,12 +83,14 @@ class ReplyPoll:
     what it computed from one read, so a count never goes below 0).
     """
 
-    __slots__ = ("_last", "_misses", "_never", "_paused")
+    __slots__ = ("_budget", "_last", "_misses", "_never", "_paused")
 
     def __init__(self) -> None:
         self._never = not CAN_POLL
         self._last = 0
         self._misses = 0
+        #: How long the next poll may last (ns).
+        self._budget = POLL_NS
         #: Calls left that block at once.
         self._paused = 0
 
@@ -89,7 +102,7 @@ class ReplyPoll:
         """
         if self._never:
             return
-        now = time.perf_counter_ns()
+        now = _now()
         previous, self._last = self._last, now
         if now - previous > HOT_NS:
             return  # the first call after a pause: its reply comes late anyway
@@ -97,10 +110,14 @@ class ReplyPoll:
         if paused > 0:
             self._paused = paused - 1
             return
-        if reader.poll(POLL_NS):
+        budget = self._budget
+        if reader.poll(budget):
             self._misses = 0
+            took = _now() - now
+            self._budget = min(max(2 * took, POLL_NS), POLL_MOST_NS)
             return
         self._misses += 1
+        self._budget = min(2 * budget, POLL_MOST_NS)
         if self._misses >= MISSES:
             self._misses = 0
             self._paused = PAUSE

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from jobs.queue import _reply_poll
-from jobs.queue._reply_poll import MISSES, PAUSE, ReplyPoll, poll_socket
+from jobs.queue._reply_poll import MISSES, PAUSE, POLL_MOST_NS, POLL_NS, ReplyPoll, poll_socket
 from jobs.queue._resp import ReplyReader
 
 if TYPE_CHECKING:
@@ -136,6 +136,43 @@ def test_a_reply_in_time_resets_the_misses(monkeypatch: pytest.MonkeyPatch) -> N
             policy.wait(late)  # type: ignore[arg-type]
         policy.wait(prompt)  # type: ignore[arg-type]
     assert late.polls == 3 * (MISSES - 1)  # never paused
+
+
+class _Timed:
+    """A reader whose reply comes ``takes_ns`` after the call, on a fake clock."""
+
+    def __init__(self, clock: list[int]) -> None:
+        self.clock = clock
+        self.takes_ns = 0
+        self.budgets: list[int] = []
+
+    def poll(self, budget_ns: int) -> bool:
+        self.budgets.append(budget_ns)
+        comes = self.takes_ns <= budget_ns
+        self.clock[0] += self.takes_ns if comes else budget_ns
+        return comes
+
+
+def test_the_poll_budget_follows_the_replies(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_reply_poll, "CAN_POLL", True)
+    clock = [10**12]
+    monkeypatch.setattr(_reply_poll, "_now", lambda: clock[0])
+    policy, reader = ReplyPoll(), _Timed(clock)
+    us = 1000
+    reader.takes_ns = 150 * us  # a slower machine than POLL_NS was set for
+    for _ in range(3):
+        policy.wait(reader)  # type: ignore[arg-type]
+    # Missed once, caught with twice the budget, then polls twice what replies take.
+    assert reader.budgets == [POLL_NS, 2 * POLL_NS, 300 * us]
+    reader.takes_ns = 10 * us  # never below POLL_NS
+    for _ in range(2):
+        policy.wait(reader)  # type: ignore[arg-type]
+    assert reader.budgets[-1] == POLL_NS
+    reader.takes_ns = 10 * POLL_MOST_NS  # late replies: never past POLL_MOST_NS
+    for _ in range(MISSES - 1):
+        policy.wait(reader)  # type: ignore[arg-type]
+    assert max(reader.budgets) == POLL_MOST_NS
+    assert reader.budgets[-3:] == [POLL_MOST_NS] * 3
 
 
 def test_one_cpu_never_polls(monkeypatch: pytest.MonkeyPatch) -> None:
