@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 #: How long a call polls for its reply before it blocks, at first and at least. A one-job
 #: enqueue's reply comes 40-50 us after it was sent on one benchmark machine (Redis runs
 #: the script in 15-20), 50-150 us on another, slower one, where a budget of 100 us
-#: missed many and back-to-back enqueues took a median 275 us each. So the budget
+#: missed most and back-to-back enqueues took a median 275 us each. So the budget
 #: follows the replies (`ReplyPoll.wait`): twice what the last reply caught took, doubled
 #: after a miss, within this and `POLL_MOST_NS` (there: a median 223 us a call).
 POLL_NS = 100_000

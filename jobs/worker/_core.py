@@ -60,12 +60,13 @@ PREFETCH_MOST = 64
 #: cancellation reaches it through its token at the next heartbeat, as for any running job.
 CONFIRM_AFTER = 0.05
 #: Automatic prefetch holds no more jobs than the threads get through in this long (half
-#: of `CONFIRM_AFTER`), so that the last one buffered still starts without that round trip. A fixed
-#: count suits one machine only: on a 2-core VM where 8 threads ran the benchmark's INCR
-#: body at ~2,300 jobs/s, 64 buffered jobs waited ~28 ms, over the 20 ms this check then
-#: waited for, so that half the jobs paid a round trip of their own before they started:
-#: the drain ran at 1,430-1,680 jobs/s instead of 2,240-2,320 (redis-server 150-174
-#: instead of 108 us a job).
+#: of `CONFIRM_AFTER`), so that the last one buffered still starts without that round
+#: trip. A fixed count suits one machine only: on a 2-core VM where 8 threads ran the
+#: benchmark's INCR body at ~2,300 jobs/s, 64 buffered jobs waited ~28 ms, over the 20 ms
+#: this check then waited for, so that half the jobs paid a round trip of their own
+#: before they started: the drain ran at 1,430-1,680 jobs/s, 2,240-2,320 with the check
+#: off, and 2,570-2,780 with the buffer sized by time (redis-server 150-174, 108 and
+#: 82-92 us a job).
 BUFFER_WAIT = CONFIRM_AFTER / 2
 
 
