@@ -60,6 +60,7 @@ MISSES = 8
 #: Calls that block at once after `MISSES` polls failed, before polling is tried again.
 PAUSE = 256
 
+#: The clock `ReplyPoll` reads (a module name, so that a test can give it a fake one).
 _now = time.perf_counter_ns
 
 #: ``recv`` without waiting on a blocking socket; None where the platform has no flag.

@@ -155,6 +155,20 @@ def test_a_damaged_record_fails_or_runs_alone(
         assert redis_client.zcard(keys.processing) == 0
 
 
+def test_an_attempt_count_past_a_c_long_is_counted_on_not_wrapped(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    # fetch.lua prints a whole count with %d (through a C long) only where it fits.
+    registry = jobs.Registry()
+    registry.register_func("work", work)
+    with make_client(redis_url, registry, start=False) as client:
+        job_id = client.enqueue("work", {})
+        redis_client.hset(client.queue.keys.job(job_id), "attempts", "1e300")
+        client.start()
+        job = wait_for_status(client, job_id, jobs.JobStatus.COMPLETED)
+        assert job.attempts == int(1e300)  # plus one, in a double
+
+
 def test_a_damaged_job_stays_readable(redis_url: str, redis_client: redis.Redis) -> None:
     registry = jobs.Registry()
     registry.register_func("work", work)

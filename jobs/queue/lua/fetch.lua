@@ -140,9 +140,9 @@ else
         token = token + 1
         taken = taken + 1
         -- A damaged count restarts from 0 (as bump in _lib.lua does); one that is not
-        -- whole is rounded by int(), as before.
+        -- whole, or past what whole()'s C long holds exactly, is printed by int().
         local attempts = (tonumber(values[ATTEMPTS]) or 0) + 1
-        attempts = attempts % 1 == 0 and whole(attempts) or int(attempts)
+        attempts = attempts % 1 == 0 and attempts < 2^53 and whole(attempts) or int(attempts)
         local number = whole(token)
         local lease = request_id .. ':' .. number
         -- 'id' again: a record that lost it would otherwise reach the worker nameless.
