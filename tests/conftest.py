@@ -54,3 +54,19 @@ def _never_the_developers_redis() -> Iterator[None]:
         patch.setattr(socket.socket, "connect", connect)
         patch.setattr(socket.socket, "connect_ex", connect_ex)
         yield
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Escape lone surrogates in a report's captured output, before xdist sends it.
+
+    Some tests make jobs fail with the text of an undecodable file name (``os.fsdecode``
+    gives lone surrogates), and the worker logs the error's traceback, which carries it
+    raw. A pytest-xdist worker cannot encode such text to send its report, and dies.
+    """
+    report.sections = [
+        (title, content.encode("utf-8", "backslashreplace").decode("utf-8"))
+        for title, content in report.sections
+    ]
+    if isinstance(report.longrepr, str):
+        report.longrepr = report.longrepr.encode("utf-8", "backslashreplace").decode("utf-8")
