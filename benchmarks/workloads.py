@@ -406,7 +406,8 @@ class Drain:
     os_processes: int = 0
 
 
-def _redis_cpu(server: RedisServer) -> float | None:
+def redis_cpu(server: RedisServer) -> float | None:
+    """CPU seconds redis-server has used so far (None without psutil)."""
     pid = server.pid
     return cpu_seconds(process_tree([pid])) if pid is not None else None
 
@@ -441,7 +442,7 @@ def drain(
             now = time.time()
             if first is None and count > 0:
                 tree = process_tree(workers.pids)
-                first = (now, count, cpu_seconds(tree), _redis_cpu(probe.server))
+                first = (now, count, cpu_seconds(tree), redis_cpu(probe.server))
             if count >= n:
                 break
             if count != last[1]:
@@ -459,7 +460,7 @@ def drain(
         done = now
         tree = process_tree(workers.pids)
         cpu_done = cpu_seconds(tree)
-        redis_cpu_done = _redis_cpu(probe.server)
+        redis_cpu_done = redis_cpu(probe.server)
         rss = rss_bytes(tree)
         total1, probe1 = probe.total_commands()
         incrs = probe.counter() if body == "incr" else 0

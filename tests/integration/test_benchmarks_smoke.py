@@ -97,6 +97,10 @@ def test_harness_reports_every_figure(redis_binary: str, tmp_path: Path) -> None
     for body in ("incr", "noop"):
         assert set(jobs["drain"][body]) == {"1x3", "2x2"}
         assert set(results["ceiling"][body]) == {"1x3", "2x2"}
+        # What the bare body costs redis-server, next to each library's figure (0 is
+        # possible here: CPU times tick every 10 ms, and 150 jobs take less).
+        assert set(results["ceiling_redis_cpu_us"][body]) == {"1x3", "2x2"}
+        assert all(cpu >= 0 for cpu in results["ceiling_redis_cpu_us"][body].values())
         for drain in jobs["drain"][body].values():
             assert drain["jobs"] == 150
             assert drain["rate"] > 0
