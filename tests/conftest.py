@@ -64,9 +64,10 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     gives lone surrogates), and the worker logs the error's traceback, which carries it
     raw. A pytest-xdist worker cannot encode such text to send its report, and dies.
     """
-    report.sections = [
-        (title, content.encode("utf-8", "backslashreplace").decode("utf-8"))
-        for title, content in report.sections
-    ]
+    report.sections = [(title, _escaped(content)) for title, content in report.sections]
     if isinstance(report.longrepr, str):
-        report.longrepr = report.longrepr.encode("utf-8", "backslashreplace").decode("utf-8")
+        report.longrepr = _escaped(report.longrepr)
+
+
+def _escaped(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
