@@ -25,6 +25,7 @@ import platform
 import shlex
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -87,6 +88,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--jobs", type=int, default=20_000, help="jobs per drain (20000)")
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="times each drain is run, every library in turn; figures are medians (3)",
+    )
+    parser.add_argument(
         "--threads", default="8,16,32", help="thread counts of the 1-process drains (8,16,32)"
     )
     parser.add_argument(
@@ -124,6 +131,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args.cluster = not args.quick
     if args.cluster_jobs is None:
         args.cluster_jobs = args.jobs
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     return args
 
 
@@ -241,10 +250,11 @@ class Ceiling:
         self.count_dir.mkdir()
         self.server = RedisServer()
         self.server.start()
-        self.rates: dict[str, dict[str, float]] = {"incr": {}, "noop": {}}
+        # One sample per round (see `medians`).
+        self.rates: dict[str, dict[str, list[float]]] = {"incr": {}, "noop": {}}
         # redis-server's CPU per job (us) for the bare body: what the body alone costs
         # Redis, next to each library's figure for body and queue together.
-        self.redis_cpu_us: dict[str, dict[str, float]] = {"incr": {}, "noop": {}}
+        self.redis_cpu_us: dict[str, dict[str, list[float]]] = {"incr": {}, "noop": {}}
 
     def measure(self, body: Body, processes: int, threads: int) -> None:
         import workloads
@@ -259,12 +269,22 @@ class Ceiling:
             n=self.n,
         )
         after = workloads.redis_cpu(self.server)
-        self.rates[body][key(processes, threads)] = rate
+        self.rates[body].setdefault(key(processes, threads), []).append(rate)
         if before is not None and after is not None:
             ran = self.n // processes * processes
-            self.redis_cpu_us[body][key(processes, threads)] = (after - before) / ran * 1e6
+            self.redis_cpu_us[body].setdefault(key(processes, threads), []).append(
+                (after - before) / ran * 1e6
+            )
         workloads.clear_counts(self.count_dir)
         progress(f"no queue {body} {key(processes, threads)}: {rate:,.0f} jobs/s")
+
+    @staticmethod
+    def medians(samples: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, float]]:
+        """Each body and configuration's figure: the median of its rounds."""
+        return {
+            body: {config: statistics.median(values) for config, values in configs.items()}
+            for body, configs in samples.items()
+        }
 
     def close(self) -> None:
         self.server.close()
@@ -298,10 +318,11 @@ class Library:
         self.contention = Contention()
         self.one_rates: list[float] = []
         self.bulk_rates: list[float] = []
-        self.drains: dict[str, dict[str, Any]] = {"incr": {}, "noop": {}}
+        #: Each drain's rounds, in order (a failed one is its error), merged by `finish`.
+        self.drains: dict[str, dict[str, list[dict[str, Any]]]] = {"incr": {}, "noop": {}}
         self.memory: dict[str, float] = {}
         #: jobs only: drains by the library's own ``python -m jobs worker --processes N``.
-        self.supervised: dict[str, Any] = {}
+        self.supervised: dict[str, list[dict[str, Any]]] = {}
         self.result: dict[str, Any] = {
             "version": self.adapter.version(),
             "threaded": self.adapter.threaded,
@@ -330,8 +351,8 @@ class Library:
         try:
             self._drain(body, processes, threads)
         except Exception as exc:
-            self.drains[body][key(processes, threads)] = self._failed(
-                f"drain {body} {key(processes, threads)}", exc
+            self.drains[body].setdefault(key(processes, threads), []).append(
+                self._failed(f"drain {body} {key(processes, threads)}", exc)
             )
 
     def _drain(self, body: Body, processes: int, threads: int) -> None:
@@ -339,10 +360,15 @@ class Library:
 
         adapter, probe, n = self.adapter, self.probe, self.args.jobs
         used = threads if adapter.threaded else 1
+        rounds = self.drains[body].setdefault(key(processes, threads), [])
         for done in self.drains[body].values():
-            if "error" not in done and (done["processes"], done["threads"]) == (processes, used):
-                # RQ: the thread count changes nothing, so it is measured once.
-                self.drains[body][key(processes, threads)] = done
+            # RQ: the thread count changes nothing, so it is measured once a round.
+            if (
+                len(done) > len(rounds)
+                and "error" not in done[-1]
+                and (done[-1]["processes"], done[-1]["threads"]) == (processes, used)
+            ):
+                rounds.append(done[-1])
                 return
         with self.contention.during():
             probe.reset()
@@ -372,7 +398,7 @@ class Library:
             if first:
                 # The workers are stopped: their connections' buffers are gone too.
                 self.memory["completed"] = (probe.used_memory() - memory_before) / n
-        self.drains[body][key(processes, threads)] = asdict(measured)
+        rounds.append(asdict(measured))
         progress(
             f"{self.name} {body} {key(processes, used)}: {measured.rate:,.0f} jobs/s"
             f" (start-up {measured.startup:.2f} s)"
@@ -383,8 +409,10 @@ class Library:
         try:
             self._drain_supervised(body, processes, threads)
         except Exception as exc:
-            self.supervised[key(processes, threads)] = self._failed(
-                f"drain {body} {key(processes, threads)} with --processes {processes}", exc
+            self.supervised.setdefault(key(processes, threads), []).append(
+                self._failed(
+                    f"drain {body} {key(processes, threads)} with --processes {processes}", exc
+                )
             )
 
     def _drain_supervised(self, body: Body, processes: int, threads: int) -> None:
@@ -416,7 +444,7 @@ class Library:
         record = asdict(measured)
         record["exit_code"] = workers.exit_code
         record["leftover_children"] = workers.leftover_children
-        self.supervised[key(processes, threads)] = record
+        self.supervised.setdefault(key(processes, threads), []).append(record)
         progress(
             f"jobs --processes {processes} {body} {key(processes, threads)}:"
             f" {measured.rate:,.0f} jobs/s (start-up {measured.startup:.2f} s;"
@@ -481,10 +509,15 @@ class Library:
         self.result["enqueue_one"] = workloads.median(self.one_rates) if self.one_rates else None
         self.result["enqueue_one_samples"] = self.one_rates
         self.result["enqueue_bulk"] = workloads.median(self.bulk_rates) if self.bulk_rates else None
-        self.result["drain"] = self.drains
+        self.result["drain"] = {
+            body: {config: merge_rounds(rounds) for config, rounds in configs.items()}
+            for body, configs in self.drains.items()
+        }
         self.result["memory"] = self.memory
         if self.supervised:
-            self.result["supervised"] = self.supervised
+            self.result["supervised"] = {
+                config: merge_rounds(rounds) for config, rounds in self.supervised.items()
+            }
         self.result["others_cpu"] = self.contention.share()
         return self.result
 
@@ -494,6 +527,41 @@ class Library:
             self.adapter.close()
         finally:
             self.server.close()
+
+
+#: A drain's figures that `merge_rounds` takes the median of.
+_MEDIAN_FIELDS = (
+    "rate",
+    "startup",
+    "rate_with_startup",
+    "commands_per_job",
+    "worker_cpu_us",
+    "redis_cpu_us",
+    "rss_mb",
+)
+
+
+def merge_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One drain's rounds as one record: each figure the median of its rounds.
+
+    A single sample swings 15-45% between runs on a noisy VM; the median of rounds taken
+    with every library in turn does not hang a verdict on one of them. ``rates`` keeps
+    every round's rate. A failed round is left out (it is reported as a failure); if
+    every round failed, the record is the last error. The supervisor's exit code and
+    leftover children are the worst of its rounds.
+    """
+    good = [r for r in rounds if "error" not in r]
+    if not good:
+        return rounds[-1]
+    merged = dict(good[0])
+    for name in _MEDIAN_FIELDS:
+        values = [r[name] for r in good if r.get(name) is not None]
+        merged[name] = statistics.median(values) if values else None
+    merged["rates"] = [r["rate"] for r in good]
+    if "exit_code" in merged:
+        merged["exit_code"] = next((r["exit_code"] for r in good if r["exit_code"]), 0)
+        merged["leftover_children"] = max(r["leftover_children"] for r in good)
+    return merged
 
 
 def measure_depth(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
@@ -832,6 +900,7 @@ def run(args: argparse.Namespace, command: str, tmp: Path, source: Path) -> dict
         "versions": versions(args.peer_list, source, args.jobs_ref),
         "settings": {
             "jobs": args.jobs,
+            "rounds": args.rounds,
             "threads": args.thread_list,
             "threads_2p": args.threads_2p,
             "latency_samples": args.latency_samples,
@@ -860,14 +929,21 @@ def run(args: argparse.Namespace, command: str, tmp: Path, source: Path) -> dict
             library = Library(name, args, tmp)
             stack.callback(library.close)
             libraries.append(library)
-        for body in ("incr", "noop"):
-            for processes, threads in drain_configs(args):
-                ceiling.measure(body, processes, threads)
-                for library in libraries:
-                    library.drain(body, processes, threads)
-                    if library.name == "jobs" and body == "incr" and processes > 1:
-                        # Right after the separate processes, so both meet the same load.
-                        library.drain_supervised(body, processes, threads)
+        for round_number in range(args.rounds):
+            if args.rounds > 1:
+                progress(f"round {round_number + 1} of {args.rounds}")
+            # Each round starts with another library, so that none always drains right
+            # after the ceiling (or last, when the machine has warmed up).
+            turn = round_number % len(libraries)
+            in_turn = libraries[turn:] + libraries[:turn]
+            for body in ("incr", "noop"):
+                for processes, threads in drain_configs(args):
+                    ceiling.measure(body, processes, threads)
+                    for library in in_turn:
+                        library.drain(body, processes, threads)
+                        if library.name == "jobs" and body == "incr" and processes > 1:
+                            # Right after the separate processes: both meet the same load.
+                            library.drain_supervised(body, processes, threads)
         for library in libraries:
             library.commands()
         import workloads
@@ -882,8 +958,9 @@ def run(args: argparse.Namespace, command: str, tmp: Path, source: Path) -> dict
         finally:
             for pickup in pickups:
                 pickup.stop()
-        results["ceiling"] = ceiling.rates
-        results["ceiling_redis_cpu_us"] = ceiling.redis_cpu_us
+        results["ceiling"] = ceiling.medians(ceiling.rates)
+        results["ceiling_rates"] = ceiling.rates
+        results["ceiling_redis_cpu_us"] = ceiling.medians(ceiling.redis_cpu_us)
         results["libraries"] = {lib.name: lib.finish() for lib in libraries}
         for library in libraries:
             results["failures"] += library.failures
@@ -1186,6 +1263,24 @@ def targets(results: dict[str, Any]) -> list[list[str]]:
         present = [r for r in rates if r is not None]
         return max(present) if present else None
 
+    def by_round(data: Any, configs: list[str]) -> list[float] | None:
+        """Each round's best rate over ``configs`` (None unless every round ran each)."""
+        found = [data.get(c) if isinstance(data, dict) else None for c in configs]
+        lists: list[list[float]] = [rates for rates in found if isinstance(rates, list) and rates]
+        if not lists or len(lists) < len(configs) or len({len(rates) for rates in lists}) != 1:
+            return None
+        return [max(values) for values in zip(*lists, strict=True)]
+
+    def round_range(values: list[float], digits: int, unit: str) -> str:
+        """'; by round a-b' for a figure taken in several rounds, else nothing."""
+        if len(values) < 2:
+            return ""
+        return f"; by round {num(min(values), digits, unit)}-{num(max(values), digits, unit)}"
+
+    def drains_by_round(name: str, configs: list[str]) -> list[float] | None:
+        incr = {c: (libs[name].get("drain") or {}).get("incr", {}).get(c) for c in configs}
+        return by_round({c: d.get("rates") if d else None for c, d in incr.items()}, configs)
+
     # The targets of issue 16 ("Speed, second round"), each measured in this run.
     first = f"1x{results['settings']['threads'][0]}"
     for label, configs, peer_factor, ceiling_share in (
@@ -1196,21 +1291,34 @@ def targets(results: dict[str, Any]) -> list[list[str]]:
         peer = _best({n: drain_best(n, configs) for n in libs}, peers=True)
         top = max((ceiling[c] for c in configs), default=None)
         ratio = mine / peer if mine and peer else None
+        # The verdicts stand on medians; each round's own figure shows how firmly.
+        mine_rounds = drains_by_round("jobs", configs)
+        peers_rounds = [drains_by_round(n, configs) for n in libs if n != "jobs"]
+        ratios: list[float] = []
+        if mine_rounds and peers_rounds and all(peers_rounds):
+            best = [max(r) for r in zip(*peers_rounds, strict=False)]
+            if len(best) == len(mine_rounds):
+                ratios = [m / b for m, b in zip(mine_rounds, best, strict=True) if b]
         rows.append(
             [
                 f"drain {label} >= {peer_factor}x best peer",
-                num(ratio, 2, "x") + f" ({num(mine)} vs {num(peer)} jobs/s)",
+                num(ratio, 2, "x")
+                + f" ({num(mine)} vs {num(peer)} jobs/s{round_range(ratios, 2, 'x')})",
                 verdict(None if ratio is None else ratio >= peer_factor),
             ]
         )
         if ceiling_share is None:
             continue
         share = mine / top if mine and top else None
+        ceilings = by_round(results.get("ceiling_rates", {}).get("incr"), configs)
+        shares: list[float] = []
+        if mine_rounds and ceilings and len(ceilings) == len(mine_rounds):
+            shares = [100 * m / c for m, c in zip(mine_rounds, ceilings, strict=True) if c]
         rows.append(
             [
                 f"drain {label} >= {ceiling_share:.0%} of the no-queue ceiling",
                 num(None if share is None else 100 * share, 0, "%")
-                + f" ({num(mine)} vs {num(top)} jobs/s)",
+                + f" ({num(mine)} vs {num(top)} jobs/s{round_range(shares, 0, '%')})",
                 verdict(None if share is None else share >= ceiling_share),
             ]
         )
@@ -1543,6 +1651,17 @@ def contention_note(results: dict[str, Any]) -> str:
     return text
 
 
+def rounds_text(settings: dict[str, Any]) -> str:
+    """How many times each drain ran, for the report's settings line."""
+    rounds = settings.get("rounds", 1)
+    if rounds == 1:
+        return "each drain run once;"
+    return (
+        f"each drain figure (and the no-queue ceiling's) is the median of {rounds} rounds,"
+        " every library in turn in each round, the first one changing from round to round;"
+    )
+
+
 def heading(text: str, char: str = "-") -> str:
     return f"{text}\n{char * len(text)}\n"
 
@@ -1568,7 +1687,8 @@ def render(results: dict[str, Any]) -> str:
         "",
         contention_note(results),
         "",
-        f"Drains: {settings['jobs']:,} pre-enqueued jobs; latency: {settings['latency_samples']}"
+        f"Drains: {settings['jobs']:,} pre-enqueued jobs; {rounds_text(settings)}"
+        f" latency: {settings['latency_samples']}"
         f" jobs one at a time; idle: {settings['idle_seconds']:g} s; MONITOR-counted drain:"
         f" {settings['monitor_jobs']:,} jobs; bulk calls carry {settings['bulk_batch']:,} jobs.",
         "",

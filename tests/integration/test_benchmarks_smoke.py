@@ -62,7 +62,7 @@ def test_harness_reports_every_figure(redis_binary: str, tmp_path: Path) -> None
     with subprocess.Popen(
         [
             sys.executable, str(RUN), "--no-peers", "--quick",
-            "--jobs", "150", "--threads", "3", "--threads-2p", "2",
+            "--jobs", "150", "--threads", "3", "--threads-2p", "2", "--rounds", "2",
             "--latency-samples", "5", "--idle-seconds", "0.3", "--monitor-jobs", "60",
             "--cluster" if cluster else "--no-cluster",
             "--output", str(output), "--json", str(raw),
@@ -94,9 +94,12 @@ def test_harness_reports_every_figure(redis_binary: str, tmp_path: Path) -> None
     assert list(results["libraries"]) == ["jobs"]
     assert results["depth"] is None  # --quick
     jobs = results["libraries"]["jobs"]
+    assert results["settings"]["rounds"] == 2
     for body in ("incr", "noop"):
         assert set(jobs["drain"][body]) == {"1x3", "2x2"}
         assert set(results["ceiling"][body]) == {"1x3", "2x2"}
+        # Each figure is the median of its rounds; every round's is kept.
+        assert all(len(rates) == 2 for rates in results["ceiling_rates"][body].values())
         # What the bare body costs redis-server, next to each library's figure (0 is
         # possible here: CPU times tick every 10 ms, and 150 jobs take less).
         assert set(results["ceiling_redis_cpu_us"][body]) == {"1x3", "2x2"}
@@ -104,8 +107,11 @@ def test_harness_reports_every_figure(redis_binary: str, tmp_path: Path) -> None
         for drain in jobs["drain"][body].values():
             assert drain["jobs"] == 150
             assert drain["rate"] > 0
+            assert len(drain["rates"]) == 2
+            assert min(drain["rates"]) <= drain["rate"] <= max(drain["rates"])
     supervised = jobs["supervised"]["2x2"]
     assert supervised["jobs"] == 150
+    assert len(supervised["rates"]) == 2
     assert supervised["rate"] > 0
     assert supervised["os_processes"] == 3  # the supervisor and its two workers
     assert supervised["exit_code"] == 0  # stopped by SIGTERM, cleanly
