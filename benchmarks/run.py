@@ -1263,23 +1263,28 @@ def targets(results: dict[str, Any]) -> list[list[str]]:
         present = [r for r in rates if r is not None]
         return max(present) if present else None
 
-    def by_round(data: Any, configs: list[str]) -> list[float] | None:
-        """Each round's best rate over ``configs`` (None unless every round ran each)."""
-        found = [data.get(c) if isinstance(data, dict) else None for c in configs]
-        lists: list[list[float]] = [rates for rates in found if isinstance(rates, list) and rates]
-        if not lists or len(lists) < len(configs) or len({len(rates) for rates in lists}) != 1:
+    def by_round(lists: list[Any]) -> list[float] | None:
+        """Each round's best of several lists of rounds (None unless each has them all)."""
+        if not lists or not all(isinstance(rates, list) and rates for rates in lists):
+            return None
+        if len({len(rates) for rates in lists}) != 1:
             return None
         return [max(values) for values in zip(*lists, strict=True)]
 
-    def round_range(values: list[float], digits: int, unit: str) -> str:
-        """'; by round a-b' for a figure taken in several rounds, else nothing."""
-        if len(values) < 2:
+    def drain_rounds(name: str, configs: list[str]) -> list[float] | None:
+        drains = (libs[name].get("drain") or {}).get("incr", {})
+        return by_round([(drains.get(c) or {}).get("rates") for c in configs])
+
+    def round_range(
+        mine: list[float] | None, other: list[float] | None, scale: float, digits: int, unit: str
+    ) -> str:
+        """'; by round a-b': ``scale * mine / other`` in each round, when both ran them all."""
+        if not mine or not other or len(mine) != len(other) or len(mine) < 2:
+            return ""
+        values = [scale * m / o for m, o in zip(mine, other, strict=True) if o]
+        if not values:
             return ""
         return f"; by round {num(min(values), digits, unit)}-{num(max(values), digits, unit)}"
-
-    def drains_by_round(name: str, configs: list[str]) -> list[float] | None:
-        incr = {c: (libs[name].get("drain") or {}).get("incr", {}).get(c) for c in configs}
-        return by_round({c: d.get("rates") if d else None for c, d in incr.items()}, configs)
 
     # The targets of issue 16 ("Speed, second round"), each measured in this run.
     first = f"1x{results['settings']['threads'][0]}"
@@ -1292,33 +1297,28 @@ def targets(results: dict[str, Any]) -> list[list[str]]:
         top = max((ceiling[c] for c in configs), default=None)
         ratio = mine / peer if mine and peer else None
         # The verdicts stand on medians; each round's own figure shows how firmly.
-        mine_rounds = drains_by_round("jobs", configs)
-        peers_rounds = [drains_by_round(n, configs) for n in libs if n != "jobs"]
-        ratios: list[float] = []
-        if mine_rounds and peers_rounds and all(peers_rounds):
-            best = [max(r) for r in zip(*peers_rounds, strict=False)]
-            if len(best) == len(mine_rounds):
-                ratios = [m / b for m, b in zip(mine_rounds, best, strict=True) if b]
+        mine_rounds = drain_rounds("jobs", configs)
+        peer_rounds = by_round([drain_rounds(n, configs) for n in libs if n != "jobs"])
         rows.append(
             [
                 f"drain {label} >= {peer_factor}x best peer",
                 num(ratio, 2, "x")
-                + f" ({num(mine)} vs {num(peer)} jobs/s{round_range(ratios, 2, 'x')})",
+                + f" ({num(mine)} vs {num(peer)} jobs/s"
+                + f"{round_range(mine_rounds, peer_rounds, 1, 2, 'x')})",
                 verdict(None if ratio is None else ratio >= peer_factor),
             ]
         )
         if ceiling_share is None:
             continue
         share = mine / top if mine and top else None
-        ceilings = by_round(results.get("ceiling_rates", {}).get("incr"), configs)
-        shares: list[float] = []
-        if mine_rounds and ceilings and len(ceilings) == len(mine_rounds):
-            shares = [100 * m / c for m, c in zip(mine_rounds, ceilings, strict=True) if c]
+        ceiling_rates = results.get("ceiling_rates", {}).get("incr", {})
+        ceilings = by_round([ceiling_rates.get(c) for c in configs])
         rows.append(
             [
                 f"drain {label} >= {ceiling_share:.0%} of the no-queue ceiling",
                 num(None if share is None else 100 * share, 0, "%")
-                + f" ({num(mine)} vs {num(top)} jobs/s{round_range(shares, 0, '%')})",
+                + f" ({num(mine)} vs {num(top)} jobs/s"
+                + f"{round_range(mine_rounds, ceilings, 100, 0, '%')})",
                 verdict(None if share is None else share >= ceiling_share),
             ]
         )
